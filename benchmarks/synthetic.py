@@ -1,0 +1,76 @@
+"""Synthetic checkpoints for benchmarks: real safetensors headers over sparse (or random) data."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+LLAMA2_70B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+    "max_position_embeddings": 4096, "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "vocab_size": 32000, "torch_dtype": "bfloat16",
+}
+
+
+def llama_tensor_shapes(config: dict) -> list[tuple[str, list[int]]]:
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
+    d = h // heads
+    shapes = [("model.embed_tokens.weight", [v, h])]
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        shapes += [
+            (p + "self_attn.q_proj.weight", [heads * d, h]), (p + "self_attn.k_proj.weight", [kv * d, h]),
+            (p + "self_attn.v_proj.weight", [kv * d, h]), (p + "self_attn.o_proj.weight", [h, heads * d]),
+            (p + "mlp.gate_proj.weight", [i, h]), (p + "mlp.up_proj.weight", [i, h]), (p + "mlp.down_proj.weight", [h, i]),
+            (p + "input_layernorm.weight", [h]), (p + "post_attention_layernorm.weight", [h]),
+        ]
+    shapes += [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
+    return shapes
+
+
+def write_checkpoint(folder: Path, config: dict, shard_bytes: int, fill: str = "sparse", dtype: str = "BF16") -> Path:
+    """A sharded HF folder. fill="sparse" leaves data as holes (no disk used); "random" writes real bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+    shards: list[list[tuple[str, list[int]]]] = [[]]
+    size = 0
+    for name, shape in llama_tensor_shapes(config):
+        n = width
+        for dim in shape:
+            n *= dim
+        if shards[-1] and size + n > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += n
+    weight_map = {}
+    total = len(shards)
+    for index, tensors in enumerate(shards, 1):
+        file_name = f"model-{index:05d}-of-{total:05d}.safetensors"
+        header, offset = {}, 0
+        for name, shape in tensors:
+            n = width
+            for dim in shape:
+                n *= dim
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
+            offset += n
+            weight_map[name] = file_name
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(folder / file_name, "wb") as handle:
+            handle.write(struct.pack("<Q", len(raw)) + raw)
+            if fill == "sparse":
+                handle.truncate(8 + len(raw) + offset)
+            else:
+                remaining = offset
+                chunk = os.urandom(min(remaining, 64 << 20)) if remaining else b""
+                while remaining:
+                    part = chunk[: min(remaining, len(chunk))]
+                    handle.write(part)
+                    remaining -= len(part)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder

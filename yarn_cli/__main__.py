@@ -1,0 +1,3 @@
+from yarn_cli.cli.app import main
+
+main()

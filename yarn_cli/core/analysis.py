@@ -1,0 +1,207 @@
+"""Per-dimension analysis of a RoPE family under a scaling: what `inspect` shows and `--json` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from yarn_cli.core import rope
+from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
+from yarn_cli.errors import InputError
+
+METHODS = ("yarn", "linear", "ntk", "dynamic", "by-parts")
+
+
+@dataclass(frozen=True)
+class YarnOptions:
+    beta_fast: float = rope.BETA_FAST_DEFAULT
+    beta_slow: float = rope.BETA_SLOW_DEFAULT
+    truncate: bool = True
+
+
+def method_frequencies(
+    spec: RopeSpec, method: str, scale: float, options: YarnOptions = YarnOptions(), seq_len: float | None = None
+) -> rope.ScaledFrequencies:
+    """A fresh scaling by ``method`` at ``scale`` from the spec's original (trained) context.
+
+    ``dynamic`` is evaluated at ``seq_len`` (default: the new length s·L), where it differs from RoPE.
+    """
+    if scale < 1:
+        raise InputError(f"--scale must be >= 1 (got {scale:g}); YaRN extends, it does not shorten")
+    base, dim, original = spec.theta, spec.rotary_dim, spec.original_context
+    if method == "yarn":
+        return rope.yarn(base, dim, original, scale, options.beta_fast, options.beta_slow, options.truncate)
+    if method == "by-parts":
+        return rope.ntk_by_parts(base, dim, original, scale, options.beta_fast, options.beta_slow, options.truncate)
+    if method == "linear":
+        return rope.linear(base, dim, scale)
+    if method == "ntk":
+        return rope.ntk_aware(base, dim, scale)
+    if method == "dynamic":
+        return rope.dynamic_ntk(base, dim, scale, original, seq_len if seq_len is not None else scale * original)
+    raise InputError(f"--method {method!r} is not one of {', '.join(METHODS)}, all")
+
+
+def existing_frequencies(spec: RopeSpec, seq_len: float | None = None) -> rope.ScaledFrequencies:
+    """What a runtime computes for the scaling the checkpoint already declares (transformers' conventions)."""
+    scaling = spec.scaling
+    base, dim = spec.theta, spec.rotary_dim
+    if scaling is None:
+        theta = rope.inv_freq(base, dim)
+        return rope.ScaledFrequencies("default", theta, 1.0, base=base)
+    params = scaling.params
+    original = scaling.original_context or spec.max_context
+    factor = scaling.factor if scaling.factor is not None else spec.max_context / original
+    if scaling.type == "yarn":
+        return rope.yarn(
+            base, dim, original, factor,
+            beta_fast=params.get("beta_fast") or rope.BETA_FAST_DEFAULT,
+            beta_slow=params.get("beta_slow") or rope.BETA_SLOW_DEFAULT,
+            truncate=params.get("truncate", True) if params.get("truncate") is not None else True,
+            attention_factor=params.get("attention_factor"),
+            mscale=params.get("mscale"),
+            mscale_all_dim=params.get("mscale_all_dim"),
+        )
+    if scaling.type == "linear":
+        return rope.linear(base, dim, factor)
+    if scaling.type == "dynamic":
+        return rope.dynamic_ntk(base, dim, factor, spec.max_context, seq_len or spec.max_context)
+    if scaling.type == "llama3":
+        return rope.llama3(
+            base, dim, factor, original,
+            low_freq_factor=params.get("low_freq_factor", 1.0),
+            high_freq_factor=params.get("high_freq_factor", 4.0),
+        )
+    if scaling.type == "longrope":
+        use_long = seq_len is None or seq_len > original
+        ext = params.get("long_factor" if use_long else "short_factor")
+        if ext is None:
+            raise InputError(f"{scaling.source}: longrope needs long_factor and short_factor lists")
+        return rope.longrope(base, dim, ext, factor, original, params.get("attention_factor"))
+    raise InputError(f"{scaling.source}: cannot evaluate rope type {scaling.type!r}")
+
+
+def dimension_rows(spec: RopeSpec, result: rope.ScaledFrequencies, scale: float) -> list[dict[str, Any]]:
+    """One row per pair: θ, λ, r = L/λ, ramp, region, θ', λ' (the stable ``dimensions`` JSON list).
+
+    Methods without a ramp of their own (PI, NTK, dynamic) get the share of the full θ/s shift each
+    pair received, measured in log space: log(θ/θ') / log(s).
+    """
+    theta = rope.inv_freq(spec.theta, spec.rotary_dim)
+    wavelength = rope.wavelengths(theta)
+    turns = rope.rotations(theta, spec.original_context)
+    if result.ramp is not None:
+        ramp = result.ramp
+    elif scale > 1:
+        ramp = np.clip(np.log(theta / result.inv_freq) / np.log(scale), 0.0, 1.0)
+    else:
+        ramp = np.zeros_like(theta)
+    region = rope.regions(ramp)
+    scaled_wavelength = rope.wavelengths(result.inv_freq)
+    return [
+        {
+            "pair": i,
+            "inv_freq": float(theta[i]),
+            "wavelength": float(wavelength[i]),
+            "rotations": float(turns[i]),
+            "ramp": float(ramp[i]),
+            "region": region[i],
+            "scaled_inv_freq": float(result.inv_freq[i]),
+            "scaled_wavelength": float(scaled_wavelength[i]),
+        }
+        for i in range(theta.shape[0])
+    ]
+
+
+def scaling_summary(scaling: Scaling | None) -> dict[str, Any] | None:
+    return scaling.to_json() if scaling else None
+
+
+def _kv_cache(model: ModelSummary, scale: float | None) -> dict[str, Any] | None:
+    per_token = model.kv_cache_bytes_per_token(2)
+    if per_token is None:
+        return None
+    original = model.rope.original_context
+    report = {
+        "bytes_per_token_16bit": per_token,
+        "bytes_per_token_8bit": per_token // 2,
+        "bytes_at_original_16bit": per_token * original,
+    }
+    if scale:
+        report["bytes_at_target_16bit"] = int(per_token * original * scale)
+    return report
+
+
+def inspect_report(
+    model: ModelSummary, scale: float | None, method: str = "yarn", options: YarnOptions = YarnOptions()
+) -> dict[str, Any]:
+    """The `inspect --json` object. Stable keys: rope.*, scale, attention_factor, dimensions."""
+    spec = model.rope
+    report: dict[str, Any] = {
+        "source": model.source,
+        "format": model.format,
+        "architecture": model.architecture,
+        "model": {
+            "layers": model.layers,
+            "attention_heads": model.attention_heads,
+            "kv_heads": model.kv_heads,
+            "hidden_size": model.hidden_size,
+            **{k: v for k, v in model.extra.items() if k != "safetensors_metadata"},
+        },
+        "tensors": {
+            "count": model.tensors.count,
+            "parameters": model.tensors.parameters,
+            "bytes": model.tensors.bytes,
+            "dtypes": model.tensors.dtypes,
+            "files": model.tensors.files,
+        },
+        "rope": spec.to_json(),
+        "ropes": [s.to_json() for s in model.ropes],
+        "kv_cache": _kv_cache(model, scale),
+        "warnings": list(model.warnings),
+        "scale": scale,
+        "method": None,
+        "attention_factor": None,
+        "dimensions": [],
+    }
+    if scale is None and spec.scaling is None:
+        report["dimensions"] = dimension_rows(spec, existing_frequencies(spec), 1.0)
+        return report
+    if scale is None:
+        # No new scale asked for: show what the declared scaling does now.
+        result = existing_frequencies(spec)
+        shown_scale = spec.scaling.factor or spec.max_context / spec.original_context
+        report.update(method=result.method, attention_factor=result.attention_factor, existing=True, existing_factor=shown_scale)
+        report["dimensions"] = dimension_rows(spec, result, shown_scale)
+        if result.low is not None:
+            report["correction_range"] = {"low": result.low, "high": result.high}
+        return report
+    names = METHODS if method == "all" else (method,)
+    per_method = {}
+    for name in names:
+        result = method_frequencies(spec, name, scale, options)
+        per_method[name] = (result, dimension_rows(spec, result, scale))
+    primary_name = "yarn" if method == "all" else method
+    primary, rows = per_method[primary_name]
+    report.update(
+        method=primary_name,
+        attention_factor=primary.attention_factor,
+        logit_multiplier=primary.attention_factor**2,
+        target_context=int(round(spec.original_context * scale)),
+        dimensions=rows,
+    )
+    if primary.low is not None:
+        report["correction_range"] = {"low": primary.low, "high": primary.high}
+    if method == "all":
+        report["methods"] = {
+            name: {
+                "attention_factor": result.attention_factor,
+                "base": result.base,
+                "scaled_inv_freq": [row["scaled_inv_freq"] for row in rows_],
+                "scaled_wavelength": [row["scaled_wavelength"] for row in rows_],
+            }
+            for name, (result, rows_) in per_method.items()
+        }
+    return report

@@ -1,0 +1,301 @@
+"""Reading the RoPE state out of a Hugging Face config.json (as a dict), both the 4.x and 5.x forms.
+
+transformers 4.x reads top-level ``rope_theta`` and ``rope_scaling``; 5.x writes ``rope_parameters``
+(possibly nested per layer type, e.g. Gemma 3's full/sliding attention) and still reads the 4.x form.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from yarn_cli.core import architectures
+from yarn_cli.core.model import KNOWN_SCALING_TYPES, SCALING_ALIASES, RopeSpec, Scaling
+from yarn_cli.errors import FormatError, UnsupportedError
+
+DEFAULT_THETA = 10_000.0
+TEXT_CONFIG_KEYS = ("text_config", "llm_config", "language_config")
+# transformers' labels for per-layer-type RoPE blocks inside rope_parameters.
+_LAYER_TYPE_LABELS = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention")
+
+
+def text_config_key(config: dict[str, Any]) -> str | None:
+    """The key under which a multimodal config nests its text model, or None for a flat config."""
+    for key in TEXT_CONFIG_KEYS:
+        if isinstance(config.get(key), dict):
+            return key
+    return None
+
+
+def text_config(config: dict[str, Any]) -> dict[str, Any]:
+    key = text_config_key(config)
+    return config[key] if key else config
+
+
+def _first(cfg: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = cfg.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _positive_int(cfg: dict[str, Any], *keys: str) -> int | None:
+    value = _first(cfg, *keys)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value != int(value):
+        raise FormatError(f"config.json: {keys[0]} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def is_nested_rope_parameters(rope_parameters: Any) -> bool:
+    """5.x nests rope_parameters by layer type ({"full_attention": {...}, "sliding_attention": {...}})."""
+    return isinstance(rope_parameters, dict) and any(
+        key in _LAYER_TYPE_LABELS and isinstance(value, dict) for key, value in rope_parameters.items()
+    )
+
+
+def scaling_type(block: dict[str, Any] | None) -> str:
+    """The normalized scaling type of a rope_scaling / rope_parameters block ("default" when none)."""
+    if not block:
+        return "default"
+    raw = block.get("rope_type", block.get("type", "default"))
+    name = SCALING_ALIASES.get(str(raw), str(raw))
+    return name
+
+
+def _scaling_from_block(block: dict[str, Any] | None, source: str, cfg: dict[str, Any]) -> Scaling | None:
+    kind = scaling_type(block)
+    if kind == "default" or block is None:
+        return None
+    if kind not in KNOWN_SCALING_TYPES:
+        raise UnsupportedError(
+            f"config.json: {source} has rope type {kind!r}, which this tool does not know "
+            f"(known: {', '.join(KNOWN_SCALING_TYPES)})"
+        )
+    factor = block.get("factor")
+    original = _first(block, "original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
+    return Scaling(
+        type=kind,
+        factor=float(factor) if factor is not None else None,
+        original_context=int(original) if original is not None else None,
+        params={k: v for k, v in block.items() if k not in ("rope_theta",)},
+        source=source,
+    )
+
+
+def _theta(cfg: dict[str, Any], flat_parameters: dict[str, Any] | None) -> float:
+    value = _first(flat_parameters or {}, "rope_theta")
+    if value is None:
+        value = _first(cfg, "rope_theta", "rotary_emb_base")
+    if value is None:
+        return DEFAULT_THETA
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 1:
+        raise FormatError(f"config.json: rope_theta must be a number > 1, got {value!r}")
+    return float(value)
+
+
+def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> tuple[int, int]:
+    """(head_dim, rotary_dim) as transformers derives them.
+
+    head_dim is ``config.head_dim`` when set, else hidden_size // num_attention_heads; the rotary
+    dim is int(head_dim * partial_rotary_factor). DeepSeek's MLA rotates only ``qk_rope_head_dim``.
+    """
+    hidden = _positive_int(cfg, "hidden_size", "n_embd", "d_model")
+    heads = _positive_int(cfg, "num_attention_heads", "n_head", "num_heads")
+    if cfg.get("qk_rope_head_dim"):
+        rope_dim = _positive_int(cfg, "qk_rope_head_dim")
+        nope_dim = _positive_int(cfg, "qk_nope_head_dim") or 0
+        return rope_dim + nope_dim, rope_dim
+    head_dim = _positive_int(cfg, "head_dim")
+    if head_dim is None:
+        if not hidden or not heads:
+            raise FormatError("config.json: needs head_dim, or hidden_size and num_attention_heads, to size RoPE")
+        head_dim = hidden // heads
+    if cfg.get("rotary_dim") and cfg.get("model_type") in ("gptj", "codegen"):
+        return head_dim, _positive_int(cfg, "rotary_dim")
+    factor = _first(parameters or {}, "partial_rotary_factor")
+    if factor is None:
+        factor = _first(cfg, "partial_rotary_factor", "rotary_pct")
+    factor = 1.0 if factor is None else float(factor)
+    if not 0 < factor <= 1:
+        raise FormatError(f"config.json: partial_rotary_factor must be in (0, 1], got {factor}")
+    return head_dim, int(head_dim * factor)
+
+
+def _blocks_agree(a: Scaling | None, b: Scaling | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (
+        a.type == b.type
+        and (a.factor or 0) == (b.factor or 0)
+        and (a.original_context or 0) == (b.original_context or 0)
+    )
+
+
+def read_rope_specs(
+    config: dict[str, Any], original_context_override: int | None = None
+) -> tuple[tuple[RopeSpec, ...], list[str]]:
+    """The RoPE families of a config (one, or Gemma 3's global + sliding) and warnings about them."""
+    cfg = text_config(config)
+    model_type = str(cfg.get("model_type") or config.get("model_type") or "")
+    reason = architectures.hf_non_rope_reason(model_type)
+    if reason is None and cfg.get("alibi"):
+        reason = "ALiBi attention biases"
+    if reason is None and cfg.get("position_embedding_type") == "absolute":
+        reason = "learned absolute position embeddings"
+    if reason:
+        raise UnsupportedError(
+            f"config.json: model type {model_type!r} does not use RoPE ({reason}); YaRN applies only to RoPE models"
+        )
+
+    warnings: list[str] = []
+    rope_scaling = cfg.get("rope_scaling")
+    rope_parameters = cfg.get("rope_parameters")
+    for name, block in (("rope_scaling", rope_scaling), ("rope_parameters", rope_parameters)):
+        if block is not None and not isinstance(block, dict):
+            raise FormatError(f"config.json: {name} must be an object, got {type(block).__name__}")
+    nested = is_nested_rope_parameters(rope_parameters)
+    flat_parameters = None if nested else rope_parameters
+
+    from_scaling = _scaling_from_block(rope_scaling, "rope_scaling", cfg)
+    from_parameters = None if nested else _scaling_from_block(rope_parameters, "rope_parameters", cfg)
+    if rope_scaling is not None and rope_parameters is not None and not nested:
+        if not _blocks_agree(from_scaling, from_parameters):
+            warnings.append(
+                "rope_scaling and rope_parameters disagree; transformers 5.x silently uses rope_scaling, "
+                "other readers may use either"
+            )
+    if from_parameters is not None and rope_scaling is None:
+        warnings.append(
+            f"the {from_parameters.type} scaling is only in the 5.x rope_parameters block: transformers 4.x "
+            "and runtimes that read rope_scaling see no scaling"
+            + ("" if "rope_theta" in cfg else " and rope_theta 10000")
+        )
+    scaling = from_scaling or from_parameters
+
+    max_context = _positive_int(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
+    theta = _theta(cfg, flat_parameters if flat_parameters else None)
+    global_parameters = flat_parameters
+    if nested:
+        global_parameters = rope_parameters.get("full_attention") or next(iter(rope_parameters.values()))
+        theta = _theta(cfg, global_parameters)
+        scaling = _scaling_from_block(global_parameters, "rope_parameters.full_attention", cfg) or from_scaling
+    head_dim, rotary_dim = head_dims(cfg, global_parameters)
+    if rotary_dim < 2 or rotary_dim % 2:
+        raise FormatError(f"config.json: rotary dimension {rotary_dim} (head_dim {head_dim}) must be even")
+
+    if original_context_override is not None:
+        original, source = original_context_override, "--original-context"
+    elif scaling is not None and scaling.original_context:
+        original, source = scaling.original_context, f"{scaling.source}.original_max_position_embeddings"
+    elif cfg.get("original_max_position_embeddings"):
+        original, source = int(cfg["original_max_position_embeddings"]), "original_max_position_embeddings"
+    elif max_context:
+        original, source = max_context, "max_position_embeddings"
+    else:
+        raise FormatError(
+            "config.json: no max_position_embeddings; pass --original-context with the trained length"
+        )
+    if max_context is None:
+        max_context = original
+
+    if scaling is not None:
+        warnings.extend(_scaling_warnings(scaling, max_context))
+    if model_type == "mistral" and max_context == 32768 and scaling is None and original_context_override is None:
+        warnings.append(
+            "Mistral-7B configs say max_position_embeddings 32768 but v0.1 was trained at 8192 "
+            "(sliding window 4096): pass --original-context 8192 for such a checkpoint"
+        )
+    if model_type and architectures.for_model_type(model_type) is None and not (
+        rope_scaling or rope_parameters or "rope_theta" in cfg or "rotary_emb_base" in cfg
+    ):
+        warnings.append(f"model type {model_type!r} names no RoPE keys; assuming RoPE with base 10000 as transformers does")
+
+    layout = "interleaved" if cfg.get("rope_interleave") or model_type in ("gptj", "codegen") else "rotate_half"
+    specs = [
+        RopeSpec(
+            theta=theta,
+            head_dim=head_dim,
+            rotary_dim=rotary_dim,
+            original_context=original,
+            original_context_source=source,
+            max_context=max_context,
+            scaling=scaling,
+            layout=layout,
+            name="global",
+        )
+    ]
+    local = _local_rope(cfg, rope_parameters if nested else None, head_dim, rotary_dim, original, source, max_context, layout)
+    if local is not None:
+        specs.append(local)
+    return tuple(specs), warnings
+
+
+def _local_rope(cfg, nested_parameters, head_dim, rotary_dim, original, source, max_context, layout) -> RopeSpec | None:
+    """Gemma 3's sliding-window layers use their own, unscaled base."""
+    block = (nested_parameters or {}).get("sliding_attention")
+    theta = _first(block or {}, "rope_theta") or cfg.get("rope_local_base_freq")
+    if theta is None:
+        return None
+    local_scaling = _scaling_from_block(block, "rope_parameters.sliding_attention", cfg) if block else None
+    return RopeSpec(
+        theta=float(theta),
+        head_dim=head_dim,
+        rotary_dim=rotary_dim,
+        original_context=original,
+        original_context_source=source,
+        max_context=max_context,
+        scaling=local_scaling,
+        layout=layout,
+        name="local (sliding window)",
+    )
+
+
+def _scaling_warnings(scaling: Scaling, max_context: int) -> list[str]:
+    warnings = []
+    if scaling.type in ("yarn", "llama3", "longrope") and not scaling.original_context:
+        warnings.append(
+            f"{scaling.source} ({scaling.type}) has no original_max_position_embeddings: transformers takes "
+            f"max_position_embeddings ({max_context}) as the trained length"
+        )
+    if scaling.type in ("yarn", "linear", "dynamic", "llama3") and scaling.factor is None:
+        warnings.append(f"{scaling.source} ({scaling.type}) has no factor")
+    if scaling.type == "yarn" and scaling.factor and scaling.original_context:
+        implied = max_context / scaling.original_context
+        if not math.isclose(implied, scaling.factor, rel_tol=1e-6):
+            warnings.append(
+                f"yarn factor {scaling.factor:g} != max_position_embeddings/original = "
+                f"{max_context}/{scaling.original_context} = {implied:g}; transformers 4.51-4.55 and some "
+                "runtimes derive the factor from that ratio"
+            )
+    return warnings
+
+
+def model_dims(config: dict[str, Any]) -> dict[str, int | None]:
+    """Layer, head and width counts, plus the numbers a KV cache stores per token per layer."""
+    cfg = text_config(config)
+    layers = _positive_int(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _positive_int(cfg, "num_attention_heads", "n_head", "num_heads")
+    kv_heads = _positive_int(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv")
+    if kv_heads is None and heads is not None:
+        kv_heads = 1 if cfg.get("multi_query") else heads
+    hidden = _positive_int(cfg, "hidden_size", "n_embd", "d_model")
+    head_dim, _ = head_dims(cfg, None if is_nested_rope_parameters(cfg.get("rope_parameters")) else cfg.get("rope_parameters"))
+    if cfg.get("kv_lora_rank"):
+        # MLA caches the compressed latent plus the shared rotary key, as vLLM and SGLang store it.
+        kv_dims = int(cfg["kv_lora_rank"]) + int(cfg.get("qk_rope_head_dim") or 0)
+    elif kv_heads is not None:
+        v_head_dim = _positive_int(cfg, "v_head_dim") or head_dim
+        kv_dims = kv_heads * (head_dim + v_head_dim)
+    else:
+        kv_dims = None
+    return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": hidden, "kv_dims": kv_dims}
+
+
+def architecture_name(config: dict[str, Any]) -> str:
+    names = config.get("architectures")
+    if isinstance(names, list) and names and isinstance(names[0], str):
+        return names[0]
+    return str(text_config(config).get("model_type") or config.get("model_type") or "unknown")

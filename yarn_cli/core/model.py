@@ -1,0 +1,105 @@
+"""Dataclasses describing a checkpoint's RoPE state, as read from headers (never from weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# transformers names (plus GGUF's) for the same scalings; "su" is Phi-3's first name for longrope.
+SCALING_ALIASES = {
+    "su": "longrope",
+    "none": "default",
+}
+KNOWN_SCALING_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope", "proportional")
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A RoPE scaling a checkpoint already declares."""
+
+    type: str
+    factor: float | None
+    original_context: int | None
+    params: dict[str, Any]
+    source: str  # where it was read: "rope_scaling", "rope_parameters", "gguf", ...
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "factor": self.factor,
+            "original_context": self.original_context,
+            "source": self.source,
+            "params": self.params,
+        }
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    """One RoPE family of a model (Gemma 3 has two: global and sliding-window layers)."""
+
+    theta: float
+    head_dim: int
+    rotary_dim: int
+    original_context: int
+    original_context_source: str
+    max_context: int
+    scaling: Scaling | None = None
+    layout: str = "rotate_half"  # or "interleaved" (GPT-J / GGUF "normal" layout)
+    name: str = "global"
+
+    @property
+    def partial_rotary_factor(self) -> float:
+        return self.rotary_dim / self.head_dim
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "theta": self.theta,
+            "head_dim": self.head_dim,
+            "rotary_dim": self.rotary_dim,
+            "partial_rotary_factor": self.partial_rotary_factor,
+            "layout": self.layout,
+            "original_context": self.original_context,
+            "original_context_source": self.original_context_source,
+            "max_context": self.max_context,
+            "scaling": self.scaling.to_json() if self.scaling else None,
+        }
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """What the weight headers say, without touching tensor data."""
+
+    count: int = 0
+    parameters: int = 0
+    bytes: int = 0
+    dtypes: dict[str, int] = field(default_factory=dict)  # dtype -> number of tensors
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Everything `inspect` reports about a checkpoint."""
+
+    source: str
+    format: str  # "hf", "safetensors", "gguf"
+    architecture: str
+    layers: int | None
+    attention_heads: int | None
+    kv_heads: int | None
+    hidden_size: int | None
+    ropes: tuple[RopeSpec, ...]
+    tensors: TensorStats
+    kv_cache_dims_per_layer: int | None  # numbers cached per token per layer (K and V together)
+    warnings: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rope(self) -> RopeSpec:
+        """The primary (global) RoPE family."""
+        return self.ropes[0]
+
+    def kv_cache_bytes_per_token(self, bytes_per_value: float) -> int | None:
+        if self.kv_cache_dims_per_layer is None or self.layers is None:
+            return None
+        return int(self.layers * self.kv_cache_dims_per_layer * bytes_per_value)

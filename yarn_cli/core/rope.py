@@ -1,0 +1,251 @@
+"""RoPE frequency math: original, YaRN and the other scalings runtimes implement.
+
+Pure and torch-free (numpy, float64). Conventions, fixed by SPEC.md and shared by transformers'
+``modeling_rope_utils``, llama.cpp's ``rope_yarn`` and vLLM:
+
+* ``D`` is the rotary dimension (``head_dim * partial_rotary_factor``); pairs are ``i = 0 .. D/2 - 1``.
+* ``inv_freq[i] = base ** (-2i / D)`` (θ_i); wavelength ``λ_i = 2π / θ_i``.
+* rotations within the trained context ``r_i = L / λ_i``; high-frequency pairs have large r.
+* YaRN's β thresholds are on r (rotations), never on λ/L; the ramp is linear in the pair *index*
+  between floor/ceil-truncated bounds, as every runtime computes it.
+* The attention factor ``m`` multiplies cos and sin, so q and k each carry m and the logits m².
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BETA_FAST_DEFAULT = 32.0
+BETA_SLOW_DEFAULT = 1.0
+
+# Below this ramp the pair keeps its frequency, above 1 - this it is fully interpolated; used only
+# to name regions for display.
+_REGION_EPS = 1e-12
+
+
+def inv_freq(base: float, rotary_dim: int) -> np.ndarray:
+    """θ_i = base^(-2i/D) for i = 0 .. D/2-1 (float64)."""
+    if rotary_dim < 2 or rotary_dim % 2:
+        raise ValueError(f"rotary dimension must be an even number >= 2, got {rotary_dim}")
+    if base <= 1:
+        raise ValueError(f"RoPE base must be > 1, got {base}")
+    exponents = np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim
+    return 1.0 / (float(base) ** exponents)
+
+
+def wavelengths(frequencies: np.ndarray) -> np.ndarray:
+    """λ_i = 2π / θ_i, in tokens."""
+    return 2.0 * math.pi / np.asarray(frequencies, dtype=np.float64)
+
+
+def rotations(frequencies: np.ndarray, context: float) -> np.ndarray:
+    """r_i = L / λ_i: how many full turns pair i makes within ``context`` tokens."""
+    return float(context) / wavelengths(frequencies)
+
+
+def correction_dim(n_rotations: float, rotary_dim: int, base: float, original_context: float) -> float:
+    """The (fractional) pair index at which r_i == n_rotations: D·ln(L / (2π n)) / (2 ln b)."""
+    return rotary_dim * math.log(original_context / (n_rotations * 2 * math.pi)) / (2 * math.log(base))
+
+
+def yarn_correction_range(
+    rotary_dim: int,
+    base: float,
+    original_context: float,
+    beta_fast: float = BETA_FAST_DEFAULT,
+    beta_slow: float = BETA_SLOW_DEFAULT,
+    truncate: bool = True,
+) -> tuple[float, float]:
+    """(low, high) pair-index bounds of the YaRN ramp.
+
+    low = max(floor(corr_dim(β_fast)), 0), high = min(ceil(corr_dim(β_slow)), D-1); without
+    ``truncate`` (gpt-oss's ``truncate: false``) floor/ceil are skipped, the clamps stay.
+    """
+    low = correction_dim(beta_fast, rotary_dim, base, original_context)
+    high = correction_dim(beta_slow, rotary_dim, base, original_context)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, rotary_dim - 1)
+
+
+def linear_ramp(low: float, high: float, n_pairs: int) -> np.ndarray:
+    """clamp((i - low) / (high - low), 0, 1) over pair indices; 0 keeps θ_i, 1 fully interpolates."""
+    if high == low:
+        high += 0.001  # the runtimes' guard against a zero-width ramp
+    ramp = (np.arange(n_pairs, dtype=np.float64) - low) / (high - low)
+    return np.clip(ramp, 0.0, 1.0)
+
+
+def get_mscale(scale: float, mscale: float = 1.0) -> float:
+    """0.1·mscale·ln(s) + 1, and 1 when s <= 1 (the YaRN paper's sqrt(1/t); DeepSeek's get_mscale)."""
+    if scale <= 1:
+        return 1.0
+    return 0.1 * mscale * math.log(scale) + 1.0
+
+
+def yarn_attention_factor(
+    scale: float,
+    attention_factor: float | None = None,
+    mscale: float | None = None,
+    mscale_all_dim: float | None = None,
+) -> float:
+    """The factor m that multiplies cos and sin (so q and k each carry m, logits m²).
+
+    An explicit ``attention_factor`` wins; with both DeepSeek keys set (non-zero) it is
+    get_mscale(s, mscale) / get_mscale(s, mscale_all_dim); else 0.1·ln(s) + 1.
+    """
+    if attention_factor is not None:
+        return float(attention_factor)
+    if mscale and mscale_all_dim:
+        return get_mscale(scale, mscale) / get_mscale(scale, mscale_all_dim)
+    return get_mscale(scale)
+
+
+def deepseek_softmax_scale_multiplier(scale: float, mscale_all_dim: float | None) -> float:
+    """DeepSeek V2/V3 also multiply the softmax scale by get_mscale(s, mscale_all_dim)²."""
+    if not mscale_all_dim:
+        return 1.0
+    return get_mscale(scale, mscale_all_dim) ** 2
+
+
+@dataclass(frozen=True)
+class ScaledFrequencies:
+    """The result of a scaling method: new θ per pair, the ramp where the method has one, and m."""
+
+    method: str
+    inv_freq: np.ndarray
+    attention_factor: float
+    ramp: np.ndarray | None = None
+    low: float | None = None
+    high: float | None = None
+    base: float | None = None  # the effective base, for methods that change it
+
+
+def yarn(
+    base: float,
+    rotary_dim: int,
+    original_context: float,
+    scale: float,
+    beta_fast: float = BETA_FAST_DEFAULT,
+    beta_slow: float = BETA_SLOW_DEFAULT,
+    truncate: bool = True,
+    attention_factor: float | None = None,
+    mscale: float | None = None,
+    mscale_all_dim: float | None = None,
+) -> ScaledFrequencies:
+    """YaRN: θ'_i = θ_i·(1 - ramp_i) + (θ_i / s)·ramp_i, with the attention factor m."""
+    theta = inv_freq(base, rotary_dim)
+    low, high = yarn_correction_range(rotary_dim, base, original_context, beta_fast, beta_slow, truncate)
+    ramp = linear_ramp(low, high, rotary_dim // 2)
+    scaled = theta * (1.0 - ramp) + (theta / scale) * ramp
+    m = yarn_attention_factor(scale, attention_factor, mscale, mscale_all_dim)
+    return ScaledFrequencies("yarn", scaled, m, ramp, low, high, float(base))
+
+
+def ntk_by_parts(
+    base: float,
+    rotary_dim: int,
+    original_context: float,
+    scale: float,
+    beta_fast: float = BETA_FAST_DEFAULT,
+    beta_slow: float = BETA_SLOW_DEFAULT,
+    truncate: bool = True,
+) -> ScaledFrequencies:
+    """NTK-by-parts: YaRN's frequencies without its temperature (m = 1)."""
+    result = yarn(base, rotary_dim, original_context, scale, beta_fast, beta_slow, truncate, attention_factor=1.0)
+    return ScaledFrequencies("by-parts", result.inv_freq, 1.0, result.ramp, result.low, result.high, float(base))
+
+
+def linear(base: float, rotary_dim: int, scale: float) -> ScaledFrequencies:
+    """Position interpolation (PI): θ'_i = θ_i / s for every pair."""
+    theta = inv_freq(base, rotary_dim)
+    return ScaledFrequencies("linear", theta / scale, 1.0, np.ones_like(theta), base=float(base))
+
+
+def ntk_aware_base(base: float, rotary_dim: int, scale: float) -> float:
+    """NTK-aware base change: b' = b·s^(D/(D-2))."""
+    return float(base) * float(scale) ** (rotary_dim / (rotary_dim - 2))
+
+
+def ntk_aware(base: float, rotary_dim: int, scale: float) -> ScaledFrequencies:
+    """NTK-aware: original RoPE with the base raised to b·s^(D/(D-2))."""
+    new_base = ntk_aware_base(base, rotary_dim, scale)
+    return ScaledFrequencies("ntk", inv_freq(new_base, rotary_dim), 1.0, base=new_base)
+
+
+def dynamic_ntk_base(base: float, rotary_dim: int, scale: float, context: float, seq_len: float) -> float:
+    """transformers' ``dynamic``: b' = b·((s·l/L) - (s-1))^(D/(D-2)) with l = max(seq_len, L)."""
+    length = max(float(seq_len), float(context))
+    return float(base) * ((scale * length / context) - (scale - 1)) ** (rotary_dim / (rotary_dim - 2))
+
+
+def dynamic_ntk(base: float, rotary_dim: int, scale: float, context: float, seq_len: float) -> ScaledFrequencies:
+    """Dynamic NTK at a given sequence length (equals the original RoPE up to L)."""
+    new_base = dynamic_ntk_base(base, rotary_dim, scale, context, seq_len)
+    return ScaledFrequencies("dynamic", inv_freq(new_base, rotary_dim), 1.0, base=new_base)
+
+
+def llama3(
+    base: float,
+    rotary_dim: int,
+    scale: float,
+    original_context: float,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+) -> ScaledFrequencies:
+    """Llama 3.1: λ < L/high keeps θ, λ > L/low gets θ/s, between blends by smooth = (L/λ - low)/(high - low).
+
+    The returned ramp is the interpolated share (1 - smooth) so it reads like YaRN's.
+    """
+    theta = inv_freq(base, rotary_dim)
+    wavelen = wavelengths(theta)
+    low_freq_wavelen = original_context / low_freq_factor
+    high_freq_wavelen = original_context / high_freq_factor
+    smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    scaled = np.where(wavelen > low_freq_wavelen, theta / scale, theta)
+    is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    scaled = np.where(is_medium, (1 - smooth) * theta / scale + smooth * theta, scaled)
+    ramp = np.where(wavelen > low_freq_wavelen, 1.0, np.where(is_medium, 1 - smooth, 0.0))
+    return ScaledFrequencies("llama3", scaled, 1.0, ramp, base=float(base))
+
+
+def longrope_attention_factor(scale: float, original_context: float, attention_factor: float | None = None) -> float:
+    """LongRoPE/Phi-3: sqrt(1 + ln(s)/ln(L)), 1 when s <= 1; an explicit value wins."""
+    if attention_factor is not None:
+        return float(attention_factor)
+    if scale <= 1.0:
+        return 1.0
+    return math.sqrt(1 + math.log(scale) / math.log(original_context))
+
+
+def longrope(
+    base: float,
+    rotary_dim: int,
+    ext_factors: list[float],
+    scale: float,
+    original_context: float,
+    attention_factor: float | None = None,
+) -> ScaledFrequencies:
+    """LongRoPE: θ'_i = θ_i / ext_i with per-pair factors (``long_factor`` past L, ``short_factor`` within)."""
+    theta = inv_freq(base, rotary_dim)
+    factors = np.asarray(ext_factors, dtype=np.float64)
+    if factors.shape != theta.shape:
+        raise ValueError(f"longrope needs {theta.shape[0]} per-pair factors, got {factors.shape[0]}")
+    m = longrope_attention_factor(scale, original_context, attention_factor)
+    return ScaledFrequencies("longrope", theta / factors, m, base=float(base))
+
+
+def regions(ramp: np.ndarray) -> list[str]:
+    """Name each pair by what the ramp does to it: extrapolate (kept), blend, interpolate (θ/s)."""
+    names = []
+    for value in np.asarray(ramp, dtype=np.float64):
+        if value <= _REGION_EPS:
+            names.append("extrapolate")
+        elif value >= 1 - _REGION_EPS:
+            names.append("interpolate")
+        else:
+            names.append("blend")
+    return names

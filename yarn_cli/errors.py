@@ -1,0 +1,48 @@
+"""The error hierarchy. Core and io raise these; only the CLI turns them into messages and exit codes.
+
+Every message is one line that says what went wrong, where, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class YarnError(Exception):
+    """Base class: a problem we can explain to the user in one line."""
+
+    exit_code = 1
+
+
+class InputError(YarnError):
+    """The user asked for something that cannot be done as asked (bad flag value, missing path)."""
+
+    exit_code = 2
+
+
+class FormatError(YarnError):
+    """A file is malformed, truncated, hostile or not what its name says."""
+
+    exit_code = 3
+
+
+class UnsupportedError(YarnError):
+    """A valid model that this tool cannot handle (no RoPE, unknown family for baking, quantized tensors)."""
+
+    exit_code = 4
+
+
+class AlreadyScaledError(YarnError):
+    """The checkpoint already carries a RoPE scaling; stacking a second one silently would be wrong."""
+
+    exit_code = 5
+
+
+class OutputError(YarnError):
+    """The output location is unusable (exists, equals the input, not writable)."""
+
+    exit_code = 6
+
+
+class FetchError(YarnError):
+    """A download (the Hugging Face Hub, the default model) failed or is impossible offline."""
+
+    exit_code = 7

@@ -1,0 +1,199 @@
+"""Resolve a MODEL argument (HF folder, hub repo id, .safetensors, .gguf) into a ModelSummary.
+
+Only headers and small JSON files are read; tensor data never is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core import gguf_meta, hf_config
+from yarn_cli.core.model import ModelSummary, TensorStats
+from yarn_cli.errors import FetchError, FormatError, InputError
+from yarn_cli.io.gguf_reader import GGUFFile, read_gguf, split_shards
+from yarn_cli.io.safetensors_header import SafetensorsHeader, read_header
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+INDEX_NAME = "model.safetensors.index.json"
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a small file, with one-line errors for the usual ways it goes wrong."""
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise FormatError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FormatError(f"{path}: not found") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: not valid JSON ({exc}); fix or restore the file") from exc
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def safe_member(folder: Path, relative: str, where: str) -> Path:
+    """A path named inside a checkpoint (an index's shard) that must stay inside the folder."""
+    if not isinstance(relative, str) or not relative or os.path.isabs(relative) or "\\" in relative:
+        raise FormatError(f"{where}: shard path {relative!r} must be a relative file name")
+    candidate = (folder / relative).resolve()
+    if folder.resolve() not in candidate.parents:
+        raise FormatError(f"{where}: shard path {relative!r} points outside the model folder")
+    return folder / relative
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The weight shards of an HF folder: through the index when there is one, else every *.safetensors."""
+    index_path = folder / INDEX_NAME
+    if index_path.exists():
+        index = read_json(index_path)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise FormatError(f"{index_path}: weight_map must be a non-empty object")
+        names = sorted(set(weight_map.values()), key=str)
+        files = [safe_member(folder, name, str(index_path)) for name in names]
+        missing = [p.name for p in files if not p.exists()]
+        if missing:
+            raise FormatError(f"{index_path}: lists shard(s) {', '.join(missing[:3])} that are missing from the folder")
+        return files
+    return sorted(folder.glob("*.safetensors"))
+
+
+def tensor_stats_from_headers(headers: list[SafetensorsHeader]) -> TensorStats:
+    dtypes: Counter[str] = Counter()
+    count = parameters = nbytes = 0
+    for header in headers:
+        for info in header.tensors.values():
+            count += 1
+            parameters += info.numel
+            nbytes += info.nbytes
+            dtypes[info.dtype] += 1
+    return TensorStats(count=count, parameters=parameters, bytes=nbytes, dtypes=dict(dtypes), files=len(headers))
+
+
+def summarize_config(
+    config: dict[str, Any], source: str, fmt: str, stats: TensorStats, original_context: int | None, extra: dict[str, Any]
+) -> ModelSummary:
+    ropes, warnings = hf_config.read_rope_specs(config, original_context)
+    dims = hf_config.model_dims(config)
+    return ModelSummary(
+        source=source,
+        format=fmt,
+        architecture=hf_config.architecture_name(config),
+        layers=dims["layers"],
+        attention_heads=dims["heads"],
+        kv_heads=dims["kv_heads"],
+        hidden_size=dims["hidden_size"],
+        ropes=ropes,
+        tensors=stats,
+        kv_cache_dims_per_layer=dims["kv_dims"],
+        warnings=tuple(warnings),
+        extra={"model_type": hf_config.text_config(config).get("model_type"), **extra},
+    )
+
+
+def summarize_hf_folder(folder: Path, original_context: int | None = None) -> ModelSummary:
+    config_path = folder / "config.json"
+    if not config_path.exists():
+        raise InputError(f"{folder}: no config.json; pass a Hugging Face model folder, a .gguf file or a hub repo id")
+    config = read_json(config_path)
+    headers = [read_header(path) for path in safetensors_files(folder)]
+    extra: dict[str, Any] = {}
+    if not headers:
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+        extra["weights"] = pickled or None
+    baked = {k: v for h in headers for k, v in h.metadata.items() if k.startswith("yarn_cli.")}
+    if baked:
+        extra["baked"] = baked
+    return summarize_config(config, str(folder), "hf", tensor_stats_from_headers(headers), original_context, extra)
+
+
+def summarize_safetensors_file(path: Path, original_context: int | None = None) -> ModelSummary:
+    header = read_header(path)
+    config_path = path.parent / "config.json"
+    if not config_path.exists():
+        raise InputError(
+            f"{path}: a .safetensors file carries no RoPE settings and there is no config.json beside it; "
+            "pass the model folder (with config.json) instead"
+        )
+    config = read_json(config_path)
+    extra = {"safetensors_metadata": header.metadata}
+    return summarize_config(config, str(path), "safetensors", tensor_stats_from_headers([header]), original_context, extra)
+
+
+def gguf_metadata(gguf: GGUFFile) -> dict[str, Any]:
+    return {key: field.value for key, field in gguf.fields.items()}
+
+
+def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSummary:
+    shards = [read_gguf(p) for p in split_shards(path)]
+    meta = gguf_metadata(shards[0])
+    ropes, warnings = gguf_meta.read_rope_specs(meta, original_context)
+    dims = gguf_meta.model_dims(meta)
+    dtypes: Counter[str] = Counter(t.type_name for shard in shards for t in shard.tensors)
+    stats = TensorStats(
+        count=sum(len(s.tensors) for s in shards),
+        parameters=sum(t.numel for s in shards for t in s.tensors),
+        bytes=sum(t.nbytes for s in shards for t in s.tensors),
+        dtypes=dict(dtypes),
+        files=len(shards),
+    )
+    return ModelSummary(
+        source=str(path),
+        format="gguf",
+        architecture=shards[0].architecture,
+        layers=dims["layers"],
+        attention_heads=dims["heads"],
+        kv_heads=dims["kv_heads"],
+        hidden_size=dims["hidden_size"],
+        ropes=ropes,
+        tensors=stats,
+        kv_cache_dims_per_layer=dims["kv_dims"],
+        warnings=tuple(warnings),
+        extra={"gguf_version": shards[0].version, "name": meta.get("general.name")},
+    )
+
+
+def summarize_hub(repo_id: str, revision: str | None, original_context: int | None = None) -> ModelSummary:
+    """A hub repo, from config.json and the safetensors headers (range requests), no weights downloaded."""
+    from yarn_cli.io import hub
+
+    config = hub.fetch_config(repo_id, revision)
+    stats = hub.fetch_tensor_stats(repo_id, revision)
+    return summarize_config(config, repo_id, "hub", stats, original_context, {"revision": revision})
+
+
+def summarize(model: str, revision: str | None = None, original_context: int | None = None) -> ModelSummary:
+    """Dispatch on what MODEL is: folder, .safetensors, .gguf, or a hub repo id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return summarize_hf_folder(path, original_context)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".gguf":
+            return summarize_gguf(path, original_context)
+        if suffix == ".safetensors":
+            return summarize_safetensors_file(path, original_context)
+        if path.name == "config.json":
+            return summarize_hf_folder(path.parent, original_context)
+        raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; pass a model folder, .safetensors or .gguf")
+    if REPO_ID.match(model) and not model.startswith((".", "/", "~")):
+        return summarize_hub(model, revision, original_context)
+    raise InputError(f"{model}: no such file or folder, and not a hub repo id of the form org/name")
+
+
+def check_original_context(value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise InputError(f"--original-context must be a positive number of tokens, got {value}")
+    return value
+
+
+__all__ = ["summarize", "read_json", "safetensors_files", "safe_member", "FetchError"]
