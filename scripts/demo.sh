@@ -7,5 +7,8 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python -m pip install --quiet --disable-pip-version-check -e .
+mkdir -p demo-out
 set -x
 yarn-cli inspect --scale 4
+yarn-cli extend --scale 4 -o demo-out/smollm2-32k.gguf --force
+yarn-cli inspect demo-out/smollm2-32k.gguf

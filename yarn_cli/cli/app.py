@@ -117,6 +117,39 @@ def inspect(
         console.print(f"plot written to {render.esc(plot)}")
 
 
+@app.command()
+def extend(
+    model: Optional[str] = typer.Argument(None, help=MODEL_HELP, show_default=False),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Extension factor s: the new length is s x L."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target length instead of --scale, e.g. 32768 or 128k."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output path (default: a sibling named after the model and scale)."),
+    original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
+    beta_fast: float = typer.Option(32.0, "--beta-fast", help="YaRN beta_fast (HF configs only; llama.cpp uses 32)."),
+    beta_slow: float = typer.Option(1.0, "--beta-slow", help="YaRN beta_slow (HF configs only; llama.cpp uses 1)."),
+    bake_temperature: bool = typer.Option(False, "--bake-temperature", help="HF only: multiply q/k by m in the weights and write attention_factor 1.0."),
+    replace: bool = typer.Option(False, "--replace", help="Re-extend a checkpoint that already carries a scaling, from its original length."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the planned changes; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the input)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary instead of tables."),
+) -> None:
+    """Write an extended checkpoint: config (HF) or metadata (GGUF) that runtimes honour with no flags."""
+    from yarn_cli.cli import extend_cmd
+
+    source = resolve_model(model)
+    options = extend_cmd.ExtendOptions(
+        scale=scale, to=to, out=out, original_context=original_context, beta_fast=beta_fast, beta_slow=beta_slow,
+        bake_temperature=bake_temperature, replace=replace, dry_run=dry_run, force=force, revision=revision,
+    )
+    if Path(source).suffix.lower() == ".gguf":
+        extend_cmd.extend_gguf(source, options, console, err_console, as_json)
+    else:
+        extend_cmd.extend_hf(source, options, console, err_console, as_json)
+
+
+INTERRUPTED = 130
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("YARN_CLI_DEBUG") == "1"
 
@@ -134,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, click.exceptions.Abort):
         err_console.print("[red]interrupted[/]: nothing was left half-written")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except YarnError as exc:
         if debug:
             traceback.print_exc()
@@ -149,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(70)
+    if result == INTERRUPTED:  # Typer turns Ctrl-C into an exit code of 130 outside standalone mode
+        err_console.print("[red]interrupted[/]: nothing was left half-written")
     sys.exit(result if isinstance(result, int) else 0)
 
 

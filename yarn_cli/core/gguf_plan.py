@@ -1,0 +1,169 @@
+"""Planning a GGUF extension: which KV records change, with the exact types llama.cpp's loader demands.
+
+llama.cpp reads (SPEC §6): ``{arch}.rope.scaling.type`` STRING "yarn", ``{arch}.rope.scaling.factor``
+FLOAT32 s, ``{arch}.rope.scaling.original_context_length`` UINT32 L, and ``{arch}.context_length`` UINT32,
+which Ollama and llama-server use as the default and cap, so it becomes s·L. It applies the attention
+factor itself for yarn, so a GGUF never gets the temperature baked in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from yarn_cli.core import lengths, rope
+from yarn_cli.errors import AlreadyScaledError, FormatError, InputError
+
+STRING, UINT32, FLOAT32 = "STRING", "UINT32", "FLOAT32"
+# DeepSeek2 carries 0.1·mscale_all_dim here; mscale_all_dim defaults to 1 in DeepSeek's configs.
+DEEPSEEK_ARCHS = ("deepseek2",)
+DEFAULT_YARN_LOG_MULTIPLIER = 0.1
+
+
+@dataclass(frozen=True)
+class KVChange:
+    key: str
+    type: str  # GGUF value type name to write
+    new: Any  # None with action "remove"
+    old: Any = None
+    old_type: str | None = None
+    action: str = "set"  # "set" (replace in place or add) or "remove"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "action": self.action, "type": self.type, "old": self.old,
+                "old_type": self.old_type, "new": self.new}
+
+
+@dataclass(frozen=True)
+class GGUFPlan:
+    architecture: str
+    original_context: int
+    scale: float
+    target_context: int
+    attention_factor: float
+    changes: tuple[KVChange, ...]
+    insert_after: str | None  # new keys go after this record, keeping the rope keys together
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "original_context": self.original_context,
+            "scale": self.scale,
+            "target_context": self.target_context,
+            "attention_factor": self.attention_factor,
+            "changes": [c.to_json() for c in self.changes],
+            "notes": list(self.notes),
+        }
+
+
+def _existing_scaling(meta: Mapping[str, tuple[str, Any]], prefix: str) -> dict[str, Any]:
+    return {
+        key: value
+        for key, (_, value) in meta.items()
+        if key.startswith(prefix + "rope.scaling.") or key == prefix + "rope.scale_linear"
+    }
+
+
+def plan_extension(
+    meta: Mapping[str, tuple[str, Any]],
+    scale: float | None,
+    to: str | None = None,
+    original_context: int | None = None,
+    replace: bool = False,
+) -> GGUFPlan:
+    """The KV changes that make llama.cpp run a GGUF with YaRN at s·L by default.
+
+    ``meta`` maps each key to (type name, value) in file order. An existing scaling is refused
+    unless ``replace``; then the new extension starts from its original_context_length.
+    """
+    arch = meta.get("general.architecture", (None, None))[1]
+    if not isinstance(arch, str) or not arch:
+        raise FormatError("GGUF has no general.architecture; llama.cpp could not load it either")
+    p = f"{arch}."
+    context_entry = meta.get(p + "context_length")
+    if context_entry is None or not isinstance(context_entry[1], int) or isinstance(context_entry[1], bool):
+        raise FormatError(f"GGUF lacks an integer {p}context_length, which llama.cpp requires")
+    context = context_entry[1]
+
+    existing = _existing_scaling(meta, p)
+    kind = existing.get(p + "rope.scaling.type")
+    scaled = (kind not in (None, "none")) or existing.get(p + "rope.scale_linear") not in (None, 1.0)
+    notes = []
+    existing_original = existing.get(p + "rope.scaling.original_context_length")
+    if scaled and not replace:
+        what = ", ".join(f"{k}={v!r}" for k, v in existing.items())
+        hint = f" from {existing_original}" if existing_original else ""
+        raise AlreadyScaledError(
+            f"GGUF already carries a RoPE scaling ({what}); pass --replace to re-extend{hint} instead of stacking, "
+            "or start from the unextended file"
+        )
+    if original_context is not None:
+        base_length = original_context
+    elif scaled and existing_original:
+        base_length = int(existing_original)
+    elif scaled:
+        raise InputError(
+            f"the existing {kind or 'linear'} scaling names no original length: pass --original-context with the trained length"
+        )
+    else:
+        base_length = context
+    if base_length <= 0:
+        raise InputError(f"--original-context must be positive, got {base_length}")
+
+    s = lengths.resolve_scale(scale, to, base_length)
+    target = lengths.target_length(base_length, s)
+    if target > 0xFFFFFFFF:
+        raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
+
+    wanted: list[tuple[str, str, Any]] = [
+        (p + "context_length", UINT32, target),
+        (p + "rope.scaling.type", STRING, "yarn"),
+        (p + "rope.scaling.factor", FLOAT32, s),
+        (p + "rope.scaling.original_context_length", UINT32, base_length),
+    ]
+    if arch in DEEPSEEK_ARCHS:
+        multiplier = existing.get(p + "rope.scaling.yarn_log_multiplier")
+        if multiplier is None:
+            multiplier = DEFAULT_YARN_LOG_MULTIPLIER
+            notes.append(f"{p}rope.scaling.yarn_log_multiplier set to 0.1 (0.1 x mscale_all_dim 1)")
+        wanted.append((p + "rope.scaling.yarn_log_multiplier", FLOAT32, float(multiplier)))
+
+    changes = []
+    wanted_keys = {key for key, _, _ in wanted}
+    if replace:
+        for key in existing:
+            if key not in wanted_keys and (key == p + "rope.scale_linear" or key.startswith(p + "rope.scaling.")):
+                if arch in DEEPSEEK_ARCHS and key.endswith("yarn_log_multiplier"):
+                    continue
+                old_type, old = meta[key]
+                changes.append(KVChange(key, old_type, None, old, old_type, action="remove"))
+    for key, type_name, value in wanted:
+        old_type, old = meta.get(key, (None, None))
+        if old_type == type_name and _same(old, value, type_name):
+            continue
+        if old_type is not None and old_type != type_name:
+            notes.append(f"{key} was {old_type}; written as {type_name}, the type llama.cpp requires")
+        changes.append(KVChange(key, type_name, value, old, old_type))
+
+    rope_keys = [key for key in meta if key.startswith(p + "rope.")]
+    insert_after = rope_keys[-1] if rope_keys else p + "context_length"
+    return GGUFPlan(
+        architecture=arch,
+        original_context=base_length,
+        scale=s,
+        target_context=target,
+        attention_factor=rope.get_mscale(s),
+        changes=tuple(changes),
+        insert_after=insert_after,
+        notes=tuple(notes),
+    )
+
+
+def _same(old: Any, new: Any, type_name: str) -> bool:
+    if type_name == FLOAT32:
+        import struct
+
+        return struct.pack("<f", float(old)) == struct.pack("<f", float(new))
+    return old == new

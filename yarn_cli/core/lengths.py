@@ -1,0 +1,43 @@
+"""Scale and target-length arguments: `--scale S` or `--to LENGTH` (e.g. 128k), resolved against L."""
+
+from __future__ import annotations
+
+import re
+
+from yarn_cli.errors import InputError
+
+_LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_length(text: str) -> int:
+    """"32768" -> 32768, "128k" -> 131072, "1m" -> 1048576 (k = 1024 tokens, as model cards use)."""
+    match = _LENGTH.match(str(text))
+    if not match:
+        raise InputError(f"--to {text!r} is not a length: use a token count such as 32768, 128k or 1m")
+    number, unit = float(match[1]), match[2].lower()
+    value = number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
+    if value != int(value) or value <= 0:
+        raise InputError(f"--to {text!r} must be a whole, positive number of tokens")
+    return int(value)
+
+
+def resolve_scale(scale: float | None, to: str | None, original_context: int) -> float:
+    """The factor s from exactly one of --scale / --to; s must exceed 1."""
+    if (scale is None) == (to is None):
+        raise InputError("give exactly one of --scale S or --to LENGTH (e.g. --scale 4 or --to 128k)")
+    if to is not None:
+        target = parse_length(to)
+        scale = target / original_context
+        if scale <= 1:
+            raise InputError(
+                f"--to {to} ({target:,} tokens) is not longer than the trained length {original_context:,}: nothing to extend"
+            )
+        return scale
+    if scale is None or not scale > 1 or scale != scale or scale == float("inf"):
+        raise InputError(f"--scale must be a finite number > 1, got {scale}")
+    return float(scale)
+
+
+def target_length(original_context: int, scale: float) -> int:
+    """s·L as the integer runtimes store (round, so 4096 x 2.5 is 10240 exactly)."""
+    return int(round(original_context * scale))

@@ -1,0 +1,165 @@
+"""Writing an extended GGUF: a rebuilt header and KV section, then the tensor infos and the data
+region copied byte for byte (offsets are relative to the data start, so they stay valid).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core.gguf_plan import GGUFPlan
+from yarn_cli.errors import FormatError
+from yarn_cli.io import atomic
+from yarn_cli.io.gguf_reader import (
+    ARRAY, GGUF_MAGIC, SCALAR_FORMATS, STRING, VALUE_TYPE_NAMES, GGUFFile, read_gguf, split_shards, SPLIT_PATTERN,
+)
+
+TYPE_IDS = {name: type_id for type_id, name in VALUE_TYPE_NAMES.items()}
+
+
+def metadata_with_types(gguf: GGUFFile) -> dict[str, tuple[str, Any]]:
+    """key -> (type name, value), in file order: what the planner needs."""
+    return {key: (field.type_name, field.value) for key, field in gguf.fields.items()}
+
+
+def encode_record(key: str, type_name: str, value: Any) -> bytes:
+    type_id = TYPE_IDS[type_name]
+    raw_key = key.encode("utf-8")
+    head = struct.pack("<Q", len(raw_key)) + raw_key + struct.pack("<I", type_id)
+    if type_id == STRING:
+        raw = str(value).encode("utf-8")
+        return head + struct.pack("<Q", len(raw)) + raw
+    if type_id == ARRAY or type_id not in SCALAR_FORMATS:
+        raise ValueError(f"cannot encode {type_name} for {key}")
+    return head + struct.pack(SCALAR_FORMATS[type_id], value)
+
+
+def build_kv_section(source: GGUFFile, kv_bytes: bytes, plan: GGUFPlan) -> tuple[bytes, int]:
+    """The new KV section and its record count: untouched records verbatim, changed ones re-encoded."""
+    sets = {c.key: c for c in plan.changes if c.action == "set"}
+    removes = {c.key for c in plan.changes if c.action == "remove"}
+    added = [c for c in plan.changes if c.action == "set" and c.key not in source.fields]
+    parts: list[bytes] = []
+    inserted = False
+    for key, field in source.fields.items():
+        if key in removes:
+            continue
+        if key in sets:
+            parts.append(encode_record(key, sets[key].type, sets[key].new))
+        else:
+            parts.append(kv_bytes[field.start - source.kv_start : field.end - source.kv_start])
+        if key == plan.insert_after:
+            parts.extend(encode_record(c.key, c.type, c.new) for c in added)
+            inserted = True
+    if not inserted:
+        parts.extend(encode_record(c.key, c.type, c.new) for c in added)
+    return b"".join(parts), len(source.fields) - len(removes) + len(added)
+
+
+def write_extended(source: GGUFFile, plan: GGUFPlan, target: Path, progress: atomic.Progress | None = None) -> int:
+    """Write ``source`` with ``plan``'s KV changes to ``target`` (a fresh path); returns bytes written."""
+    with open(source.path, "rb") as src:
+        src.seek(source.kv_start)
+        kv_bytes = src.read(source.tensor_info_start - source.kv_start)
+        tensor_infos = src.read(source.tensor_info_end - source.tensor_info_start)
+        if len(kv_bytes) + len(tensor_infos) != source.tensor_info_end - source.kv_start:
+            raise FormatError(f"{source.path}: changed while being read")
+        kv_section, n_kv = build_kv_section(source, kv_bytes, plan)
+        header = GGUF_MAGIC + struct.pack("<IQQ", source.version, len(source.tensors), n_kv)
+        head = header + kv_section + tensor_infos
+        head += b"\0" * (-len(head) % source.alignment)
+        data_length = source.file_size - source.data_start
+        with open(target, "wb") as out:
+            out.write(head)
+            out.flush()
+            if progress:
+                progress(len(head))
+            atomic.copy_range(src.fileno(), out.fileno(), source.data_start, data_length, progress)
+            out.flush()
+            os.fsync(out.fileno())
+    return len(head) + data_length
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: str
+    action: str  # "rewritten", "linked" or "copied"
+    bytes: int
+
+
+def output_shard_paths(out: Path, count: int) -> list[Path]:
+    """Names for a split output: OUT may be given as name.gguf or as name-00001-of-0000N.gguf."""
+    if count == 1:
+        return [out]
+    match = SPLIT_PATTERN.match(out.name)
+    stem = match["stem"] if match else (out.name[:-5] if out.name.endswith(".gguf") else out.name)
+    return [out.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def extend_gguf(source_path: Path, plan: GGUFPlan, out: Path, progress: atomic.Progress | None = None) -> list[WrittenFile]:
+    """Write every shard of the extended model atomically: all into temporaries, then renamed with the
+    first shard (the one loaders open) last, so an interruption never leaves a loadable half."""
+    shards = split_shards(source_path)
+    finals = output_shard_paths(out, len(shards))
+    first = read_gguf(shards[0])
+    written: list[WrittenFile] = []
+    temporaries: list[tuple[Path, Path]] = []
+    try:
+        for index, (shard, final) in enumerate(zip(shards, finals)):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = atomic.temporary_sibling(final)
+            temporaries.append((tmp, final))
+            if index == 0:
+                size = write_extended(first, plan, tmp, progress)
+                written.append(WrittenFile(str(final), "rewritten", size))
+            else:
+                action = atomic.link_or_copy(shard, tmp, progress)
+                written.append(WrittenFile(str(final), action, shard.stat().st_size))
+        check_written(temporaries[0][0], first, plan)
+        for tmp, final in reversed(temporaries):
+            atomic.publish(tmp, final)
+    except OSError as exc:
+        for tmp, _ in temporaries:
+            atomic.remove_path(tmp)
+        raise atomic.explain_os_error(exc, out) from exc
+    except BaseException:
+        for tmp, _ in temporaries:
+            atomic.remove_path(tmp)
+        raise
+    return written
+
+
+def check_written(path: Path, source: GGUFFile, plan: GGUFPlan) -> None:
+    """Re-read the new header: every planned key with its type, same tensors, same data length."""
+    result = read_gguf(path)
+    for change in plan.changes:
+        field = result.fields.get(change.key)
+        if change.action == "remove":
+            ok = field is None
+        else:
+            ok = field is not None and field.type_name == change.type
+        if not ok:
+            raise FormatError(f"{path}: written header lacks {change.key} as planned (a bug; nothing was published)")
+    if result.tensors != source.tensors or result.file_size - result.data_start != source.file_size - source.data_start:
+        raise FormatError(f"{path}: tensor infos or data length differ from the source (a bug; nothing was published)")
+
+
+def default_output(source_path: Path, scale: float) -> Path:
+    match = SPLIT_PATTERN.match(source_path.name)
+    stem = match["stem"] if match else source_path.name.removesuffix(".gguf")
+    return source_path.with_name(f"{stem}-yarn{scale:g}x.gguf")
+
+
+def plan_file(
+    source_path: Path, scale: float | None, to: str | None, original_context: int | None, replace: bool
+) -> tuple[GGUFFile, GGUFPlan]:
+    from yarn_cli.core.gguf_plan import plan_extension
+
+    shards = split_shards(source_path)
+    first = read_gguf(shards[0])
+    for shard in shards[1:]:
+        read_gguf(shard)  # validate every shard before writing anything
+    return first, plan_extension(metadata_with_types(first), scale, to, original_context, replace)
