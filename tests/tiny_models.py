@@ -18,15 +18,18 @@ TINY = {
     "qwen3_moe": dict(COMMON, head_dim=16, rope_theta=10000.0, num_experts=2, num_experts_per_tok=1,
                       moe_intermediate_size=32, use_sliding_window=False),
     "gemma3_text": dict(COMMON, head_dim=16, rope_theta=10000.0, rope_local_base_freq=1000.0, sliding_window=64,
+                        layer_types=["sliding_attention", "full_attention"],
                         query_pre_attn_scalar=16),
     "olmo2": dict(COMMON, rope_theta=10000.0),
-    "phi3": dict(COMMON, rope_theta=10000.0, pad_token_id=0),
+    "phi3": dict(COMMON, rope_theta=10000.0, pad_token_id=0, original_max_position_embeddings=256),
     "phi": dict(COMMON, rope_theta=10000.0, partial_rotary_factor=0.5, num_key_value_heads=4),
     "gpt_neox": dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                      max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10000, use_parallel_residual=True,
                      tie_word_embeddings=False),
-    "gpt_oss": dict(COMMON, head_dim=16, rope_theta=10000.0, num_local_experts=2, num_experts_per_tok=1,
-                    sliding_window=32, layer_types=["sliding_attention", "full_attention"]),
+    # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
+    "gpt_oss": dict(COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1, sliding_window=32,
+                    layer_types=["sliding_attention", "full_attention"],
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
 }
 # Model types of registry entries that are not causal-LM text models on their own.
 MULTIMODAL = {"gemma3"}
@@ -38,7 +41,7 @@ def build_model(model_type: str, seed: int = 0, **overrides):
 
     config = CONFIG_MAPPING[model_type](**{**TINY[model_type], **overrides})
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
     with torch.no_grad():  # non-trivial norms so qk-norm baking is exercised
         for name, param in model.named_parameters():

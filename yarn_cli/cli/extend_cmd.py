@@ -14,7 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from yarn_cli.cli.render import esc, human_bytes
-from yarn_cli.errors import InputError
+from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError
 
 
 @dataclass(frozen=True)
@@ -136,5 +136,135 @@ def render_gguf(console: Console, report: dict[str, Any], plan: Any, notes: list
     )
 
 
+def resolve_hf_folder(source: str, revision: str | None) -> tuple[Path, str]:
+    """(local folder, display name) for a folder, a file inside one, or a hub repo id."""
+    from yarn_cli.io.checkpoint import REPO_ID
+
+    path = Path(source).expanduser()
+    if path.is_file() and (path.suffix == ".safetensors" or path.name == "config.json"):
+        path = path.parent
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise InputError(f"{path}: no config.json; pass a Hugging Face model folder, a .gguf file or a hub repo id")
+        return path, path.name
+    if REPO_ID.match(source) and not path.exists():
+        from yarn_cli.io import hub
+
+        return Path(hub.download_snapshot(source, revision)), source.split("/")[-1]
+    if path.exists():
+        raise InputError(f"{path}: unsupported file type; pass a model folder, a .gguf file or a hub repo id")
+    raise InputError(f"{source}: no such file or folder, and not a hub repo id of the form org/name")
+
+
 def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: Console, as_json: bool) -> None:
-    raise InputError(f"{source}: extending Hugging Face checkpoints is not available yet; pass a .gguf file")
+    from yarn_cli.core import architectures
+    from yarn_cli.core.bake_plan import plan_bake
+    from yarn_cli.core.hf_config import text_config
+    from yarn_cli.core.hf_plan import plan_config
+    from yarn_cli.io import atomic, hf_writer
+    from yarn_cli.io.checkpoint import check_original_context, read_json
+
+    folder, name = resolve_hf_folder(source, opts.revision)
+    check_original_context(opts.original_context)
+    config = read_json(folder / "config.json")
+    family = architectures.for_model_type(str(text_config(config).get("model_type") or config.get("model_type") or ""))
+    if family is not None and family.hf_yarn_unsupported:
+        raise UnsupportedError(f"{folder}: {family.family}: {family.hf_yarn_unsupported}")
+    plan = plan_config(
+        config, opts.scale, opts.to, opts.original_context, opts.beta_fast, opts.beta_slow, opts.replace, opts.bake_temperature
+    )
+    headers = hf_writer.read_shards(folder)
+    ops = []
+    if opts.bake_temperature:
+        if not headers:
+            raise InputError(f"{folder}: no .safetensors weights; baking reads safetensors only (pickled weights are never loaded)")
+        already = {k: v for h in headers for k, v in h.metadata.items() if k.startswith(hf_writer.METADATA_PREFIX)}
+        if already:
+            raise AlreadyScaledError(f"{folder}: safetensors metadata records an earlier bake ({already}); extend the original checkpoint")
+        tensors = {name_: (info.dtype, info.shape) for h in headers for name_, info in h.tensors.items()}
+        ops = plan_bake(config, tensors, plan.bake_factor)
+    out = opts.out or default_hf_output(source, folder, name, plan.scale)
+    atomic.check_output(out, folder, opts.force)
+
+    report: dict[str, Any] = {
+        "source": str(source),
+        "format": "hf",
+        "output": str(out),
+        "dry_run": opts.dry_run,
+        **plan.to_json(),
+        "tensors_changed": len(ops),
+        "baked_tensors": [op.tensor for op in ops],
+        "files": [],
+    }
+    if opts.dry_run:
+        report["length_caps"] = [c.to_json() for c in hf_writer.planned_cap_changes(folder, plan.target_context)]
+    else:
+        started = time.perf_counter()
+        total = hf_writer.total_bytes(folder)
+        with byte_progress(err_console, "writing", total, enabled=not as_json and err_console.is_terminal) as advance:
+            written, caps = hf_writer.write_extension(folder, plan, ops, out, advance)
+        report["length_caps"] = [c.to_json() for c in caps]
+        report["files"] = [vars(w) for w in written]
+        report["bytes_written"] = sum(w.bytes for w in written)
+        report["seconds"] = round(time.perf_counter() - started, 3)
+    if as_json:
+        _print_json(report)
+        return
+    render_hf(console, report, plan)
+
+
+def default_hf_output(source: str, folder: Path, name: str, scale: float) -> Path:
+    """A sibling of a local folder; for a hub repo, a folder in the current directory."""
+    if Path(source).expanduser().exists():
+        return folder.with_name(f"{folder.name}-yarn{scale:g}x")
+    return Path.cwd() / f"{name}-yarn{scale:g}x"
+
+
+def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:
+    action = f"YaRN x{plan.scale:g}"
+    if plan.replaced:
+        action += f", replacing {esc(plan.replaced)}"
+    console.print(
+        f"[bold]{esc(report['source'])}[/]: trained length {plan.original_context:,} -> [bold]{plan.target_context:,}[/] ({action})"
+    )
+    table = Table(title="config changes", title_justify="left", header_style="bold")
+    for column in ("key", "old", "new"):
+        table.add_column(column, overflow="fold")
+    for change in plan.changes:
+        table.add_row(esc(change.path), _json_value(change.old), _json_value(change.new))
+    for cap in report["length_caps"]:
+        table.add_row(esc(cap["path"]), _json_value(cap["old"]), _json_value(cap["new"]))
+    console.print(table)
+    if plan.bake_factor is not None:
+        console.print(
+            f"baking m = {plan.bake_factor:.6f} into {report['tensors_changed']} q/k tensors (rotary rows only); "
+            "attention_factor 1.0 in the config"
+        )
+    else:
+        console.print(f"the runtime applies m = {plan.attention_factor:.4f} to cos/sin; no tensor bytes change")
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {esc(note)}")
+    if report["dry_run"]:
+        console.print(f"dry run: would write {esc(report['output'])}; nothing written")
+        return
+    counts: dict[str, int] = {}
+    for item in report["files"]:
+        counts[item["action"]] = counts.get(item["action"], 0) + 1
+    summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    console.print(f"wrote {esc(report['output'])}: {summary} ({human_bytes(report['bytes_written'])} in {report['seconds']:.2f} s)")
+    n = plan.target_context
+    console.print(
+        f"run it: transformers AutoModelForCausalLM.from_pretrained({esc(report['output'])!r}); "
+        f"vLLM: vllm serve {esc(report['output'])} --max-model-len {n}; "
+        f"SGLang: python -m sglang.launch_server --model-path {esc(report['output'])} --context-length {n}"
+    )
+
+
+def _json_value(value: Any) -> str:
+    import json
+
+    if value is None:
+        return "[dim]-[/]"
+    if isinstance(value, dict):  # one key per line keeps wide blocks readable
+        return "\n".join(f"{esc(k)}: {esc(json.dumps(v))}" for k, v in value.items())
+    return esc(json.dumps(value)) if isinstance(value, list) else _value(value)

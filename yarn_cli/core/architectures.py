@@ -24,6 +24,8 @@ class Architecture:
     layer_prefixes: tuple[str, ...]
     attention: dict[str, Any]
     notes: str = ""
+    yarn_layers: str = "all"  # or "global_only": sliding-window layers have their own unscaled RoPE
+    hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family, if so
 
     @property
     def attention_kind(self) -> str:
@@ -55,6 +57,8 @@ def registry() -> dict[str, Architecture]:
             layer_prefixes=tuple(data["layer_prefixes"]),
             attention=dict(data["attention"]),
             notes=data.get("notes", ""),
+            yarn_layers=data.get("yarn_layers", "all"),
+            hf_yarn_unsupported=data.get("hf_yarn_unsupported", ""),
         )
     return entries
 

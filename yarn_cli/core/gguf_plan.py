@@ -112,8 +112,7 @@ def plan_extension(
     if base_length <= 0:
         raise InputError(f"--original-context must be positive, got {base_length}")
 
-    s = lengths.resolve_scale(scale, to, base_length)
-    target = lengths.target_length(base_length, s)
+    target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
     if target > 0xFFFFFFFF:
         raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
 

@@ -41,3 +41,13 @@ def resolve_scale(scale: float | None, to: str | None, original_context: int) ->
 def target_length(original_context: int, scale: float) -> int:
     """s·L as the integer runtimes store (round, so 4096 x 2.5 is 10240 exactly)."""
     return int(round(original_context * scale))
+
+
+def consistent_scale(original_context: int, scale: float) -> tuple[int, float]:
+    """(s·L rounded to a token count, the factor that is exactly that count / L).
+
+    Runtimes derive the factor from max_position_embeddings / original (transformers warns when
+    the two disagree, 4.51-4.55 silently used the ratio), so the factor written is the ratio.
+    """
+    target = target_length(original_context, scale)
+    return target, target / original_context

@@ -110,3 +110,17 @@ def fetch_tensor_stats(repo_id: str, revision: str | None) -> TensorStats:
             nbytes += int(numel * DTYPE_BYTES.get(info.dtype, 0))
             dtypes[info.dtype] += 1
     return TensorStats(count=count, parameters=parameters, bytes=nbytes, dtypes=dict(dtypes), files=len(meta.files_metadata))
+
+
+def download_snapshot(repo_id: str, revision: str | None) -> str:
+    """The repo's files in the local hub cache (weights included: extend writes a whole checkpoint).
+
+    Pickled weights are skipped: they are never loaded, and safetensors is what extend reads.
+    """
+    from huggingface_hub import snapshot_download
+
+    _quiet_and_reachable(repo_id)
+    try:
+        return snapshot_download(repo_id, revision=revision, ignore_patterns=["*.bin", "*.pt", "*.pth", "original/*"])
+    except Exception as exc:
+        raise _explain(repo_id, "the checkpoint files", exc) from exc

@@ -1,0 +1,195 @@
+"""Planning an HF config rewrite for YaRN that every reader in use honours (SPEC §4).
+
+What is written: a ``rope_scaling`` block (``rope_type`` and the older ``type`` "yarn", a float
+``factor``, ``original_max_position_embeddings``, non-default betas, ``attention_factor`` 1.0 after a
+bake), a top-level ``rope_theta``, a 5.x ``rope_parameters`` block kept consistent when the source has
+one, and ``max_position_embeddings = s·L`` so factor == max/original exactly. Every other key keeps its
+value and position.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from yarn_cli.core import hf_config, lengths, rope
+from yarn_cli.errors import AlreadyScaledError, InputError
+
+BAKE_RECORD_KEY = "yarn_cli"  # top-level config key: transformers and vLLM keep unknown keys as attributes
+# Keys of an existing yarn block that describe the model, not the extension: kept on --replace.
+_MODEL_YARN_KEYS = ("beta_fast", "beta_slow", "truncate", "mscale", "mscale_all_dim")
+# tokenizer_config.json uses this sentinel for "no limit".
+_UNLIMITED = 10**18
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str  # dotted JSON path, e.g. "text_config.rope_scaling"
+    old: Any
+    new: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class ConfigPlan:
+    config: dict[str, Any]  # the new config.json content
+    changes: tuple[Change, ...]
+    scale: float
+    original_context: int
+    target_context: int
+    attention_factor: float  # m the runtime applies (1.0 in the config after a bake)
+    bake_factor: float | None  # m multiplied into q/k weights, when baking
+    replaced: str | None = None  # description of a scaling that --replace dropped
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "original_context": self.original_context,
+            "target_context": self.target_context,
+            "attention_factor": self.attention_factor,
+            "bake_factor": self.bake_factor,
+            "replaced": self.replaced,
+            "config_changes": [c.to_json() for c in self.changes],
+            "notes": list(self.notes),
+        }
+
+
+def baked_record(config: dict[str, Any]) -> dict[str, Any] | None:
+    record = config.get(BAKE_RECORD_KEY)
+    return record if isinstance(record, dict) and "baked_attention_factor" in record else None
+
+
+def _set(target: dict[str, Any], key: str, value: Any, prefix: str, changes: list[Change]) -> None:
+    old = target.get(key)
+    if key in target and old == value and type(old) is type(value):
+        return
+    changes.append(Change(prefix + key, copy.deepcopy(old), copy.deepcopy(value)))
+    target[key] = value
+
+
+def plan_config(
+    config: dict[str, Any],
+    scale: float | None,
+    to: str | None = None,
+    original_context: int | None = None,
+    beta_fast: float = rope.BETA_FAST_DEFAULT,
+    beta_slow: float = rope.BETA_SLOW_DEFAULT,
+    replace: bool = False,
+    bake: bool = False,
+) -> ConfigPlan:
+    """The new config.json and its diff. Refuses to stack a scaling on an existing one unless ``replace``."""
+    if baked_record(config) is not None:
+        record = baked_record(config)
+        raise AlreadyScaledError(
+            f"config.json records a baked attention factor ({record['baked_attention_factor']}): its q/k weights already "
+            "carry YaRN's temperature; extend the original checkpoint instead"
+        )
+    specs, _ = hf_config.read_rope_specs(config, original_context)
+    spec = specs[0]
+    existing = spec.scaling
+    replaced = None
+    if existing is not None:
+        description = f"{existing.type}" + (f" x{existing.factor:g}" if existing.factor else "") + (
+            f" from {existing.original_context}" if existing.original_context else ""
+        )
+        if not replace:
+            hint = (
+                f"--replace re-extends from its original length {existing.original_context}"
+                if existing.original_context
+                else "--replace with --original-context L re-extends from the trained length L"
+            )
+            raise AlreadyScaledError(
+                f"config.json already declares a {description} RoPE scaling ({existing.source}); stacking a second one "
+                f"would be wrong: {hint}, or start from the unextended checkpoint"
+            )
+        if not existing.original_context and original_context is None:
+            raise InputError(
+                f"the existing {existing.type} scaling names no original length: pass --original-context with the trained length"
+            )
+        replaced = description
+
+    base_length = spec.original_context
+    target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
+
+    block: dict[str, Any] = {"rope_type": "yarn", "type": "yarn", "factor": float(s), "original_max_position_embeddings": base_length}
+    if existing is not None and existing.type == "yarn":
+        block.update({k: existing.params[k] for k in _MODEL_YARN_KEYS if k in existing.params})
+    if beta_fast != rope.BETA_FAST_DEFAULT:
+        block["beta_fast"] = float(beta_fast)
+    if beta_slow != rope.BETA_SLOW_DEFAULT:
+        block["beta_slow"] = float(beta_slow)
+    if block.get("beta_fast", rope.BETA_FAST_DEFAULT) <= block.get("beta_slow", rope.BETA_SLOW_DEFAULT):
+        raise InputError("--beta-fast must be greater than --beta-slow (defaults 32 and 1)")
+    m = rope.yarn_attention_factor(s, None, block.get("mscale"), block.get("mscale_all_dim"))
+    if bake:
+        block["attention_factor"] = 1.0
+
+    new_config = copy.deepcopy(config)
+    text_key = hf_config.text_config_key(new_config)
+    cfg = new_config[text_key] if text_key else new_config
+    prefix = f"{text_key}." if text_key else ""
+    changes: list[Change] = []
+    notes: list[str] = []
+
+    rope_parameters = cfg.get("rope_parameters")
+    if hf_config.is_nested_rope_parameters(rope_parameters):
+        full = rope_parameters.get("full_attention")
+        if isinstance(full, dict):
+            # transformers 5.x reads the global layers' block here; sliding layers keep theirs
+            new_full = {"rope_theta": full.get("rope_theta", spec.theta), **{k: v for k, v in block.items() if k != "type"}}
+            new_full.update({k: v for k, v in full.items() if k == "partial_rotary_factor"})
+            _set(rope_parameters, "full_attention", new_full, prefix + "rope_parameters.", changes)
+    elif isinstance(rope_parameters, dict):
+        new_parameters = {k: v for k, v in rope_parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
+        new_parameters.setdefault("rope_theta", spec.theta)
+        new_parameters.update({k: v for k, v in block.items() if k != "type"})
+        _set(cfg, "rope_parameters", new_parameters, prefix, changes)
+        if "partial_rotary_factor" in rope_parameters and "partial_rotary_factor" not in cfg:
+            # transformers 5.x takes rope_scaling over rope_parameters whole: a rotary fraction kept only
+            # in rope_parameters would be lost (GPT-NeoX would rotate every dim)
+            block["partial_rotary_factor"] = rope_parameters["partial_rotary_factor"]
+    _set(cfg, "rope_scaling", block, prefix, changes)
+    if "rope_theta" not in cfg and not hf_config.is_nested_rope_parameters(rope_parameters):
+        theta_key = "rotary_emb_base" if "rotary_emb_base" in cfg else "rope_theta"
+        _set(cfg, theta_key, spec.theta, prefix, changes)
+    _set(cfg, "max_position_embeddings", target, prefix, changes)
+    if "head_dim" in cfg and cfg["head_dim"] is None:
+        # transformers' yarn reads getattr(config, "head_dim", ...) and fails on an explicit null (Mixtral)
+        _set(cfg, "head_dim", spec.head_dim, prefix, changes)
+        notes.append(f"head_dim was null; written as {spec.head_dim} (hidden_size / heads) because transformers' YaRN needs it")
+    if "original_max_position_embeddings" in cfg:
+        # transformers 5.x prefers this top-level key (Phi-3 style) over the block's
+        _set(cfg, "original_max_position_embeddings", base_length, prefix, changes)
+    if bake:
+        record = {"baked_attention_factor": m, "scale": s, "original_context": base_length}
+        _set(new_config, BAKE_RECORD_KEY, record, "", changes)
+        notes.append(
+            f"q/k weights carry m = {m:.6f}; the config says attention_factor 1.0. transformers honours that; vLLM releases "
+            "before the fix for its issue #48621 ignore attention_factor and would apply m again"
+        )
+    return ConfigPlan(
+        config=new_config,
+        changes=tuple(changes),
+        scale=s,
+        original_context=base_length,
+        target_context=target,
+        attention_factor=1.0 if bake else m,
+        bake_factor=m if bake else None,
+        replaced=replaced,
+        notes=tuple(notes),
+    )
+
+
+def plan_length_caps(file_name: str, data: dict[str, Any], target: int) -> list[Change]:
+    """Raise length caps in tokenizer_config.json / generation_config.json that would cut s·L (in place)."""
+    keys = {"tokenizer_config.json": ("model_max_length",), "generation_config.json": ("max_length",)}.get(file_name, ())
+    changes: list[Change] = []
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < target and value < _UNLIMITED:
+            _set(data, key, target, "", changes)
+    return changes
