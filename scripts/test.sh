@@ -8,4 +8,8 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# transformers 4.57 beside the main (5.x) one, for the test that the written config loads the same in both
+python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target .venv/transformers4 \
+  'transformers==4.57.*' 'huggingface-hub<1.0' 'tokenizers>=0.22,<0.23'
+export YARN_CLI_TRANSFORMERS4="$PWD/.venv/transformers4"
 python -m pytest "$@"

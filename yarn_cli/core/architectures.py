@@ -7,7 +7,7 @@ they carry biases, and in which layout the rotary dims sit, so baking needs no p
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -26,6 +26,8 @@ class Architecture:
     notes: str = ""
     yarn_layers: str = "all"  # or "global_only": sliding-window layers have their own unscaled RoPE
     hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family, if so
+    # transformers 4.x names for values 5.x keeps inside rope_parameters ("partial_rotary_factor", "local_rope_theta")
+    hf4_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def attention_kind(self) -> str:
@@ -59,6 +61,7 @@ def registry() -> dict[str, Architecture]:
             notes=data.get("notes", ""),
             yarn_layers=data.get("yarn_layers", "all"),
             hf_yarn_unsupported=data.get("hf_yarn_unsupported", ""),
+            hf4_keys=dict(data.get("hf4_keys", {})),
         )
     return entries
 

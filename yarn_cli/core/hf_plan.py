@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from yarn_cli.core import hf_config, lengths, rope
+from yarn_cli.core import architectures, hf_config, lengths, rope
 from yarn_cli.errors import AlreadyScaledError, InputError
 
 BAKE_RECORD_KEY = "yarn_cli"  # top-level config key: transformers and vLLM keep unknown keys as attributes
@@ -148,14 +148,9 @@ def plan_config(
         new_parameters.setdefault("rope_theta", spec.theta)
         new_parameters.update({k: v for k, v in block.items() if k != "type"})
         _set(cfg, "rope_parameters", new_parameters, prefix, changes)
-        if "partial_rotary_factor" in rope_parameters and "partial_rotary_factor" not in cfg:
-            # transformers 5.x takes rope_scaling over rope_parameters whole: a rotary fraction kept only
-            # in rope_parameters would be lost (GPT-NeoX would rotate every dim)
-            block["partial_rotary_factor"] = rope_parameters["partial_rotary_factor"]
     _set(cfg, "rope_scaling", block, prefix, changes)
-    if "rope_theta" not in cfg and not hf_config.is_nested_rope_parameters(rope_parameters):
-        theta_key = "rotary_emb_base" if "rotary_emb_base" in cfg else "rope_theta"
-        _set(cfg, theta_key, spec.theta, prefix, changes)
+    for key, value in _legacy_rope_keys(cfg, rope_parameters, specs, str(cfg.get("model_type") or "")).items():
+        _set(cfg, key, value, prefix, changes)
     _set(cfg, "max_position_embeddings", target, prefix, changes)
     if "head_dim" in cfg and cfg["head_dim"] is None:
         # transformers' yarn reads getattr(config, "head_dim", ...) and fails on an explicit null (Mixtral)
@@ -182,6 +177,28 @@ def plan_config(
         replaced=replaced,
         notes=tuple(notes),
     )
+
+
+def _legacy_rope_keys(cfg: dict[str, Any], rope_parameters: Any, specs: tuple, model_type: str) -> dict[str, Any]:
+    """Top-level keys transformers 4.x (and vLLM, SGLang) read, for values a 5.x config keeps only in
+    rope_parameters. 5.x reads them too, and takes rope_scaling over rope_parameters whole, so a rotary
+    fraction left only inside rope_parameters would be lost there as well (GPT-NeoX would rotate every dim).
+    """
+    arch = architectures.for_model_type(model_type)
+    names = arch.hf4_keys if arch else {}
+    wanted: dict[str, Any] = {}
+    if "rope_theta" not in cfg and "rotary_emb_base" not in cfg:
+        wanted["rope_theta"] = specs[0].theta
+    if isinstance(rope_parameters, dict):
+        flat = rope_parameters.get("full_attention", rope_parameters) if hf_config.is_nested_rope_parameters(rope_parameters) else rope_parameters
+        fraction = flat.get("partial_rotary_factor") if isinstance(flat, dict) else None
+        fraction_key = names.get("partial_rotary_factor", "partial_rotary_factor")
+        if fraction is not None and fraction_key not in cfg:
+            wanted[fraction_key] = fraction
+    local_key = names.get("local_rope_theta")
+    if local_key and local_key not in cfg and len(specs) > 1:
+        wanted[local_key] = specs[1].theta
+    return wanted
 
 
 def plan_length_caps(file_name: str, data: dict[str, Any], target: int) -> list[Change]:
