@@ -9,6 +9,7 @@ python -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python -m pip install --quiet --disable-pip-version-check -e .
 mkdir -p demo-out
 set -x
-yarn-cli inspect --scale 4
-yarn-cli extend --scale 4 -o demo-out/smollm2-32k.gguf --force
-yarn-cli inspect demo-out/smollm2-32k.gguf
+yarn-cli inspect --scale 2
+yarn-cli extend --scale 2 -o demo-out/smollm2-16k.gguf --force
+# 10k tokens is past the trained 8k: the extended model should find the key, the baseline should not
+yarn-cli verify demo-out/smollm2-16k.gguf --lengths 10k --depths 0.5 --ppl-windows 1

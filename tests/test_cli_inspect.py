@@ -163,12 +163,26 @@ def subprocess_env(**extra):
     return env
 
 
-def test_inspect_never_imports_torch(smollm2_gguf, tmp_path):
+def test_inspect_and_extend_never_import_torch(smollm2_gguf, tmp_path):
+    from safetensors.numpy import save_file
+
     folder = make_sharded_folder(tmp_path / "m", LLAMA2_7B)
+    tiny = tmp_path / "tiny"
+    write_config(tiny, {"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_key_value_heads": 2,
+                        "num_hidden_layers": 1, "max_position_embeddings": 64, "vocab_size": 4})
+    save_file({"model.layers.0.self_attn.q_proj.weight": np.ones((8, 8), np.float16),
+               "model.layers.0.self_attn.k_proj.weight": np.ones((8, 8), np.float16)}, str(tiny / "model.safetensors"))
+    runs = [
+        ["inspect", str(smollm2_gguf), "-s", "4", "--method", "all"],
+        ["inspect", str(folder), "--json"],
+        ["extend", str(smollm2_gguf), "-s", "2", "-o", str(tmp_path / "o.gguf")],
+        ["extend", str(tiny), "-s", "2", "-o", str(tmp_path / "plain")],
+        ["extend", str(tiny), "-s", "2", "--bake-temperature", "-o", str(tmp_path / "baked")],
+    ]
     code = (
         "import sys\n"
         "from yarn_cli.cli.app import main\n"
-        f"for args in (['inspect', {str(smollm2_gguf)!r}, '-s', '4', '--method', 'all'], ['inspect', {str(folder)!r}, '--json']):\n"
+        f"for args in {runs!r}:\n"
         "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'transformers' not in sys.modules\n"

@@ -147,6 +147,33 @@ def extend(
         extend_cmd.extend_hf(source, options, console, err_console, as_json)
 
 
+@app.command()
+def verify(
+    model: Optional[str] = typer.Argument(None, help="Extended checkpoint: HF folder or .gguf (default: the built-in SmolLM2 GGUF).", show_default=False),
+    engine: str = typer.Option("native", "--engine", help="native, transformers or llama.cpp."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="Comma-separated lengths, e.g. 4k,8k,16k (default: L/2, L, between, s·L)."),
+    max_length: Optional[str] = typer.Option(None, "--max-length", help="Cap the default ladder, e.g. 32k."),
+    depths: str = typer.Option("0.1,0.5,0.9", "--depths", help="Needle depths as fractions."),
+    trials: int = typer.Option(1, "--trials", min=1, help="Passkeys per length and depth."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Text for perplexity (default: Python's pydoc_data.topics)."),
+    ppl_windows: int = typer.Option(2, "--ppl-windows", min=0, help="Perplexity windows per length (each scores its last 256 tokens)."),
+    min_accuracy: float = typer.Option(0.8, "--min-accuracy", help="Passkey accuracy the extended model must reach at every length."),
+    ppl_margin: float = typer.Option(0.10, "--ppl-margin", help="Allowed relative perplexity rise over the baseline at the original length."),
+    original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Smoke-test an extended checkpoint at its new length: passkey ladder and perplexity, extended vs baseline."""
+    from yarn_cli.cli import verify_cmd
+
+    code = verify_cmd.verify(
+        resolve_model(model), engine, device, lengths, max_length, depths, trials, text, ppl_windows, min_accuracy,
+        ppl_margin, original_context, console, err_console, as_json,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 INTERRUPTED = 130
 
 

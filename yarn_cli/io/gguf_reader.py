@@ -164,7 +164,9 @@ class _Cursor:
         self.pos += length
 
 
-def _read_value(cur: _Cursor, value_type: int, key: str, depth: int = 0) -> tuple[Any, int | None]:
+def _read_value(
+    cur: _Cursor, value_type: int, key: str, depth: int = 0, small: int = SMALL_ARRAY
+) -> tuple[Any, int | None]:
     if value_type in SCALAR_FORMATS:
         return cur.unpack(SCALAR_FORMATS[value_type], f"value of {key!r}"), None
     if value_type == STRING:
@@ -178,7 +180,7 @@ def _read_value(cur: _Cursor, value_type: int, key: str, depth: int = 0) -> tupl
     if element_type in SCALAR_FORMATS:
         width = struct.calcsize(SCALAR_FORMATS[element_type])
         cur.need(count * width, f"array {key!r} of {count} elements")
-        if count <= SMALL_ARRAY:
+        if count <= small:
             values = list(struct.unpack_from(f"<{count}{SCALAR_FORMATS[element_type][1]}", cur.buffer, cur.pos))
             cur.pos += count * width
             return values, element_type
@@ -187,7 +189,7 @@ def _read_value(cur: _Cursor, value_type: int, key: str, depth: int = 0) -> tupl
     if element_type == STRING:
         # Each string needs at least its 8-byte length: bounds the count before walking.
         cur.need(count * 8, f"array {key!r} of {count} strings")
-        if count <= SMALL_ARRAY:
+        if count <= small:
             return [cur.string(f"element of {key!r}") for _ in range(count)], element_type
         for _ in range(count):
             cur.skip_string(f"element of {key!r}")
@@ -282,6 +284,22 @@ def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
         alignment=alignment,
         file_size=size,
     )
+
+
+def read_array(gguf: GGUFFile, key: str) -> list[Any]:
+    """Decode one array in full (the vocabulary, for a tokenizer): only when asked for."""
+    field = gguf.fields.get(key)
+    if field is None or field.type != ARRAY:
+        raise FormatError(f"{gguf.path}: no array {key!r}")
+    if isinstance(field.value, list):
+        return field.value
+    with open(gguf.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+        cur = _Cursor(buffer, gguf.file_size, gguf.path)
+        cur.pos = field.start
+        cur.string("key", limit=MAX_KEY_BYTES)
+        cur.unpack("<I", "type")
+        value, _ = _read_value(cur, ARRAY, key, small=1 << 62)
+    return value
 
 
 def split_shards(path: str | os.PathLike) -> list[Path]:

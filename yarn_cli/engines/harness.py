@@ -1,0 +1,134 @@
+"""Runs the verification protocol on an engine: passkey ladder and sliding-window perplexity, for the
+extended model and the baseline on the same prompts. Pure orchestration; engines do the compute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core import verify_plan
+from yarn_cli.engines.base import VARIANTS, Engine
+from yarn_cli.errors import InputError
+
+
+@dataclass
+class VerifyOptions:
+    lengths: list[int] | None = None
+    max_length: int | None = None
+    depths: list[float] = field(default_factory=lambda: list(verify_plan.DEFAULT_DEPTHS))
+    trials: int = 1
+    text: Path | None = None
+    ppl_windows: int = 2
+    max_new_tokens: int = 10
+    min_accuracy: float = 0.8
+    ppl_margin: float = verify_plan.DEFAULT_PPL_MARGIN
+    seed: int = 0
+
+
+def load_text(path: Path | None) -> str:
+    """--text FILE, or the text of Python's own pydoc_data.topics (offline, ships with every Python)."""
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"--text {path}: cannot read ({exc.strerror or exc})") from exc
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def plan_lengths(engine: Engine, options: VerifyOptions) -> tuple[list[int], list[dict[str, Any]]]:
+    """The lengths to run, and those skipped because their memory estimate does not fit."""
+    facts = engine.facts
+    lengths = options.lengths or verify_plan.length_ladder(facts.original_context, facts.target_context, options.max_length)
+    if options.max_length:
+        lengths = [n for n in lengths if n <= options.max_length] or [options.max_length]
+    available = engine.available_memory()
+    runnable, skipped = [], []
+    for length in lengths:
+        estimate = verify_plan.estimate_memory(
+            facts.weight_bytes, facts.layers, facts.kv_heads, facts.head_dim, facts.heads, facts.hidden, facts.vocab,
+            length + options.max_new_tokens, min(length, 2048), facts.value_bytes,
+        )
+        if estimate.total > 0.9 * available:
+            skipped.append({"length": length, "needs_bytes": estimate.total, "available_bytes": available})
+        else:
+            runnable.append(length)
+    return runnable, skipped
+
+
+def run(engine: Engine, options: VerifyOptions, advance: Callable[[int], None] | None = None) -> dict[str, Any]:
+    lengths, skipped = plan_lengths(engine, options)
+    text_ids = engine.tokenizer.encode(load_text(options.text))
+    keys = verify_plan.passkeys(options.trials, options.seed)
+    passkey: list[dict[str, Any]] = []
+    accuracy: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
+    perplexity: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
+    speed: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
+    notes = list(engine.notes)
+    for length in lengths:
+        prompts = [
+            verify_plan.passkey_prompt(engine.tokenizer.encode, length, depth, key, engine.tokenizer.bos)
+            for depth in options.depths
+            for key in keys
+        ]
+        starts = verify_plan.ppl_windows(len(text_ids), length, options.ppl_windows)
+        if not starts:
+            notes.append(f"the text has {len(text_ids):,} tokens, fewer than {length:,}: no perplexity at that length")
+        for variant in VARIANTS:
+            hits, rates = 0, []
+            for prompt in prompts:
+                answer_ids = engine.greedy(variant, prompt.ids, options.max_new_tokens)
+                rates.append(engine.tokens_per_second())
+                answer = engine.tokenizer.decode(answer_ids)
+                hit = verify_plan.score_answer(answer, prompt.key)
+                hits += hit
+                passkey.append({"length": length, "depth": prompt.depth, "key": prompt.key, "answer": answer.strip(),
+                                "hit": hit, "variant": variant, "tokens": len(prompt.ids)})
+                if advance:
+                    advance(1)
+            accuracy[variant][length] = hits / len(prompts)
+            losses: list[float] = []
+            for start in starts:
+                window = text_ids[start : start + length]
+                losses += engine.token_losses(variant, window, max(len(window) - 1 - verify_plan.PPL_STRIDE, 0))
+                rates.append(engine.tokens_per_second())
+                if advance:
+                    advance(1)
+            if losses:
+                perplexity[variant][length] = math.exp(sum(losses) / len(losses))
+            speed[variant][length] = sum(rates) / len(rates)
+    result = verify_plan.verdict(accuracy, perplexity, engine.facts.original_context, options.min_accuracy, options.ppl_margin,
+                                 [s["length"] for s in skipped])
+    if skipped:
+        largest = max(lengths) if lengths else None
+        skipped_text = ", ".join(f"{item['length']:,}" for item in skipped)
+        notes.append(
+            f"skipped {skipped_text} tokens: the memory estimate exceeds what the device has"
+            + (f"; the largest length that fits is {largest:,}" if largest else "")
+        )
+    return {
+        "engine": engine.name,
+        "device": engine.device,
+        "scaling": engine.facts.scaling,
+        "original_context": engine.facts.original_context,
+        "target_context": engine.facts.target_context,
+        "lengths": lengths,
+        "skipped": skipped,
+        "passkey": passkey,
+        "accuracy": {v: {str(n): a for n, a in accuracy[v].items()} for v in VARIANTS},
+        "perplexity": {v: {str(n): p for n, p in perplexity[v].items()} for v in VARIANTS},
+        "tokens_per_second": {v: {str(n): r for n, r in speed[v].items()} for v in VARIANTS},
+        "verdict": {"ok": result.ok, "reason": result.reason},
+        "notes": notes,
+    }
+
+
+def total_steps(engine: Engine, options: VerifyOptions, lengths: list[int], n_text_tokens: int) -> int:
+    per_length = len(options.depths) * options.trials
+    windows = sum(len(verify_plan.ppl_windows(n_text_tokens, n, options.ppl_windows)) for n in lengths)
+    return len(VARIANTS) * (per_length * len(lengths) + windows)

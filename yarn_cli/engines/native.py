@@ -1,0 +1,150 @@
+"""A compact llama-family forward pass (llama, mistral, qwen2 biases, qwen3 qk-norm; GQA) for verify.
+
+RoPE frequencies and the attention factor come from our math core, so the model runs exactly the
+scaling the checkpoint declares (or none, for the baseline). Attention goes through
+scaled_dot_product_attention (flash kernels on CUDA); long prompts are prefilled in chunks into a
+preallocated KV cache.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from yarn_cli.io.weights import NativeSpec
+
+
+@dataclass
+class Rope:
+    inv_freq: torch.Tensor  # float32, D/2
+    attention_factor: float
+
+
+class NativeModel:
+    def __init__(self, spec: NativeSpec, weights: dict[str, torch.Tensor], rope: Rope, device: str, dtype: torch.dtype):
+        self.spec, self.w, self.rope, self.device, self.dtype = spec, weights, rope, device, dtype
+        self._cos = self._sin = None
+        self.last_prefill_tokens_per_second = 0.0
+
+    # RoPE, computed as transformers does: float32 positions x float32 inv_freq, cos/sin x m
+    def _cos_sin(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cos is None or self._cos.shape[0] < length:
+            size = max(length, 2 * (0 if self._cos is None else self._cos.shape[0]))
+            positions = torch.arange(size, device=self.device, dtype=torch.float32)
+            freqs = torch.outer(positions, self.rope.inv_freq.to(self.device))
+            emb = torch.cat((freqs, freqs), dim=-1)
+            self._cos = (emb.cos() * self.rope.attention_factor).to(self.dtype)
+            self._sin = (emb.sin() * self.rope.attention_factor).to(self.dtype)
+        return self._cos, self._sin
+
+    @staticmethod
+    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    def _apply_rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        rotary = cos.shape[-1]
+        if rotary == x.shape[-1]:
+            return x * cos + self._rotate_half(x) * sin
+        head, rest = x[..., :rotary], x[..., rotary:]
+        return torch.cat((head * cos + self._rotate_half(head) * sin, rest), dim=-1)
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.spec.rms_eps)
+        return weight * x.to(dtype)
+
+    def new_cache(self, length: int) -> torch.Tensor:
+        s = self.spec
+        return torch.empty((s.layers, 2, 1, s.kv_heads, length, s.head_dim), device=self.device, dtype=self.dtype)
+
+    def _layer(self, i: int, x: torch.Tensor, start: int, cache: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        s, w, p = self.spec, self.w, f"layers.{i}."
+        batch, steps, _ = x.shape
+        h = self._rms(x, w[p + "attn_norm"])
+        q = F.linear(h, w[p + "q"], w.get(p + "q_bias")).view(batch, steps, s.heads, s.head_dim)
+        k = F.linear(h, w[p + "k"], w.get(p + "k_bias")).view(batch, steps, s.kv_heads, s.head_dim)
+        v = F.linear(h, w[p + "v"], w.get(p + "v_bias")).view(batch, steps, s.kv_heads, s.head_dim)
+        if p + "q_norm" in w:  # qwen3: per-head RMSNorm before RoPE
+            q, k = self._rms(q, w[p + "q_norm"]), self._rms(k, w[p + "k_norm"])
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        c, n = cos[start : start + steps], sin[start : start + steps]
+        q, k = self._apply_rope(q, c, n), self._apply_rope(k, c, n)
+        cache[i, 0, :, :, start : start + steps] = k
+        cache[i, 1, :, :, start : start + steps] = v
+        keys, values = cache[i, 0, :, :, : start + steps], cache[i, 1, :, :, : start + steps]
+        if start == 0:
+            attn = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
+        else:
+            mask = torch.arange(start + steps, device=x.device)[None, :] <= (start + torch.arange(steps, device=x.device))[:, None]
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+        x = x + F.linear(attn.transpose(1, 2).reshape(batch, steps, s.heads * s.head_dim), w[p + "o"])
+        h = self._rms(x, w[p + "ffn_norm"])
+        return x + F.linear(F.silu(F.linear(h, w[p + "gate"])) * F.linear(h, w[p + "up"]), w[p + "down"])
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int], cache: torch.Tensor, start: int, logits_from: int | None = None) -> torch.Tensor | None:
+        """Run ``ids`` at positions start.. into ``cache``; return float32 logits for positions >= logits_from
+        (relative to ``ids``), or None when ``logits_from`` is None."""
+        cos, sin = self._cos_sin(start + len(ids))
+        x = self.w["embed"][torch.tensor(ids, device=self.device)][None]
+        for i in range(self.spec.layers):
+            x = self._layer(i, x, start, cache, cos, sin)
+        if logits_from is None or logits_from >= len(ids):
+            return None
+        x = self._rms(x[:, logits_from:], self.w["norm"])
+        return F.linear(x, self.w["lm_head"]).float()[0]
+
+    def _chunks(self, total: int, first_chunk: int, score_budget: int) -> list[tuple[int, int]]:
+        """The first chunk runs causal SDPA (fused kernels, no score matrix); later chunks need a mask,
+        which on CPU materialises heads x chunk x length scores, so they are sized to ``score_budget``."""
+        spans, start = [], 0
+        size = min(total, first_chunk)
+        while start < total:
+            spans.append((start, min(total, start + size)))
+            start = spans[-1][1]
+            size = max(64, min(first_chunk, score_budget // max(self.spec.heads * total * 4, 1)))
+        return spans
+
+    def prefill(self, ids: list[int], cache: torch.Tensor, chunk: int, score_from: int | None = None, score_budget: int = 512 << 20):
+        """Chunked prefill; returns (last-position logits, per-token NLL of ids[score_from+1:]) as needed."""
+        nll, last = [], None
+        started = time.perf_counter()
+        for start, end in self._chunks(len(ids), chunk, score_budget):
+            part = ids[start:end]
+            want = None
+            if score_from is not None and end > score_from:
+                want = max(score_from - start, 0)
+            if end == len(ids) and want is None:
+                want = len(part) - 1  # generation needs only the last position's logits
+            logits = self.forward(part, cache, start, want)
+            if logits is None:
+                continue
+            first = start + want
+            if score_from is not None:
+                targets = torch.tensor(ids[first + 1 : end + 1], device=logits.device)
+                if targets.numel():
+                    nll.append(F.cross_entropy(logits[: targets.shape[0]], targets, reduction="none"))
+            last = logits[-1]
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.last_prefill_tokens_per_second = len(ids) / max(time.perf_counter() - started, 1e-9)
+        return last, (torch.cat(nll) if nll else None)
+
+    def greedy(self, ids: list[int], max_new_tokens: int, chunk: int, stop: set[int] = frozenset()) -> list[int]:
+        cache = self.new_cache(len(ids) + max_new_tokens)
+        logits, _ = self.prefill(ids, cache, chunk)
+        out: list[int] = []
+        position = len(ids)
+        for _ in range(max_new_tokens):
+            token = int(torch.argmax(logits))
+            if token in stop:
+                break
+            out.append(token)
+            logits = self.forward([token], cache, position, 0)[-1]
+            position += 1
+        return out

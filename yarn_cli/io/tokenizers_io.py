@@ -1,0 +1,85 @@
+"""Tokenizers for verify: an HF folder's tokenizer.json, or one rebuilt from a GGUF's own vocabulary.
+
+GGUF "gpt2" (byte-level BPE) vocabularies are rebuilt with the `tokenizers` library from
+tokenizer.ggml.tokens and .merges; the pre-tokenizer follows tokenizer.ggml.pre where we know it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from yarn_cli.errors import UnsupportedError
+from yarn_cli.io.gguf_reader import GGUFFile, read_array
+
+# llama.cpp pre-tokenizer names -> (split digits one by one, GPT-2 regex) for byte-level BPE vocabularies.
+_GGUF_PRE = {
+    "smollm": True,
+    "gpt2": False,
+    "default": False,
+}
+
+
+@dataclass
+class TextTokenizer:
+    """encode(text) -> ids without special tokens; decode(ids) -> text; bos: ids to start a prompt with."""
+
+    backend: object
+    bos: list[int]
+
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.backend.decode(ids, skip_special_tokens=True)
+
+
+def from_hf_folder(folder: Path) -> TextTokenizer:
+    from tokenizers import Tokenizer
+
+    path = folder / "tokenizer.json"
+    if not path.exists():
+        raise UnsupportedError(f"{folder}: no tokenizer.json; the native engine needs a fast tokenizer (try --engine transformers)")
+    backend = Tokenizer.from_file(str(path))
+    bos: list[int] = []
+    config_path = folder / "tokenizer_config.json"
+    if config_path.exists():
+        import json
+
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        token = config.get("bos_token")
+        token = token.get("content") if isinstance(token, dict) else token
+        if config.get("add_bos_token") and isinstance(token, str) and backend.token_to_id(token) is not None:
+            bos = [backend.token_to_id(token)]
+    return TextTokenizer(backend, bos)
+
+
+def from_gguf(gguf: GGUFFile) -> TextTokenizer:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    kind = gguf.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise UnsupportedError(
+            f"{gguf.path}: the native engine rebuilds byte-level BPE ('gpt2') GGUF vocabularies only, this one is {kind!r}; "
+            "use --engine llama.cpp"
+        )
+    tokens = read_array(gguf, "tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in read_array(gguf, "tokenizer.ggml.merges")]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    split_digits = _GGUF_PRE.get(str(gguf.get("tokenizer.ggml.pre", "default")), False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
+    )
+    backend.decoder = decoders.ByteLevel()
+    token_types = read_array(gguf, "tokenizer.ggml.token_type") if "tokenizer.ggml.token_type" in gguf.fields else []
+    specials = [tokens[i] for i, kind in enumerate(token_types) if kind == 3]  # CONTROL
+    if specials:
+        from tokenizers import AddedToken
+
+        backend.add_special_tokens([AddedToken(t, special=True) for t in specials])
+    bos = []
+    if gguf.get("tokenizer.ggml.add_bos_token") and gguf.get("tokenizer.ggml.bos_token_id") is not None:
+        bos = [int(gguf.get("tokenizer.ggml.bos_token_id"))]
+    return TextTokenizer(backend, bos)

@@ -1,0 +1,159 @@
+"""Loading llama-family weights for the native engine, from an HF folder or a GGUF, under canonical names.
+
+Canonical names: embed, norm, lm_head, and per layer ``layers.{i}.`` + attn_norm, q, k, v, o,
+q_bias, k_bias, v_bias, q_norm, k_norm, ffn_norm, gate, up, down. q/k rows are in HF's
+rotate-half order: GGUF files of "normal"-RoPE architectures (llama) store them permuted for
+adjacent-pair rotation, and are permuted back here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core import architectures, gguf_meta, hf_config
+from yarn_cli.core.model import RopeSpec
+from yarn_cli.errors import UnsupportedError
+
+NATIVE_HF_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+NATIVE_GGUF_ARCHS = ("llama", "qwen2", "qwen3")
+
+_HF_LAYER = {
+    "input_layernorm.weight": "attn_norm", "self_attn.q_proj.weight": "q", "self_attn.k_proj.weight": "k",
+    "self_attn.v_proj.weight": "v", "self_attn.o_proj.weight": "o", "self_attn.q_proj.bias": "q_bias",
+    "self_attn.k_proj.bias": "k_bias", "self_attn.v_proj.bias": "v_bias", "self_attn.q_norm.weight": "q_norm",
+    "self_attn.k_norm.weight": "k_norm", "post_attention_layernorm.weight": "ffn_norm",
+    "mlp.gate_proj.weight": "gate", "mlp.up_proj.weight": "up", "mlp.down_proj.weight": "down",
+}
+_HF_TOP = {"model.embed_tokens.weight": "embed", "model.norm.weight": "norm", "lm_head.weight": "lm_head"}
+_GGUF_LAYER = {
+    "attn_norm.weight": "attn_norm", "attn_q.weight": "q", "attn_k.weight": "k", "attn_v.weight": "v",
+    "attn_output.weight": "o", "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias",
+    "attn_q_norm.weight": "q_norm", "attn_k_norm.weight": "k_norm", "ffn_norm.weight": "ffn_norm",
+    "ffn_gate.weight": "gate", "ffn_up.weight": "up", "ffn_down.weight": "down",
+}
+_GGUF_TOP = {"token_embd.weight": "embed", "output_norm.weight": "norm", "output.weight": "lm_head"}
+
+
+@dataclass(frozen=True)
+class NativeSpec:
+    family: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    rms_eps: float
+    rope: RopeSpec
+    source_format: str  # "hf" or "gguf"
+
+    def weight_bytes(self, value_bytes: int) -> int:
+        attention = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
+        return int(value_bytes * (self.layers * (attention + 3 * self.hidden * 4 * self.hidden) + 2 * self.vocab * self.hidden))
+
+
+def _canonical(name: str, top: dict[str, str], per_layer: dict[str, str], layer_marker: str) -> str | None:
+    if name in top:
+        return top[name]
+    if name.startswith(layer_marker):
+        index, _, rest = name[len(layer_marker) :].partition(".")
+        if index.isdigit() and rest in per_layer:
+            return f"layers.{index}.{per_layer[rest]}"
+    return None
+
+
+def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None = None) -> NativeSpec:
+    cfg = hf_config.text_config(config)
+    model_type = str(cfg.get("model_type") or "")
+    if model_type not in NATIVE_HF_TYPES:
+        raise UnsupportedError(
+            f"{folder}: the native engine runs {', '.join(NATIVE_HF_TYPES)}; this is {model_type!r}: use --engine transformers"
+        )
+    specs, _ = hf_config.read_rope_specs(config, original_context)
+    dims = hf_config.model_dims(config)
+    return NativeSpec(
+        family=model_type, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],
+        kv_heads=dims["kv_heads"], head_dim=specs[0].head_dim, vocab=int(cfg["vocab_size"]),
+        rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope=specs[0], source_format="hf",
+    )
+
+
+def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
+    arch = gguf.architecture
+    if arch not in NATIVE_GGUF_ARCHS:
+        raise UnsupportedError(
+            f"{gguf.path}: the native engine runs GGUF architectures {', '.join(NATIVE_GGUF_ARCHS)}; this is {arch!r}: "
+            "use --engine llama.cpp"
+        )
+    meta = {key: field.value for key, field in gguf.fields.items()}
+    specs, _ = gguf_meta.read_rope_specs(meta, original_context)
+    dims = gguf_meta.model_dims(meta)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = int(meta.get(f"{arch}.vocab_size") or getattr(tokens, "count", 0) or len(tokens or []))
+    return NativeSpec(
+        family=arch, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"], kv_heads=dims["kv_heads"],
+        head_dim=specs[0].head_dim, vocab=vocab, rms_eps=float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope=specs[0], source_format="gguf",
+    )
+
+
+def load_hf_weights(folder: Path, device: str, dtype, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Tensors straight from the safetensors shards to the device, cast to ``dtype``."""
+    from safetensors import safe_open
+
+    from yarn_cli.io.checkpoint import safetensors_files
+
+    weights = {}
+    for shard in safetensors_files(folder):
+        with safe_open(str(shard), framework="pt", device=str(device)) as handle:
+            for name in handle.keys():
+                canonical = _canonical(name, _HF_TOP, _HF_LAYER, "model.layers.")
+                if canonical is not None:
+                    tensor = handle.get_tensor(name)
+                    weights[canonical] = tensor.to(dtype)
+                    if progress:
+                        progress(tensor.numel() * tensor.element_size())
+    weights.setdefault("lm_head", weights.get("embed"))
+    return weights
+
+
+def _unpermute(weight, n_heads: int):
+    """Undo llama.cpp's convert-time permutation of q/k rows (rotate-half -> adjacent pairs)."""
+    rows = weight.shape[0]
+    return weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _gguf_tensors(path: Path) -> Iterator[tuple[str, Any]]:
+    import gguf
+    from gguf import quants
+
+    reader = gguf.GGUFReader(path)
+    for tensor in reader.tensors:
+        yield tensor.name, quants.dequantize(tensor.data, tensor.tensor_type)
+
+
+def load_gguf_weights(path: Path, spec: NativeSpec, device: str, dtype, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Dequantize every tensor with gguf-py and put it on the device, q/k rows in rotate-half order."""
+    import numpy as np
+    import torch
+
+    from yarn_cli.io.gguf_reader import split_shards
+
+    interleaved = architectures.gguf_rope_layout(spec.family) == "interleaved"
+    weights = {}
+    for shard in split_shards(path):
+        for name, array in _gguf_tensors(shard):
+            canonical = _canonical(name, _GGUF_TOP, _GGUF_LAYER, "blk.")
+            if canonical is None:
+                continue
+            array = np.array(array, dtype=np.float32)  # a writable copy: dequantize may return a read-only view
+            if interleaved and canonical.rsplit(".", 1)[-1] in ("q", "k", "q_bias", "k_bias"):
+                array = _unpermute(array, spec.heads if canonical.endswith(("q", "q_bias")) else spec.kv_heads)
+            weights[canonical] = torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype)
+            if progress:
+                progress(array.nbytes)
+    weights.setdefault("lm_head", weights.get("embed"))
+    return weights
