@@ -8,10 +8,11 @@ rope.dimension_count = head dim, original context = context_length when no
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from yarn_cli.core import architectures
-from yarn_cli.core.model import RopeSpec, Scaling
+from yarn_cli.core.model import LOCAL_ROPE_NAME, RopeSpec, Scaling
 from yarn_cli.errors import FormatError, UnsupportedError
 
 # llama.cpp's LLAMA_ROPE_SCALING_TYPES; any other string aborts its loader.
@@ -113,18 +114,7 @@ def read_rope_specs(
     ]
     swa_base = meta.get(p + "rope.freq_base_swa")
     if isinstance(swa_base, (int, float)) and swa_base > 1:
-        specs.append(
-            RopeSpec(
-                theta=float(swa_base),
-                head_dim=head_dim,
-                rotary_dim=rotary_dim,
-                original_context=original_ctx,
-                original_context_source=source,
-                max_context=context,
-                layout=layout,
-                name="local (sliding window)",
-            )
-        )
+        specs.append(replace(specs[0], theta=float(swa_base), scaling=None, name=LOCAL_ROPE_NAME))
     return tuple(specs), warnings
 
 

@@ -7,10 +7,11 @@ transformers 4.x reads top-level ``rope_theta`` and ``rope_scaling``; 5.x writes
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from yarn_cli.core import architectures
-from yarn_cli.core.model import KNOWN_SCALING_TYPES, SCALING_ALIASES, RopeSpec, Scaling
+from yarn_cli.core.model import KNOWN_SCALING_TYPES, LOCAL_ROPE_NAME, SCALING_ALIASES, RopeSpec, Scaling
 from yarn_cli.errors import FormatError, UnsupportedError
 
 DEFAULT_THETA = 10_000.0
@@ -227,30 +228,20 @@ def read_rope_specs(
             name="global",
         )
     ]
-    local = _local_rope(cfg, rope_parameters if nested else None, head_dim, rotary_dim, original, source, max_context, layout)
+    local = _local_rope(cfg, rope_parameters if nested else None, specs[0])
     if local is not None:
         specs.append(local)
     return tuple(specs), warnings
 
 
-def _local_rope(cfg, nested_parameters, head_dim, rotary_dim, original, source, max_context, layout) -> RopeSpec | None:
+def _local_rope(cfg: dict[str, Any], nested_parameters: dict[str, Any] | None, global_spec: RopeSpec) -> RopeSpec | None:
     """Gemma 3's sliding-window layers use their own, unscaled base."""
     block = (nested_parameters or {}).get("sliding_attention")
     theta = _first(block or {}, "rope_theta") or cfg.get("rope_local_base_freq")
     if theta is None:
         return None
     local_scaling = _scaling_from_block(block, "rope_parameters.sliding_attention", cfg) if block else None
-    return RopeSpec(
-        theta=float(theta),
-        head_dim=head_dim,
-        rotary_dim=rotary_dim,
-        original_context=original,
-        original_context_source=source,
-        max_context=max_context,
-        scaling=local_scaling,
-        layout=layout,
-        name="local (sliding window)",
-    )
+    return replace(global_spec, theta=float(theta), scaling=local_scaling, name=LOCAL_ROPE_NAME)
 
 
 def _scaling_warnings(scaling: Scaling, max_context: int) -> list[str]:

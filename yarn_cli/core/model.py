@@ -10,6 +10,7 @@ SCALING_ALIASES = {
     "su": "longrope",
     "none": "default",
 }
+LOCAL_ROPE_NAME = "local (sliding window)"
 KNOWN_SCALING_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope", "proportional")
 
 

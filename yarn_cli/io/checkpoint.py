@@ -79,15 +79,12 @@ def tensor_stats_from_headers(headers: list[SafetensorsHeader]) -> TensorStats:
     return TensorStats(count=count, parameters=parameters, bytes=nbytes, dtypes=dict(dtypes), files=len(headers))
 
 
-def summarize_config(
-    config: dict[str, Any], source: str, fmt: str, stats: TensorStats, original_context: int | None, extra: dict[str, Any]
-) -> ModelSummary:
-    ropes, warnings = hf_config.read_rope_specs(config, original_context)
-    dims = hf_config.model_dims(config)
+def _summary(source: str, fmt: str, architecture: str, dims: dict[str, Any], ropes, stats: TensorStats,
+             warnings, extra: dict[str, Any]) -> ModelSummary:
     return ModelSummary(
         source=source,
         format=fmt,
-        architecture=hf_config.architecture_name(config),
+        architecture=architecture,
         layers=dims["layers"],
         attention_heads=dims["heads"],
         kv_heads=dims["kv_heads"],
@@ -96,8 +93,16 @@ def summarize_config(
         tensors=stats,
         kv_cache_dims_per_layer=dims["kv_dims"],
         warnings=tuple(warnings),
-        extra={"model_type": hf_config.text_config(config).get("model_type"), **extra},
+        extra=extra,
     )
+
+
+def summarize_config(
+    config: dict[str, Any], source: str, fmt: str, stats: TensorStats, original_context: int | None, extra: dict[str, Any]
+) -> ModelSummary:
+    ropes, warnings = hf_config.read_rope_specs(config, original_context)
+    extra = {"model_type": hf_config.text_config(config).get("model_type"), **extra}
+    return _summary(source, fmt, hf_config.architecture_name(config), hf_config.model_dims(config), ropes, stats, warnings, extra)
 
 
 def summarize_hf_folder(folder: Path, original_context: int | None = None) -> ModelSummary:
@@ -146,20 +151,8 @@ def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSumm
         dtypes=dict(dtypes),
         files=len(shards),
     )
-    return ModelSummary(
-        source=str(path),
-        format="gguf",
-        architecture=shards[0].architecture,
-        layers=dims["layers"],
-        attention_heads=dims["heads"],
-        kv_heads=dims["kv_heads"],
-        hidden_size=dims["hidden_size"],
-        ropes=ropes,
-        tensors=stats,
-        kv_cache_dims_per_layer=dims["kv_dims"],
-        warnings=tuple(warnings),
-        extra={"gguf_version": shards[0].version, "name": meta.get("general.name")},
-    )
+    extra = {"gguf_version": shards[0].version, "name": meta.get("general.name")}
+    return _summary(str(path), "gguf", shards[0].architecture, dims, ropes, stats, warnings, extra)
 
 
 def summarize_hub(repo_id: str, revision: str | None, original_context: int | None = None) -> ModelSummary:
