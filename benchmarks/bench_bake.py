@@ -70,8 +70,8 @@ def main() -> None:
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, rss)
                 subprocess.run(["rm", "-rf", str(work / "copy"), str(work / "baked")], check=True)
-    shards = len(list(source.glob("*.safetensors"))) if False else math.ceil(size / (512 * 1024**2))
-    print(f"synthetic bf16 llama: {size / 1e9:.2f} GB in ~{shards} shards, {config['num_hidden_layers']} layers; "
+        shards = len(list(source.glob("*.safetensors")))
+    print(f"synthetic bf16 llama: {size / 1e9:.2f} GB in {shards} shards, {config['num_hidden_layers']} layers; "
           f"largest tensor {largest / 1e6:.0f} MB; best of {args.repeat}, durable (command + sync)")
     for name, (seconds, rss) in best.items():
         print(f"{name:32s} {seconds:6.2f} s  {size / seconds / 1e9:5.2f} GB/s  peak RSS {rss / 1024:7.1f} MiB")

@@ -191,5 +191,7 @@ def test_protocol_pieces():
     assert ok.ok
     worse = verify_plan.verdict({"extended": {4096: 1.0}}, {"extended": {4096: 6.0}, "baseline": {4096: 5.0}}, 4096, 0.8, 0.1)
     assert not worse.ok and "perplexity" in worse.reason
-    with pytest.raises(Exception):
+    from yarn_cli.errors import InputError
+
+    with pytest.raises(InputError):
         verify_plan.parse_depths("0.5,2")

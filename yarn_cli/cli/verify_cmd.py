@@ -83,6 +83,15 @@ class _null:
         return False
 
 
+def _cell(report: dict[str, Any], section: str, variant: str, length: str, min_accuracy: float) -> str:
+    value = report[section][variant].get(length)
+    if value is None:
+        return "-"
+    if section == "accuracy":
+        return f"[{'green' if value >= min_accuracy else 'red'}]{value:.0%}[/]"
+    return f"{value:.2f}" if section == "perplexity" else f"{value:,.0f}"
+
+
 def render(console: Console, report: dict[str, Any], path: Path, min_accuracy: float) -> None:
     console.print(
         f"[bold]{esc(path.name)}[/]: {esc(report['scaling'])}, trained {report['original_context']:,} -> "
@@ -92,26 +101,10 @@ def render(console: Console, report: dict[str, Any], path: Path, min_accuracy: f
     for column in ("length", "passkey ext", "passkey base", "ppl ext", "ppl base", "tok/s ext", "tok/s base"):
         table.add_column(column, justify="right")
     for length in report["lengths"]:
-        key = str(length)
-
-        def acc(variant: str) -> str:
-            value = report["accuracy"][variant].get(key)
-            if value is None:
-                return "-"
-            colour = "green" if value >= min_accuracy else "red"
-            return f"[{colour}]{value:.0%}[/]"
-
-        def ppl(variant: str) -> str:
-            value = report["perplexity"][variant].get(key)
-            return "-" if value is None else f"{value:.2f}"
-
-        def rate(variant: str) -> str:
-            value = report["tokens_per_second"][variant].get(key)
-            return "-" if value is None else f"{value:,.0f}"
-
+        cells = [_cell(report, section, variant, str(length), min_accuracy)
+                 for section in ("accuracy", "perplexity", "tokens_per_second") for variant in ("extended", "baseline")]
         marker = " *" if length > report["original_context"] else ""
-        table.add_row(f"{length:,}{marker}", acc("extended"), acc("baseline"), ppl("extended"), ppl("baseline"),
-                      rate("extended"), rate("baseline"))
+        table.add_row(f"{length:,}{marker}", *cells)
     console.print(table)
     console.print("[dim]* beyond the trained length[/]")
     for note in report["notes"]:

@@ -108,7 +108,7 @@ def extend_gguf(source_path: Path, plan: GGUFPlan, out: Path, progress: atomic.P
     written: list[WrittenFile] = []
     temporaries: list[tuple[Path, Path]] = []
     try:
-        for index, (shard, final) in enumerate(zip(shards, finals)):
+        for index, (shard, final) in enumerate(zip(shards, finals, strict=True)):
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = atomic.temporary_sibling(final)
             temporaries.append((tmp, final))
