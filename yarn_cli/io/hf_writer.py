@@ -186,10 +186,10 @@ def write_extension(
                 written.append(WrittenFile(final, "rewritten", target.stat().st_size))
             elif len(relative.parts) == 1 and relative.name in LENGTH_CAP_FILES:
                 data = read_json(source)
-                changes = plan_length_caps(relative.name, data, plan.target_context)
+                changes = _cap_changes(relative.name, data, plan.target_context)
                 if changes:
                     target.write_text(json_text(source.read_text(encoding="utf-8"), data), encoding="utf-8")
-                    cap_changes.extend(Change(f"{relative.name}:{c.path}", c.old, c.new) for c in changes)
+                    cap_changes.extend(changes)
                     written.append(WrittenFile(final, "rewritten", target.stat().st_size))
                 else:
                     shutil.copy2(resolved, target)
@@ -214,10 +214,16 @@ def write_extension(
     return written, cap_changes
 
 
+def _cap_changes(file_name: str, data: dict[str, Any], target_context: int) -> list[Change]:
+    """Raise the caps in ``data`` (in place); the changes are named "file:key"."""
+    return [Change(f"{file_name}:{c.path}", c.old, c.new) for c in plan_length_caps(file_name, data, target_context)]
+
+
 def planned_cap_changes(folder: Path, target_context: int) -> list[Change]:
     """What write_extension would change in the length-cap files (for --dry-run)."""
-    changes = []
-    for name in LENGTH_CAP_FILES:
-        if (folder / name).exists():
-            changes += [Change(f"{name}:{c.path}", c.old, c.new) for c in plan_length_caps(name, read_json(folder / name), target_context)]
-    return changes
+    return [
+        change
+        for name in LENGTH_CAP_FILES
+        if (folder / name).exists()
+        for change in _cap_changes(name, read_json(folder / name), target_context)
+    ]
