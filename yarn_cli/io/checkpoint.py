@@ -14,7 +14,7 @@ from typing import Any
 
 from yarn_cli.core import gguf_meta, hf_config
 from yarn_cli.core.model import ModelSummary, TensorStats
-from yarn_cli.errors import FetchError, FormatError, InputError
+from yarn_cli.errors import FormatError, InputError
 from yarn_cli.io.gguf_reader import GGUFFile, read_gguf, split_shards
 from yarn_cli.io.safetensors_header import SafetensorsHeader, read_header
 
@@ -188,5 +188,3 @@ def check_original_context(value: int | None) -> int | None:
         raise InputError(f"--original-context must be a positive number of tokens, got {value}")
     return value
 
-
-__all__ = ["summarize", "read_json", "safetensors_files", "safe_member", "FetchError"]
