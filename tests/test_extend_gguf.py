@@ -319,6 +319,6 @@ def test_wrongly_typed_context_length_is_rewritten_as_uint32(tmp_path):
     first, plan = gguf_writer.plan_file(path, 2.0, None, None, False)
     assert any("was UINT64" in n for n in plan.notes)
     out = tmp_path / "o.gguf"
-    gguf_writer.extend_gguf(path, plan, out)
+    gguf_writer.extend_gguf(first, plan, out)
     assert read_gguf(out).fields["llama.context_length"].type_name == "UINT32"
     assert os.path.getsize(out) > 0

@@ -96,7 +96,7 @@ def extend_gguf(source: str, opts: ExtendOptions, console: Console, err_console:
         total = sum(s.stat().st_size for s in shards)
         started = time.perf_counter()
         with byte_progress(err_console, "writing", total, enabled=not as_json and err_console.is_terminal) as advance:
-            written = gguf_writer.extend_gguf(path, plan, out, advance)
+            written = gguf_writer.extend_gguf(first, plan, out, advance)
         seconds = time.perf_counter() - started
         report["files"] = [vars(w) for w in written]
         report["bytes_written"] = sum(w.bytes for w in written)

@@ -99,12 +99,13 @@ def output_shard_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
-def extend_gguf(source_path: Path, plan: GGUFPlan, out: Path, progress: atomic.Progress | None = None) -> list[WrittenFile]:
+def extend_gguf(first: GGUFFile, plan: GGUFPlan, out: Path, progress: atomic.Progress | None = None) -> list[WrittenFile]:
     """Write every shard of the extended model atomically: all into temporaries, then renamed with the
-    first shard (the one loaders open) last, so an interruption never leaves a loadable half."""
-    shards = split_shards(source_path)
+    first shard (the one loaders open) last, so an interruption never leaves a loadable half.
+
+    ``first`` is the parsed first shard (from plan_file), so its header is not read twice."""
+    shards = split_shards(first.path)
     finals = output_shard_paths(out, len(shards))
-    first = read_gguf(shards[0])
     written: list[WrittenFile] = []
     temporaries: list[tuple[Path, Path]] = []
     try:
