@@ -202,7 +202,7 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
         started = time.perf_counter()
         total = hf_writer.total_bytes(folder)
         with byte_progress(err_console, "writing", total, enabled=not as_json and err_console.is_terminal) as advance:
-            written, caps = hf_writer.write_extension(folder, plan, ops, out, advance)
+            written, caps = hf_writer.write_extension(folder, plan, ops, out, advance, headers)
         report["length_caps"] = [c.to_json() for c in caps]
         report["files"] = [vars(w) for w in written]
         report["bytes_written"] = sum(w.bytes for w in written)

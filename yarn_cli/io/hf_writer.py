@@ -157,9 +157,12 @@ def write_extension(
     ops: list[BakeOp],
     out: Path,
     progress=None,
+    shards: list[SafetensorsHeader] | None = None,
 ) -> tuple[list[WrittenFile], list[Change]]:
-    """Build OUT from ``folder`` atomically; returns the files written and the length-cap changes."""
-    headers = {h.path.resolve(): h for h in read_shards(folder)}
+    """Build OUT from ``folder`` atomically; returns the files written and the length-cap changes.
+
+    ``shards`` are the headers the caller already read (read_shards(folder) when omitted)."""
+    headers = {h.path.resolve(): h for h in (read_shards(folder) if shards is None else shards)}
     ops_by_shard: dict[Path, list[BakeOp]] = defaultdict(list)
     tensor_home = {name: path for path, h in headers.items() for name in h.tensors}
     for op in ops:
