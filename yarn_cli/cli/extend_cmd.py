@@ -44,6 +44,20 @@ def byte_progress(err_console: Console, description: str, total: int, enabled: b
         yield lambda n: progress.advance(task, n)
 
 
+def write_with_progress(err_console: Console, as_json: bool, total: int, write, report: dict[str, Any]) -> Any:
+    """Run ``write(advance)`` under a byte progress bar; record its files, bytes and seconds in ``report``.
+
+    ``write`` returns the list of written files first (a tuple's first item, or the list itself)."""
+    started = time.perf_counter()
+    with byte_progress(err_console, "writing", total, enabled=not as_json and err_console.is_terminal) as advance:
+        result = write(advance)
+    written = result[0] if isinstance(result, tuple) else result
+    report["files"] = [vars(w) for w in written]
+    report["bytes_written"] = sum(w.bytes for w in written)
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
 def _print_json(data: Any) -> None:
     from yarn_cli.cli.app import print_json
 
@@ -94,13 +108,7 @@ def extend_gguf(source: str, opts: ExtendOptions, console: Console, err_console:
     }
     if not opts.dry_run:
         total = sum(s.stat().st_size for s in shards)
-        started = time.perf_counter()
-        with byte_progress(err_console, "writing", total, enabled=not as_json and err_console.is_terminal) as advance:
-            written = gguf_writer.extend_gguf(first, plan, out, advance)
-        seconds = time.perf_counter() - started
-        report["files"] = [vars(w) for w in written]
-        report["bytes_written"] = sum(w.bytes for w in written)
-        report["seconds"] = round(seconds, 3)
+        write_with_progress(err_console, as_json, total, lambda advance: gguf_writer.extend_gguf(first, plan, out, advance), report)
     if as_json:
         _print_json(report)
         return
@@ -199,14 +207,11 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
     if opts.dry_run:
         report["length_caps"] = [c.to_json() for c in hf_writer.planned_cap_changes(folder, plan.target_context)]
     else:
-        started = time.perf_counter()
-        total = hf_writer.total_bytes(folder)
-        with byte_progress(err_console, "writing", total, enabled=not as_json and err_console.is_terminal) as advance:
-            written, caps = hf_writer.write_extension(folder, plan, ops, out, advance, headers)
+        _, caps = write_with_progress(
+            err_console, as_json, hf_writer.total_bytes(folder),
+            lambda advance: hf_writer.write_extension(folder, plan, ops, out, advance, headers), report,
+        )
         report["length_caps"] = [c.to_json() for c in caps]
-        report["files"] = [vars(w) for w in written]
-        report["bytes_written"] = sum(w.bytes for w in written)
-        report["seconds"] = round(time.perf_counter() - started, 3)
     if as_json:
         _print_json(report)
         return
