@@ -59,13 +59,12 @@ def verify(model: str, engine_name: str, device: str, lengths: str | None, max_l
     device = pick_device(device)
     with err_console.status(f"loading {esc(path.name)} on {device} ({engine_name} engine)", spinner="dots") if not as_json else _null():
         engine = make_engine(engine_name, path, device, original_context, max(options.lengths or [0]) + 16)
-    planned, _ = harness.plan_lengths(engine, options)
-    n_text = len(engine.tokenizer.encode(harness.load_text(options.text)))
+    prepared = harness.prepare(engine, options)
     progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
     with progress:
-        task = progress.add_task("verify", total=harness.total_steps(engine, options, planned, n_text))
-        report = harness.run(engine, options, lambda n: progress.advance(task, n))
+        task = progress.add_task("verify", total=prepared.total_steps(options))
+        report = harness.run(engine, options, lambda n: progress.advance(task, n), prepared)
     if as_json:
         from yarn_cli.cli.app import print_json
 

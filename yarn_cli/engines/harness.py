@@ -61,9 +61,32 @@ def plan_lengths(engine: Engine, options: VerifyOptions) -> tuple[list[int], lis
     return runnable, skipped
 
 
-def run(engine: Engine, options: VerifyOptions, advance: Callable[[int], None] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs before it starts: the lengths that fit, those skipped, and the tokenized text.
+
+    Computed once, so the caller can size a progress bar without tokenizing the text a second time."""
+
+    lengths: list[int]
+    skipped: list[dict[str, Any]]
+    text_ids: list[int]
+
+    def total_steps(self, options: VerifyOptions) -> int:
+        per_length = len(options.depths) * options.trials
+        windows = sum(len(verify_plan.ppl_windows(len(self.text_ids), n, options.ppl_windows)) for n in self.lengths)
+        return len(VARIANTS) * (per_length * len(self.lengths) + windows)
+
+
+def prepare(engine: Engine, options: VerifyOptions) -> Prepared:
     lengths, skipped = plan_lengths(engine, options)
-    text_ids = engine.tokenizer.encode(load_text(options.text))
+    return Prepared(lengths, skipped, engine.tokenizer.encode(load_text(options.text)))
+
+
+def run(
+    engine: Engine, options: VerifyOptions, advance: Callable[[int], None] | None = None, prepared: Prepared | None = None
+) -> dict[str, Any]:
+    prepared = prepared or prepare(engine, options)
+    lengths, skipped, text_ids = prepared.lengths, prepared.skipped, prepared.text_ids
     keys = verify_plan.passkeys(options.trials, options.seed)
     passkey: list[dict[str, Any]] = []
     accuracy: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
@@ -126,9 +149,3 @@ def run(engine: Engine, options: VerifyOptions, advance: Callable[[int], None] |
         "verdict": {"ok": result.ok, "reason": result.reason},
         "notes": notes,
     }
-
-
-def total_steps(engine: Engine, options: VerifyOptions, lengths: list[int], n_text_tokens: int) -> int:
-    per_length = len(options.depths) * options.trials
-    windows = sum(len(verify_plan.ppl_windows(n_text_tokens, n, options.ppl_windows)) for n in lengths)
-    return len(VARIANTS) * (per_length * len(lengths) + windows)
