@@ -67,3 +67,31 @@ def write_tiny_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_large_gguf(path: Path, data_bytes: int, context: int = 4096) -> Path:
+    """A valid llama GGUF whose one F32 tensor holds ``data_bytes`` of zeros, stored sparse (instant to
+    create): big enough that a signal sent while it is being extended lands mid-write."""
+    import struct
+
+    def string(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    kv = [
+        string("general.architecture") + struct.pack("<I", 8) + string("llama"),
+        string("llama.context_length") + struct.pack("<II", 4, context),
+        string("llama.embedding_length") + struct.pack("<II", 4, 256),
+        string("llama.attention.head_count") + struct.pack("<II", 4, 4),
+        string("llama.rope.dimension_count") + struct.pack("<II", 4, 64),
+        string("llama.rope.freq_base") + struct.pack("<If", 6, 10000.0),
+    ]
+    columns = 4096
+    rows = data_bytes // (4 * columns)
+    info = string("blk.0.ffn_up.weight") + struct.pack("<IQQIQ", 2, columns, rows, 0, 0)
+    head = b"GGUF" + struct.pack("<IQQ", 3, 1, len(kv)) + b"".join(kv) + info
+    head += b"\0" * (-len(head) % 32)
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(len(head) + rows * columns * 4)
+    return path

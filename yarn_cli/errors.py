@@ -5,11 +5,25 @@ Every message is one line that says what went wrong, where, and what to do about
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class YarnError(Exception):
     """Base class: a problem we can explain to the user in one line."""
 
     exit_code = 1
+
+    def at(self, where: object) -> YarnError:
+        """The same error naming the file it is about: core reads dicts and names keys, io knows the path."""
+        message, where = str(self), str(where)
+        if where in message:
+            return self
+        if message.startswith("config.json: "):
+            message = message[len("config.json: "):]
+        located = type(self)(f"{where}: {message}")
+        located.__cause__ = self
+        return located
 
 
 class InputError(YarnError):
@@ -46,3 +60,26 @@ class FetchError(YarnError):
     """A download (the Hugging Face Hub, the default model) failed or is impossible offline."""
 
     exit_code = 7
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so no ``except
+    Exception`` swallows it and every cleanup on the way out runs: temporaries are removed."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(name)
+        self.signum = signum
+        self.name = name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def about(where: object) -> Iterator[None]:
+    """Errors about a file's content raised inside name that file (flag errors pass unchanged)."""
+    try:
+        yield
+    except (FormatError, UnsupportedError, AlreadyScaledError) as exc:
+        raise exc.at(where) from exc.__cause__

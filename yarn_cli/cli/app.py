@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from rich.console import Console
 
 from yarn_cli import __version__
-from yarn_cli.errors import InputError, YarnError
+from yarn_cli.errors import InputError, Interrupted, YarnError
 
 app = typer.Typer(
     name="yarn",
@@ -130,6 +131,10 @@ def extend(
     replace: bool = typer.Option(False, "--replace", help="Re-extend a checkpoint that already carries a scaling, from its original length."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the planned changes; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the input)."),
+    copy: bool = typer.Option(
+        False, "--copy",
+        help="Never hard-link unchanged files into OUT: reflink where the filesystem can, else copy (uses disk).",
+    ),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary instead of tables."),
 ) -> None:
@@ -139,7 +144,7 @@ def extend(
     source = resolve_model(model)
     options = extend_cmd.ExtendOptions(
         scale=scale, to=to, out=out, original_context=original_context, beta_fast=beta_fast, beta_slow=beta_slow,
-        bake_temperature=bake_temperature, replace=replace, dry_run=dry_run, force=force, revision=revision,
+        bake_temperature=bake_temperature, replace=replace, dry_run=dry_run, force=force, revision=revision, copy=copy,
     )
     if Path(source).suffix.lower() == ".gguf":
         extend_cmd.extend_gguf(source, options, console, err_console, as_json)
@@ -174,34 +179,67 @@ def verify(
         raise typer.Exit(code)
 
 
-INTERRUPTED = 130
-
-
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("YARN_CLI_DEBUG") == "1"
 
 
+def _on_signal(signum: int, _frame: Any) -> None:
+    # Later signals are ignored so they cannot cut the cleanup short (kill -9 still ends everything).
+    for other in HANDLED_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signum, signal.Signals(signum).name)
+
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def install_signal_handlers() -> None:
+    """Ctrl-C, SIGTERM (timeout, systemd, Slurm, Kubernetes) and SIGHUP all unwind the same way."""
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, _on_signal)
+
+
+def _usage_error_class() -> type[Exception]:
+    """The ClickException class of the click that typer runs on: its own bundled copy in recent typer
+    releases, the click package in older ones. Found through typer's public BadParameter."""
+    return sys.modules[typer.BadParameter.__module__].ClickException
+
+
+def _interrupted(signum: int) -> None:
+    what = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
+    err_console.print(f"[red]{what}[/]: stopped, and nothing was left half-written")
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the Typer app and turns every failure into one line and an exit code."""
+    """Entry point: runs the Typer app and turns every failure into one line and an exit code.
+
+    Usage errors (unknown option, missing value, bad type) get the framework's usage message and exit 2.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS} if in_main_thread else {}
+    if in_main_thread:
+        install_signal_handlers()
     try:
         result = app(args=argv, prog_name="yarn", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        err_console.print("[red]interrupted[/]: nothing was left half-written")
-        sys.exit(INTERRUPTED)
+    except Interrupted as exc:
+        _interrupted(exc.signum)
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted(signal.SIGINT)
     except YarnError as exc:
         if debug:
             traceback.print_exc()
         err_console.print(f"[red]error:[/] {render_escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # a bug of ours: still one line, the traceback on request
-        if debug:
+    except Exception as exc:
+        if isinstance(exc, _usage_error_class()):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:  # a bug of ours: still one line, the traceback on request
             traceback.print_exc()
         err_console.print(
             f"[red]internal error:[/] {render_escape(type(exc).__name__)}: {render_escape(str(exc))} "
@@ -209,8 +247,11 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(70)
-    if result == INTERRUPTED:  # Typer turns Ctrl-C into an exit code of 130 outside standalone mode
-        err_console.print("[red]interrupted[/]: nothing was left half-written")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if result == 128 + signal.SIGINT:  # typer turns a KeyboardInterrupt into this exit code
+        _interrupted(signal.SIGINT)
     sys.exit(result if isinstance(result, int) else 0)
 
 

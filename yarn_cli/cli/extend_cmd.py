@@ -14,7 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from yarn_cli.cli.render import esc, human_bytes
-from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError
+from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError, about
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ExtendOptions:
     dry_run: bool = False
     force: bool = False
     revision: str | None = None
+    copy: bool = False
 
 
 @contextlib.contextmanager
@@ -56,6 +57,28 @@ def write_with_progress(err_console: Console, as_json: bool, total: int, write, 
     report["bytes_written"] = sum(w.bytes for w in written)
     report["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def write_hooks(err_console: Console, report: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments every writer takes: --force, --copy, and where reclaim notices go."""
+    report["reclaimed"] = []
+
+    def notify(message: str) -> None:
+        report["reclaimed"].append(message)
+        err_console.print(f"[yellow]note:[/] {esc(message)}", soft_wrap=True)
+
+    return {"force": report.get("force", False), "notify": notify, "hardlink": not report.get("copy", False)}
+
+
+def link_note(report: dict[str, Any]) -> str | None:
+    """What a user must know about hard-linked files in OUT, when there are any."""
+    linked = sum(1 for item in report["files"] if item["action"] == "linked")
+    if not linked:
+        return None
+    return (
+        f"{linked} unchanged weight file(s) in OUT are hard links to the input (this filesystem has no reflinks): "
+        "a tool that rewrites such a file in place would change the input too; --copy writes independent files"
+    )
 
 
 def _print_json(data: Any) -> None:
@@ -105,10 +128,17 @@ def extend_gguf(source: str, opts: ExtendOptions, console: Console, err_console:
         **plan.to_json(),
         "notes": notes,
         "files": [],
+        "force": opts.force,
+        "copy": opts.copy,
     }
     if not opts.dry_run:
         total = sum(s.stat().st_size for s in shards)
-        write_with_progress(err_console, as_json, total, lambda advance: gguf_writer.extend_gguf(first, plan, out, advance), report)
+        hooks = write_hooks(err_console, report)
+        write_with_progress(
+            err_console, as_json, total, lambda advance: gguf_writer.extend_gguf(first, plan, out, advance, **hooks), report
+        )
+        if link_note(report):
+            notes.append(link_note(report))
     if as_json:
         _print_json(report)
         return
@@ -178,9 +208,10 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
     family = architectures.for_model_type(str(text_config(config).get("model_type") or config.get("model_type") or ""))
     if family is not None and family.hf_yarn_unsupported:
         raise UnsupportedError(f"{folder}: {family.family}: {family.hf_yarn_unsupported}")
-    plan = plan_config(
-        config, opts.scale, opts.to, opts.original_context, opts.beta_fast, opts.beta_slow, opts.replace, opts.bake_temperature
-    )
+    with about(folder / "config.json"):
+        plan = plan_config(
+            config, opts.scale, opts.to, opts.original_context, opts.beta_fast, opts.beta_slow, opts.replace, opts.bake_temperature
+        )
     headers = hf_writer.read_shards(folder)
     ops = []
     if opts.bake_temperature:
@@ -203,15 +234,20 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
         "tensors_changed": len(ops),
         "baked_tensors": [op.tensor for op in ops],
         "files": [],
+        "force": opts.force,
+        "copy": opts.copy,
     }
     if opts.dry_run:
         report["length_caps"] = [c.to_json() for c in hf_writer.planned_cap_changes(folder, plan.target_context)]
     else:
+        hooks = write_hooks(err_console, report)
         _, caps = write_with_progress(
             err_console, as_json, hf_writer.total_bytes(folder),
-            lambda advance: hf_writer.write_extension(folder, plan, ops, out, advance, headers), report,
+            lambda advance: hf_writer.write_extension(folder, plan, ops, out, advance, headers, **hooks), report,
         )
         report["length_caps"] = [c.to_json() for c in caps]
+        if link_note(report):
+            report["notes"].append(link_note(report))
     if as_json:
         _print_json(report)
         return
@@ -247,7 +283,7 @@ def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:
         )
     else:
         console.print(f"the runtime applies m = {plan.attention_factor:.4f} to cos/sin; no tensor bytes change")
-    for note in plan.notes:
+    for note in report["notes"]:
         console.print(f"[yellow]note:[/] {esc(note)}")
     if report["dry_run"]:
         console.print(f"dry run: would write {esc(report['output'])}; nothing written")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from yarn_cli.core import rope
+from yarn_cli.core import lengths, rope
 from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
 from yarn_cli.errors import InputError
 
@@ -28,8 +28,7 @@ def method_frequencies(
 
     ``dynamic`` is evaluated at ``seq_len`` (default: the new length s·L), where it differs from RoPE.
     """
-    if scale < 1:
-        raise InputError(f"--scale must be >= 1 (got {scale:g}); YaRN extends, it does not shorten")
+    lengths.check_scale(scale, spec.original_context)
     base, dim, original = spec.theta, spec.rotary_dim, spec.original_context
     if method == "yarn":
         return rope.yarn(base, dim, original, scale, options.beta_fast, options.beta_slow, options.truncate)
@@ -139,6 +138,8 @@ def inspect_report(
 ) -> dict[str, Any]:
     """The `inspect --json` object. Stable keys: rope.*, scale, attention_factor, dimensions."""
     spec = model.rope
+    if scale is not None:
+        lengths.check_scale(scale, spec.original_context)
     report: dict[str, Any] = {
         "source": model.source,
         "format": model.format,

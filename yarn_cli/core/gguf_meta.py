@@ -62,6 +62,11 @@ def read_rope_specs(
     factor = meta.get(p + "rope.scaling.factor")
     original = _int(meta, p + "rope.scaling.original_context_length")
     linear_legacy = meta.get(p + "rope.scale_linear")
+    for key, value in ((p + "rope.scaling.factor", factor), (p + "rope.scale_linear", linear_legacy)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise FormatError(f"GGUF metadata {key} must be a positive number, got {value!r}")
+    if context == 0:
+        raise FormatError(f"GGUF metadata {p}context_length is 0; it must be the trained length")
     if kind is not None and kind not in GGUF_SCALING_TYPES:
         warnings.append(f"{p}rope.scaling.type = {kind!r} is not one llama.cpp knows ({', '.join(GGUF_SCALING_TYPES)}): it will refuse to load")
     if kind not in (None, "none") or (linear_legacy not in (None, 1.0)):

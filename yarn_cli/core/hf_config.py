@@ -75,8 +75,9 @@ def _scaling_from_block(block: dict[str, Any] | None, source: str, cfg: dict[str
             f"config.json: {source} has rope type {kind!r}, which this tool does not know "
             f"(known: {', '.join(KNOWN_SCALING_TYPES)})"
         )
+    _check_block_types(block, source)
     factor = block.get("factor")
-    original = _first(block, "original_max_position_embeddings") or cfg.get("original_max_position_embeddings")
+    original = _first(block, "original_max_position_embeddings") or _positive_int(cfg, "original_max_position_embeddings")
     return Scaling(
         type=kind,
         factor=float(factor) if factor is not None else None,
@@ -84,6 +85,39 @@ def _scaling_from_block(block: dict[str, Any] | None, source: str, cfg: dict[str
         params={k: v for k, v in block.items() if k not in ("rope_theta",)},
         source=source,
     )
+
+
+# Scaling-block keys that runtimes read as numbers, and the lists of numbers (longrope).
+_NUMBER_KEYS = ("factor", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
+                "low_freq_factor", "high_freq_factor", "rope_theta", "partial_rotary_factor")
+_NUMBER_LIST_KEYS = ("short_factor", "long_factor")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_block_types(block: dict[str, Any], source: str) -> None:
+    """One line naming the key, rather than a crash deep in the math, for a value of the wrong type."""
+    for key in _NUMBER_KEYS:
+        if block.get(key) is not None and not _is_number(block[key]):
+            raise FormatError(f"config.json: {source}.{key} must be a finite number, got {block[key]!r}")
+    original = block.get("original_max_position_embeddings")
+    if original is not None and (not _is_number(original) or original <= 0 or original != int(original)):
+        raise FormatError(f"config.json: {source}.original_max_position_embeddings must be a positive integer, got {original!r}")
+    for key in _NUMBER_LIST_KEYS:
+        value = block.get(key)
+        if value is not None and not (isinstance(value, list) and all(_is_number(v) for v in value)):
+            raise FormatError(f"config.json: {source}.{key} must be a list of numbers")
+    if block.get("truncate") is not None and not isinstance(block["truncate"], bool):
+        raise FormatError(f"config.json: {source}.truncate must be true or false, got {block['truncate']!r}")
+
+
+def _number(cfg: dict[str, Any], key: str) -> float | None:
+    value = cfg.get(key)
+    if value is not None and not _is_number(value):
+        raise FormatError(f"config.json: {key} must be a finite number, got {value!r}")
+    return value
 
 
 def _theta(cfg: dict[str, Any], flat_parameters: dict[str, Any] | None) -> float:
@@ -118,7 +152,9 @@ def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
         return head_dim, _positive_int(cfg, "rotary_dim")
     factor = _first(parameters or {}, "partial_rotary_factor")
     if factor is None:
-        factor = _first(cfg, "partial_rotary_factor", "rotary_pct")
+        factor = _number(cfg, "partial_rotary_factor") if cfg.get("partial_rotary_factor") is not None else _number(cfg, "rotary_pct")
+    if factor is not None and not _is_number(factor):
+        raise FormatError(f"config.json: partial_rotary_factor must be a number, got {factor!r}")
     factor = 1.0 if factor is None else float(factor)
     if not 0 < factor <= 1:
         raise FormatError(f"config.json: partial_rotary_factor must be in (0, 1], got {factor}")
@@ -192,7 +228,7 @@ def read_rope_specs(
     elif scaling is not None and scaling.original_context:
         original, source = scaling.original_context, f"{scaling.source}.original_max_position_embeddings"
     elif cfg.get("original_max_position_embeddings"):
-        original, source = int(cfg["original_max_position_embeddings"]), "original_max_position_embeddings"
+        original, source = _positive_int(cfg, "original_max_position_embeddings"), "original_max_position_embeddings"
     elif max_context:
         original, source = max_context, "max_position_embeddings"
     else:
@@ -237,9 +273,11 @@ def read_rope_specs(
 def _local_rope(cfg: dict[str, Any], nested_parameters: dict[str, Any] | None, global_spec: RopeSpec) -> RopeSpec | None:
     """Gemma 3's sliding-window layers use their own, unscaled base."""
     block = (nested_parameters or {}).get("sliding_attention")
-    theta = _first(block or {}, "rope_theta") or cfg.get("rope_local_base_freq")
+    theta = _first(block or {}, "rope_theta") or _number(cfg, "rope_local_base_freq")
     if theta is None:
         return None
+    if not _is_number(theta) or theta <= 1:
+        raise FormatError(f"config.json: the sliding-window RoPE base must be a number > 1, got {theta!r}")
     local_scaling = _scaling_from_block(block, "rope_parameters.sliding_attention", cfg) if block else None
     return replace(global_spec, theta=float(theta), scaling=local_scaling, name=LOCAL_ROPE_NAME)
 
@@ -276,7 +314,7 @@ def model_dims(config: dict[str, Any]) -> dict[str, int | None]:
     head_dim, _ = head_dims(cfg, None if is_nested_rope_parameters(cfg.get("rope_parameters")) else cfg.get("rope_parameters"))
     if cfg.get("kv_lora_rank"):
         # MLA caches the compressed latent plus the shared rotary key, as vLLM and SGLang store it.
-        kv_dims = int(cfg["kv_lora_rank"]) + int(cfg.get("qk_rope_head_dim") or 0)
+        kv_dims = _positive_int(cfg, "kv_lora_rank") + (_positive_int(cfg, "qk_rope_head_dim") or 0)
     elif kv_heads is not None:
         v_head_dim = _positive_int(cfg, "v_head_dim") or head_dim
         kv_dims = kv_heads * (head_dim + v_head_dim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from yarn_cli.errors import InputError
@@ -21,21 +22,36 @@ def parse_length(text: str) -> int:
     return int(value)
 
 
+# GGUF stores context lengths as UINT32, and no runtime indexes positions beyond it.
+MAX_CONTEXT = 2**32 - 1
+
+
+def check_scale(scale: float, original_context: int, flag: str = "--scale") -> float:
+    """The one rule every verb applies to a scale: a finite number > 1 whose s·L fits MAX_CONTEXT."""
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or not scale > 1:
+        raise InputError(f"{flag} must be a finite number > 1 (YaRN extends, it does not shorten), got {scale}")
+    if scale * original_context > MAX_CONTEXT:
+        raise InputError(
+            f"{flag} {scale:g} x trained length {original_context:,} = {scale * original_context:,.0f} tokens, beyond "
+            f"the {MAX_CONTEXT:,} a context length can hold (GGUF stores it as u32); choose a smaller scale"
+        )
+    return float(scale)
+
+
 def resolve_scale(scale: float | None, to: str | None, original_context: int) -> float:
     """The factor s from exactly one of --scale / --to; s must exceed 1."""
     if (scale is None) == (to is None):
         raise InputError("give exactly one of --scale S or --to LENGTH (e.g. --scale 4 or --to 128k)")
     if to is not None:
         target = parse_length(to)
-        scale = target / original_context
-        if scale <= 1:
+        if target > MAX_CONTEXT:
+            raise InputError(f"--to {to} ({target:,} tokens) is beyond the {MAX_CONTEXT:,} a context length can hold")
+        if target <= original_context:
             raise InputError(
                 f"--to {to} ({target:,} tokens) is not longer than the trained length {original_context:,}: nothing to extend"
             )
-        return scale
-    if scale is None or not scale > 1 or scale != scale or scale == float("inf"):
-        raise InputError(f"--scale must be a finite number > 1, got {scale}")
-    return float(scale)
+        return target / original_context
+    return check_scale(scale, original_context)
 
 
 def target_length(original_context: int, scale: float) -> int:

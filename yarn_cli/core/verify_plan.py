@@ -149,9 +149,18 @@ def verdict(
     min_accuracy: float,
     ppl_margin: float,
     skipped: Sequence[int] = (),
+    nonfinite: Sequence[int] = (),
 ) -> Verdict:
     """Pass when the extended model reaches min_accuracy at every length it ran and its perplexity at
-    the original length is within ppl_margin (relative) of the baseline's."""
+    the original length is within ppl_margin (relative) of the baseline's.
+
+    ``nonfinite``: lengths at which the extended model gave NaN or infinite log-probabilities."""
+    if nonfinite:
+        return Verdict(
+            False,
+            f"the extended model gives NaN/infinite log-probabilities at {min(nonfinite):,} tokens: its weights hold "
+            "non-finite values or the engine's dtype overflows; check the checkpoint (inspect the source model too)",
+        )
     extended = accuracy.get("extended", {})
     if not extended:
         return Verdict(False, "no length could run: nothing verified" + (f" (skipped {list(skipped)})" if skipped else ""))

@@ -93,6 +93,7 @@ def run(
     perplexity: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
     speed: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
     notes = list(engine.notes)
+    nonfinite: dict[str, list[int]] = {v: [] for v in VARIANTS}
     for length in lengths:
         prompts = [
             verify_plan.passkey_prompt(engine.tokenizer.encode, length, depth, key, engine.tokenizer.bos)
@@ -122,11 +123,14 @@ def run(
                 rates.append(engine.tokens_per_second())
                 if advance:
                     advance(1)
-            if losses:
+            if losses and not all(math.isfinite(loss) for loss in losses):
+                nonfinite[variant].append(length)
+                notes.append(f"{variant} model: NaN/infinite log-probabilities at {length:,} tokens; no perplexity there")
+            elif losses:
                 perplexity[variant][length] = math.exp(sum(losses) / len(losses))
             speed[variant][length] = sum(rates) / len(rates)
     result = verify_plan.verdict(accuracy, perplexity, engine.facts.original_context, options.min_accuracy, options.ppl_margin,
-                                 [s["length"] for s in skipped])
+                                 [s["length"] for s in skipped], nonfinite["extended"])
     if skipped:
         largest = max(lengths) if lengths else None
         skipped_text = ", ".join(f"{item['length']:,}" for item in skipped)

@@ -14,7 +14,8 @@ from typing import Any
 
 from yarn_cli.core import gguf_meta, hf_config
 from yarn_cli.core.model import ModelSummary, TensorStats
-from yarn_cli.errors import FormatError, InputError
+from yarn_cli.errors import FormatError, InputError, about
+from yarn_cli.io.paths import kind_of, regular_file
 from yarn_cli.io.gguf_reader import GGUFFile, read_gguf, split_shards
 from yarn_cli.io.safetensors_header import SafetensorsHeader, read_header
 
@@ -25,12 +26,13 @@ MAX_JSON_BYTES = 64 * 1024 * 1024
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a small file, with one-line errors for the usual ways it goes wrong."""
+    if not os.path.lexists(path):
+        raise FormatError(f"{path}: not found")
+    size = regular_file(path, "it must be a JSON file").st_size
+    if size > MAX_JSON_BYTES:
+        raise FormatError(f"{path}: {size} bytes is too large for a config file")
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise FormatError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FormatError(f"{path}: not found") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path}: not valid JSON ({exc}); fix or restore the file") from exc
     except OSError as exc:
@@ -98,11 +100,15 @@ def _summary(source: str, fmt: str, architecture: str, dims: dict[str, Any], rop
 
 
 def summarize_config(
-    config: dict[str, Any], source: str, fmt: str, stats: TensorStats, original_context: int | None, extra: dict[str, Any]
+    config: dict[str, Any], source: str, fmt: str, stats: TensorStats, original_context: int | None, extra: dict[str, Any],
+    where: object,
 ) -> ModelSummary:
-    ropes, warnings = hf_config.read_rope_specs(config, original_context)
+    """``where`` names the config in errors: its path, or the hub repo id."""
+    with about(where):
+        ropes, warnings = hf_config.read_rope_specs(config, original_context)
+        dims = hf_config.model_dims(config)
     extra = {"model_type": hf_config.text_config(config).get("model_type"), **extra}
-    return _summary(source, fmt, hf_config.architecture_name(config), hf_config.model_dims(config), ropes, stats, warnings, extra)
+    return _summary(source, fmt, hf_config.architecture_name(config), dims, ropes, stats, warnings, extra)
 
 
 def summarize_hf_folder(folder: Path, original_context: int | None = None) -> ModelSummary:
@@ -118,7 +124,8 @@ def summarize_hf_folder(folder: Path, original_context: int | None = None) -> Mo
     baked = {k: v for h in headers for k, v in h.metadata.items() if k.startswith("yarn_cli.")}
     if baked:
         extra["baked"] = baked
-    return summarize_config(config, str(folder), "hf", tensor_stats_from_headers(headers), original_context, extra)
+    stats = tensor_stats_from_headers(headers)
+    return summarize_config(config, str(folder), "hf", stats, original_context, extra, config_path)
 
 
 def summarize_safetensors_file(path: Path, original_context: int | None = None) -> ModelSummary:
@@ -131,7 +138,8 @@ def summarize_safetensors_file(path: Path, original_context: int | None = None) 
         )
     config = read_json(config_path)
     extra = {"safetensors_metadata": header.metadata}
-    return summarize_config(config, str(path), "safetensors", tensor_stats_from_headers([header]), original_context, extra)
+    stats = tensor_stats_from_headers([header])
+    return summarize_config(config, str(path), "safetensors", stats, original_context, extra, config_path)
 
 
 def gguf_metadata(gguf: GGUFFile) -> dict[str, Any]:
@@ -141,8 +149,9 @@ def gguf_metadata(gguf: GGUFFile) -> dict[str, Any]:
 def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSummary:
     shards = [read_gguf(p) for p in split_shards(path)]
     meta = gguf_metadata(shards[0])
-    ropes, warnings = gguf_meta.read_rope_specs(meta, original_context)
-    dims = gguf_meta.model_dims(meta)
+    with about(path):
+        ropes, warnings = gguf_meta.read_rope_specs(meta, original_context)
+        dims = gguf_meta.model_dims(meta)
     dtypes: Counter[str] = Counter(t.type_name for shard in shards for t in shard.tensors)
     stats = TensorStats(
         count=sum(len(s.tensors) for s in shards),
@@ -161,14 +170,18 @@ def summarize_hub(repo_id: str, revision: str | None, original_context: int | No
 
     config = hub.fetch_config(repo_id, revision)
     stats = hub.fetch_tensor_stats(repo_id, revision)
-    return summarize_config(config, repo_id, "hub", stats, original_context, {"revision": revision})
+    return summarize_config(config, repo_id, "hub", stats, original_context, {"revision": revision}, repo_id)
 
 
 def summarize(model: str, revision: str | None = None, original_context: int | None = None) -> ModelSummary:
     """Dispatch on what MODEL is: folder, .safetensors, .gguf, or a hub repo id."""
     path = Path(model).expanduser()
     if path.is_dir():
+        if path.suffix.lower() in (".gguf", ".safetensors") and not (path / "config.json").exists():
+            raise InputError(f"{path}: is a folder, not a {path.suffix.lower()} file; pass the file itself")
         return summarize_hf_folder(path, original_context)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: is {kind_of(path.stat().st_mode)}, not a model file or folder")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".gguf":

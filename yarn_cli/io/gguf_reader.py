@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.errors import FormatError
+from yarn_cli.io.paths import regular_file
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -205,8 +206,8 @@ def _read_value(
 def read_gguf(path: str | os.PathLike) -> GGUFFile:
     """Parse a GGUF file's header, KV records and tensor infos, validating every length and offset."""
     path = Path(path)
+    size = regular_file(path, "pass a .gguf model file").st_size
     try:
-        size = path.stat().st_size
         if size < 24:
             raise FormatError(f"{path}: {size} bytes is too short to be a GGUF file")
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core.gguf_plan import GGUFPlan
-from yarn_cli.errors import FormatError
-from yarn_cli.io import atomic
+from yarn_cli.errors import FormatError, about
+from yarn_cli.io import atomic, fastcopy
 from yarn_cli.io.gguf_reader import (
     ARRAY, GGUF_MAGIC, SCALAR_FORMATS, STRING, VALUE_TYPE_NAMES, GGUFFile, read_gguf, split_shards, SPLIT_PATTERN,
 )
@@ -59,7 +59,7 @@ def build_kv_section(source: GGUFFile, kv_bytes: bytes, plan: GGUFPlan) -> tuple
     return b"".join(parts), len(source.fields) - len(removes) + len(added)
 
 
-def write_extended(source: GGUFFile, plan: GGUFPlan, target: Path, progress: atomic.Progress | None = None) -> int:
+def write_extended(source: GGUFFile, plan: GGUFPlan, target: Path, progress: fastcopy.Progress | None = None) -> int:
     """Write ``source`` with ``plan``'s KV changes to ``target`` (a fresh path); returns bytes written."""
     with open(source.path, "rb") as src:
         src.seek(source.kv_start)
@@ -77,7 +77,7 @@ def write_extended(source: GGUFFile, plan: GGUFPlan, target: Path, progress: ato
             out.flush()
             if progress:
                 progress(len(head))
-            atomic.copy_range(src.fileno(), out.fileno(), source.data_start, data_length, progress)
+            fastcopy.copy_range(src.fileno(), out.fileno(), source.data_start, data_length, progress)
             out.flush()
             os.fsync(out.fileno())
     return len(head) + data_length
@@ -86,7 +86,7 @@ def write_extended(source: GGUFFile, plan: GGUFPlan, target: Path, progress: ato
 @dataclass(frozen=True)
 class WrittenFile:
     path: str
-    action: str  # "rewritten", "linked" or "copied"
+    action: str  # "rewritten", "reflinked", "linked" or "copied"
     bytes: int
 
 
@@ -99,7 +99,15 @@ def output_shard_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
-def extend_gguf(first: GGUFFile, plan: GGUFPlan, out: Path, progress: atomic.Progress | None = None) -> list[WrittenFile]:
+def extend_gguf(
+    first: GGUFFile,
+    plan: GGUFPlan,
+    out: Path,
+    progress: fastcopy.Progress | None = None,
+    force: bool = False,
+    notify: atomic.Notify | None = None,
+    hardlink: bool = True,
+) -> list[WrittenFile]:
     """Write every shard of the extended model atomically: all into temporaries, then renamed with the
     first shard (the one loaders open) last, so an interruption never leaves a loadable half.
 
@@ -107,29 +115,14 @@ def extend_gguf(first: GGUFFile, plan: GGUFPlan, out: Path, progress: atomic.Pro
     shards = split_shards(first.path)
     finals = output_shard_paths(out, len(shards))
     written: list[WrittenFile] = []
-    temporaries: list[tuple[Path, Path]] = []
-    try:
-        for index, (shard, final) in enumerate(zip(shards, finals, strict=True)):
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = atomic.temporary_sibling(final)
-            temporaries.append((tmp, final))
-            if index == 0:
-                size = write_extended(first, plan, tmp, progress)
-                written.append(WrittenFile(str(final), "rewritten", size))
-            else:
-                action = atomic.link_or_copy(shard, tmp, progress)
-                written.append(WrittenFile(str(final), action, shard.stat().st_size))
-        check_written(temporaries[0][0], first, plan)
-        for tmp, final in reversed(temporaries):
-            atomic.publish(tmp, final)
-    except OSError as exc:
-        for tmp, _ in temporaries:
-            atomic.remove_path(tmp)
-        raise atomic.explain_os_error(exc, out) from exc
-    except BaseException:
-        for tmp, _ in temporaries:
-            atomic.remove_path(tmp)
-        raise
+    with atomic.output_transaction(finals[0], force, notify) as transaction:
+        temporaries = [transaction.temporary(final) for final in finals]
+        size = write_extended(first, plan, temporaries[0], progress)
+        written.append(WrittenFile(str(finals[0]), "rewritten", size))
+        for shard, tmp, final in zip(shards[1:], temporaries[1:], finals[1:], strict=True):
+            action = fastcopy.link_or_copy(shard, tmp, progress, hardlink)
+            written.append(WrittenFile(str(final), action, shard.stat().st_size))
+        check_written(temporaries[0], first, plan)
     return written
 
 
@@ -163,4 +156,5 @@ def plan_file(
     first = read_gguf(shards[0])
     for shard in shards[1:]:
         read_gguf(shard)  # validate every shard before writing anything
-    return first, plan_extension(metadata_with_types(first), scale, to, original_context, replace)
+    with about(source_path):
+        return first, plan_extension(metadata_with_types(first), scale, to, original_context, replace)

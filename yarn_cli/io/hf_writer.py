@@ -22,7 +22,7 @@ import numpy as np
 from yarn_cli.core.bake_plan import BakeOp
 from yarn_cli.core.hf_plan import ConfigPlan, Change, plan_length_caps
 from yarn_cli.errors import FormatError
-from yarn_cli.io import atomic
+from yarn_cli.io import atomic, fastcopy
 from yarn_cli.io.checkpoint import read_json, safetensors_files
 from yarn_cli.io.safetensors_header import DTYPE_BYTES, SafetensorsHeader, TensorInfo, read_header
 
@@ -35,7 +35,7 @@ METADATA_PREFIX = "yarn_cli."
 @dataclass(frozen=True)
 class WrittenFile:
     path: str
-    action: str  # "rewritten", "baked", "linked", "copied"
+    action: str  # "rewritten", "baked", "reflinked", "linked", "copied"
     bytes: int
 
 
@@ -99,7 +99,7 @@ def _write_baked_tensor(src_fd: int, dst_fd: int, data_start: int, info: TensorI
     for begin, end, op in segments:
         if begin < cursor:
             raise FormatError(f"{info.name}: overlapping bake ranges (a bug; nothing was published)")
-        atomic.copy_range(src_fd, dst_fd, data_start + info.begin + cursor * row_bytes, (begin - cursor) * row_bytes, progress)
+        fastcopy.copy_range(src_fd, dst_fd, data_start + info.begin + cursor * row_bytes, (begin - cursor) * row_bytes, progress)
         for start in range(begin, end, rows_per_chunk):
             stop = min(end, start + rows_per_chunk)
             raw = os.pread(src_fd, (stop - start) * row_bytes, data_start + info.begin + start * row_bytes)
@@ -109,7 +109,7 @@ def _write_baked_tensor(src_fd: int, dst_fd: int, data_start: int, info: TensorI
                 progress(len(out))
         cursor = end
     total_rows = info.shape[0] if info.shape else 1
-    atomic.copy_range(src_fd, dst_fd, data_start + info.begin + cursor * row_bytes, (total_rows - cursor) * row_bytes, progress)
+    fastcopy.copy_range(src_fd, dst_fd, data_start + info.begin + cursor * row_bytes, (total_rows - cursor) * row_bytes, progress)
 
 
 def bake_shard(header: SafetensorsHeader, ops: list[BakeOp], target: Path, metadata: dict[str, str], progress) -> int:
@@ -132,13 +132,13 @@ def bake_shard(header: SafetensorsHeader, ops: list[BakeOp], target: Path, metad
         src_fd, dst_fd = src.fileno(), dst.fileno()
         cursor = 0
         for info in ordered:
-            atomic.copy_range(src_fd, dst_fd, header.data_start + cursor, info.begin - cursor, progress)
+            fastcopy.copy_range(src_fd, dst_fd, header.data_start + cursor, info.begin - cursor, progress)
             if info.name in by_tensor:
                 _write_baked_tensor(src_fd, dst_fd, header.data_start, info, by_tensor[info.name], progress)
             else:
-                atomic.copy_range(src_fd, dst_fd, header.data_start + info.begin, info.nbytes, progress)
+                fastcopy.copy_range(src_fd, dst_fd, header.data_start + info.begin, info.nbytes, progress)
             cursor = info.end
-        atomic.copy_range(src_fd, dst_fd, header.data_start + cursor, data_end - cursor, progress)
+        fastcopy.copy_range(src_fd, dst_fd, header.data_start + cursor, data_end - cursor, progress)
         os.fsync(dst_fd)
     return 8 + len(raw) + data_end
 
@@ -158,6 +158,9 @@ def write_extension(
     out: Path,
     progress=None,
     shards: list[SafetensorsHeader] | None = None,
+    force: bool = False,
+    notify: atomic.Notify | None = None,
+    hardlink: bool = True,
 ) -> tuple[list[WrittenFile], list[Change]]:
     """Build OUT from ``folder`` atomically; returns the files written and the length-cap changes.
 
@@ -176,7 +179,7 @@ def write_extension(
         }
     written: list[WrittenFile] = []
     cap_changes: list[Change] = []
-    with atomic.atomic_path(out) as tmp:
+    with atomic.atomic_path(out, force, notify) as tmp:
         tmp.mkdir()
         for relative in source_files(folder):
             source, target = folder / relative, tmp / relative
@@ -202,7 +205,7 @@ def write_extension(
                 written.append(WrittenFile(final, "baked", size))
                 continue
             elif relative.suffix in WEIGHT_SUFFIXES:
-                action = atomic.link_or_copy(resolved, target, progress)
+                action = fastcopy.link_or_copy(resolved, target, progress, hardlink)
                 written.append(WrittenFile(final, action, target.stat().st_size))
                 continue
             else:

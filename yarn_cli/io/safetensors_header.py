@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yarn_cli.errors import FormatError
+from yarn_cli.io.paths import regular_file
 
 # safetensors itself refuses headers over 100 MB.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -60,8 +61,8 @@ class SafetensorsHeader:
 def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     """Parse and validate a .safetensors header; never reads the data region."""
     path = Path(path)
+    size = regular_file(path, "pass a .safetensors weight file").st_size
     try:
-        size = path.stat().st_size
         with open(path, "rb") as handle:
             prefix = handle.read(8)
             if len(prefix) < 8:
@@ -89,6 +90,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     tensors = {}
     for name, entry in header.items():
         tensors[name] = _tensor_info(path, name, entry, data_size)
+    _check_layout(path, tensors, data_size)
     return SafetensorsHeader(path=path, header_size=header_size, tensors=tensors, metadata=metadata, file_size=size)
 
 
@@ -114,3 +116,22 @@ def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> Tensor
     if end - begin != expected:
         raise FormatError(f"{where}: {end - begin} bytes stored but shape {shape} of {dtype} needs {expected}")
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
+
+
+def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_size: int) -> None:
+    """Tensors must tile the data region exactly, as the safetensors library requires to load a file:
+    no overlaps (a bake would scale shared bytes twice), no gaps, nothing after the last tensor."""
+    cursor = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if info.begin != cursor:
+            problem = "overlaps the tensor before it" if info.begin < cursor else f"leaves a gap of {info.begin - cursor} bytes before it"
+            raise FormatError(
+                f"{path}: tensor {info.name!r} at data offset {info.begin} {problem}; "
+                "the safetensors library refuses such a file too (re-save it)"
+            )
+        cursor = info.end
+    if cursor != data_size:
+        raise FormatError(
+            f"{path}: tensors cover {cursor} of the {data_size}-byte data region; "
+            "the safetensors library refuses such a file too (truncated or padded: re-save it)"
+        )

@@ -15,7 +15,7 @@ from typing import Any
 
 from yarn_cli.core import architectures, gguf_meta, hf_config
 from yarn_cli.core.model import RopeSpec
-from yarn_cli.errors import UnsupportedError
+from yarn_cli.errors import UnsupportedError, about
 
 NATIVE_HF_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 NATIVE_GGUF_ARCHS = ("llama", "qwen2", "qwen3")
@@ -72,8 +72,9 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
         raise UnsupportedError(
             f"{folder}: the native engine runs {', '.join(NATIVE_HF_TYPES)}; this is {model_type!r}: use --engine transformers"
         )
-    specs, _ = hf_config.read_rope_specs(config, original_context)
-    dims = hf_config.model_dims(config)
+    with about(folder / "config.json"):
+        specs, _ = hf_config.read_rope_specs(config, original_context)
+        dims = hf_config.model_dims(config)
     return NativeSpec(
         family=model_type, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],
         kv_heads=dims["kv_heads"], head_dim=specs[0].head_dim, vocab=int(cfg["vocab_size"]),
@@ -89,8 +90,9 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
             "use --engine llama.cpp"
         )
     meta = {key: field.value for key, field in gguf.fields.items()}
-    specs, _ = gguf_meta.read_rope_specs(meta, original_context)
-    dims = gguf_meta.model_dims(meta)
+    with about(gguf.path):
+        specs, _ = gguf_meta.read_rope_specs(meta, original_context)
+        dims = gguf_meta.model_dims(meta)
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = int(meta.get(f"{arch}.vocab_size") or getattr(tokens, "count", 0) or len(tokens or []))
     return NativeSpec(
