@@ -221,7 +221,7 @@ def test_interrupt_leaves_nothing(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fastcopy, "copy_range", interrupted)
+    monkeypatch.setattr(fastcopy, "copy_bytes", interrupted)
     code, _, err = run(["extend", str(source), "-s", "2", "-o", str(out)], capsys)
     assert code == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.gguf"] and sha(source) == digest
@@ -236,7 +236,7 @@ def test_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fastcopy, "copy_range", full)
+    monkeypatch.setattr(fastcopy, "copy_bytes", full)
     code, _, err = run(["extend", str(source), "-s", "2", "-o", str(out)], capsys)
     assert code == 6 and "no space left" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.gguf"]

@@ -232,7 +232,7 @@ def test_output_rules_and_atomicity(saved_models, tmp_path, capsys, monkeypatch)
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hf_writer, "bake_shard", crash)
+    monkeypatch.setattr(hf_writer, "_scaled_rows", crash)  # inside a worker thread
     target = tmp_path / "never"
     code, _, err = run(["extend", str(source), "-s", "2", "-o", str(target), "--bake-temperature"], capsys)
     assert code == 130 and not target.exists()

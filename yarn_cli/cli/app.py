@@ -135,6 +135,9 @@ def extend(
         False, "--copy",
         help="Never hard-link unchanged files into OUT: reflink where the filesystem can, else copy (uses disk).",
     ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, max=64, help="Files and byte ranges written in parallel (default: up to 4, one per core)."
+    ),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary instead of tables."),
 ) -> None:
@@ -144,7 +147,7 @@ def extend(
     source = resolve_model(model)
     options = extend_cmd.ExtendOptions(
         scale=scale, to=to, out=out, original_context=original_context, beta_fast=beta_fast, beta_slow=beta_slow,
-        bake_temperature=bake_temperature, replace=replace, dry_run=dry_run, force=force, revision=revision, copy=copy,
+        bake_temperature=bake_temperature, replace=replace, dry_run=dry_run, force=force, revision=revision, copy=copy, workers=workers,
     )
     if Path(source).suffix.lower() == ".gguf":
         extend_cmd.extend_gguf(source, options, console, err_console, as_json)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from yarn_cli.cli.render import esc, human_bytes
+from yarn_cli.io.fastcopy import default_workers
 from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError, about
 
 
@@ -31,6 +32,7 @@ class ExtendOptions:
     force: bool = False
     revision: str | None = None
     copy: bool = False
+    workers: int | None = None
 
 
 @contextlib.contextmanager
@@ -67,7 +69,7 @@ def write_hooks(err_console: Console, report: dict[str, Any]) -> dict[str, Any]:
         report["reclaimed"].append(message)
         err_console.print(f"[yellow]note:[/] {esc(message)}", soft_wrap=True)
 
-    return {"force": report.get("force", False), "notify": notify, "hardlink": not report.get("copy", False)}
+    return {"force": report["force"], "notify": notify, "hardlink": not report["copy"], "workers": report["workers"]}
 
 
 def link_note(report: dict[str, Any]) -> str | None:
@@ -130,6 +132,7 @@ def extend_gguf(source: str, opts: ExtendOptions, console: Console, err_console:
         "files": [],
         "force": opts.force,
         "copy": opts.copy,
+        "workers": opts.workers or default_workers(),
     }
     if not opts.dry_run:
         total = sum(s.stat().st_size for s in shards)
@@ -236,6 +239,7 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
         "files": [],
         "force": opts.force,
         "copy": opts.copy,
+        "workers": opts.workers or default_workers(),
     }
     if opts.dry_run:
         report["length_caps"] = [c.to_json() for c in hf_writer.planned_cap_changes(folder, plan.target_context)]

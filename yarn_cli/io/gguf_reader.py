@@ -165,6 +165,23 @@ class _Cursor:
         self.pos += length
 
 
+_U64 = struct.Struct("<Q")
+
+
+def _skip_strings(cur: _Cursor, count: int, key: str) -> None:
+    """Walk ``count`` length-prefixed strings (a 128k vocabulary) in a tight loop: each length is checked
+    before it is read and the end once, with the same errors as a string-by-string walk."""
+    buffer, size, pos, unpack = cur.buffer, cur.size, cur.pos, _U64.unpack_from
+    for _ in range(count):
+        if pos + 8 > size:
+            cur.pos = pos
+            raise cur.fail(f"element of {key!r} length needs 8 bytes but the file ends")
+        pos += 8 + unpack(buffer, pos)[0]
+    if pos > size:
+        raise cur.fail(f"element of {key!r} runs past the end of the file")
+    cur.pos = pos
+
+
 def _read_value(
     cur: _Cursor, value_type: int, key: str, depth: int = 0, small: int = SMALL_ARRAY
 ) -> tuple[Any, int | None]:
@@ -192,8 +209,7 @@ def _read_value(
         cur.need(count * 8, f"array {key!r} of {count} strings")
         if count <= small:
             return [cur.string(f"element of {key!r}") for _ in range(count)], element_type
-        for _ in range(count):
-            cur.skip_string(f"element of {key!r}")
+        _skip_strings(cur, count, key)
         return ArrayInfo(element_type, count), element_type
     if element_type == ARRAY:
         cur.need(count * 12, f"array {key!r} of {count} arrays")

@@ -59,28 +59,23 @@ def build_kv_section(source: GGUFFile, kv_bytes: bytes, plan: GGUFPlan) -> tuple
     return b"".join(parts), len(source.fields) - len(removes) + len(added)
 
 
-def write_extended(source: GGUFFile, plan: GGUFPlan, target: Path, progress: fastcopy.Progress | None = None) -> int:
-    """Write ``source`` with ``plan``'s KV changes to ``target`` (a fresh path); returns bytes written."""
+def extended_file_plan(source: GGUFFile, plan: GGUFPlan, target: Path) -> fastcopy.FilePlan:
+    """``source`` with ``plan``'s KV changes: a rebuilt head, then the tensor data copied by the kernel."""
     with open(source.path, "rb") as src:
         src.seek(source.kv_start)
         kv_bytes = src.read(source.tensor_info_start - source.kv_start)
         tensor_infos = src.read(source.tensor_info_end - source.tensor_info_start)
-        if len(kv_bytes) + len(tensor_infos) != source.tensor_info_end - source.kv_start:
-            raise FormatError(f"{source.path}: changed while being read")
-        kv_section, n_kv = build_kv_section(source, kv_bytes, plan)
-        header = GGUF_MAGIC + struct.pack("<IQQ", source.version, len(source.tensors), n_kv)
-        head = header + kv_section + tensor_infos
-        head += b"\0" * (-len(head) % source.alignment)
-        data_length = source.file_size - source.data_start
-        with open(target, "wb") as out:
-            out.write(head)
-            out.flush()
-            if progress:
-                progress(len(head))
-            fastcopy.copy_range(src.fileno(), out.fileno(), source.data_start, data_length, progress)
-            out.flush()
-            os.fsync(out.fileno())
-    return len(head) + data_length
+    if len(kv_bytes) + len(tensor_infos) != source.tensor_info_end - source.kv_start:
+        raise FormatError(f"{source.path}: changed while being read")
+    kv_section, n_kv = build_kv_section(source, kv_bytes, plan)
+    header = GGUF_MAGIC + struct.pack("<IQQ", source.version, len(source.tensors), n_kv)
+    head = header + kv_section + tensor_infos
+    head += b"\0" * (-len(head) % source.alignment)
+    data_length = source.file_size - source.data_start
+    file_plan = fastcopy.FilePlan(target=target, size=len(head) + data_length, source=source.path)
+    file_plan.add_data(0, head)
+    file_plan.add_copy(len(head), source.data_start, data_length)
+    return file_plan
 
 
 @dataclass(frozen=True)
@@ -107,6 +102,7 @@ def extend_gguf(
     force: bool = False,
     notify: atomic.Notify | None = None,
     hardlink: bool = True,
+    workers: int = 1,
 ) -> list[WrittenFile]:
     """Write every shard of the extended model atomically: all into temporaries, then renamed with the
     first shard (the one loaders open) last, so an interruption never leaves a loadable half.
@@ -114,16 +110,21 @@ def extend_gguf(
     ``first`` is the parsed first shard (from plan_file), so its header is not read twice."""
     shards = split_shards(first.path)
     finals = output_shard_paths(out, len(shards))
-    written: list[WrittenFile] = []
     with atomic.output_transaction(finals[0], force, notify) as transaction:
         temporaries = [transaction.temporary(final) for final in finals]
-        size = write_extended(first, plan, temporaries[0], progress)
-        written.append(WrittenFile(str(finals[0]), "rewritten", size))
-        for shard, tmp, final in zip(shards[1:], temporaries[1:], finals[1:], strict=True):
-            action = fastcopy.link_or_copy(shard, tmp, progress, hardlink)
-            written.append(WrittenFile(str(final), action, shard.stat().st_size))
+        plans = [extended_file_plan(first, plan, temporaries[0])]
+        actions = ["rewritten"]
+        for shard, tmp in zip(shards[1:], temporaries[1:], strict=True):
+            action = fastcopy.clone(shard, tmp, hardlink)
+            if action is None:
+                plans.append(fastcopy.whole_file_copy(shard, tmp))
+            elif progress:
+                progress(shard.stat().st_size)
+            actions.append(action or "copied")
+        fastcopy.write_files(plans, workers, progress)
         check_written(temporaries[0], first, plan)
-    return written
+    sizes = [plans[0].size] + [shard.stat().st_size for shard in shards[1:]]
+    return [WrittenFile(str(f), a, n) for f, a, n in zip(finals, actions, sizes, strict=True)]
 
 
 def check_written(path: Path, source: GGUFFile, plan: GGUFPlan) -> None:

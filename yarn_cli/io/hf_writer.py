@@ -8,6 +8,7 @@ range, so memory stays bounded by a chunk, and every byte outside the scaled row
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,11 +25,12 @@ from yarn_cli.core.hf_plan import ConfigPlan, Change, plan_length_caps
 from yarn_cli.errors import FormatError
 from yarn_cli.io import atomic, fastcopy
 from yarn_cli.io.checkpoint import read_json, safetensors_files
-from yarn_cli.io.safetensors_header import DTYPE_BYTES, SafetensorsHeader, TensorInfo, read_header
+from yarn_cli.io.safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_header
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt")
 LENGTH_CAP_FILES = ("tokenizer_config.json", "generation_config.json")
-CHUNK_BYTES = 32 * 1024 * 1024
+# Rows scaled per piece: a few MiB keeps the float32 temporaries of each worker in cache.
+BAKE_PIECE_BYTES = 4 * 1024 * 1024
 METADATA_PREFIX = "yarn_cli."
 
 
@@ -60,23 +62,32 @@ def source_files(folder: Path) -> list[Path]:
 
 
 def _to_float(raw: bytes, dtype: str) -> np.ndarray:
-    """Decode F16/BF16/F32/F64 bytes to float32 (float64 stays float64), without torch.
+    """Decode F16/BF16/F32/F64 bytes into a fresh float32 array (float64 stays float64), without torch.
 
     bf16 is the top half of a float32, so widening is a shift.
     """
     if dtype == "BF16":
-        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32)
+        widened <<= 16
+        return widened.view(np.float32)
     if dtype == "F64":
         return np.frombuffer(raw, dtype="<f8").copy()
     return np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4"}[dtype]).astype(np.float32)
 
 
 def _from_float(values: np.ndarray, dtype: str) -> bytes:
-    """Encode back with round-to-nearest-even, as torch's casts do; NaNs stay NaN."""
+    """Encode back with round-to-nearest-even, as torch's casts do; NaNs stay NaN. Consumes ``values``."""
     if dtype == "BF16":
-        bits = values.astype(np.float32).view(np.uint32)
-        rounded = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype("<u2")
-        rounded[np.isnan(values)] = 0x7FC0
+        nan = np.isnan(values)
+        bits = values.view(np.uint32)  # values is float32 here and ours to overwrite
+        carry = bits >> 16
+        carry &= 1
+        carry += 0x7FFF
+        bits += carry
+        bits >>= 16
+        rounded = bits.astype("<u2")
+        if nan.any():
+            rounded[nan] = 0x7FC0
         return rounded.tobytes()
     return values.astype({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).tobytes()
 
@@ -86,34 +97,17 @@ def _scaled_rows(raw: bytes, dtype: str, op: BakeOp) -> bytes:
     values = _to_float(raw, dtype)
     factor, offset = values.dtype.type(op.factor), values.dtype.type(op.norm_offset)
     with np.errstate(over="ignore"):  # overflow to inf is what torch's cast gives too
-        values = factor * (offset + values) - offset if op.norm_offset else values * factor
+        if op.norm_offset:  # factor * (offset + w) - offset, in this order, as torch computes it
+            values += offset
+            values *= factor
+            values -= offset
+        else:
+            values *= factor
     return _from_float(values, dtype)
 
 
-def _write_baked_tensor(src_fd: int, dst_fd: int, data_start: int, info: TensorInfo, ops: list[BakeOp], progress) -> None:
-    row_shape = tuple(info.shape[1:])
-    row_bytes = int(math.prod(row_shape) * DTYPE_BYTES[info.dtype])
-    rows_per_chunk = max(1, CHUNK_BYTES // max(row_bytes, 1))
-    segments = sorted((begin, end, op) for op in ops for begin, end in op.rows)
-    cursor = 0
-    for begin, end, op in segments:
-        if begin < cursor:
-            raise FormatError(f"{info.name}: overlapping bake ranges (a bug; nothing was published)")
-        fastcopy.copy_range(src_fd, dst_fd, data_start + info.begin + cursor * row_bytes, (begin - cursor) * row_bytes, progress)
-        for start in range(begin, end, rows_per_chunk):
-            stop = min(end, start + rows_per_chunk)
-            raw = os.pread(src_fd, (stop - start) * row_bytes, data_start + info.begin + start * row_bytes)
-            out = _scaled_rows(raw, info.dtype, op)
-            os.write(dst_fd, out)
-            if progress:
-                progress(len(out))
-        cursor = end
-    total_rows = info.shape[0] if info.shape else 1
-    fastcopy.copy_range(src_fd, dst_fd, data_start + info.begin + cursor * row_bytes, (total_rows - cursor) * row_bytes, progress)
-
-
-def bake_shard(header: SafetensorsHeader, ops: list[BakeOp], target: Path, metadata: dict[str, str], progress) -> int:
-    """Rewrite one shard: same tensors, offsets and bytes, except the scaled rows; metadata records the bake."""
+def _new_header(header: SafetensorsHeader, metadata: dict[str, str]) -> bytes:
+    """The shard's header with the bake recorded in ``__metadata__``; tensors and offsets unchanged."""
     with open(header.path, "rb") as src:
         src.seek(8)
         original = json.loads(src.read(header.header_size).decode("utf-8"))
@@ -121,26 +115,35 @@ def bake_shard(header: SafetensorsHeader, ops: list[BakeOp], target: Path, metad
     new_header = {"__metadata__": merged, **{k: v for k, v in original.items() if k != "__metadata__"}}
     raw = json.dumps(new_header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
-    by_tensor: dict[str, list[BakeOp]] = defaultdict(list)
-    for op in ops:
-        by_tensor[op.tensor].append(op)
-    ordered = sorted(header.tensors.values(), key=lambda t: t.begin)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def baked_shard_plan(header: SafetensorsHeader, ops: list[BakeOp], target: Path, metadata: dict[str, str]) -> fastcopy.FilePlan:
+    """One shard rewritten: same tensors, offsets and bytes, except the scaled rows, which are the only
+    bytes read into Python; everything between them is a kernel copy. Metadata records the bake."""
+    head = _new_header(header, metadata)
+    old_start, new_start = header.data_start, len(head)
     data_end = header.file_size - header.data_start
-    with open(header.path, "rb") as src, open(target, "wb") as dst:
-        dst.write(len(raw).to_bytes(8, "little") + raw)
-        dst.flush()
-        src_fd, dst_fd = src.fileno(), dst.fileno()
-        cursor = 0
-        for info in ordered:
-            fastcopy.copy_range(src_fd, dst_fd, header.data_start + cursor, info.begin - cursor, progress)
-            if info.name in by_tensor:
-                _write_baked_tensor(src_fd, dst_fd, header.data_start, info, by_tensor[info.name], progress)
-            else:
-                fastcopy.copy_range(src_fd, dst_fd, header.data_start + info.begin, info.nbytes, progress)
-            cursor = info.end
-        fastcopy.copy_range(src_fd, dst_fd, header.data_start + cursor, data_end - cursor, progress)
-        os.fsync(dst_fd)
-    return 8 + len(raw) + data_end
+    plan = fastcopy.FilePlan(target=target, size=new_start + data_end, source=header.path)
+    plan.add_data(0, head)
+    segments = []
+    for op in ops:
+        info = header.tensors[op.tensor]
+        row_bytes = int(math.prod(info.shape[1:]) * DTYPE_BYTES[info.dtype])
+        segments += [(info.begin + begin * row_bytes, info.begin + end * row_bytes, row_bytes, info, op) for begin, end in op.rows]
+    cursor = 0
+    for begin, end, row_bytes, info, op in sorted(segments, key=lambda segment: segment[0]):
+        if begin < cursor:
+            raise FormatError(f"{info.name}: overlapping bake ranges (a bug; nothing was published)")
+        plan.add_copy(new_start + cursor, old_start + cursor, begin - cursor)
+        rows_per_piece = max(1, BAKE_PIECE_BYTES // max(row_bytes, 1))
+        transform = functools.partial(_scaled_rows, dtype=info.dtype, op=op)
+        for start in range(begin, end, rows_per_piece * row_bytes):
+            length = min(end, start + rows_per_piece * row_bytes) - start
+            plan.pieces.append(fastcopy.Piece(new_start + start, length, source_offset=old_start + start, transform=transform))
+        cursor = end
+    plan.add_copy(new_start + cursor, old_start + cursor, data_end - cursor)
+    return plan
 
 
 def read_shards(folder: Path) -> list[SafetensorsHeader]:
@@ -161,63 +164,87 @@ def write_extension(
     force: bool = False,
     notify: atomic.Notify | None = None,
     hardlink: bool = True,
+    workers: int = 1,
 ) -> tuple[list[WrittenFile], list[Change]]:
     """Build OUT from ``folder`` atomically; returns the files written and the length-cap changes.
 
-    ``shards`` are the headers the caller already read (read_shards(folder) when omitted)."""
+    Small files are written at once; baked shards and whole-file copies become file plans that run on
+    ``workers`` threads together. ``shards`` are the headers the caller already read (read_shards(folder)
+    when omitted)."""
     headers = {h.path.resolve(): h for h in (read_shards(folder) if shards is None else shards)}
-    ops_by_shard: dict[Path, list[BakeOp]] = defaultdict(list)
-    tensor_home = {name: path for path, h in headers.items() for name in h.tensors}
-    for op in ops:
-        ops_by_shard[tensor_home[op.tensor]].append(op)
-    metadata = {}
-    if plan.bake_factor is not None:
-        metadata = {
-            METADATA_PREFIX + "baked_attention_factor": repr(plan.bake_factor),
-            METADATA_PREFIX + "scale": repr(plan.scale),
-            METADATA_PREFIX + "original_context": str(plan.original_context),
-        }
+    ops_by_shard = _ops_by_shard(headers, ops)
+    metadata = bake_metadata(plan)
     written: list[WrittenFile] = []
     cap_changes: list[Change] = []
+    plans: list[fastcopy.FilePlan] = []
+    copies: list[tuple[Path, Path]] = []
     with atomic.atomic_path(out, force, notify) as tmp:
         tmp.mkdir()
         for relative in source_files(folder):
             source, target = folder / relative, tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            final = str(out / relative)
             resolved = source.resolve()
-            if relative == Path("config.json"):
-                text = source.read_text(encoding="utf-8")
-                target.write_text(json_text(text, plan.config), encoding="utf-8")
-                written.append(WrittenFile(final, "rewritten", target.stat().st_size))
-            elif len(relative.parts) == 1 and relative.name in LENGTH_CAP_FILES:
-                data = read_json(source)
-                changes = _cap_changes(relative.name, data, plan.target_context)
-                if changes:
-                    target.write_text(json_text(source.read_text(encoding="utf-8"), data), encoding="utf-8")
-                    cap_changes.extend(changes)
-                    written.append(WrittenFile(final, "rewritten", target.stat().st_size))
-                else:
-                    shutil.copy2(resolved, target)
-                    written.append(WrittenFile(final, "copied", target.stat().st_size))
-            elif resolved in ops_by_shard:
-                size = bake_shard(headers[resolved], ops_by_shard[resolved], target, metadata, progress)
-                written.append(WrittenFile(final, "baked", size))
-                continue
+            if resolved in ops_by_shard:
+                plans.append(baked_shard_plan(headers[resolved], ops_by_shard[resolved], target, metadata))
+                action, size = "baked", plans[-1].size
             elif relative.suffix in WEIGHT_SUFFIXES:
-                action = fastcopy.link_or_copy(resolved, target, progress, hardlink)
-                written.append(WrittenFile(final, action, target.stat().st_size))
-                continue
+                action, size = fastcopy.clone(resolved, target, hardlink), resolved.stat().st_size
+                if action is None:
+                    plans.append(fastcopy.whole_file_copy(resolved, target))
+                    copies.append((resolved, target))
+                    action = "copied"
+                elif progress:
+                    progress(size)
             else:
-                shutil.copy2(resolved, target)
-                written.append(WrittenFile(final, "copied", target.stat().st_size))
-            if progress:
-                progress(source.stat().st_size)
+                action, changes = _write_small_file(relative, resolved, target, plan)
+                cap_changes += changes
+                size = target.stat().st_size
+                if progress:
+                    progress(resolved.stat().st_size)
+            written.append(WrittenFile(str(out / relative), action, size))
+        fastcopy.write_files(plans, workers, progress)
+        for resolved, target in copies:
+            shutil.copystat(resolved, target)
+        planned = {file_plan.target for file_plan in plans}  # write_files fsynced these
         for entry in tmp.rglob("*"):
-            if entry.is_file() and entry.stat().st_nlink == 1:  # hard links share the durable source inode
+            if entry.is_file() and entry not in planned and entry.stat().st_nlink == 1:  # hard links share the durable source inode
                 atomic.fsync_path(entry)
         atomic.fsync_path(tmp)
     return written, cap_changes
+
+
+def _ops_by_shard(headers: dict[Path, SafetensorsHeader], ops: list[BakeOp]) -> dict[Path, list[BakeOp]]:
+    tensor_home = {name: path for path, h in headers.items() for name in h.tensors}
+    by_shard: dict[Path, list[BakeOp]] = defaultdict(list)
+    for op in ops:
+        by_shard[tensor_home[op.tensor]].append(op)
+    return by_shard
+
+
+def bake_metadata(plan: ConfigPlan) -> dict[str, str]:
+    """What a baked shard's safetensors metadata records (so a second bake is refused)."""
+    if plan.bake_factor is None:
+        return {}
+    return {
+        METADATA_PREFIX + "baked_attention_factor": repr(plan.bake_factor),
+        METADATA_PREFIX + "scale": repr(plan.scale),
+        METADATA_PREFIX + "original_context": str(plan.original_context),
+    }
+
+
+def _write_small_file(relative: Path, source: Path, target: Path, plan: ConfigPlan) -> tuple[str, list[Change]]:
+    """config.json rewritten, length caps raised, anything else copied; returns (action, cap changes)."""
+    if relative == Path("config.json"):
+        target.write_text(json_text(source.read_text(encoding="utf-8"), plan.config), encoding="utf-8")
+        return "rewritten", []
+    if len(relative.parts) == 1 and relative.name in LENGTH_CAP_FILES:
+        data = read_json(source)
+        changes = _cap_changes(relative.name, data, plan.target_context)
+        if changes:
+            target.write_text(json_text(source.read_text(encoding="utf-8"), data), encoding="utf-8")
+            return "rewritten", changes
+    shutil.copy2(source, target)
+    return "copied", []
 
 
 def _cap_changes(file_name: str, data: dict[str, Any], target_context: int) -> list[Change]:
