@@ -74,3 +74,51 @@ def write_checkpoint(folder: Path, config: dict, shard_bytes: int, fill: str = "
                     remaining -= len(part)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return folder
+
+
+LLAMA31_405B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384, "intermediate_size": 53248,
+    "max_position_embeddings": 131072, "num_attention_heads": 128, "num_hidden_layers": 126, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "vocab_size": 128256, "torch_dtype": "bfloat16",
+}
+
+
+def write_fixed_shards(folder: Path, config: dict, n_shards: int, dtype: str = "BF16") -> Path:
+    """A sparse HF folder cut into exactly ``n_shards`` shards of about equal size, tensors in name order as
+    save_pretrained writes them (so within a layer the MLP comes before self_attn, and some shards hold
+    no q/k at all)."""
+    width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+    tensors = sorted(llama_tensor_shapes(config))
+    sizes = [width * _numel(shape) for _, shape in tensors]
+    target = sum(sizes) / n_shards
+    shards: list[list[tuple[str, list[int]]]] = [[] for _ in range(n_shards)]
+    running = 0
+    for (name, shape), size in zip(tensors, sizes):
+        shards[min(int(running // target), n_shards - 1)].append((name, shape))
+        running += size
+    shards = [s for s in shards if s]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    weight_map = {}
+    for index, members in enumerate(shards, 1):
+        file_name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        header, offset = {}, 0
+        for name, shape in members:
+            n = width * _numel(shape)
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
+            offset += n
+            weight_map[name] = file_name
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(folder / file_name, "wb") as handle:
+            handle.write(struct.pack("<Q", len(raw)) + raw)
+            handle.truncate(8 + len(raw) + offset)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from yarn_cli.core import lengths, rope
+from yarn_cli.core import lengths, rope_scalars
 from yarn_cli.errors import AlreadyScaledError, FormatError, InputError
 
 STRING, UINT32, FLOAT32 = "STRING", "UINT32", "FLOAT32"
@@ -153,7 +153,7 @@ def plan_extension(
         original_context=base_length,
         scale=s,
         target_context=target,
-        attention_factor=rope.get_mscale(s),
+        attention_factor=rope_scalars.get_mscale(s),
         changes=tuple(changes),
         insert_after=insert_after,
         notes=tuple(notes),
