@@ -191,6 +191,24 @@ def test_inspect_and_extend_never_import_torch(smollm2_gguf, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_config_only_extend_never_imports_numpy(smollm2_gguf, tmp_path):
+    """Start-up counts against `cp` on fast storage: GGUF and config-only HF extends skip numpy's import."""
+    folder = make_sharded_folder(tmp_path / "m", LLAMA2_7B)
+    runs = [
+        ["extend", str(smollm2_gguf), "-s", "2", "-o", str(tmp_path / "o.gguf"), "--json"],
+        ["extend", str(folder), "-s", "2", "-o", str(tmp_path / "plain"), "--json"],
+    ]
+    code = (
+        "import sys\n"
+        "from yarn_cli.cli.app import main\n"
+        f"for args in {runs!r}:\n"
+        "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert result.returncode == 0, result.stderr
+
+
 def test_hub_offline_is_one_clear_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "yarn_cli", "inspect", "some-org/some-model"],

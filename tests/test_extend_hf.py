@@ -227,12 +227,12 @@ def test_output_rules_and_atomicity(saved_models, tmp_path, capsys, monkeypatch)
     (out / "keep").write_text("x")
     code, _, err = run(["extend", str(source), "-s", "2", "-o", str(out)], capsys)
     assert code == 6 and "--force" in err and (out / "keep").exists()
-    from yarn_cli.io import hf_writer
+    from yarn_cli.io import bake_cast
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hf_writer, "_scaled_rows", crash)  # inside a worker thread
+    monkeypatch.setattr(bake_cast, "scaled_rows", crash)  # raised inside a worker thread
     target = tmp_path / "never"
     code, _, err = run(["extend", str(source), "-s", "2", "-o", str(target), "--bake-temperature"], capsys)
     assert code == 130 and not target.exists()
@@ -323,7 +323,7 @@ def test_registry_covers_every_family_in_these_tests():
 def test_torch_free_casts_match_torch(dtype):
     """bf16/f16 decode-scale-encode without torch gives torch's bytes (round to nearest even)."""
     from yarn_cli.core.bake_plan import BakeOp
-    from yarn_cli.io.hf_writer import _scaled_rows
+    from yarn_cli.io.bake_cast import scaled_rows
 
     torch_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}[dtype]
     generator = torch.Generator().manual_seed(0)
@@ -334,4 +334,4 @@ def test_torch_free_casts_match_torch(dtype):
         work = values.to(torch.float64 if dtype == "F64" else torch.float32)
         expected = (factor * (offset + work) - offset) if offset else work * factor
         expected_bytes = expected.to(torch_dtype).contiguous().view(torch.uint8).numpy().tobytes()
-        assert _scaled_rows(raw, dtype, BakeOp("t", ((0, 1),), factor, offset)) == expected_bytes
+        assert scaled_rows(raw, dtype, BakeOp("t", ((0, 1),), factor, offset)) == expected_bytes

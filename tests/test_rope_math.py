@@ -1,4 +1,4 @@
-"""The math core against SPEC's golden values and transformers' ROPE_INIT_FUNCTIONS, number for number."""
+"""The math core against the golden values of docs/conventions.md §2 and transformers' ROPE_INIT_FUNCTIONS, number for number."""
 
 from __future__ import annotations
 

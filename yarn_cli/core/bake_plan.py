@@ -1,4 +1,4 @@
-"""Which rows of which tensors carry YaRN's attention factor m when it is baked into the weights (SPEC §5).
+"""Which rows of which tensors carry YaRN's attention factor m when it is baked into the weights (docs/conventions.md §5).
 
 RoPE is a rotation, so scaling q and k by a constant commutes with it: multiplying the rotary part
 of the q and k projections by m each gives the logits the runtime's cos/sin x m would. Where a

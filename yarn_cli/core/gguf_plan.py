@@ -1,6 +1,6 @@
 """Planning a GGUF extension: which KV records change, with the exact types llama.cpp's loader demands.
 
-llama.cpp reads (SPEC §6): ``{arch}.rope.scaling.type`` STRING "yarn", ``{arch}.rope.scaling.factor``
+llama.cpp reads (docs/conventions.md §6): ``{arch}.rope.scaling.type`` STRING "yarn", ``{arch}.rope.scaling.factor``
 FLOAT32 s, ``{arch}.rope.scaling.original_context_length`` UINT32 L, and ``{arch}.context_length`` UINT32,
 which Ollama and llama-server use as the default and cap, so it becomes s·L. It applies the attention
 factor itself for yarn, so a GGUF never gets the temperature baked in.

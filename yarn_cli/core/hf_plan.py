@@ -1,4 +1,4 @@
-"""Planning an HF config rewrite for YaRN that every reader in use honours (SPEC §4).
+"""Planning an HF config rewrite for YaRN that every reader in use honours (docs/conventions.md §4).
 
 What is written: a ``rope_scaling`` block (``rope_type`` and the older ``type`` "yarn", a float
 ``factor``, ``original_max_position_embeddings``, non-default betas, ``attention_factor`` 1.0 after a
@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from yarn_cli.core import architectures, hf_config, lengths, rope
+from yarn_cli.core import architectures, hf_config, lengths, rope_scalars
 from yarn_cli.errors import AlreadyScaledError, InputError
 
 BAKE_RECORD_KEY = "yarn_cli"  # top-level config key: transformers and vLLM keep unknown keys as attributes
@@ -76,8 +76,8 @@ def plan_config(
     scale: float | None,
     to: str | None = None,
     original_context: int | None = None,
-    beta_fast: float = rope.BETA_FAST_DEFAULT,
-    beta_slow: float = rope.BETA_SLOW_DEFAULT,
+    beta_fast: float = rope_scalars.BETA_FAST_DEFAULT,
+    beta_slow: float = rope_scalars.BETA_SLOW_DEFAULT,
     replace: bool = False,
     bake: bool = False,
 ) -> ConfigPlan:
@@ -118,13 +118,13 @@ def plan_config(
     block: dict[str, Any] = {"rope_type": "yarn", "type": "yarn", "factor": float(s), "original_max_position_embeddings": base_length}
     if existing is not None and existing.type == "yarn":
         block.update({k: existing.params[k] for k in _MODEL_YARN_KEYS if k in existing.params})
-    if beta_fast != rope.BETA_FAST_DEFAULT:
+    if beta_fast != rope_scalars.BETA_FAST_DEFAULT:
         block["beta_fast"] = float(beta_fast)
-    if beta_slow != rope.BETA_SLOW_DEFAULT:
+    if beta_slow != rope_scalars.BETA_SLOW_DEFAULT:
         block["beta_slow"] = float(beta_slow)
-    if block.get("beta_fast", rope.BETA_FAST_DEFAULT) <= block.get("beta_slow", rope.BETA_SLOW_DEFAULT):
+    if block.get("beta_fast", rope_scalars.BETA_FAST_DEFAULT) <= block.get("beta_slow", rope_scalars.BETA_SLOW_DEFAULT):
         raise InputError("--beta-fast must be greater than --beta-slow (defaults 32 and 1)")
-    m = rope.yarn_attention_factor(s, None, block.get("mscale"), block.get("mscale_all_dim"))
+    m = rope_scalars.yarn_attention_factor(s, None, block.get("mscale"), block.get("mscale_all_dim"))
     if bake:
         block["attention_factor"] = 1.0
 

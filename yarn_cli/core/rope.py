@@ -1,6 +1,6 @@
 """RoPE frequency math: original, YaRN and the other scalings runtimes implement.
 
-Pure and torch-free (numpy, float64). Conventions, fixed by SPEC.md and shared by transformers'
+Pure and torch-free (numpy, float64). Conventions (docs/conventions.md), shared by transformers'
 ``modeling_rope_utils``, llama.cpp's ``rope_yarn`` and vLLM:
 
 * ``D`` is the rotary dimension (``head_dim * partial_rotary_factor``); pairs are ``i = 0 .. D/2 - 1``.

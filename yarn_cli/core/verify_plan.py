@@ -1,4 +1,4 @@
-"""The verification protocol (SPEC §7), pure: length ladder, passkey prompts and scoring, memory
+"""The verification protocol (docs/conventions.md §7), pure: length ladder, passkey prompts and scoring, memory
 estimates and the verdict. Engines only turn token ids into tokens and losses.
 """
 

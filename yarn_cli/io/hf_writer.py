@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from yarn_cli.core.bake_plan import BakeOp
 from yarn_cli.core.hf_plan import ConfigPlan, Change, plan_length_caps
 from yarn_cli.errors import FormatError
@@ -61,51 +59,6 @@ def source_files(folder: Path) -> list[Path]:
     return files
 
 
-def _to_float(raw: bytes, dtype: str) -> np.ndarray:
-    """Decode F16/BF16/F32/F64 bytes into a fresh float32 array (float64 stays float64), without torch.
-
-    bf16 is the top half of a float32, so widening is a shift.
-    """
-    if dtype == "BF16":
-        widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32)
-        widened <<= 16
-        return widened.view(np.float32)
-    if dtype == "F64":
-        return np.frombuffer(raw, dtype="<f8").copy()
-    return np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4"}[dtype]).astype(np.float32)
-
-
-def _from_float(values: np.ndarray, dtype: str) -> bytes:
-    """Encode back with round-to-nearest-even, as torch's casts do; NaNs stay NaN. Consumes ``values``."""
-    if dtype == "BF16":
-        nan = np.isnan(values)
-        bits = values.view(np.uint32)  # values is float32 here and ours to overwrite
-        carry = bits >> 16
-        carry &= 1
-        carry += 0x7FFF
-        bits += carry
-        bits >>= 16
-        rounded = bits.astype("<u2")
-        if nan.any():
-            rounded[nan] = 0x7FC0
-        return rounded.tobytes()
-    return values.astype({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).tobytes()
-
-
-def _scaled_rows(raw: bytes, dtype: str, op: BakeOp) -> bytes:
-    """Apply one op to a block of whole rows in float32 (float64 stays float64) and cast back."""
-    values = _to_float(raw, dtype)
-    factor, offset = values.dtype.type(op.factor), values.dtype.type(op.norm_offset)
-    with np.errstate(over="ignore"):  # overflow to inf is what torch's cast gives too
-        if op.norm_offset:  # factor * (offset + w) - offset, in this order, as torch computes it
-            values += offset
-            values *= factor
-            values -= offset
-        else:
-            values *= factor
-    return _from_float(values, dtype)
-
-
 def _new_header(header: SafetensorsHeader, metadata: dict[str, str]) -> bytes:
     """The shard's header with the bake recorded in ``__metadata__``; tensors and offsets unchanged."""
     with open(header.path, "rb") as src:
@@ -121,6 +74,8 @@ def _new_header(header: SafetensorsHeader, metadata: dict[str, str]) -> bytes:
 def baked_shard_plan(header: SafetensorsHeader, ops: list[BakeOp], target: Path, metadata: dict[str, str]) -> fastcopy.FilePlan:
     """One shard rewritten: same tensors, offsets and bytes, except the scaled rows, which are the only
     bytes read into Python; everything between them is a kernel copy. Metadata records the bake."""
+    from yarn_cli.io import bake_cast  # here, not at the top: config-only extends never import numpy
+
     head = _new_header(header, metadata)
     old_start, new_start = header.data_start, len(head)
     data_end = header.file_size - header.data_start
@@ -137,7 +92,7 @@ def baked_shard_plan(header: SafetensorsHeader, ops: list[BakeOp], target: Path,
             raise FormatError(f"{info.name}: overlapping bake ranges (a bug; nothing was published)")
         plan.add_copy(new_start + cursor, old_start + cursor, begin - cursor)
         rows_per_piece = max(1, BAKE_PIECE_BYTES // max(row_bytes, 1))
-        transform = functools.partial(_scaled_rows, dtype=info.dtype, op=op)
+        transform = functools.partial(bake_cast.scaled_rows, dtype=info.dtype, op=op)
         for start in range(begin, end, rows_per_piece * row_bytes):
             length = min(end, start + rows_per_piece * row_bytes) - start
             plan.pieces.append(fastcopy.Piece(new_start + start, length, source_offset=old_start + start, transform=transform))
