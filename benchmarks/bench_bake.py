@@ -56,7 +56,7 @@ def main() -> None:
     largest = max(2 * math.prod(s) for _, s in shapes)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)
-        source = write_checkpoint(work / "model", config, shard_bytes=512 * 1024**2, fill="random")
+        source = write_checkpoint(work / "model", config, shard_bytes=512 * 1024**2, fill="weights")
         size = sum(p.stat().st_size for p in source.iterdir())
         subprocess.run(["sh", "-c", f"cat {source}/* > /dev/null"], check=True)
         best: dict[str, tuple[float, int]] = {}

@@ -3,7 +3,8 @@
 
     python benchmarks/bench_extend_gguf.py [--size-gb 2] [--dir /path/on/target/disk]
 
-Prints seconds, throughput and peak RSS of each, and the ratios. Targets: >= 0.8x cp's throughput,
+Prints seconds, throughput and peak RSS of each, and the ratios. Targets: >= 0.9x cp's throughput on a RAM
+disk (``--dir /dev/shm``: the fastest storage at hand, a stand-in for an NVMe array), >= 0.8x on a disk,
 >= 5x faster than gguf-py.
 """
 
@@ -104,7 +105,7 @@ def main() -> None:
         print(f"{name:32s} returned {returned:6.2f} s  durable {durable:6.2f} s  {size / durable / 1e9:5.2f} GB/s  "
               f"peak RSS {rss / 1024:7.1f} MiB")
     ours, cp, peer = results["yarn extend"], results["cp"], results["gguf-py copy_with_new_metadata"]
-    print(f"throughput vs cp (durable)    : {cp[1] / ours[1]:.2f}x  (target >= 0.8)")
+    print(f"throughput vs cp (durable)    : {cp[1] / ours[1]:.2f}x  (target >= 0.9 on tmpfs, >= 0.8 on a disk)")
     print(f"speed-up vs gguf-py (durable) : {peer[1] / ours[1]:.1f}x  (target >= 5)")
     print(f"speed-up vs gguf-py (returned): {peer[0] / ours[0]:.1f}x  (yarn's time includes its fsync)")
     print(json.dumps({"bytes": size, "seconds": {k: {"returned": round(v[0], 3), "durable": round(v[1], 3)} for k, v in results.items()}}))

@@ -32,7 +32,9 @@ def llama_tensor_shapes(config: dict) -> list[tuple[str, list[int]]]:
 
 
 def write_checkpoint(folder: Path, config: dict, shard_bytes: int, fill: str = "sparse", dtype: str = "BF16") -> Path:
-    """A sharded HF folder. fill="sparse" leaves data as holes (no disk used); "random" writes real bytes."""
+    """A sharded HF folder. fill="sparse" leaves data as holes (no disk used); "random" writes random bytes;
+    "weights" writes values distributed like trained weights (random bits are 1/128 NaN, inf or subnormal,
+    which real weights never are, and subnormals make float arithmetic many times slower)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
@@ -67,7 +69,8 @@ def write_checkpoint(folder: Path, config: dict, shard_bytes: int, fill: str = "
                 handle.truncate(8 + len(raw) + offset)
             else:
                 remaining = offset
-                chunk = os.urandom(min(remaining, 64 << 20)) if remaining else b""
+                chunk = _weight_like(min(remaining, 64 << 20), dtype) if fill == "weights" else (
+                    os.urandom(min(remaining, 64 << 20)) if remaining else b"")
                 while remaining:
                     part = chunk[: min(remaining, len(chunk))]
                     handle.write(part)
@@ -122,3 +125,12 @@ def _numel(shape: list[int]) -> int:
     for dim in shape:
         n *= dim
     return n
+
+
+def _weight_like(nbytes: int, dtype: str) -> bytes:
+    import numpy as np
+
+    values = np.random.default_rng(0).normal(0.0, 0.02, nbytes // {"BF16": 2, "F16": 2, "F32": 4}[dtype]).astype(np.float32)
+    if dtype == "BF16":
+        return (values.view(np.uint32) >> 16).astype("<u2").tobytes()
+    return values.astype("<f2" if dtype == "F16" else "<f4").tobytes()

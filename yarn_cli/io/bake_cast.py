@@ -8,7 +8,7 @@ import numpy as np
 from yarn_cli.core.bake_plan import BakeOp
 
 
-def to_float(raw: bytes, dtype: str) -> np.ndarray:
+def to_float(raw: bytes | memoryview, dtype: str) -> np.ndarray:
     """Decode F16/BF16/F32/F64 bytes into a fresh float32 array (float64 stays float64), without torch.
 
     bf16 is the top half of a float32, so widening is a shift.
@@ -39,8 +39,20 @@ def from_float(values: np.ndarray, dtype: str) -> bytes:
     return values.astype({"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).tobytes()
 
 
+# Elementwise work goes in blocks this size: the float32 temporaries of a block stay in the CPU's cache
+# (about 2.5x faster than 4 MiB blocks here). A multiple of every element size.
+CACHE_BLOCK = 512 * 1024
+
+
 def scaled_rows(raw: bytes, dtype: str, op: BakeOp) -> bytes:
     """Apply one op to a block of whole rows in float32 (float64 stays float64) and cast back."""
+    if len(raw) <= CACHE_BLOCK:
+        return _scaled(raw, dtype, op)
+    view = memoryview(raw)
+    return b"".join(_scaled(view[start : start + CACHE_BLOCK], dtype, op) for start in range(0, len(raw), CACHE_BLOCK))
+
+
+def _scaled(raw: bytes | memoryview, dtype: str, op: BakeOp) -> bytes:
     values = to_float(raw, dtype)
     factor, offset = values.dtype.type(op.factor), values.dtype.type(op.norm_offset)
     with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN stay inf and NaN, as torch gives
