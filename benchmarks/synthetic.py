@@ -35,48 +35,17 @@ def write_checkpoint(folder: Path, config: dict, shard_bytes: int, fill: str = "
     """A sharded HF folder. fill="sparse" leaves data as holes (no disk used); "random" writes random bytes;
     "weights" writes values distributed like trained weights (random bits are 1/128 NaN, inf or subnormal,
     which real weights never are, and subnormals make float arithmetic many times slower)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
     width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
     shards: list[list[tuple[str, list[int]]]] = [[]]
     size = 0
     for name, shape in llama_tensor_shapes(config):
-        n = width
-        for dim in shape:
-            n *= dim
+        n = width * _numel(shape)
         if shards[-1] and size + n > shard_bytes:
             shards.append([])
             size = 0
         shards[-1].append((name, shape))
         size += n
-    weight_map = {}
-    total = len(shards)
-    for index, tensors in enumerate(shards, 1):
-        file_name = f"model-{index:05d}-of-{total:05d}.safetensors"
-        header, offset = {}, 0
-        for name, shape in tensors:
-            n = width
-            for dim in shape:
-                n *= dim
-            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
-            offset += n
-            weight_map[name] = file_name
-        raw = json.dumps(header).encode()
-        raw += b" " * (-len(raw) % 8)
-        with open(folder / file_name, "wb") as handle:
-            handle.write(struct.pack("<Q", len(raw)) + raw)
-            if fill == "sparse":
-                handle.truncate(8 + len(raw) + offset)
-            else:
-                remaining = offset
-                chunk = _weight_like(min(remaining, 64 << 20), dtype) if fill == "weights" else (
-                    os.urandom(min(remaining, 64 << 20)) if remaining else b"")
-                while remaining:
-                    part = chunk[: min(remaining, len(chunk))]
-                    handle.write(part)
-                    remaining -= len(part)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return folder
+    return _write_shards(folder, config, shards, dtype, fill)
 
 
 LLAMA31_405B = {
@@ -99,7 +68,12 @@ def write_fixed_shards(folder: Path, config: dict, n_shards: int, dtype: str = "
     for (name, shape), size in zip(tensors, sizes):
         shards[min(int(running // target), n_shards - 1)].append((name, shape))
         running += size
-    shards = [s for s in shards if s]
+    return _write_shards(folder, config, [s for s in shards if s], dtype, "sparse")
+
+
+def _write_shards(folder: Path, config: dict, shards: list[list[tuple[str, list[int]]]], dtype: str, fill: str) -> Path:
+    """config.json, one safetensors file per list of (name, shape), and the index."""
+    width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     weight_map = {}
@@ -115,7 +89,15 @@ def write_fixed_shards(folder: Path, config: dict, n_shards: int, dtype: str = "
         raw += b" " * (-len(raw) % 8)
         with open(folder / file_name, "wb") as handle:
             handle.write(struct.pack("<Q", len(raw)) + raw)
-            handle.truncate(8 + len(raw) + offset)
+            if fill == "sparse":
+                handle.truncate(8 + len(raw) + offset)
+                continue
+            remaining = offset
+            chunk = _weight_like(min(remaining, 64 << 20), dtype) if fill == "weights" else os.urandom(min(remaining, 64 << 20))
+            while remaining:
+                part = chunk[: min(remaining, len(chunk))]
+                handle.write(part)
+                remaining -= len(part)
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return folder
 
