@@ -21,9 +21,7 @@ class YarnError(Exception):
             return self
         if message.startswith("config.json: "):
             message = message[len("config.json: "):]
-        located = type(self)(f"{where}: {message}")
-        located.__cause__ = self
-        return located
+        return type(self)(f"{where}: {message}")
 
 
 class InputError(YarnError):
@@ -71,10 +69,6 @@ class Interrupted(BaseException):
         self.signum = signum
         self.name = name
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
 
 @contextlib.contextmanager
 def about(where: object) -> Iterator[None]:
@@ -82,4 +76,4 @@ def about(where: object) -> Iterator[None]:
     try:
         yield
     except (FormatError, UnsupportedError, AlreadyScaledError) as exc:
-        raise exc.at(where) from exc.__cause__
+        raise exc.at(where) from exc

@@ -186,14 +186,14 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("YARN_CLI_DEBUG") == "1"
 
 
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _on_signal(signum: int, _frame: Any) -> None:
     # Later signals are ignored so they cannot cut the cleanup short (kill -9 still ends everything).
     for other in HANDLED_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum, signal.Signals(signum).name)
-
-
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def install_signal_handlers() -> None:

@@ -14,8 +14,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from yarn_cli.cli.render import esc, human_bytes
-from yarn_cli.io.fastcopy import default_workers
 from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError, about
+from yarn_cli.io.fastcopy import default_workers
 
 
 @dataclass(frozen=True)
@@ -61,26 +61,28 @@ def write_with_progress(err_console: Console, as_json: bool, total: int, write, 
     return result
 
 
-def write_hooks(err_console: Console, report: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments every writer takes: --force, --copy, and where reclaim notices go."""
+def write_hooks(err_console: Console, report: dict[str, Any], opts: ExtendOptions) -> dict[str, Any]:
+    """Keyword arguments every writer takes: --force, --copy, --workers, and where reclaim notices go
+    (stderr, and ``report["reclaimed"]``)."""
     report["reclaimed"] = []
+    report["workers"] = opts.workers or default_workers()
 
     def notify(message: str) -> None:
         report["reclaimed"].append(message)
         err_console.print(f"[yellow]note:[/] {esc(message)}", soft_wrap=True)
 
-    return {"force": report["force"], "notify": notify, "hardlink": not report["copy"], "workers": report["workers"]}
+    return {"force": opts.force, "notify": notify, "hardlink": not opts.copy, "workers": report["workers"]}
 
 
-def link_note(report: dict[str, Any]) -> str | None:
-    """What a user must know about hard-linked files in OUT, when there are any."""
+def link_notes(report: dict[str, Any]) -> list[str]:
+    """What a user must know about hard-linked files in OUT: nothing, or one note."""
     linked = sum(1 for item in report["files"] if item["action"] == "linked")
     if not linked:
-        return None
-    return (
+        return []
+    return [
         f"{linked} unchanged weight file(s) in OUT are hard links to the input (this filesystem has no reflinks): "
         "a tool that rewrites such a file in place would change the input too; --copy writes independent files"
-    )
+    ]
 
 
 def _print_json(data: Any) -> None:
@@ -130,18 +132,14 @@ def extend_gguf(source: str, opts: ExtendOptions, console: Console, err_console:
         **plan.to_json(),
         "notes": notes,
         "files": [],
-        "force": opts.force,
-        "copy": opts.copy,
-        "workers": opts.workers or default_workers(),
     }
     if not opts.dry_run:
         total = sum(s.stat().st_size for s in shards)
-        hooks = write_hooks(err_console, report)
+        hooks = write_hooks(err_console, report, opts)
         write_with_progress(
             err_console, as_json, total, lambda advance: gguf_writer.extend_gguf(first, plan, out, advance, **hooks), report
         )
-        if link_note(report):
-            notes.append(link_note(report))
+        notes.extend(link_notes(report))
     if as_json:
         _print_json(report)
         return
@@ -237,21 +235,17 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
         "tensors_changed": len(ops),
         "baked_tensors": [op.tensor for op in ops],
         "files": [],
-        "force": opts.force,
-        "copy": opts.copy,
-        "workers": opts.workers or default_workers(),
     }
     if opts.dry_run:
         report["length_caps"] = [c.to_json() for c in hf_writer.planned_cap_changes(folder, plan.target_context)]
     else:
-        hooks = write_hooks(err_console, report)
+        hooks = write_hooks(err_console, report, opts)
         _, caps = write_with_progress(
             err_console, as_json, hf_writer.total_bytes(folder),
             lambda advance: hf_writer.write_extension(folder, plan, ops, out, advance, headers, **hooks), report,
         )
         report["length_caps"] = [c.to_json() for c in caps]
-        if link_note(report):
-            report["notes"].append(link_note(report))
+        report["notes"].extend(link_notes(report))
     if as_json:
         _print_json(report)
         return
