@@ -4,7 +4,6 @@ region copied byte for byte (offsets are relative to the data start, so they sta
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path

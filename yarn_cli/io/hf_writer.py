@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from yarn_cli.io.safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt")
 LENGTH_CAP_FILES = ("tokenizer_config.json", "generation_config.json")
-# Rows scaled per piece: a few MiB keeps the float32 temporaries of each worker in cache.
+# Bytes of q/k rows read, scaled and written per piece: the unit of work one worker takes at a time.
 BAKE_PIECE_BYTES = 4 * 1024 * 1024
 METADATA_PREFIX = "yarn_cli."
 
