@@ -167,10 +167,12 @@ def test_llama3_ramp_is_interpolated_share():
     np.testing.assert_allclose(result.inv_freq, theta / 8 * result.ramp + theta * (1 - result.ramp), rtol=1e-12)
 
 
-def test_bad_inputs_raise_value_errors():
-    with pytest.raises(ValueError):
+def test_bad_inputs_raise_the_projects_format_error():
+    from yarn_cli.errors import FormatError
+
+    with pytest.raises(FormatError):
         rope.inv_freq(1e4, 7)
-    with pytest.raises(ValueError):
+    with pytest.raises(FormatError):
         rope.inv_freq(1.0, 64)
-    with pytest.raises(ValueError):
+    with pytest.raises(FormatError):
         rope.longrope(1e4, 8, [1.0, 2.0], 2, 4096)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -58,10 +57,6 @@ def resolve_model(model: Optional[str]) -> str:
     return str(path)
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
-
-
 @app.command()
 def inspect(
     model: Optional[str] = typer.Argument(None, help=MODEL_HELP, show_default=False),
@@ -91,7 +86,7 @@ def inspect(
         plot_wavelengths(summary.rope, scale, plot, YarnOptions(beta_fast, beta_slow))
         report["plot"] = str(plot)
     if as_json:
-        print_json(report)
+        render.print_json(report)
         return
     render.summary(console, summary, scale)
     if report["method"] is None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from yarn_cli.cli.render import esc, human_bytes
+from yarn_cli.cli.render import esc, human_bytes, print_json
 from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError, about
 from yarn_cli.io.fastcopy import default_workers
 
@@ -85,12 +85,6 @@ def link_notes(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _print_json(data: Any) -> None:
-    from yarn_cli.cli.app import print_json
-
-    print_json(data)
-
-
 def _value(value: Any) -> str:
     if value is None:
         return "[dim]-[/]"
@@ -141,7 +135,7 @@ def extend_gguf(source: str, opts: ExtendOptions, console: Console, err_console:
         )
         notes.extend(link_notes(report))
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     render_gguf(console, report, plan, notes)
 
@@ -247,7 +241,7 @@ def extend_hf(source: str, opts: ExtendOptions, console: Console, err_console: C
         report["length_caps"] = [c.to_json() for c in caps]
         report["notes"].extend(link_notes(report))
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     render_hf(console, report, plan)
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from yarn_cli.cli.render import esc, human_bytes
+from yarn_cli.cli.render import esc, human_bytes, print_json
 from yarn_cli.errors import InputError
 
 
@@ -66,8 +66,6 @@ def verify(model: str, engine_name: str, device: str, lengths: str | None, max_l
         task = progress.add_task("verify", total=prepared.total_steps(options))
         report = harness.run(engine, options, lambda n: progress.advance(task, n), prepared)
     if as_json:
-        from yarn_cli.cli.app import print_json
-
         print_json(report)
     else:
         render(console, report, path, min_accuracy)

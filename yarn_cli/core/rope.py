@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from yarn_cli.errors import FormatError
+
 # The scalar formulas live in rope_scalars (numpy-free, so GGUF extend never imports numpy); re-exported.
 from yarn_cli.core.rope_scalars import (  # noqa: E402,F401
     BETA_FAST_DEFAULT,
@@ -38,9 +40,9 @@ _REGION_EPS = 1e-12
 def inv_freq(base: float, rotary_dim: int) -> np.ndarray:
     """θ_i = base^(-2i/D) for i = 0 .. D/2-1 (float64)."""
     if rotary_dim < 2 or rotary_dim % 2:
-        raise ValueError(f"rotary dimension must be an even number >= 2, got {rotary_dim}")
+        raise FormatError(f"rotary dimension must be an even number >= 2, got {rotary_dim}")
     if base <= 1:
-        raise ValueError(f"RoPE base must be > 1, got {base}")
+        raise FormatError(f"RoPE base must be > 1, got {base}")
     exponents = np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim
     return 1.0 / (float(base) ** exponents)
 
@@ -176,7 +178,7 @@ def longrope(
     theta = inv_freq(base, rotary_dim)
     factors = np.asarray(ext_factors, dtype=np.float64)
     if factors.shape != theta.shape:
-        raise ValueError(f"longrope needs {theta.shape[0]} per-pair factors, got {factors.shape[0]}")
+        raise FormatError(f"longrope needs {theta.shape[0]} per-pair factors, got {factors.shape[0]}")
     m = longrope_attention_factor(scale, original_context, attention_factor)
     return ScaledFrequencies("longrope", theta / factors, m, base=float(base))
 
