@@ -154,7 +154,8 @@ def test_only_recorded_temporaries_are_reclaimed(tmp_path):
 
 
 def test_racing_writers_one_wins_the_other_fails_cleanly(tmp_path):
-    source = big_gguf(tmp_path)
+    # 3 GiB: the first writer must still be writing once the second has started up, even on fast storage
+    source = write_large_gguf(tmp_path / "big.gguf", 3 * BIG)
     out = tmp_path / "out.gguf"
     first = yarn("extend", str(source), "-s", "2", "-o", str(out))
     wait_for_temporary(tmp_path, first)
@@ -166,6 +167,21 @@ def test_racing_writers_one_wins_the_other_fails_cleanly(tmp_path):
     from yarn_cli.io.gguf_reader import read_gguf
 
     assert read_gguf(out).get("llama.context_length") == 8192
+
+
+def test_a_held_lock_is_refused_with_its_owner(tmp_path):
+    """The same refusal, deterministic: this test process holds the output's lock as a live writer would."""
+    import fcntl
+
+    source = write_tiny_gguf(tmp_path / "t.gguf")
+    lock = tmp_path / ".o.gguf.yarn-lock"
+    with open(lock, "w") as handle:
+        handle.write(json.dumps({"tool": "yarn_cli", "pid": os.getpid(), "host": "here"}) + "\n")
+        handle.flush()
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        code, _, err = finish(yarn("extend", str(source), "-s", "2", "-o", str(tmp_path / "o.gguf")))
+    assert code == 6 and f"pid {os.getpid()} on here" in err and len(err.strip().splitlines()) == 1
+    assert listing(tmp_path) == [".o.gguf.yarn-lock", "t.gguf"]
 
 
 def small_hf(folder: Path) -> Path:
