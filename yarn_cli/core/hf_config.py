@@ -152,7 +152,7 @@ def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
         return head_dim, _positive_int(cfg, "rotary_dim")
     factor = _first(parameters or {}, "partial_rotary_factor")
     if factor is None:
-        factor = _number(cfg, "partial_rotary_factor") if cfg.get("partial_rotary_factor") is not None else _number(cfg, "rotary_pct")
+        factor = _first(cfg, "partial_rotary_factor", "rotary_pct")
     if factor is not None and not _is_number(factor):
         raise FormatError(f"config.json: partial_rotary_factor must be a number, got {factor!r}")
     factor = 1.0 if factor is None else float(factor)

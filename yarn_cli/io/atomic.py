@@ -35,7 +35,8 @@ from yarn_cli.errors import OutputError
 TMP_MARK = ".yarn-tmp-"
 LOCK_SUFFIX = ".yarn-lock"
 _TOOL = "yarn_cli"
-_TMP_NAME = re.compile(r"^\.(?P<final>.+)\.yarn-tmp-[0-9a-f]{8}$")
+# What temporary_sibling makes: a hidden name in OUT's own folder (no "/"), so nothing else can match.
+_TMP_NAME = re.compile(r"^\.[^/]+" + re.escape(TMP_MARK) + r"[0-9a-f]{8}$")
 Notify = Callable[[str], None]
 
 
@@ -191,7 +192,7 @@ def _stale_temporaries(previous: str, parent: Path) -> list[Path]:
         return []
     found = []
     for name in lines[1:]:
-        if _TMP_NAME.match(name) and "/" not in name and name not in (".", ".."):
+        if _TMP_NAME.match(name):
             candidate = parent / name
             if candidate.exists() or candidate.is_symlink():
                 found.append(candidate)

@@ -159,11 +159,6 @@ class _Cursor:
         except UnicodeDecodeError as exc:
             raise self.fail(f"{what} is not UTF-8") from exc
 
-    def skip_string(self, what: str) -> None:
-        length = self.unpack("<Q", f"{what} length")
-        self.need(length, what)
-        self.pos += length
-
 
 _U64 = struct.Struct("<Q")
 

@@ -51,7 +51,7 @@ def source_files(folder: Path) -> list[Path]:
     files = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if relative.parts[0] in (".cache", ".git") or ".yarn-tmp-" in relative.parts[0]:
+        if relative.parts[0] in (".cache", ".git") or atomic.TMP_MARK in relative.parts[0]:
             continue
         if path.is_file():
             files.append(relative)
