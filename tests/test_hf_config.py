@@ -35,7 +35,7 @@ def test_deepseek_rotates_only_rope_head_dim():
     (spec,), _ = specs(DEEPSEEK_V3)
     assert (spec.head_dim, spec.rotary_dim, spec.original_context) == (192, 64, 4096)
     dims = hf_config.model_dims(DEEPSEEK_V3)
-    assert dims["kv_dims"] == 512 + 64  # MLA caches the latent and the rotary key
+    assert dims["attention"].kv_dims == 512 + 64  # MLA caches the latent and the rotary key
 
 
 def test_qwen3_yarn_original_context():

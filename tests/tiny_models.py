@@ -20,6 +20,7 @@ TINY = {
     "gemma3_text": dict(COMMON, head_dim=16, rope_theta=10000.0, rope_local_base_freq=1000.0, sliding_window=64,
                         layer_types=["sliding_attention", "full_attention"],
                         query_pre_attn_scalar=16),
+    "gemma2": dict(COMMON, head_dim=16, rope_theta=10000.0, sliding_window=64, query_pre_attn_scalar=16),
     "olmo2": dict(COMMON, rope_theta=10000.0),
     "phi3": dict(COMMON, rope_theta=10000.0, pad_token_id=0, original_max_position_embeddings=256),
     "phi": dict(COMMON, rope_theta=10000.0, partial_rotary_factor=0.5, num_key_value_heads=4),

@@ -88,7 +88,7 @@ def inspect(
     if as_json:
         render.print_json(report)
         return
-    render.summary(console, summary, scale)
+    render.summary(console, summary, report["kv_cache"], report.get("target_context"))
     if report["method"] is None:
         return
     console.print()

@@ -45,9 +45,7 @@ def tokens(n: float) -> str:
 def describe_scaling(scaling: Scaling | None) -> str:
     if scaling is None:
         return "none"
-    parts = [f"[bold]{esc(scaling.type)}[/]"]
-    if scaling.factor is not None:
-        parts.append(f"x{scaling.factor:g}")
+    parts = [f"[bold]{esc(scaling.label)}[/]"]
     if scaling.original_context:
         parts.append(f"from {scaling.original_context:,}")
     parts.append(f"({esc(scaling.source)})")
@@ -61,7 +59,8 @@ def describe_rope(spec: RopeSpec) -> str:
     return f"base {base}, head dim {spec.head_dim}, rotary dim {spec.rotary_dim} ({rotary}, {layout})"
 
 
-def summary(console: Console, model: ModelSummary, scale: float | None) -> None:
+def summary(console: Console, model: ModelSummary, kv_cache: dict[str, Any] | None, target: int | None = None) -> None:
+    """``kv_cache``: the report's kv_cache object (computed once, in core); ``target``: the new length, if any."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column()
@@ -94,19 +93,24 @@ def summary(console: Console, model: ModelSummary, scale: float | None) -> None:
         grid.add_row("  scaling", describe_scaling(spec.scaling))
     if model.extra.get("baked"):
         grid.add_row("Baked", esc(model.extra["baked"]))
-    per_token = model.kv_cache_bytes_per_token(2)
-    if per_token:
-        original = model.rope.original_context
-        line = (
-            f"{human_bytes(per_token)}/token fp16/bf16 ({human_bytes(per_token / 2)} 8-bit); "
-            f"at {original:,}: {human_bytes(per_token * original)}"
-        )
-        if scale:
-            line += f"; at {int(original * scale):,}: {human_bytes(per_token * original * scale)}"
-        grid.add_row("KV cache", line)
+    if kv_cache:
+        grid.add_row("KV cache", describe_kv_cache(kv_cache, model.rope.original_context, target))
     console.print(grid)
     for warning in model.warnings:
         console.print(f"[yellow]warning:[/] {esc(warning)}")
+
+
+def describe_kv_cache(kv: dict[str, Any], original: int, target: int | None) -> str:
+    line = f"{human_bytes(kv['bytes_per_token_16bit'])}/token fp16/bf16 ({human_bytes(kv['bytes_per_token_8bit'])} 8-bit)"
+    if kv["sliding_window_layers"]:
+        line += (
+            f" on {kv['full_attention_layers']} full-attention layers; {kv['sliding_window_layers']} sliding-window layers "
+            f"hold {kv['sliding_window']:,} tokens at most"
+        )
+    line += f"; at {original:,}: {human_bytes(kv['bytes_at_original_16bit'])}"
+    if target and kv.get("bytes_at_target_16bit") is not None:
+        line += f"; at {target:,}: {human_bytes(kv['bytes_at_target_16bit'])}"
+    return line
 
 
 def short_number(x: float) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from yarn_cli.core import lengths, rope
+from yarn_cli.core import kv_cache, lengths, rope
 from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
 from yarn_cli.errors import InputError
 
@@ -118,21 +118,6 @@ def scaling_summary(scaling: Scaling | None) -> dict[str, Any] | None:
     return scaling.to_json() if scaling else None
 
 
-def _kv_cache(model: ModelSummary, scale: float | None) -> dict[str, Any] | None:
-    per_token = model.kv_cache_bytes_per_token(2)
-    if per_token is None:
-        return None
-    original = model.rope.original_context
-    report = {
-        "bytes_per_token_16bit": per_token,
-        "bytes_per_token_8bit": per_token // 2,
-        "bytes_at_original_16bit": per_token * original,
-    }
-    if scale:
-        report["bytes_at_target_16bit"] = int(per_token * original * scale)
-    return report
-
-
 def inspect_report(
     model: ModelSummary, scale: float | None, method: str = "yarn", options: YarnOptions = YarnOptions()
 ) -> dict[str, Any]:
@@ -160,7 +145,7 @@ def inspect_report(
         },
         "rope": spec.to_json(),
         "ropes": [s.to_json() for s in model.ropes],
-        "kv_cache": _kv_cache(model, scale),
+        "kv_cache": kv_cache.kv_cache_report(model.attention, spec.original_context, lengths.target_length(spec.original_context, scale) if scale else None),
         "warnings": list(model.warnings),
         "scale": scale,
         "method": None,
@@ -190,7 +175,7 @@ def inspect_report(
         method=primary_name,
         attention_factor=primary.attention_factor,
         logit_multiplier=primary.attention_factor**2,
-        target_context=int(round(spec.original_context * scale)),
+        target_context=lengths.target_length(spec.original_context, scale),
         dimensions=rows,
     )
     if primary.low is not None:

@@ -1,42 +1,137 @@
-"""Architecture knowledge, loaded from the JSON entries in ``yarn_cli/architectures/`` (one per family).
+"""Architecture knowledge, loaded and validated from the JSON entries in ``yarn_cli/architectures/``.
 
-Each entry says where a family's q and k live (separate projections, fused qkv, qk-norm), whether
-they carry biases, and in which layout the rotary dims sit, so baking needs no per-model branches.
+One entry per family says where its tensors live under one role vocabulary (q, k, qkv, q_norm, ...),
+how its rotary dims are laid out, which layers slide a window and which carry YaRN, and what runtimes
+get wrong about it. Code asks an entry; it never compares model names. ``_gguf.json`` holds what
+llama.cpp decides per GGUF architecture (layout, tensor names, defaults).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from yarn_cli.errors import FormatError
+
 _PACKAGE = "yarn_cli.architectures"
+
+# The one tensor-role vocabulary: per layer, then model-wide.
+LAYER_ROLES = (
+    "attn_norm", "q", "k", "v", "o", "q_bias", "k_bias", "v_bias", "qkv", "qkv_bias", "q_norm", "k_norm",
+    "ffn_norm", "gate", "up", "down",
+)
+TOP_ROLES = ("embed", "norm", "lm_head")
+# What the native engine's forward pass reads (biases and qk-norms when an entry has them).
+NATIVE_ROLES = ("attn_norm", "q", "k", "v", "o", "ffn_norm", "gate", "up", "down")
+LAYOUTS = ("rotate_half", "interleaved")
+QKV_LAYOUTS = ("q_k_v", "per_head_interleaved")
+NORM_SCOPES = ("head", "all_heads")
+YARN_LAYERS = ("all", "full_attention")
+
+
+@dataclass(frozen=True)
+class ContextWarning:
+    """A config whose max_position_embeddings is known to overstate the trained length."""
+
+    max_position_embeddings: int
+    message: str
 
 
 @dataclass(frozen=True)
 class Architecture:
     family: str
     model_types: tuple[str, ...]
-    gguf_architectures: tuple[str, ...]
     rope_layout: str
-    layer_prefixes: tuple[str, ...]
-    attention: dict[str, Any]
+    layer_prefixes: tuple[str, ...] = ()
+    tensors: Mapping[str, str] = field(default_factory=dict)  # layer role -> name after the layer prefix
+    top_tensors: Mapping[str, str] = field(default_factory=dict)  # model-wide role -> full name
+    gguf_architectures: tuple[str, ...] = ()
+    qkv_layout: str = ""  # fused qkv only: "q_k_v" blocks, or "per_head_interleaved" [q_h, k_h, v_h]
+    norm_scope: str = ""  # qk-norm only: "head" (one norm per head) or "all_heads"
+    norm_offset: float = 0.0  # 1.0 where the norm multiplies by (1 + w) (Gemma)
+    yarn_layers: str = "all"  # "full_attention": sliding-window layers keep their own unscaled RoPE
+    sliding_window_pattern: int = 0  # every N-th layer is full attention when the config does not say (0: none)
+    gguf_local_rope_base: float = 0.0  # llama.cpp's base for sliding layers when the GGUF does not say
+    native_engine: bool = False  # the native verify engine runs this family
+    rotary_dim_key: str = ""  # config key giving the rotary dims directly (GPT-J's rotary_dim)
+    hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family
+    bake_unsupported: str = ""  # why --bake-temperature cannot locate q/k in this family
+    hf4_keys: Mapping[str, str] = field(default_factory=dict)  # 4.x top-level names of rope_parameters values
+    context_warning: ContextWarning | None = None
     notes: str = ""
-    yarn_layers: str = "all"  # or "global_only": sliding-window layers have their own unscaled RoPE
-    hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family, if so
-    # transformers 4.x names for values 5.x keeps inside rope_parameters ("partial_rotary_factor", "local_rope_theta")
-    hf4_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def attention_kind(self) -> str:
-        """"separate" (q_proj/k_proj), "fused" (one qkv tensor) or "qk_norm" (norm weights carry the scale)."""
-        if "qkv_weight" in self.attention:
+        """"fused" (one qkv tensor), "qk_norm" (norm weights carry the scale) or "separate" (q and k)."""
+        if "qkv" in self.tensors:
             return "fused"
-        if "q_norm" in self.attention:
+        if "q_norm" in self.tensors:
             return "qk_norm"
         return "separate"
+
+    def layer_tensor(self, role: str, layer: int, prefix: int = 0) -> str:
+        return self.layer_prefixes[prefix].format(layer=layer) + self.tensors[role]
+
+
+_TYPES: dict[str, Any] = {
+    "family": str, "model_types": list, "rope_layout": str, "layer_prefixes": list, "tensors": dict,
+    "top_tensors": dict, "gguf_architectures": list, "qkv_layout": str, "norm_scope": str, "norm_offset": (int, float),
+    "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
+    "rotary_dim_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
+    "context_warning": dict, "notes": str,
+}
+
+
+def _check(ok: bool, name: str, what: str) -> None:
+    if not ok:
+        raise FormatError(f"architecture entry {name}: {what}")
+
+
+def parse_entry(data: Any, name: str) -> Architecture:
+    """One entry from its JSON, every key and value checked (a broken entry is a packaging bug)."""
+    _check(isinstance(data, dict), name, "must be a JSON object")
+    known = {f.name for f in fields(Architecture)}
+    _check(not set(data) - known, name, f"unknown keys {sorted(set(data) - known)}")
+    for key in ("family", "model_types", "rope_layout"):
+        _check(key in data, name, f"needs {key}")
+    for key, value in data.items():
+        _check(isinstance(value, _TYPES[key]) and not (isinstance(value, bool) and _TYPES[key] is not bool),
+               name, f"{key} has the wrong type")
+    tensors, top = data.get("tensors", {}), data.get("top_tensors", {})
+    _check(not set(tensors) - set(LAYER_ROLES), name, f"unknown tensor roles {sorted(set(tensors) - set(LAYER_ROLES))}")
+    _check(not set(top) - set(TOP_ROLES), name, f"unknown model-wide roles {sorted(set(top) - set(TOP_ROLES))}")
+    _check(data["rope_layout"] in LAYOUTS, name, f"rope_layout must be one of {LAYOUTS}")
+    _check(data.get("yarn_layers", "all") in YARN_LAYERS, name, f"yarn_layers must be one of {YARN_LAYERS}")
+    _check(all("{layer}" in p for p in data.get("layer_prefixes", [])), name, "each layer prefix needs {layer}")
+    _check(not tensors or data.get("layer_prefixes"), name, "tensors need layer_prefixes")
+    if "qkv" in tensors:
+        _check(data.get("qkv_layout") in QKV_LAYOUTS, name, f"a fused qkv needs qkv_layout, one of {QKV_LAYOUTS}")
+    elif "q_norm" in tensors:
+        _check(data.get("norm_scope") in NORM_SCOPES and "k_norm" in tensors, name,
+               f"qk-norm needs q_norm, k_norm and norm_scope, one of {NORM_SCOPES}")
+    _check(bool(data.get("bake_unsupported")) or {"q", "k"} <= set(tensors) or "qkv" in tensors, name,
+           "needs q and k (or qkv) tensors, or a bake_unsupported reason")
+    if data.get("native_engine"):
+        missing = set(NATIVE_ROLES) - set(tensors) | {"embed", "norm"} - set(top)
+        _check(not missing, name, f"native_engine needs roles {sorted(missing)}")
+    warning = data.get("context_warning")
+    if warning is not None:
+        _check(set(warning) == {"max_position_embeddings", "message"}, name, "context_warning needs max_position_embeddings and message")
+    return Architecture(
+        **{
+            **data,
+            "model_types": tuple(data["model_types"]),
+            "layer_prefixes": tuple(data.get("layer_prefixes", ())),
+            "gguf_architectures": tuple(data.get("gguf_architectures", ())),
+            "norm_offset": float(data.get("norm_offset", 0.0)),
+            "gguf_local_rope_base": float(data.get("gguf_local_rope_base", 0.0)),
+            "context_warning": ContextWarning(**warning) if warning else None,
+        }
+    )
 
 
 def _read_json(name: str) -> dict[str, Any]:
@@ -45,24 +140,16 @@ def _read_json(name: str) -> dict[str, Any]:
 
 @cache
 def registry() -> dict[str, Architecture]:
-    """Every family entry, keyed by family name."""
-    entries = {}
+    """Every family entry, keyed by family name; a model type or GGUF architecture belongs to one family."""
+    entries: dict[str, Architecture] = {}
     for item in sorted(resources.files(_PACKAGE).iterdir(), key=lambda p: p.name):
         if not item.name.endswith(".json") or item.name.startswith("_"):
             continue
-        data = json.loads(item.read_text(encoding="utf-8"))
-        entries[data["family"]] = Architecture(
-            family=data["family"],
-            model_types=tuple(data["model_types"]),
-            gguf_architectures=tuple(data.get("gguf_architectures", ())),
-            rope_layout=data["rope_layout"],
-            layer_prefixes=tuple(data["layer_prefixes"]),
-            attention=dict(data["attention"]),
-            notes=data.get("notes", ""),
-            yarn_layers=data.get("yarn_layers", "all"),
-            hf_yarn_unsupported=data.get("hf_yarn_unsupported", ""),
-            hf4_keys=dict(data.get("hf4_keys", {})),
-        )
+        arch = parse_entry(json.loads(item.read_text(encoding="utf-8")), item.name)
+        for other in entries.values():
+            shared = (set(other.model_types) & set(arch.model_types)) | (set(other.gguf_architectures) & set(arch.gguf_architectures))
+            _check(not shared, item.name, f"{sorted(shared)} already belong to {other.family}")
+        entries[arch.family] = arch
     return entries
 
 
@@ -73,8 +160,23 @@ def for_model_type(model_type: str) -> Architecture | None:
     return None
 
 
+def for_gguf(architecture: str) -> Architecture | None:
+    for arch in registry().values():
+        if architecture in arch.gguf_architectures:
+            return arch
+    return None
+
+
 def supported_model_types() -> list[str]:
-    return sorted(t for arch in registry().values() for t in arch.model_types)
+    return sorted(t for arch in registry().values() if not arch.bake_unsupported for t in arch.model_types)
+
+
+def native_model_types() -> list[str]:
+    return sorted(t for arch in registry().values() if arch.native_engine for t in arch.model_types)
+
+
+def native_gguf_architectures() -> list[str]:
+    return sorted(a for arch in registry().values() if arch.native_engine for a in arch.gguf_architectures)
 
 
 @cache
@@ -83,7 +185,8 @@ def _non_rope_hf() -> dict[str, str]:
 
 
 @cache
-def _gguf() -> dict[str, Any]:
+def gguf_facts() -> dict[str, Any]:
+    """llama.cpp's per-architecture decisions (``_gguf.json``)."""
     return _read_json("_gguf.json")
 
 
@@ -93,9 +196,19 @@ def hf_non_rope_reason(model_type: str) -> str | None:
 
 
 def gguf_non_rope_reason(architecture: str) -> str | None:
-    return _gguf()["non_rope_architectures"].get(architecture)
+    return gguf_facts()["non_rope_architectures"].get(architecture)
 
 
 def gguf_rope_layout(architecture: str) -> str:
     """llama.cpp's layout for an architecture: NEOX is rotate-half, NORM is interleaved pairs."""
-    return "rotate_half" if architecture in _gguf()["neox_architectures"] else "interleaved"
+    return "rotate_half" if architecture in gguf_facts()["neox_architectures"] else "interleaved"
+
+
+def gguf_yarn_log_multiplier(architecture: str) -> float | None:
+    """The default rope.scaling.yarn_log_multiplier an architecture's loader needs with YaRN, if any."""
+    return gguf_facts()["yarn_log_multiplier"].get(architecture)
+
+
+def gguf_pre_tokenizer_splits_digits(pre: str) -> bool | None:
+    """Whether llama.cpp's pre-tokenizer ``pre`` splits digits one by one; None when we do not know it."""
+    return gguf_facts()["pre_tokenizers_split_digits"].get(pre)

@@ -49,15 +49,70 @@ def _merge(rows: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in merged)
 
 
-def yarn_layers(cfg: dict[str, Any], n_layers: int, policy: str) -> list[int]:
-    """The layers whose RoPE carries the YaRN scaling (Gemma 3: global layers only)."""
-    if policy == "all":
+def yarn_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architecture) -> list[int]:
+    """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only)."""
+    if arch.yarn_layers == "all":
         return list(range(n_layers))
-    layer_types = cfg.get("layer_types")
-    if isinstance(layer_types, list) and len(layer_types) == n_layers:
-        return [i for i, kind in enumerate(layer_types) if kind != "sliding_attention"]
-    pattern = int(cfg.get("sliding_window_pattern") or 6)  # transformers' Gemma 3 default: every 6th layer is global
-    return [i for i in range(n_layers) if (i + 1) % pattern == 0]
+    sliding = set(hf_config.sliding_layers({**cfg, "sliding_window": cfg.get("sliding_window") or 1}, n_layers))
+    return [i for i in range(n_layers) if i not in sliding]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What locating the rotary rows needs: head counts and sizes."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    rotary_dim: int
+
+    def q_rows(self) -> list[tuple[int, int]]:
+        return _head_rows(self.heads, self.head_dim, self.rotary_dim)
+
+    def k_rows(self) -> list[tuple[int, int]]:
+        return _head_rows(self.kv_heads, self.head_dim, self.rotary_dim)
+
+
+def _family(config: dict[str, Any]) -> architectures.Architecture:
+    if config.get("quantization_config") or hf_config.text_config(config).get("quantization_config"):
+        raise UnsupportedError(
+            "config.json has a quantization_config: baking needs float q/k weights; bake the unquantized checkpoint, then quantize"
+        )
+    model_type = str(hf_config.text_config(config).get("model_type") or config.get("model_type") or "")
+    arch = architectures.for_model_type(model_type) or architectures.for_model_type(str(config.get("model_type") or ""))
+    if arch is None:
+        raise UnsupportedError(
+            f"--bake-temperature does not know where q/k live in model type {model_type!r}; supported: "
+            f"{', '.join(architectures.supported_model_types())} (a config-only extend works for any RoPE model)"
+        )
+    if arch.bake_unsupported:
+        raise UnsupportedError(f"--bake-temperature: {arch.family}: {arch.bake_unsupported} (a config-only extend works)")
+    return arch
+
+
+def _fused_rows(arch: architectures.Architecture, shape: _Shape) -> list[tuple[int, int]]:
+    """q and k rows inside one fused qkv tensor."""
+    heads, head_dim, rotary = shape.heads, shape.head_dim, shape.rotary_dim
+    if arch.qkv_layout == "q_k_v":
+        return shape.q_rows() + _head_rows(shape.kv_heads, head_dim, rotary, start=heads * head_dim)
+    if heads != shape.kv_heads:  # per head [q_h, k_h, v_h]
+        raise UnsupportedError(f"{arch.family}: per-head interleaved qkv needs as many KV heads as heads")
+    return _head_rows(heads, head_dim, rotary, stride=3 * head_dim) + _head_rows(heads, head_dim, rotary, start=head_dim, stride=3 * head_dim)
+
+
+def _layer_targets(arch: architectures.Architecture, shape: _Shape) -> list[tuple[str, list[tuple[int, int]], bool]]:
+    """(role, rows, required) for every tensor of a layer that carries m."""
+    kind = arch.attention_kind
+    if kind == "fused":
+        rows = _fused_rows(arch, shape)
+        return [("qkv", rows, True)] + ([("qkv_bias", rows, False)] if "qkv_bias" in arch.tensors else [])
+    if kind == "qk_norm":
+        per_head = [(0, shape.rotary_dim)]
+        q_rows, k_rows = (per_head, per_head) if arch.norm_scope == "head" else (shape.q_rows(), shape.k_rows())
+        return [("q_norm", q_rows, True), ("k_norm", k_rows, True)]
+    targets = [("q", shape.q_rows(), True), ("k", shape.k_rows(), True)]
+    biases = [(role + "_bias", rows, False) for role, rows, _ in targets if role + "_bias" in arch.tensors]
+    return targets + biases
 
 
 def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]], factor: float) -> list[BakeOp]:
@@ -65,77 +120,43 @@ def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int
 
     ``tensors`` maps each tensor name to (safetensors dtype, shape).
     """
-    if config.get("quantization_config") or hf_config.text_config(config).get("quantization_config"):
-        raise UnsupportedError(
-            "config.json has a quantization_config: baking needs float q/k weights; bake the unquantized checkpoint, then quantize"
-        )
+    arch = _family(config)
     cfg = hf_config.text_config(config)
-    model_type = str(cfg.get("model_type") or config.get("model_type") or "")
-    arch = architectures.for_model_type(model_type) or architectures.for_model_type(str(config.get("model_type") or ""))
-    if arch is None:
-        raise UnsupportedError(
-            f"--bake-temperature does not know where q/k live in model type {model_type!r}; supported: "
-            f"{', '.join(architectures.supported_model_types())} (a config-only extend works for any RoPE model)"
-        )
     dims = hf_config.model_dims(config)
     layers, heads, kv_heads = dims["layers"], dims["heads"], dims["kv_heads"]
     if not layers or not heads or not kv_heads:
-        raise UnsupportedError(f"config.json lacks layer or head counts needed to locate q/k rows for {model_type!r}")
-    head_dim, rotary_dim = hf_config.head_dims(cfg, None if hf_config.is_nested_rope_parameters(cfg.get("rope_parameters")) else cfg.get("rope_parameters"))
-    attention = arch.attention
+        raise UnsupportedError(f"config.json lacks layer or head counts needed to locate q/k rows for {arch.family!r}")
+    parameters = cfg.get("rope_parameters")
+    head_dim, rotary_dim = hf_config.head_dims(cfg, None if hf_config.is_nested_rope_parameters(parameters) else parameters)
+    shape = _Shape(heads, kv_heads, head_dim, rotary_dim)
+    offset = arch.norm_offset if arch.attention_kind == "qk_norm" else 0.0
     ops: list[BakeOp] = []
-
-    def find(layer: int, suffix: str, required: bool = True) -> str | None:
-        for prefix in arch.layer_prefixes:
-            name = prefix.format(layer=layer) + suffix
-            if name in tensors:
-                return name
-        if required:
-            raise UnsupportedError(
-                f"{arch.family}: expected tensor ...{suffix} for layer {layer} under "
-                f"{' or '.join(p.format(layer=layer) for p in arch.layer_prefixes)}; the checkpoint does not have it"
-            )
-        return None
-
-    def add(name: str | None, rows: list[tuple[int, int]], role: str, offset: float = 0.0) -> None:
-        if name is None:
-            return
-        dtype, shape = tensors[name]
-        if dtype not in FLOAT_DTYPES:
-            raise UnsupportedError(f"{name} is {dtype}: baking needs a float tensor (F16, BF16, F32); quantized weights are not supported")
-        if not shape or max(end for _, end in rows) > shape[0]:
-            raise UnsupportedError(f"{name}: shape {list(shape)} does not fit {heads} heads x {head_dim} (config and weights disagree)")
-        ops.append(BakeOp(name, _merge(rows), factor, offset, role))
-
-    q_rows = _head_rows(heads, head_dim, rotary_dim)
-    k_rows = _head_rows(kv_heads, head_dim, rotary_dim)
-    for layer in yarn_layers(cfg, layers, arch.yarn_layers):
-        kind = arch.attention_kind
-        if kind == "separate":
-            add(find(layer, attention["q_weight"]), q_rows, "q")
-            add(find(layer, attention["k_weight"]), k_rows, "k")
-            if "q_bias" in attention:
-                add(find(layer, attention["q_bias"], required=False), q_rows, "q bias")
-                add(find(layer, attention["k_bias"], required=False), k_rows, "k bias")
-        elif kind == "fused":
-            if attention["qkv_layout"] == "q_k_v":
-                rows = q_rows + _head_rows(kv_heads, head_dim, rotary_dim, start=heads * head_dim)
-            else:  # per head [q_h, k_h, v_h]
-                if heads != kv_heads:
-                    raise UnsupportedError(f"{arch.family}: per-head interleaved qkv needs as many KV heads as heads")
-                rows = _head_rows(heads, head_dim, rotary_dim, stride=3 * head_dim) + _head_rows(
-                    heads, head_dim, rotary_dim, start=head_dim, stride=3 * head_dim
-                )
-            add(find(layer, attention["qkv_weight"]), rows, "qkv")
-            if "qkv_bias" in attention:
-                add(find(layer, attention["qkv_bias"], required=False), rows, "qkv bias")
-        else:
-            offset = float(attention.get("norm_offset", 0.0))
-            if attention["norm_scope"] == "head":
-                norm_rows = [(0, rotary_dim)]
-                add(find(layer, attention["q_norm"]), norm_rows, "q norm", offset)
-                add(find(layer, attention["k_norm"]), norm_rows, "k norm", offset)
-            else:
-                add(find(layer, attention["q_norm"]), q_rows, "q norm", offset)
-                add(find(layer, attention["k_norm"]), k_rows, "k norm", offset)
+    for layer in yarn_layers(cfg, layers, arch):
+        for role, rows, required in _layer_targets(arch, shape):
+            name = _find(arch, tensors, layer, role, required)
+            if name is not None:
+                ops.append(_op(name, tensors[name], rows, factor, offset, role.replace("_", " "), shape))
     return ops
+
+
+def _find(arch: architectures.Architecture, tensors: Mapping[str, Any], layer: int, role: str, required: bool) -> str | None:
+    for prefix in range(len(arch.layer_prefixes)):
+        name = arch.layer_tensor(role, layer, prefix)
+        if name in tensors:
+            return name
+    if required:
+        raise UnsupportedError(
+            f"{arch.family}: expected tensor ...{arch.tensors[role]} for layer {layer} under "
+            f"{' or '.join(p.format(layer=layer) for p in arch.layer_prefixes)}; the checkpoint does not have it"
+        )
+    return None
+
+
+def _op(name: str, header: tuple[str, tuple[int, ...]], rows: list[tuple[int, int]], factor: float, offset: float,
+        role: str, shape: _Shape) -> BakeOp:
+    dtype, dims = header
+    if dtype not in FLOAT_DTYPES:
+        raise UnsupportedError(f"{name} is {dtype}: baking needs a float tensor (F16, BF16, F32); quantized weights are not supported")
+    if not dims or max(end for _, end in rows) > dims[0]:
+        raise UnsupportedError(f"{name}: shape {list(dims)} does not fit {shape.heads} heads x {shape.head_dim} (config and weights disagree)")
+    return BakeOp(name, _merge(rows), factor, offset, role)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from yarn_cli.core import architectures
+from yarn_cli.core import architectures, kv_cache
 from yarn_cli.core.model import LOCAL_ROPE_NAME, RopeSpec, Scaling
 from yarn_cli.errors import FormatError, UnsupportedError
 
@@ -32,18 +32,8 @@ def _int(meta: Mapping[str, Any], key: str, required: bool = False) -> int | Non
     return value
 
 
-def read_rope_specs(
-    meta: Mapping[str, Any], original_context_override: int | None = None
-) -> tuple[tuple[RopeSpec, ...], list[str]]:
-    arch = str(meta.get("general.architecture", ""))
-    if not arch:
-        raise FormatError("GGUF metadata has no general.architecture")
-    reason = architectures.gguf_non_rope_reason(arch)
-    if reason:
-        raise UnsupportedError(f"GGUF architecture {arch!r} does not use RoPE ({reason}); YaRN applies only to RoPE models")
-    p = f"{arch}."
-    warnings: list[str] = []
-
+def _rope_dims(meta: Mapping[str, Any], p: str) -> tuple[int, int]:
+    """(head dim, rotary dims) as llama.cpp derives them."""
     heads = _int(meta, p + "attention.head_count")
     hidden = _int(meta, p + "embedding_length")
     head_dim = _int(meta, p + "attention.key_length") or (hidden // heads if hidden and heads else None)
@@ -52,78 +42,103 @@ def read_rope_specs(
         raise FormatError(f"GGUF metadata lacks {p}rope.dimension_count and the head sizes to derive it")
     if rotary_dim % 2:
         raise FormatError(f"GGUF metadata {p}rope.dimension_count = {rotary_dim} must be even")
-    theta = meta.get(p + "rope.freq_base", 10000.0)
-    if not isinstance(theta, (int, float)) or theta <= 1:
-        raise FormatError(f"GGUF metadata {p}rope.freq_base must be a number > 1, got {theta!r}")
-    context = _int(meta, p + "context_length", required=True)
+    return head_dim, rotary_dim
 
-    scaling = None
+
+def _check_scaling_numbers(meta: Mapping[str, Any], p: str) -> None:
+    for key in (p + "rope.scaling.factor", p + "rope.scale_linear"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise FormatError(f"GGUF metadata {key} must be a positive number, got {value!r}")
+
+
+def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: list[str]) -> Scaling | None:
+    """The scaling llama.cpp would run: rope.scaling.*, or the legacy rope.scale_linear."""
+    _check_scaling_numbers(meta, p)
     kind = meta.get(p + "rope.scaling.type")
     factor = meta.get(p + "rope.scaling.factor")
     original = _int(meta, p + "rope.scaling.original_context_length")
     linear_legacy = meta.get(p + "rope.scale_linear")
-    for key, value in ((p + "rope.scaling.factor", factor), (p + "rope.scale_linear", linear_legacy)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-            raise FormatError(f"GGUF metadata {key} must be a positive number, got {value!r}")
-    if context == 0:
-        raise FormatError(f"GGUF metadata {p}context_length is 0; it must be the trained length")
     if kind is not None and kind not in GGUF_SCALING_TYPES:
         warnings.append(f"{p}rope.scaling.type = {kind!r} is not one llama.cpp knows ({', '.join(GGUF_SCALING_TYPES)}): it will refuse to load")
-    if kind not in (None, "none") or (linear_legacy not in (None, 1.0)):
-        params = {
-            key[len(p) + len("rope.") :]: value
-            for key, value in meta.items()
-            if key.startswith(p + "rope.scal")
-        }
-        if kind in (None, "none") and linear_legacy:
-            kind, factor = "linear", linear_legacy
-        elif linear_legacy not in (None, 1.0):
-            warnings.append(f"both {p}rope.scale_linear and {p}rope.scaling.type are set: stacked scalings")
-        scaling = Scaling(
-            type=str(kind),
-            factor=float(factor) if factor is not None else None,
-            original_context=original,
-            params=params,
-            source="gguf",
+    if kind in (None, "none") and linear_legacy in (None, 1.0):
+        return None
+    if kind in (None, "none"):
+        kind, factor = "linear", linear_legacy
+    elif linear_legacy not in (None, 1.0):
+        warnings.append(f"both {p}rope.scale_linear and {p}rope.scaling.type are set: stacked scalings")
+    params = {key[len(p) + len("rope.") :]: value for key, value in meta.items() if key.startswith(p + "rope.scal")}
+    scaling = Scaling(type=str(kind), factor=float(factor) if factor is not None else None, original_context=original,
+                      params=params, source="gguf")
+    if scaling.type == "yarn" and not original:
+        warnings.append(
+            f"yarn metadata without {p}rope.scaling.original_context_length: llama.cpp takes "
+            f"context_length ({context}) as the trained length"
         )
-        if scaling.type == "yarn" and not original:
-            warnings.append(
-                f"yarn metadata without {p}rope.scaling.original_context_length: llama.cpp takes "
-                f"context_length ({context}) as the trained length"
-            )
-        if scaling.type == "yarn" and original and factor and abs(context / original - float(factor)) > 1e-6 * context:
-            warnings.append(
-                f"{p}context_length {context} != factor x original ({float(factor):g} x {original}); "
-                "Ollama and llama-server cap the context at context_length"
-            )
+    if scaling.type == "yarn" and original and factor and abs(context / original - float(factor)) > 1e-6 * context:
+        warnings.append(
+            f"{p}context_length {context} != factor x original ({float(factor):g} x {original}); "
+            "Ollama and llama-server cap the context at context_length"
+        )
+    return scaling
 
+
+def read_rope_specs(
+    meta: Mapping[str, Any], original_context_override: int | None = None
+) -> tuple[tuple[RopeSpec, ...], list[str]]:
+    """The RoPE families llama.cpp runs (global, and the sliding layers' own base where it has one)."""
+    arch = str(meta.get("general.architecture", ""))
+    if not arch:
+        raise FormatError("GGUF metadata has no general.architecture")
+    reason = architectures.gguf_non_rope_reason(arch)
+    if reason:
+        raise UnsupportedError(f"GGUF architecture {arch!r} does not use RoPE ({reason}); YaRN applies only to RoPE models")
+    p = f"{arch}."
+    warnings: list[str] = []
+    head_dim, rotary_dim = _rope_dims(meta, p)
+    theta = meta.get(p + "rope.freq_base", 10000.0)
+    if not isinstance(theta, (int, float)) or theta <= 1:
+        raise FormatError(f"GGUF metadata {p}rope.freq_base must be a number > 1, got {theta!r}")
+    context = _int(meta, p + "context_length", required=True)
+    if context == 0:
+        raise FormatError(f"GGUF metadata {p}context_length is 0; it must be the trained length")
+    scaling = _declared_scaling(meta, p, context, warnings)
     if original_context_override is not None:
-        original_ctx, source = original_context_override, "--original-context"
-    elif scaling is not None and original:
-        original_ctx, source = original, f"{p}rope.scaling.original_context_length"
+        original, source = original_context_override, "--original-context"
+    elif scaling is not None and scaling.original_context:
+        original, source = scaling.original_context, f"{p}rope.scaling.original_context_length"
     else:
-        original_ctx, source = context, f"{p}context_length"
-
-    layout = architectures.gguf_rope_layout(arch)
-    specs = [
-        RopeSpec(
-            theta=float(theta),
-            head_dim=head_dim,
-            rotary_dim=rotary_dim,
-            original_context=original_ctx,
-            original_context_source=source,
-            max_context=context,
-            scaling=scaling,
-            layout=layout,
-        )
-    ]
-    swa_base = meta.get(p + "rope.freq_base_swa")
-    if isinstance(swa_base, (int, float)) and swa_base > 1:
-        specs.append(replace(specs[0], theta=float(swa_base), scaling=None, name=LOCAL_ROPE_NAME))
-    return tuple(specs), warnings
+        original, source = context, f"{p}context_length"
+    spec = RopeSpec(theta=float(theta), head_dim=head_dim, rotary_dim=rotary_dim, original_context=original,
+                    original_context_source=source, max_context=context, scaling=scaling,
+                    layout=architectures.gguf_rope_layout(arch))
+    local_base = _local_rope_base(meta, arch)
+    if local_base is None:
+        return (spec,), warnings
+    return (spec, replace(spec, theta=local_base, scaling=None, name=LOCAL_ROPE_NAME)), warnings
 
 
-def model_dims(meta: Mapping[str, Any]) -> dict[str, int | None]:
+def _local_rope_base(meta: Mapping[str, Any], arch: str) -> float | None:
+    """The sliding layers' base: rope.freq_base_swa, or what llama.cpp assumes for the family."""
+    value = meta.get(f"{arch}.rope.freq_base_swa")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
+        return float(value)
+    family = architectures.for_gguf(arch)
+    return family.gguf_local_rope_base if family and family.gguf_local_rope_base else None
+
+
+def _sliding_layers(meta: Mapping[str, Any], arch: str, n_layers: int) -> tuple[int, ...]:
+    """llama.cpp's sliding-window layers: a per-layer pattern array, a period, or the family's period."""
+    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layers:
+        return tuple(i for i, sliding in enumerate(pattern) if sliding)
+    if not (isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0):
+        family = architectures.for_gguf(arch)
+        pattern = family.sliding_window_pattern if family else 0
+    return kv_cache.pattern_layers(n_layers, pattern) if pattern else ()
+
+
+def model_dims(meta: Mapping[str, Any]) -> dict[str, Any]:
     arch = str(meta.get("general.architecture", ""))
     p = f"{arch}."
     heads = _int(meta, p + "attention.head_count")
@@ -138,10 +153,9 @@ def model_dims(meta: Mapping[str, Any]) -> dict[str, int | None]:
         kv_dims = kv_heads * (key_length + (value_length or key_length))
     else:
         kv_dims = None
-    return {
-        "layers": _int(meta, p + "block_count"),
-        "heads": heads,
-        "kv_heads": kv_heads,
-        "hidden_size": hidden,
-        "kv_dims": kv_dims,
-    }
+    layers = _int(meta, p + "block_count")
+    layout = None
+    if layers and kv_dims:
+        window = _int(meta, p + "attention.sliding_window") or 0
+        layout = kv_cache.AttentionLayout(layers, kv_dims, window, _sliding_layers(meta, arch, layers) if window else ())
+    return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": hidden, "attention": layout}

@@ -12,13 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from yarn_cli.core import lengths, rope_scalars
+from yarn_cli.core import architectures, lengths, rope_scalars
 from yarn_cli.errors import AlreadyScaledError, FormatError, InputError
 
 STRING, UINT32, FLOAT32 = "STRING", "UINT32", "FLOAT32"
-# DeepSeek2 carries 0.1·mscale_all_dim here; mscale_all_dim defaults to 1 in DeepSeek's configs.
-DEEPSEEK_ARCHS = ("deepseek2",)
-DEFAULT_YARN_LOG_MULTIPLIER = 0.1
 
 
 @dataclass(frozen=True)
@@ -122,11 +119,12 @@ def plan_extension(
         (p + "rope.scaling.factor", FLOAT32, s),
         (p + "rope.scaling.original_context_length", UINT32, base_length),
     ]
-    if arch in DEEPSEEK_ARCHS:
+    default_multiplier = architectures.gguf_yarn_log_multiplier(arch)
+    if default_multiplier is not None:  # DeepSeek2 carries 0.1·mscale_all_dim here (mscale_all_dim 1 by default)
         multiplier = existing.get(p + "rope.scaling.yarn_log_multiplier")
         if multiplier is None:
-            multiplier = DEFAULT_YARN_LOG_MULTIPLIER
-            notes.append(f"{p}rope.scaling.yarn_log_multiplier set to 0.1 (0.1 x mscale_all_dim 1)")
+            multiplier = default_multiplier
+            notes.append(f"{p}rope.scaling.yarn_log_multiplier set to {default_multiplier:g} (0.1 x mscale_all_dim 1)")
         wanted.append((p + "rope.scaling.yarn_log_multiplier", FLOAT32, float(multiplier)))
 
     changes = []
@@ -134,7 +132,7 @@ def plan_extension(
     if replace:
         for key in existing:
             if key not in wanted_keys and (key == p + "rope.scale_linear" or key.startswith(p + "rope.scaling.")):
-                if arch in DEEPSEEK_ARCHS and key.endswith("yarn_log_multiplier"):
+                if default_multiplier is not None and key.endswith("yarn_log_multiplier"):
                     continue
                 old_type, old = meta[key]
                 changes.append(KVChange(key, old_type, None, old, old_type, action="remove"))

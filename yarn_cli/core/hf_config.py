@@ -10,7 +10,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from yarn_cli.core import architectures
+from yarn_cli.core import architectures, kv_cache
 from yarn_cli.core.model import KNOWN_SCALING_TYPES, LOCAL_ROPE_NAME, SCALING_ALIASES, RopeSpec, Scaling
 from yarn_cli.errors import FormatError, UnsupportedError
 
@@ -148,8 +148,9 @@ def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
         if not hidden or not heads:
             raise FormatError("config.json: needs head_dim, or hidden_size and num_attention_heads, to size RoPE")
         head_dim = hidden // heads
-    if cfg.get("rotary_dim") and cfg.get("model_type") in ("gptj", "codegen"):
-        return head_dim, _positive_int(cfg, "rotary_dim")
+    arch = architectures.for_model_type(str(cfg.get("model_type") or ""))
+    if arch is not None and arch.rotary_dim_key and cfg.get(arch.rotary_dim_key):
+        return head_dim, _positive_int(cfg, arch.rotary_dim_key)
     factor = _first(parameters or {}, "partial_rotary_factor")
     if factor is None:
         factor = _first(cfg, "partial_rotary_factor", "rotary_pct")
@@ -171,12 +172,7 @@ def _blocks_agree(a: Scaling | None, b: Scaling | None) -> bool:
     )
 
 
-def read_rope_specs(
-    config: dict[str, Any], original_context_override: int | None = None
-) -> tuple[tuple[RopeSpec, ...], list[str]]:
-    """The RoPE families of a config (one, or Gemma 3's global + sliding) and warnings about them."""
-    cfg = text_config(config)
-    model_type = str(cfg.get("model_type") or config.get("model_type") or "")
+def _refuse_non_rope(cfg: dict[str, Any], model_type: str) -> None:
     reason = architectures.hf_non_rope_reason(model_type)
     if reason is None and cfg.get("alibi"):
         reason = "ALiBi attention biases"
@@ -187,87 +183,79 @@ def read_rope_specs(
             f"config.json: model type {model_type!r} does not use RoPE ({reason}); YaRN applies only to RoPE models"
         )
 
-    warnings: list[str] = []
-    rope_scaling = cfg.get("rope_scaling")
-    rope_parameters = cfg.get("rope_parameters")
+
+def _declared_scaling(cfg: dict[str, Any], warnings: list[str]) -> tuple[Scaling | None, dict[str, Any] | None, bool]:
+    """(the scaling the global layers run, their rope_parameters block, whether rope_parameters is nested)."""
+    rope_scaling, rope_parameters = cfg.get("rope_scaling"), cfg.get("rope_parameters")
     for name, block in (("rope_scaling", rope_scaling), ("rope_parameters", rope_parameters)):
         if block is not None and not isinstance(block, dict):
             raise FormatError(f"config.json: {name} must be an object, got {type(block).__name__}")
-    nested = is_nested_rope_parameters(rope_parameters)
-    flat_parameters = None if nested else rope_parameters
-
     from_scaling = _scaling_from_block(rope_scaling, "rope_scaling", cfg)
-    from_parameters = None if nested else _scaling_from_block(rope_parameters, "rope_parameters", cfg)
-    if rope_scaling is not None and rope_parameters is not None and not nested:
-        if not _blocks_agree(from_scaling, from_parameters):
-            warnings.append(
-                "rope_scaling and rope_parameters disagree; transformers 5.x silently uses rope_scaling, "
-                "other readers may use either"
-            )
+    if is_nested_rope_parameters(rope_parameters):
+        block = rope_parameters.get("full_attention") or next(iter(rope_parameters.values()))
+        return _scaling_from_block(block, "rope_parameters.full_attention", cfg) or from_scaling, block, True
+    from_parameters = _scaling_from_block(rope_parameters, "rope_parameters", cfg)
+    if rope_scaling is not None and rope_parameters is not None and not _blocks_agree(from_scaling, from_parameters):
+        warnings.append(
+            "rope_scaling and rope_parameters disagree; transformers 5.x silently uses rope_scaling, other readers may use either"
+        )
     if from_parameters is not None and rope_scaling is None:
         warnings.append(
             f"the {from_parameters.type} scaling is only in the 5.x rope_parameters block: transformers 4.x "
             "and runtimes that read rope_scaling see no scaling"
             + ("" if "rope_theta" in cfg else " and rope_theta 10000")
         )
-    scaling = from_scaling or from_parameters
+    return from_scaling or from_parameters, rope_parameters, False
 
-    max_context = _positive_int(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
-    theta = _theta(cfg, flat_parameters if flat_parameters else None)
-    global_parameters = flat_parameters
-    if nested:
-        global_parameters = rope_parameters.get("full_attention") or next(iter(rope_parameters.values()))
-        theta = _theta(cfg, global_parameters)
-        scaling = _scaling_from_block(global_parameters, "rope_parameters.full_attention", cfg) or from_scaling
-    head_dim, rotary_dim = head_dims(cfg, global_parameters)
+
+def _trained_length(
+    cfg: dict[str, Any], scaling: Scaling | None, max_context: int | None, override: int | None
+) -> tuple[int, str]:
+    """The original (trained) length L and the key it came from."""
+    if override is not None:
+        return override, "--original-context"
+    if scaling is not None and scaling.original_context:
+        return scaling.original_context, f"{scaling.source}.original_max_position_embeddings"
+    if cfg.get("original_max_position_embeddings"):
+        return _positive_int(cfg, "original_max_position_embeddings"), "original_max_position_embeddings"
+    if max_context:
+        return max_context, "max_position_embeddings"
+    raise FormatError("config.json: no max_position_embeddings; pass --original-context with the trained length")
+
+
+def read_rope_specs(
+    config: dict[str, Any], original_context_override: int | None = None
+) -> tuple[tuple[RopeSpec, ...], list[str]]:
+    """The RoPE families of a config (one, or Gemma 3's global + sliding) and warnings about them."""
+    cfg = text_config(config)
+    model_type = str(cfg.get("model_type") or config.get("model_type") or "")
+    _refuse_non_rope(cfg, model_type)
+    arch = architectures.for_model_type(model_type)
+    warnings: list[str] = []
+    scaling, parameters, nested = _declared_scaling(cfg, warnings)
+    theta = _theta(cfg, parameters)
+    head_dim, rotary_dim = head_dims(cfg, parameters)
     if rotary_dim < 2 or rotary_dim % 2:
         raise FormatError(f"config.json: rotary dimension {rotary_dim} (head_dim {head_dim}) must be even")
-
-    if original_context_override is not None:
-        original, source = original_context_override, "--original-context"
-    elif scaling is not None and scaling.original_context:
-        original, source = scaling.original_context, f"{scaling.source}.original_max_position_embeddings"
-    elif cfg.get("original_max_position_embeddings"):
-        original, source = _positive_int(cfg, "original_max_position_embeddings"), "original_max_position_embeddings"
-    elif max_context:
-        original, source = max_context, "max_position_embeddings"
-    else:
-        raise FormatError(
-            "config.json: no max_position_embeddings; pass --original-context with the trained length"
-        )
-    if max_context is None:
-        max_context = original
-
+    max_context = _positive_int(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
+    original, source = _trained_length(cfg, scaling, max_context, original_context_override)
+    max_context = max_context or original
     if scaling is not None:
         warnings.extend(_scaling_warnings(scaling, max_context))
-    if model_type == "mistral" and max_context == 32768 and scaling is None and original_context_override is None:
-        warnings.append(
-            "Mistral-7B configs say max_position_embeddings 32768 but v0.1 was trained at 8192 "
-            "(sliding window 4096): pass --original-context 8192 for such a checkpoint"
-        )
-    if model_type and architectures.for_model_type(model_type) is None and not (
-        rope_scaling or rope_parameters or "rope_theta" in cfg or "rotary_emb_base" in cfg
+    hint = arch.context_warning if arch else None
+    if hint and max_context == hint.max_position_embeddings and scaling is None and original_context_override is None:
+        warnings.append(hint.message)
+    if model_type and arch is None and not (
+        cfg.get("rope_scaling") or cfg.get("rope_parameters") or "rope_theta" in cfg or "rotary_emb_base" in cfg
     ):
         warnings.append(f"model type {model_type!r} names no RoPE keys; assuming RoPE with base 10000 as transformers does")
-
-    layout = "interleaved" if cfg.get("rope_interleave") or model_type in ("gptj", "codegen") else "rotate_half"
-    specs = [
-        RopeSpec(
-            theta=theta,
-            head_dim=head_dim,
-            rotary_dim=rotary_dim,
-            original_context=original,
-            original_context_source=source,
-            max_context=max_context,
-            scaling=scaling,
-            layout=layout,
-            name="global",
-        )
-    ]
-    local = _local_rope(cfg, rope_parameters if nested else None, specs[0])
-    if local is not None:
-        specs.append(local)
-    return tuple(specs), warnings
+    interleaved = cfg.get("rope_interleave") or (arch is not None and arch.rope_layout == "interleaved")
+    spec = RopeSpec(
+        theta=theta, head_dim=head_dim, rotary_dim=rotary_dim, original_context=original, original_context_source=source,
+        max_context=max_context, scaling=scaling, layout="interleaved" if interleaved else "rotate_half", name="global",
+    )
+    local = _local_rope(cfg, cfg.get("rope_parameters") if nested else None, spec)
+    return ((spec, local) if local is not None else (spec,)), warnings
 
 
 def _local_rope(cfg: dict[str, Any], nested_parameters: dict[str, Any] | None, global_spec: RopeSpec) -> RopeSpec | None:
@@ -302,25 +290,48 @@ def _scaling_warnings(scaling: Scaling, max_context: int) -> list[str]:
     return warnings
 
 
-def model_dims(config: dict[str, Any]) -> dict[str, int | None]:
-    """Layer, head and width counts, plus the numbers a KV cache stores per token per layer."""
+def sliding_layers(cfg: dict[str, Any], n_layers: int) -> tuple[int, ...]:
+    """The sliding-window layers, as transformers builds its config: ``layer_types`` when listed, else a
+    pattern (the config's, or the family's default), else Qwen-style ``max_window_layers``, else every layer."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == n_layers:
+        return tuple(i for i, kind in enumerate(types) if kind == "sliding_attention")
+    if not cfg.get("sliding_window") or cfg.get("use_sliding_window") is False:
+        return ()
+    arch = architectures.for_model_type(str(cfg.get("model_type") or ""))
+    pattern = _positive_int(cfg, "sliding_window_pattern") or (arch.sliding_window_pattern if arch else 0)
+    if pattern:
+        return kv_cache.pattern_layers(n_layers, pattern)
+    first = _positive_int(cfg, "max_window_layers") if cfg.get("use_sliding_window") else None
+    return tuple(range(first or 0, n_layers))
+
+
+def _kv_dims(cfg: dict[str, Any], kv_heads: int | None) -> int | None:
+    if cfg.get("kv_lora_rank"):
+        # MLA caches the compressed latent plus the shared rotary key, as vLLM and SGLang store it.
+        return _positive_int(cfg, "kv_lora_rank") + (_positive_int(cfg, "qk_rope_head_dim") or 0)
+    if kv_heads is None:
+        return None
+    head_dim, _ = head_dims(cfg, None if is_nested_rope_parameters(cfg.get("rope_parameters")) else cfg.get("rope_parameters"))
+    return kv_heads * (head_dim + (_positive_int(cfg, "v_head_dim") or head_dim))
+
+
+def model_dims(config: dict[str, Any]) -> dict[str, Any]:
+    """Layer, head and width counts, and the attention layout the KV cache follows."""
     cfg = text_config(config)
     layers = _positive_int(cfg, "num_hidden_layers", "n_layer", "num_layers")
     heads = _positive_int(cfg, "num_attention_heads", "n_head", "num_heads")
     kv_heads = _positive_int(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv")
     if kv_heads is None and heads is not None:
         kv_heads = 1 if cfg.get("multi_query") else heads
-    hidden = _positive_int(cfg, "hidden_size", "n_embd", "d_model")
-    head_dim, _ = head_dims(cfg, None if is_nested_rope_parameters(cfg.get("rope_parameters")) else cfg.get("rope_parameters"))
-    if cfg.get("kv_lora_rank"):
-        # MLA caches the compressed latent plus the shared rotary key, as vLLM and SGLang store it.
-        kv_dims = _positive_int(cfg, "kv_lora_rank") + (_positive_int(cfg, "qk_rope_head_dim") or 0)
-    elif kv_heads is not None:
-        v_head_dim = _positive_int(cfg, "v_head_dim") or head_dim
-        kv_dims = kv_heads * (head_dim + v_head_dim)
-    else:
-        kv_dims = None
-    return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": hidden, "kv_dims": kv_dims}
+    kv_dims = _kv_dims(cfg, kv_heads)
+    layout = None
+    if layers and kv_dims:
+        sliding = sliding_layers(cfg, layers)
+        window = _positive_int(cfg, "sliding_window") if sliding else 0
+        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else ())
+    return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": _positive_int(cfg, "hidden_size", "n_embd", "d_model"),
+            "attention": layout}
 
 
 def architecture_name(config: dict[str, Any]) -> str:

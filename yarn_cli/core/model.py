@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from yarn_cli.core.kv_cache import AttentionLayout
+
 # transformers names (plus GGUF's) for the same scalings; "su" is Phi-3's first name for longrope.
 SCALING_ALIASES = {
     "su": "longrope",
@@ -23,6 +25,16 @@ class Scaling:
     original_context: int | None
     params: dict[str, Any]
     source: str  # where it was read: "rope_scaling", "rope_parameters", "gguf", ...
+
+    @property
+    def label(self) -> str:
+        """"yarn x4": how every report names a scaling."""
+        return self.type + (f" x{self.factor:g}" if self.factor is not None else "")
+
+    @property
+    def description(self) -> str:
+        """"yarn x4 from 8192": the label and the trained length it starts from."""
+        return self.label + (f" from {self.original_context}" if self.original_context else "")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,7 +103,7 @@ class ModelSummary:
     hidden_size: int | None
     ropes: tuple[RopeSpec, ...]
     tensors: TensorStats
-    kv_cache_dims_per_layer: int | None  # numbers cached per token per layer (K and V together)
+    attention: AttentionLayout | None  # what the KV cache stores, layer by layer
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,7 +112,7 @@ class ModelSummary:
         """The primary (global) RoPE family."""
         return self.ropes[0]
 
-    def kv_cache_bytes_per_token(self, bytes_per_value: float) -> int | None:
-        if self.kv_cache_dims_per_layer is None or self.layers is None:
-            return None
-        return int(self.layers * self.kv_cache_dims_per_layer * bytes_per_value)
+
+def scaling_label(scaling: Scaling | None) -> str:
+    """The label of a scaling, "none" when there is none."""
+    return scaling.label if scaling is not None else "none"

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from yarn_cli.core.kv_cache import AttentionLayout, kv_cache_bytes
+from yarn_cli.core.model import RopeSpec
 from yarn_cli.errors import InputError
 
 INSTRUCTION = (
@@ -120,19 +122,36 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    weight_bytes: int, layers: int, kv_heads: int, head_dim: int, heads: int, hidden: int, vocab: int,
-    length: int, chunk: int, value_bytes: int,
+    weight_bytes: int, attention: AttentionLayout, heads: int, hidden: int, vocab: int, length: int, chunk: int, value_bytes: int,
 ) -> MemoryEstimate:
     """Weights + the KV cache at ``length`` + the largest activations of one prefill chunk.
 
     Activations: attention scores (heads x chunk x length, fp32 when no fused kernel), the MLP and
     the chunk's logits (fp32). A 25% allowance covers allocator slack.
     """
-    kv = 2 * layers * kv_heads * head_dim * length * value_bytes
+    kv = kv_cache_bytes(attention, length, value_bytes)
     scores = heads * chunk * length * 4
     mlp = chunk * hidden * 12 * value_bytes
     logits = chunk * vocab * 4
     return MemoryEstimate(weight_bytes, kv, int(1.25 * (scores + mlp + logits)))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The model verify compares against: the same weights under plain RoPE at the checkpoint's base.
+
+    ``attention_factor`` is what cos/sin carry: 1, or 1/m for a checkpoint whose q/k have m baked in,
+    so the baseline equals the unextended model either way."""
+
+    theta: float
+    rotary_dim: int
+    attention_factor: float
+
+
+def baseline(spec: RopeSpec, baked_attention_factor: float | None) -> Baseline:
+    """The one definition of the baseline every engine runs."""
+    factor = 1.0 / float(baked_attention_factor) if baked_attention_factor else 1.0
+    return Baseline(spec.theta, spec.rotary_dim, factor)
 
 
 @dataclass

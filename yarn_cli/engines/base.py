@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+from yarn_cli.core.kv_cache import AttentionLayout
+
 VARIANTS = ("extended", "baseline")
 ENGINES = ("native", "transformers", "llama.cpp")
 
@@ -27,15 +29,13 @@ class ModelFacts:
 
     original_context: int
     target_context: int
-    layers: int
+    attention: AttentionLayout  # what the engine's KV cache holds
     heads: int
-    kv_heads: int
-    head_dim: int
     hidden: int
     vocab: int
     weight_bytes: int
     value_bytes: int
-    scaling: str  # the declared scaling ("yarn x4"), or "none"
+    scaling: str  # the declared scaling's label ("yarn x4"), or "none"
 
 
 class Engine(Protocol):

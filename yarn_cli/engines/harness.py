@@ -51,8 +51,7 @@ def plan_lengths(engine: Engine, options: VerifyOptions) -> tuple[list[int], lis
     runnable, skipped = [], []
     for length in lengths:
         estimate = verify_plan.estimate_memory(
-            facts.weight_bytes, facts.layers, facts.kv_heads, facts.head_dim, facts.heads, facts.hidden, facts.vocab,
-            length + options.max_new_tokens, min(length, 2048), facts.value_bytes,
+            facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length + options.max_new_tokens, min(length, 2048), facts.value_bytes,
         )
         if estimate.total > 0.9 * available:
             skipped.append({"length": length, "needs_bytes": estimate.total, "available_bytes": available})

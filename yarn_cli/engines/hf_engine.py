@@ -24,7 +24,8 @@ class TransformersEngine:
             raise InputError("--engine transformers needs transformers: pip install 'yarn-cli[transformers]'") from exc
         if folder.suffix.lower() == ".gguf":
             raise InputError("--engine transformers runs Hugging Face folders; for a GGUF use --engine native or llama.cpp")
-        from yarn_cli.core import hf_config
+        from yarn_cli.core import hf_config, verify_plan
+        from yarn_cli.core.model import scaling_label
         from yarn_cli.io.checkpoint import read_json
 
         self.torch, self.device = torch, device
@@ -34,16 +35,16 @@ class TransformersEngine:
         raw = read_json(folder / "config.json")
         specs, _ = hf_config.read_rope_specs(raw, original_context)
         spec = specs[0]
+        record = raw.get("yarn_cli") if isinstance(raw.get("yarn_cli"), dict) else {}
+        base = verify_plan.baseline(spec, record.get("baked_attention_factor"))
         baseline_config = copy.deepcopy(config)
-        parameters = copy.deepcopy(getattr(config, "rope_parameters", None) or {})
-        if "full_attention" in parameters:
-            parameters["full_attention"] = {"rope_type": "default", "rope_theta": parameters["full_attention"].get("rope_theta", spec.theta)}
-        else:
-            parameters = {k: v for k, v in parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
-            parameters.update(rope_type="default")
-        baseline_config.rope_parameters = parameters
+        baseline_config.rope_parameters = _baseline_parameters(getattr(config, "rope_parameters", None), base)
         rotary_owner = self.model.model if hasattr(self.model, "model") else self.model
-        self.rotary = {"extended": rotary_owner.rotary_emb, "baseline": type(rotary_owner.rotary_emb)(config=baseline_config).to(device)}
+        baseline_rotary = type(rotary_owner.rotary_emb)(config=baseline_config).to(device)
+        # transformers multiplies cos/sin by this; per-layer-type modules (Gemma 3) keep one per type, and m sits on the global one
+        name = "full_attention_attention_scaling" if hasattr(baseline_rotary, "full_attention_attention_scaling") else "attention_scaling"
+        setattr(baseline_rotary, name, base.attention_factor)
+        self.rotary = {"extended": rotary_owner.rotary_emb, "baseline": baseline_rotary}
         self._owner = rotary_owner
         # The same tokenizer.json the native engine reads, so both engines see identical prompts.
         if (folder / "tokenizer.json").exists():
@@ -60,11 +61,11 @@ class TransformersEngine:
         value_bytes = torch.finfo(dtype).bits // 8
         dims = hf_config.model_dims(raw)
         self.facts = ModelFacts(
-            original_context=spec.original_context, target_context=spec.max_context, layers=dims["layers"],
-            heads=dims["heads"], kv_heads=dims["kv_heads"], head_dim=spec.head_dim, hidden=dims["hidden_size"],
+            original_context=spec.original_context, target_context=spec.max_context, attention=dims["attention"],
+            heads=dims["heads"], hidden=dims["hidden_size"],
             vocab=int(hf_config.text_config(raw).get("vocab_size", 0)),
             weight_bytes=sum(p.numel() * p.element_size() for p in self.model.parameters()), value_bytes=value_bytes,
-            scaling=f"{spec.scaling.type} x{spec.scaling.factor:g}" if spec.scaling and spec.scaling.factor else "none",
+            scaling=scaling_label(spec.scaling),
         )
         self._rate = 0.0
 
@@ -102,6 +103,17 @@ class TransformersEngine:
             free, _ = self.torch.cuda.mem_get_info()
             return int(free + self.facts.weight_bytes)
         return available_host_memory() + self.facts.weight_bytes
+
+
+def _baseline_parameters(parameters: dict | None, base) -> dict:
+    """The loaded config's rope_parameters with the scaling removed (global block only, for per-layer-type
+    configs), at the baseline's base: what transformers builds the baseline's rotary module from."""
+    parameters = copy.deepcopy(parameters or {})
+    plain = {"rope_type": "default", "rope_theta": base.theta}
+    if "full_attention" in parameters:
+        parameters["full_attention"] = plain
+        return parameters
+    return {**{k: v for k, v in parameters.items() if k == "partial_rotary_factor"}, **plain}
 
 
 class _Wrapped:

@@ -23,6 +23,9 @@ class LlamaCppEngine:
             raise InputError("--engine llama.cpp needs llama-cpp-python: pip install 'yarn-cli[llama-cpp]'") from exc
         if model.suffix.lower() != ".gguf":
             raise InputError("--engine llama.cpp runs .gguf files; for a Hugging Face folder use --engine native or transformers")
+        from yarn_cli.core import verify_plan
+        from yarn_cli.core.kv_cache import AttentionLayout
+        from yarn_cli.core.model import scaling_label
         from yarn_cli.io.checkpoint import summarize_gguf
 
         summary = summarize_gguf(model, original_context)
@@ -32,19 +35,18 @@ class LlamaCppEngine:
         common = dict(n_ctx=n_ctx, logits_all=True, verbose=False, n_gpu_layers=gpu_layers)
         self.models = {
             "extended": Llama(str(model), **common),
-            "baseline": Llama(str(model), rope_scaling_type=ROPE_SCALING_NONE, rope_freq_scale=1.0, **common),
+            "baseline": Llama(str(model), rope_scaling_type=ROPE_SCALING_NONE, rope_freq_scale=1.0,
+                              rope_freq_base=verify_plan.baseline(spec, None).theta, **common),
         }
         self.device = device
         self.tokenizer = _Tokenizer(self.models["extended"])
         self.notes: list[str] = []
-        per_token = summary.kv_cache_bytes_per_token(2) or 0
         self.facts = ModelFacts(
-            original_context=spec.original_context, target_context=spec.max_context, layers=summary.layers or 0,
-            heads=summary.attention_heads or 0, kv_heads=summary.kv_heads or 0, head_dim=spec.head_dim,
-            hidden=summary.hidden_size or 0, vocab=self.models["extended"].n_vocab(), weight_bytes=summary.tensors.bytes,
-            value_bytes=2, scaling=f"{spec.scaling.type} x{spec.scaling.factor:g}" if spec.scaling and spec.scaling.factor else "none",
+            original_context=spec.original_context, target_context=spec.max_context,
+            attention=summary.attention or AttentionLayout(summary.layers or 0, 0),
+            heads=summary.attention_heads or 0, hidden=summary.hidden_size or 0, vocab=self.models["extended"].n_vocab(),
+            weight_bytes=summary.tensors.bytes, value_bytes=2, scaling=scaling_label(spec.scaling),
         )
-        self._per_token = per_token
         self._rate = 0.0
 
     def _eval(self, variant: str, ids: list[int]):

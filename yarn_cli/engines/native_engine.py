@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-from yarn_cli.core import analysis, rope
+from yarn_cli.core import analysis, rope, verify_plan
+from yarn_cli.core.kv_cache import AttentionLayout
+from yarn_cli.core.model import scaling_label
 from yarn_cli.engines.base import ModelFacts, available_host_memory
 from yarn_cli.engines.native import NativeModel, Rope
 from yarn_cli.io import tokenizers_io, weights
@@ -35,32 +37,30 @@ class NativeEngine:
             config = read_json(model / "config.json")
             self.spec = weights.hf_spec(model, config, original_context)
             self.tokenizer = tokenizers_io.from_hf_folder(model)
-            self.weights = weights.load_hf_weights(model, device, self.dtype, progress)
+            self.weights = weights.load_hf_weights(model, self.spec, device, self.dtype, progress)
             eos = config.get("eos_token_id")
             record = config.get("yarn_cli") if isinstance(config.get("yarn_cli"), dict) else {}
             baked = record.get("baked_attention_factor")
         self.stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         spec = self.spec.rope
         extended = analysis.existing_frequencies(spec)
-        original = rope.inv_freq(spec.theta, spec.rotary_dim)
-        # A baked checkpoint's q/k carry m already; its baseline divides it back out.
-        baseline_factor = 1.0 / float(baked) if baked else 1.0
+        base = verify_plan.baseline(spec, baked)
+        original = rope.inv_freq(base.theta, base.rotary_dim)
         if spec.scaling is None:
             self.notes.append("the checkpoint declares no RoPE scaling: 'extended' and 'baseline' are the same model")
         self.models = {
             "extended": NativeModel(self.spec, self.weights, Rope(torch.tensor(extended.inv_freq, dtype=torch.float32), extended.attention_factor), device, self.dtype),
-            "baseline": NativeModel(self.spec, self.weights, Rope(torch.tensor(original, dtype=torch.float32), baseline_factor), device, self.dtype),
+            "baseline": NativeModel(self.spec, self.weights, Rope(torch.tensor(original, dtype=torch.float32), base.attention_factor), device, self.dtype),
         }
-        scaling = spec.scaling
         value_bytes = torch.finfo(self.dtype).bits // 8
+        s = self.spec
         self.facts = ModelFacts(
             original_context=spec.original_context,
             target_context=spec.max_context,
-            layers=self.spec.layers, heads=self.spec.heads, kv_heads=self.spec.kv_heads, head_dim=self.spec.head_dim,
-            hidden=self.spec.hidden, vocab=self.spec.vocab,
+            attention=AttentionLayout(s.layers, 2 * s.kv_heads * s.head_dim), heads=s.heads, hidden=s.hidden, vocab=s.vocab,
             weight_bytes=sum(t.numel() * t.element_size() for t in {id(t): t for t in self.weights.values()}.values()),
             value_bytes=value_bytes,
-            scaling=f"{scaling.type} x{scaling.factor:g}" if scaling and scaling.factor else (scaling.type if scaling else "none"),
+            scaling=scaling_label(spec.scaling),
         )
         self._last_rate = 0.0
 

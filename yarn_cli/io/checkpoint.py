@@ -93,7 +93,7 @@ def _summary(source: str, fmt: str, architecture: str, dims: dict[str, Any], rop
         hidden_size=dims["hidden_size"],
         ropes=ropes,
         tensors=stats,
-        kv_cache_dims_per_layer=dims["kv_dims"],
+        attention=dims["attention"],
         warnings=tuple(warnings),
         extra=extra,
     )

@@ -9,15 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from yarn_cli.core import architectures
 from yarn_cli.errors import UnsupportedError
 from yarn_cli.io.gguf_reader import GGUFFile, read_array
 
-# llama.cpp pre-tokenizer names -> (split digits one by one, GPT-2 regex) for byte-level BPE vocabularies.
-_GGUF_PRE = {
-    "smollm": True,
-    "gpt2": False,
-    "default": False,
-}
+# tokenizer.ggml.model of byte-level BPE vocabularies (a tokenizer kind, not the GPT-2 architecture).
+BYTE_LEVEL_BPE = "gpt2"
 
 
 @dataclass
@@ -58,7 +55,7 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     kind = gguf.get("tokenizer.ggml.model")
-    if kind != "gpt2":
+    if kind != BYTE_LEVEL_BPE:
         raise UnsupportedError(
             f"{gguf.path}: the native engine rebuilds byte-level BPE ('gpt2') GGUF vocabularies only, this one is {kind!r}; "
             "use --engine llama.cpp"
@@ -67,7 +64,7 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
     merges = [tuple(m.split(" ", 1)) for m in read_array(gguf, "tokenizer.ggml.merges")]
     vocab = {token: index for index, token in enumerate(tokens)}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    split_digits = _GGUF_PRE.get(str(gguf.get("tokenizer.ggml.pre", "default")), False)
+    split_digits = bool(architectures.gguf_pre_tokenizer_splits_digits(str(gguf.get("tokenizer.ggml.pre", "default"))))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.pre_tokenizer = (
         pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level

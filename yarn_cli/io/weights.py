@@ -17,29 +17,23 @@ from yarn_cli.core import architectures, gguf_meta, hf_config
 from yarn_cli.core.model import RopeSpec
 from yarn_cli.errors import UnsupportedError, about
 
-NATIVE_HF_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-NATIVE_GGUF_ARCHS = ("llama", "qwen2", "qwen3")
 
-_HF_LAYER = {
-    "input_layernorm.weight": "attn_norm", "self_attn.q_proj.weight": "q", "self_attn.k_proj.weight": "k",
-    "self_attn.v_proj.weight": "v", "self_attn.o_proj.weight": "o", "self_attn.q_proj.bias": "q_bias",
-    "self_attn.k_proj.bias": "k_bias", "self_attn.v_proj.bias": "v_bias", "self_attn.q_norm.weight": "q_norm",
-    "self_attn.k_norm.weight": "k_norm", "post_attention_layernorm.weight": "ffn_norm",
-    "mlp.gate_proj.weight": "gate", "mlp.up_proj.weight": "up", "mlp.down_proj.weight": "down",
-}
-_HF_TOP = {"model.embed_tokens.weight": "embed", "model.norm.weight": "norm", "lm_head.weight": "lm_head"}
-_GGUF_LAYER = {
-    "attn_norm.weight": "attn_norm", "attn_q.weight": "q", "attn_k.weight": "k", "attn_v.weight": "v",
-    "attn_output.weight": "o", "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias",
-    "attn_q_norm.weight": "q_norm", "attn_k_norm.weight": "k_norm", "ffn_norm.weight": "ffn_norm",
-    "ffn_gate.weight": "gate", "ffn_up.weight": "up", "ffn_down.weight": "down",
-}
-_GGUF_TOP = {"token_embd.weight": "embed", "output_norm.weight": "norm", "output.weight": "lm_head"}
+
+def _hf_names(arch: architectures.Architecture) -> tuple[dict[str, str], dict[str, str], str]:
+    """(model-wide name -> role, per-layer suffix -> role, layer marker) from the family's entry."""
+    marker = arch.layer_prefixes[0].split("{layer}")[0]
+    return {n: r for r, n in arch.top_tensors.items()}, {n: r for r, n in arch.tensors.items()}, marker
+
+
+def _gguf_names() -> tuple[dict[str, str], dict[str, str], str]:
+    facts = architectures.gguf_facts()
+    marker = facts["layer_prefix"].split("{layer}")[0]
+    return {n: r for r, n in facts["top_tensors"].items()}, {n: r for r, n in facts["tensors"].items()}, marker
 
 
 @dataclass(frozen=True)
 class NativeSpec:
-    family: str
+    family: str  # the registry family (HF) or the GGUF architecture: what each loader names tensors by
     layers: int
     hidden: int
     heads: int
@@ -65,18 +59,30 @@ def _canonical(name: str, top: dict[str, str], per_layer: dict[str, str], layer_
     return None
 
 
+def _refuse_windows(where: Path, layout) -> None:
+    """The native forward pass attends over every token: a sliding-window model would be another model."""
+    if layout is not None and layout.sliding_layers:
+        raise UnsupportedError(
+            f"{where}: {len(layout.sliding_layers)} layers attend through a {layout.sliding_window}-token sliding window, "
+            "which the native engine does not implement: use --engine transformers (or llama.cpp for a GGUF)"
+        )
+
+
 def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None = None) -> NativeSpec:
     cfg = hf_config.text_config(config)
     model_type = str(cfg.get("model_type") or "")
-    if model_type not in NATIVE_HF_TYPES:
+    arch = architectures.for_model_type(model_type)
+    if arch is None or not arch.native_engine:
         raise UnsupportedError(
-            f"{folder}: the native engine runs {', '.join(NATIVE_HF_TYPES)}; this is {model_type!r}: use --engine transformers"
+            f"{folder}: the native engine runs {', '.join(architectures.native_model_types())}; this is {model_type!r}: "
+            "use --engine transformers"
         )
     with about(folder / "config.json"):
         specs, _ = hf_config.read_rope_specs(config, original_context)
         dims = hf_config.model_dims(config)
+    _refuse_windows(folder, dims["attention"])
     return NativeSpec(
-        family=model_type, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],
+        family=arch.family, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],
         kv_heads=dims["kv_heads"], head_dim=specs[0].head_dim, vocab=int(cfg["vocab_size"]),
         rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope=specs[0], source_format="hf",
     )
@@ -84,15 +90,16 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
 
 def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
     arch = gguf.architecture
-    if arch not in NATIVE_GGUF_ARCHS:
+    if arch not in architectures.native_gguf_architectures():
         raise UnsupportedError(
-            f"{gguf.path}: the native engine runs GGUF architectures {', '.join(NATIVE_GGUF_ARCHS)}; this is {arch!r}: "
-            "use --engine llama.cpp"
+            f"{gguf.path}: the native engine runs GGUF architectures {', '.join(architectures.native_gguf_architectures())}; "
+            f"this is {arch!r}: use --engine llama.cpp"
         )
     meta = {key: field.value for key, field in gguf.fields.items()}
     with about(gguf.path):
         specs, _ = gguf_meta.read_rope_specs(meta, original_context)
         dims = gguf_meta.model_dims(meta)
+    _refuse_windows(gguf.path, dims["attention"])
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = int(meta.get(f"{arch}.vocab_size") or getattr(tokens, "count", 0) or len(tokens or []))
     return NativeSpec(
@@ -102,17 +109,18 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
     )
 
 
-def load_hf_weights(folder: Path, device: str, dtype, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def load_hf_weights(folder: Path, spec: NativeSpec, device: str, dtype, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Tensors straight from the safetensors shards to the device, cast to ``dtype``."""
     from safetensors import safe_open
 
     from yarn_cli.io.checkpoint import safetensors_files
 
+    top, per_layer, marker = _hf_names(architectures.registry()[spec.family])
     weights = {}
     for shard in safetensors_files(folder):
         with safe_open(str(shard), framework="pt", device=str(device)) as handle:
             for name in handle.keys():
-                canonical = _canonical(name, _HF_TOP, _HF_LAYER, "model.layers.")
+                canonical = _canonical(name, top, per_layer, marker)
                 if canonical is not None:
                     tensor = handle.get_tensor(name)
                     weights[canonical] = tensor.to(dtype)
@@ -145,10 +153,11 @@ def load_gguf_weights(path: Path, spec: NativeSpec, device: str, dtype, progress
     from yarn_cli.io.gguf_reader import split_shards
 
     interleaved = architectures.gguf_rope_layout(spec.family) == "interleaved"
+    top, per_layer, marker = _gguf_names()
     weights = {}
     for shard in split_shards(path):
         for name, array in _gguf_tensors(shard):
-            canonical = _canonical(name, _GGUF_TOP, _GGUF_LAYER, "blk.")
+            canonical = _canonical(name, top, per_layer, marker)
             if canonical is None:
                 continue
             array = np.array(array, dtype=np.float32)  # a writable copy: dequantize may return a read-only view
