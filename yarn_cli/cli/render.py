@@ -164,3 +164,30 @@ def comparison_table(rows: list[dict[str, Any]], per_method: dict[str, list[dict
 def print_json(data: Any) -> None:
     """The one way every command prints --json: strict JSON (NaN is a bug), on stdout only."""
     sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
+
+
+def inspect_report(console: Console, model: ModelSummary, report: dict[str, Any], scale: float | None) -> None:
+    """`inspect` as tables: the summary, then the per-pair table of the scaling shown."""
+    summary(console, model, report["kv_cache"], report.get("target_context"))
+    if report["method"] is None:
+        return
+    console.print()
+    if report.get("existing"):
+        console.print(f"[bold]Declared {report['method']} scaling[/], as runtimes compute it:")
+    if report.get("correction_range"):
+        low, high = report["correction_range"]["low"], report["correction_range"]["high"]
+        console.print(
+            f"YaRN ramp between pairs {low:g} (r = β_fast) and {high:g} (r = β_slow): "
+            "below keeps θ, above gets θ/s, linear in the pair index between."
+        )
+    if report["attention_factor"] is not None:
+        m = report["attention_factor"]
+        console.print(f"attention factor m = {m:.4f} on cos/sin, so q and k each carry m: logits x m² = {m * m:.4f}")
+    if "methods" in report:
+        per_method = {name: [{"scaled_wavelength": w} for w in data["scaled_wavelength"]] for name, data in report["methods"].items()}
+        console.print(comparison_table(report["dimensions"], per_method, scale))
+    else:
+        shown = scale if scale is not None else report["existing_factor"]
+        console.print(dimension_table(report["dimensions"], report["method"], shown))
+    if report.get("plot"):
+        console.print(f"plot written to {esc(report['plot'])}")

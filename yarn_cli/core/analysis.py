@@ -118,52 +118,31 @@ def scaling_summary(scaling: Scaling | None) -> dict[str, Any] | None:
     return scaling.to_json() if scaling else None
 
 
-def inspect_report(
-    model: ModelSummary, scale: float | None, method: str = "yarn", options: YarnOptions = YarnOptions()
-) -> dict[str, Any]:
-    """The `inspect --json` object. Stable keys: rope.*, scale, attention_factor, dimensions."""
-    spec = model.rope
-    if scale is not None:
-        lengths.check_scale(scale, spec.original_context)
-    report: dict[str, Any] = {
-        "source": model.source,
-        "format": model.format,
-        "architecture": model.architecture,
-        "model": {
-            "layers": model.layers,
-            "attention_heads": model.attention_heads,
-            "kv_heads": model.kv_heads,
-            "hidden_size": model.hidden_size,
-            **{k: v for k, v in model.extra.items() if k != "safetensors_metadata"},
-        },
-        "tensors": {
-            "count": model.tensors.count,
-            "parameters": model.tensors.parameters,
-            "bytes": model.tensors.bytes,
-            "dtypes": model.tensors.dtypes,
-            "files": model.tensors.files,
-        },
-        "rope": spec.to_json(),
-        "ropes": [s.to_json() for s in model.ropes],
-        "kv_cache": kv_cache.kv_cache_report(model.attention, spec.original_context, lengths.target_length(spec.original_context, scale) if scale else None),
-        "warnings": list(model.warnings),
-        "scale": scale,
-        "method": None,
-        "attention_factor": None,
-        "dimensions": [],
+def _model_json(model: ModelSummary) -> dict[str, Any]:
+    return {
+        "layers": model.layers,
+        "attention_heads": model.attention_heads,
+        "kv_heads": model.kv_heads,
+        "hidden_size": model.hidden_size,
+        **{k: v for k, v in model.extra.items() if k != "safetensors_metadata"},
     }
-    if scale is None and spec.scaling is None:
-        report["dimensions"] = dimension_rows(spec, existing_frequencies(spec), 1.0)
-        return report
-    if scale is None:
-        # No new scale asked for: show what the declared scaling does now.
-        result = existing_frequencies(spec)
-        shown_scale = spec.scaling.factor or spec.max_context / spec.original_context
-        report.update(method=result.method, attention_factor=result.attention_factor, existing=True, existing_factor=shown_scale)
-        report["dimensions"] = dimension_rows(spec, result, shown_scale)
-        if result.low is not None:
-            report["correction_range"] = {"low": result.low, "high": result.high}
-        return report
+
+
+def _declared(spec: RopeSpec) -> dict[str, Any]:
+    """No new scale asked for: the table of what the declared scaling (or plain RoPE) does now."""
+    if spec.scaling is None:
+        return {"dimensions": dimension_rows(spec, existing_frequencies(spec), 1.0)}
+    result = existing_frequencies(spec)
+    shown_scale = spec.scaling.factor or spec.max_context / spec.original_context
+    report = {"method": result.method, "attention_factor": result.attention_factor, "existing": True,
+              "existing_factor": shown_scale, "dimensions": dimension_rows(spec, result, shown_scale)}
+    if result.low is not None:
+        report["correction_range"] = {"low": result.low, "high": result.high}
+    return report
+
+
+def _fresh(spec: RopeSpec, scale: float, method: str, options: YarnOptions) -> dict[str, Any]:
+    """The table of a new scaling by ``method`` (or every method, "all", with YaRN's table as the primary)."""
     names = METHODS if method == "all" else (method,)
     per_method = {}
     for name in names:
@@ -171,13 +150,10 @@ def inspect_report(
         per_method[name] = (result, dimension_rows(spec, result, scale))
     primary_name = "yarn" if method == "all" else method
     primary, rows = per_method[primary_name]
-    report.update(
-        method=primary_name,
-        attention_factor=primary.attention_factor,
-        logit_multiplier=primary.attention_factor**2,
-        target_context=lengths.target_length(spec.original_context, scale),
-        dimensions=rows,
-    )
+    report: dict[str, Any] = {
+        "method": primary_name, "attention_factor": primary.attention_factor, "logit_multiplier": primary.attention_factor**2,
+        "target_context": lengths.target_length(spec.original_context, scale), "dimensions": rows,
+    }
     if primary.low is not None:
         report["correction_range"] = {"low": primary.low, "high": primary.high}
     if method == "all":
@@ -190,4 +166,37 @@ def inspect_report(
             }
             for name, (result, rows_) in per_method.items()
         }
+    return report
+
+
+def inspect_report(
+    model: ModelSummary, scale: float | None, method: str = "yarn", options: YarnOptions = YarnOptions()
+) -> dict[str, Any]:
+    """The `inspect --json` object. Stable keys: rope.*, scale, attention_factor, dimensions."""
+    spec = model.rope
+    if scale is not None:
+        lengths.check_scale(scale, spec.original_context)
+    target = lengths.target_length(spec.original_context, scale) if scale is not None else None
+    report: dict[str, Any] = {
+        "source": model.source,
+        "format": model.format,
+        "architecture": model.architecture,
+        "model": _model_json(model),
+        "tensors": {
+            "count": model.tensors.count,
+            "parameters": model.tensors.parameters,
+            "bytes": model.tensors.bytes,
+            "dtypes": model.tensors.dtypes,
+            "files": model.tensors.files,
+        },
+        "rope": spec.to_json(),
+        "ropes": [s.to_json() for s in model.ropes],
+        "kv_cache": kv_cache.kv_cache_report(model.attention, spec.original_context, target),
+        "warnings": list(model.warnings),
+        "scale": scale,
+        "method": None,
+        "attention_factor": None,
+        "dimensions": [],
+    }
+    report.update(_declared(spec) if scale is None else _fresh(spec, scale, method, options))
     return report

@@ -63,31 +63,10 @@ def _existing_scaling(meta: Mapping[str, tuple[str, Any]], prefix: str) -> dict[
     }
 
 
-def plan_extension(
-    meta: Mapping[str, tuple[str, Any]],
-    scale: float | None,
-    to: str | None = None,
-    original_context: int | None = None,
-    replace: bool = False,
-) -> GGUFPlan:
-    """The KV changes that make llama.cpp run a GGUF with YaRN at s·L by default.
-
-    ``meta`` maps each key to (type name, value) in file order. An existing scaling is refused
-    unless ``replace``; then the new extension starts from its original_context_length.
-    """
-    arch = meta.get("general.architecture", (None, None))[1]
-    if not isinstance(arch, str) or not arch:
-        raise FormatError("GGUF has no general.architecture; llama.cpp could not load it either")
-    p = f"{arch}."
-    context_entry = meta.get(p + "context_length")
-    if context_entry is None or not isinstance(context_entry[1], int) or isinstance(context_entry[1], bool):
-        raise FormatError(f"GGUF lacks an integer {p}context_length, which llama.cpp requires")
-    context = context_entry[1]
-
-    existing = _existing_scaling(meta, p)
+def _base_length(existing: dict[str, Any], p: str, context: int, original_context: int | None, replace: bool) -> int:
+    """The trained length L the extension starts from; an existing scaling is refused unless ``replace``."""
     kind = existing.get(p + "rope.scaling.type")
     scaled = (kind not in (None, "none")) or existing.get(p + "rope.scale_linear") not in (None, 1.0)
-    notes = []
     existing_original = existing.get(p + "rope.scaling.original_context_length")
     if scaled and not replace:
         what = ", ".join(f"{k}={v!r}" for k, v in existing.items())
@@ -108,11 +87,12 @@ def plan_extension(
         base_length = context
     if base_length <= 0:
         raise InputError(f"--original-context must be positive, got {base_length}")
+    return base_length
 
-    target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
-    if target > 0xFFFFFFFF:
-        raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
 
+def _wanted(arch: str, existing: dict[str, Any], target: int, s: float, base_length: int, notes: list[str]) -> list[tuple[str, str, Any]]:
+    """The records llama.cpp needs, with their types."""
+    p = f"{arch}."
     wanted: list[tuple[str, str, Any]] = [
         (p + "context_length", UINT32, target),
         (p + "rope.scaling.type", STRING, "yarn"),
@@ -126,14 +106,17 @@ def plan_extension(
             multiplier = default_multiplier
             notes.append(f"{p}rope.scaling.yarn_log_multiplier set to {default_multiplier:g} (0.1 x mscale_all_dim 1)")
         wanted.append((p + "rope.scaling.yarn_log_multiplier", FLOAT32, float(multiplier)))
+    return wanted
 
+
+def _changes(meta: Mapping[str, tuple[str, Any]], existing: dict[str, Any], wanted: list[tuple[str, str, Any]],
+             replace: bool, notes: list[str]) -> list[KVChange]:
+    """Removals of an old scaling's other keys (on --replace), then each wanted record that differs."""
     changes = []
     wanted_keys = {key for key, _, _ in wanted}
     if replace:
         for key in existing:
-            if key not in wanted_keys and (key == p + "rope.scale_linear" or key.startswith(p + "rope.scaling.")):
-                if default_multiplier is not None and key.endswith("yarn_log_multiplier"):
-                    continue
+            if key not in wanted_keys:
                 old_type, old = meta[key]
                 changes.append(KVChange(key, old_type, None, old, old_type, action="remove"))
     for key, type_name, value in wanted:
@@ -143,18 +126,41 @@ def plan_extension(
         if old_type is not None and old_type != type_name:
             notes.append(f"{key} was {old_type}; written as {type_name}, the type llama.cpp requires")
         changes.append(KVChange(key, type_name, value, old, old_type))
+    return changes
 
+
+def plan_extension(
+    meta: Mapping[str, tuple[str, Any]],
+    scale: float | None,
+    to: str | None = None,
+    original_context: int | None = None,
+    replace: bool = False,
+) -> GGUFPlan:
+    """The KV changes that make llama.cpp run a GGUF with YaRN at s·L by default.
+
+    ``meta`` maps each key to (type name, value) in file order. An existing scaling is refused
+    unless ``replace``; then the new extension starts from its original_context_length.
+    """
+    arch = meta.get("general.architecture", (None, None))[1]
+    if not isinstance(arch, str) or not arch:
+        raise FormatError("GGUF has no general.architecture; llama.cpp could not load it either")
+    p = f"{arch}."
+    context_entry = meta.get(p + "context_length")
+    if context_entry is None or not isinstance(context_entry[1], int) or isinstance(context_entry[1], bool):
+        raise FormatError(f"GGUF lacks an integer {p}context_length, which llama.cpp requires")
+    existing = _existing_scaling(meta, p)
+    base_length = _base_length(existing, p, context_entry[1], original_context, replace)
+    target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
+    if target > 0xFFFFFFFF:
+        raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
+    notes: list[str] = []
+    wanted = _wanted(arch, existing, target, s, base_length, notes)
+    changes = _changes(meta, existing, wanted, replace, notes)
     rope_keys = [key for key in meta if key.startswith(p + "rope.")]
-    insert_after = rope_keys[-1] if rope_keys else p + "context_length"
     return GGUFPlan(
-        architecture=arch,
-        original_context=base_length,
-        scale=s,
-        target_context=target,
-        attention_factor=rope_scalars.get_mscale(s),
-        changes=tuple(changes),
-        insert_after=insert_after,
-        notes=tuple(notes),
+        architecture=arch, original_context=base_length, scale=s, target_context=target,
+        attention_factor=rope_scalars.get_mscale(s), changes=tuple(changes),
+        insert_after=rope_keys[-1] if rope_keys else p + "context_length", notes=tuple(notes),
     )
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yarn_cli.core import architectures, hf_config, lengths, rope_scalars
-from yarn_cli.errors import AlreadyScaledError, InputError
+from yarn_cli.core.model import Scaling
+from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError
 
 BAKE_RECORD_KEY = "yarn_cli"  # top-level config key: transformers and vLLM keep unknown keys as attributes
 # Keys of an existing yarn block that describe the model, not the extension: kept on --replace.
@@ -71,6 +72,74 @@ def _set(target: dict[str, Any], key: str, value: Any, prefix: str, changes: lis
     target[key] = value
 
 
+def _refuse(config: dict[str, Any]) -> None:
+    """Configs that must not be extended: a family whose runtimes ignore YaRN, or q/k already baked."""
+    family = architectures.for_model_type(str(hf_config.text_config(config).get("model_type") or config.get("model_type") or ""))
+    if family is not None and family.hf_yarn_unsupported:
+        raise UnsupportedError(f"{family.family}: {family.hf_yarn_unsupported}")
+    record = baked_record(config)
+    if record is not None:
+        raise AlreadyScaledError(
+            f"config.json records a baked attention factor ({record['baked_attention_factor']}): its q/k weights already "
+            "carry YaRN's temperature; extend the original checkpoint instead"
+        )
+
+
+def _replaced(existing: Scaling | None, replace: bool, original_context: int | None) -> str | None:
+    """What --replace drops (its description), after refusing to stack a scaling on an existing one."""
+    if existing is None:
+        return None
+    if not replace:
+        hint = (
+            f"--replace re-extends from its original length {existing.original_context}"
+            if existing.original_context
+            else "--replace with --original-context L re-extends from the trained length L"
+        )
+        raise AlreadyScaledError(
+            f"config.json already declares a {existing.description} RoPE scaling ({existing.source}); stacking a second one "
+            f"would be wrong: {hint}, or start from the unextended checkpoint"
+        )
+    if not existing.original_context and original_context is None:
+        raise InputError(
+            f"the existing {existing.type} scaling names no original length: pass --original-context with the trained length"
+        )
+    return existing.description
+
+
+def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast: float, beta_slow: float, bake: bool) -> dict[str, Any]:
+    """The rope_scaling block: both type keys, the factor, L, non-default betas, the model's own yarn keys on --replace."""
+    block: dict[str, Any] = {"rope_type": "yarn", "type": "yarn", "factor": float(s), "original_max_position_embeddings": base_length}
+    if existing is not None and existing.type == "yarn":
+        block.update({k: existing.params[k] for k in _MODEL_YARN_KEYS if k in existing.params})
+    if beta_fast != rope_scalars.BETA_FAST_DEFAULT:
+        block["beta_fast"] = float(beta_fast)
+    if beta_slow != rope_scalars.BETA_SLOW_DEFAULT:
+        block["beta_slow"] = float(beta_slow)
+    if block.get("beta_fast", rope_scalars.BETA_FAST_DEFAULT) <= block.get("beta_slow", rope_scalars.BETA_SLOW_DEFAULT):
+        raise InputError("--beta-fast must be greater than --beta-slow (defaults 32 and 1)")
+    if bake:
+        block["attention_factor"] = 1.0
+    return block
+
+
+def _set_rope_parameters(cfg: dict[str, Any], block: dict[str, Any], theta: float, prefix: str, changes: list[Change]) -> None:
+    """Keep a 5.x rope_parameters block consistent with rope_scaling (its global block, when nested by layer type)."""
+    rope_parameters = cfg.get("rope_parameters")
+    yarn_keys = {k: v for k, v in block.items() if k != "type"}
+    if hf_config.is_nested_rope_parameters(rope_parameters):
+        full = rope_parameters.get("full_attention")
+        if isinstance(full, dict):
+            # transformers 5.x reads the global layers' block here; sliding layers keep theirs
+            new_full = {"rope_theta": full.get("rope_theta", theta), **yarn_keys}
+            new_full.update({k: v for k, v in full.items() if k == "partial_rotary_factor"})
+            _set(rope_parameters, "full_attention", new_full, prefix + "rope_parameters.", changes)
+    elif isinstance(rope_parameters, dict):
+        new_parameters = {k: v for k, v in rope_parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
+        new_parameters.setdefault("rope_theta", theta)
+        new_parameters.update(yarn_keys)
+        _set(cfg, "rope_parameters", new_parameters, prefix, changes)
+
+
 def plan_config(
     config: dict[str, Any],
     scale: float | None,
@@ -81,52 +150,16 @@ def plan_config(
     replace: bool = False,
     bake: bool = False,
 ) -> ConfigPlan:
-    """The new config.json and its diff. Refuses to stack a scaling on an existing one unless ``replace``."""
-    if baked_record(config) is not None:
-        record = baked_record(config)
-        raise AlreadyScaledError(
-            f"config.json records a baked attention factor ({record['baked_attention_factor']}): its q/k weights already "
-            "carry YaRN's temperature; extend the original checkpoint instead"
-        )
+    """The new config.json and its diff. Refuses to stack a scaling on an existing one unless ``replace``,
+    and a family whose runtimes would not honour a YaRN config."""
+    _refuse(config)
     specs, _ = hf_config.read_rope_specs(config, original_context)
     spec = specs[0]
-    existing = spec.scaling
-    replaced = None
-    if existing is not None:
-        description = f"{existing.type}" + (f" x{existing.factor:g}" if existing.factor else "") + (
-            f" from {existing.original_context}" if existing.original_context else ""
-        )
-        if not replace:
-            hint = (
-                f"--replace re-extends from its original length {existing.original_context}"
-                if existing.original_context
-                else "--replace with --original-context L re-extends from the trained length L"
-            )
-            raise AlreadyScaledError(
-                f"config.json already declares a {description} RoPE scaling ({existing.source}); stacking a second one "
-                f"would be wrong: {hint}, or start from the unextended checkpoint"
-            )
-        if not existing.original_context and original_context is None:
-            raise InputError(
-                f"the existing {existing.type} scaling names no original length: pass --original-context with the trained length"
-            )
-        replaced = description
-
+    replaced = _replaced(spec.scaling, replace, original_context)
     base_length = spec.original_context
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
-
-    block: dict[str, Any] = {"rope_type": "yarn", "type": "yarn", "factor": float(s), "original_max_position_embeddings": base_length}
-    if existing is not None and existing.type == "yarn":
-        block.update({k: existing.params[k] for k in _MODEL_YARN_KEYS if k in existing.params})
-    if beta_fast != rope_scalars.BETA_FAST_DEFAULT:
-        block["beta_fast"] = float(beta_fast)
-    if beta_slow != rope_scalars.BETA_SLOW_DEFAULT:
-        block["beta_slow"] = float(beta_slow)
-    if block.get("beta_fast", rope_scalars.BETA_FAST_DEFAULT) <= block.get("beta_slow", rope_scalars.BETA_SLOW_DEFAULT):
-        raise InputError("--beta-fast must be greater than --beta-slow (defaults 32 and 1)")
+    block = _yarn_block(s, base_length, spec.scaling, beta_fast, beta_slow, bake)
     m = rope_scalars.yarn_attention_factor(s, None, block.get("mscale"), block.get("mscale_all_dim"))
-    if bake:
-        block["attention_factor"] = 1.0
 
     new_config = copy.deepcopy(config)
     text_key = hf_config.text_config_key(new_config)
@@ -134,22 +167,10 @@ def plan_config(
     prefix = f"{text_key}." if text_key else ""
     changes: list[Change] = []
     notes: list[str] = []
-
-    rope_parameters = cfg.get("rope_parameters")
-    if hf_config.is_nested_rope_parameters(rope_parameters):
-        full = rope_parameters.get("full_attention")
-        if isinstance(full, dict):
-            # transformers 5.x reads the global layers' block here; sliding layers keep theirs
-            new_full = {"rope_theta": full.get("rope_theta", spec.theta), **{k: v for k, v in block.items() if k != "type"}}
-            new_full.update({k: v for k, v in full.items() if k == "partial_rotary_factor"})
-            _set(rope_parameters, "full_attention", new_full, prefix + "rope_parameters.", changes)
-    elif isinstance(rope_parameters, dict):
-        new_parameters = {k: v for k, v in rope_parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
-        new_parameters.setdefault("rope_theta", spec.theta)
-        new_parameters.update({k: v for k, v in block.items() if k != "type"})
-        _set(cfg, "rope_parameters", new_parameters, prefix, changes)
+    original_parameters = copy.deepcopy(cfg.get("rope_parameters"))
+    _set_rope_parameters(cfg, block, spec.theta, prefix, changes)
     _set(cfg, "rope_scaling", block, prefix, changes)
-    for key, value in _legacy_rope_keys(cfg, rope_parameters, specs, str(cfg.get("model_type") or "")).items():
+    for key, value in _legacy_rope_keys(cfg, original_parameters, specs, str(cfg.get("model_type") or "")).items():
         _set(cfg, key, value, prefix, changes)
     _set(cfg, "max_position_embeddings", target, prefix, changes)
     if "head_dim" in cfg and cfg["head_dim"] is None:
@@ -160,22 +181,14 @@ def plan_config(
         # transformers 5.x prefers this top-level key (Phi-3 style) over the block's
         _set(cfg, "original_max_position_embeddings", base_length, prefix, changes)
     if bake:
-        record = {"baked_attention_factor": m, "scale": s, "original_context": base_length}
-        _set(new_config, BAKE_RECORD_KEY, record, "", changes)
+        _set(new_config, BAKE_RECORD_KEY, {"baked_attention_factor": m, "scale": s, "original_context": base_length}, "", changes)
         notes.append(
             f"q/k weights carry m = {m:.6f}; the config says attention_factor 1.0. transformers honours that; vLLM releases "
             "before the fix for its issue #48621 ignore attention_factor and would apply m again"
         )
     return ConfigPlan(
-        config=new_config,
-        changes=tuple(changes),
-        scale=s,
-        original_context=base_length,
-        target_context=target,
-        attention_factor=1.0 if bake else m,
-        bake_factor=m if bake else None,
-        replaced=replaced,
-        notes=tuple(notes),
+        config=new_config, changes=tuple(changes), scale=s, original_context=base_length, target_context=target,
+        attention_factor=1.0 if bake else m, bake_factor=m if bake else None, replaced=replaced, notes=tuple(notes),
     )
 
 
@@ -201,12 +214,14 @@ def _legacy_rope_keys(cfg: dict[str, Any], rope_parameters: Any, specs: tuple, m
     return wanted
 
 
-def plan_length_caps(file_name: str, data: dict[str, Any], target: int) -> list[Change]:
-    """Raise length caps in tokenizer_config.json / generation_config.json that would cut s·L (in place)."""
+def plan_length_caps(file_name: str, data: dict[str, Any], target: int) -> tuple[dict[str, Any], list[Change]]:
+    """tokenizer_config.json / generation_config.json with the length caps that would cut s·L raised:
+    (the new content, the changes). ``data`` is left as it is."""
     keys = {"tokenizer_config.json": ("model_max_length",), "generation_config.json": ("max_length",)}.get(file_name, ())
+    new_data = copy.deepcopy(data)
     changes: list[Change] = []
     for key in keys:
         value = data.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < target and value < _UNLIMITED:
-            _set(data, key, target, "", changes)
-    return changes
+            _set(new_data, key, target, "", changes)
+    return new_data, changes

@@ -67,3 +67,10 @@ def consistent_scale(original_context: int, scale: float) -> tuple[int, float]:
     """
     target = target_length(original_context, scale)
     return target, target / original_context
+
+
+def check_original_context(value: int | None) -> int | None:
+    """--original-context, when given, is a positive number of tokens."""
+    if value is not None and value <= 0:
+        raise InputError(f"--original-context must be a positive number of tokens, got {value}")
+    return value

@@ -12,7 +12,12 @@ from typing import Protocol
 from yarn_cli.core.kv_cache import AttentionLayout
 
 VARIANTS = ("extended", "baseline")
-ENGINES = ("native", "transformers", "llama.cpp")
+# --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
+ENGINES = {
+    "native": ("yarn_cli.engines.native_engine", "NativeEngine"),
+    "transformers": ("yarn_cli.engines.hf_engine", "TransformersEngine"),
+    "llama.cpp": ("yarn_cli.engines.llamacpp_engine", "LlamaCppEngine"),
+}
 
 
 class Tokenizer(Protocol):
@@ -79,3 +84,15 @@ def pick_device(requested: str) -> str:
     if requested not in ("cpu", "cuda"):
         raise InputError(f"--device {requested!r}: use auto, cuda or cpu")
     return requested
+
+
+def load_engine(name: str, path, device: str, original_context: int | None, max_length: int) -> Engine:
+    """Import and build the engine ``name`` (engines are imported only when asked for: each pulls its runtime)."""
+    import importlib
+
+    from yarn_cli.errors import InputError
+
+    if name not in ENGINES:
+        raise InputError(f"--engine {name!r} is not one of {', '.join(ENGINES)}")
+    module, cls = ENGINES[name]
+    return getattr(importlib.import_module(module), cls)(path, device, original_context, max_length=max_length)

@@ -81,59 +81,82 @@ def prepare(engine: Engine, options: VerifyOptions) -> Prepared:
     return Prepared(lengths, skipped, engine.tokenizer.encode(load_text(options.text)))
 
 
+@dataclass
+class _Tally:
+    """What the run gathers, per variant and length."""
+
+    passkey: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: dict[str, dict[int, float]] = field(default_factory=lambda: {v: {} for v in VARIANTS})
+    perplexity: dict[str, dict[int, float]] = field(default_factory=lambda: {v: {} for v in VARIANTS})
+    speed: dict[str, dict[int, float]] = field(default_factory=lambda: {v: {} for v in VARIANTS})
+    nonfinite: dict[str, list[int]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    notes: list[str] = field(default_factory=list)
+
+
+def _passkeys(engine: Engine, variant: str, prompts: list, options: VerifyOptions, tally: _Tally, advance) -> list[float]:
+    """Greedy answers to every prompt at one length; records hits and returns the prefill rates."""
+    hits, rates = 0, []
+    for prompt in prompts:
+        answer_ids = engine.greedy(variant, prompt.ids, options.max_new_tokens)
+        rates.append(engine.tokens_per_second())
+        answer = engine.tokenizer.decode(answer_ids)
+        hit = verify_plan.score_answer(answer, prompt.key)
+        hits += hit
+        tally.passkey.append({"length": prompt.length, "depth": prompt.depth, "key": prompt.key, "answer": answer.strip(),
+                              "hit": hit, "variant": variant, "tokens": len(prompt.ids)})
+        if advance:
+            advance(1)
+    tally.accuracy[variant][prompts[0].length] = hits / len(prompts)
+    return rates
+
+
+def _perplexity(engine: Engine, variant: str, windows: list[list[int]], length: int, tally: _Tally, advance) -> list[float]:
+    """Sliding-window perplexity (each window scores its last PPL_STRIDE tokens); returns the prefill rates."""
+    losses: list[float] = []
+    rates = []
+    for window in windows:
+        losses += engine.token_losses(variant, window, max(len(window) - 1 - verify_plan.PPL_STRIDE, 0))
+        rates.append(engine.tokens_per_second())
+        if advance:
+            advance(1)
+    if losses and not all(math.isfinite(loss) for loss in losses):
+        tally.nonfinite[variant].append(length)
+        tally.notes.append(f"{variant} model: NaN/infinite log-probabilities at {length:,} tokens; no perplexity there")
+    elif losses:
+        tally.perplexity[variant][length] = math.exp(sum(losses) / len(losses))
+    return rates
+
+
 def run(
     engine: Engine, options: VerifyOptions, advance: Callable[[int], None] | None = None, prepared: Prepared | None = None
 ) -> dict[str, Any]:
     prepared = prepared or prepare(engine, options)
     lengths, skipped, text_ids = prepared.lengths, prepared.skipped, prepared.text_ids
     keys = verify_plan.passkeys(options.trials, options.seed)
-    passkey: list[dict[str, Any]] = []
-    accuracy: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
-    perplexity: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
-    speed: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
-    notes = list(engine.notes)
-    nonfinite: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    tally = _Tally(notes=list(engine.notes))
     for length in lengths:
         prompts = [
             verify_plan.passkey_prompt(engine.tokenizer.encode, length, depth, key, engine.tokenizer.bos)
             for depth in options.depths
             for key in keys
         ]
-        starts = verify_plan.ppl_windows(len(text_ids), length, options.ppl_windows)
-        if not starts:
-            notes.append(f"the text has {len(text_ids):,} tokens, fewer than {length:,}: no perplexity at that length")
+        windows = [text_ids[start : start + length] for start in verify_plan.ppl_windows(len(text_ids), length, options.ppl_windows)]
+        if not windows:
+            tally.notes.append(f"the text has {len(text_ids):,} tokens, fewer than {length:,}: no perplexity at that length")
         for variant in VARIANTS:
-            hits, rates = 0, []
-            for prompt in prompts:
-                answer_ids = engine.greedy(variant, prompt.ids, options.max_new_tokens)
-                rates.append(engine.tokens_per_second())
-                answer = engine.tokenizer.decode(answer_ids)
-                hit = verify_plan.score_answer(answer, prompt.key)
-                hits += hit
-                passkey.append({"length": length, "depth": prompt.depth, "key": prompt.key, "answer": answer.strip(),
-                                "hit": hit, "variant": variant, "tokens": len(prompt.ids)})
-                if advance:
-                    advance(1)
-            accuracy[variant][length] = hits / len(prompts)
-            losses: list[float] = []
-            for start in starts:
-                window = text_ids[start : start + length]
-                losses += engine.token_losses(variant, window, max(len(window) - 1 - verify_plan.PPL_STRIDE, 0))
-                rates.append(engine.tokens_per_second())
-                if advance:
-                    advance(1)
-            if losses and not all(math.isfinite(loss) for loss in losses):
-                nonfinite[variant].append(length)
-                notes.append(f"{variant} model: NaN/infinite log-probabilities at {length:,} tokens; no perplexity there")
-            elif losses:
-                perplexity[variant][length] = math.exp(sum(losses) / len(losses))
-            speed[variant][length] = sum(rates) / len(rates)
-    result = verify_plan.verdict(accuracy, perplexity, engine.facts.original_context, options.min_accuracy, options.ppl_margin,
-                                 [s["length"] for s in skipped], nonfinite["extended"])
+            rates = _passkeys(engine, variant, prompts, options, tally, advance)
+            rates += _perplexity(engine, variant, windows, length, tally, advance)
+            tally.speed[variant][length] = sum(rates) / len(rates)
+    return _report(engine, options, lengths, skipped, tally)
+
+
+def _report(engine: Engine, options: VerifyOptions, lengths: list[int], skipped: list[dict[str, Any]], tally: _Tally) -> dict[str, Any]:
+    result = verify_plan.verdict(tally.accuracy, tally.perplexity, engine.facts.original_context, options.min_accuracy,
+                                 options.ppl_margin, [s["length"] for s in skipped], tally.nonfinite["extended"])
     if skipped:
         largest = max(lengths) if lengths else None
         skipped_text = ", ".join(f"{item['length']:,}" for item in skipped)
-        notes.append(
+        tally.notes.append(
             f"skipped {skipped_text} tokens: the memory estimate exceeds what the device has"
             + (f"; the largest length that fits is {largest:,}" if largest else "")
         )
@@ -145,10 +168,10 @@ def run(
         "target_context": engine.facts.target_context,
         "lengths": lengths,
         "skipped": skipped,
-        "passkey": passkey,
-        "accuracy": {v: {str(n): a for n, a in accuracy[v].items()} for v in VARIANTS},
-        "perplexity": {v: {str(n): p for n, p in perplexity[v].items()} for v in VARIANTS},
-        "tokens_per_second": {v: {str(n): r for n, r in speed[v].items()} for v in VARIANTS},
+        "passkey": tally.passkey,
+        "accuracy": {v: {str(n): a for n, a in tally.accuracy[v].items()} for v in VARIANTS},
+        "perplexity": {v: {str(n): p for n, p in tally.perplexity[v].items()} for v in VARIANTS},
+        "tokens_per_second": {v: {str(n): r for n, r in tally.speed[v].items()} for v in VARIANTS},
         "verdict": {"ok": result.ok, "reason": result.reason},
-        "notes": notes,
+        "notes": tally.notes,
     }

@@ -16,7 +16,7 @@ from yarn_cli.errors import InputError
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, folder: Path, device: str, original_context: int | None = None, progress=None):
+    def __init__(self, folder: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None):
         try:
             import torch
             from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

@@ -16,7 +16,7 @@ ROPE_SCALING_NONE = 0  # llama.cpp's LLAMA_ROPE_SCALING_TYPE_NONE
 class LlamaCppEngine:
     name = "llama.cpp"
 
-    def __init__(self, model: Path, device: str, original_context: int | None = None, progress=None, max_length: int = 0):
+    def __init__(self, model: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None):
         try:
             from llama_cpp import Llama
         except ImportError as exc:

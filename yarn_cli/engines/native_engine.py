@@ -17,7 +17,7 @@ from yarn_cli.io import tokenizers_io, weights
 class NativeEngine:
     name = "native"
 
-    def __init__(self, model: Path, device: str, original_context: int | None = None, progress=None, chunk: int = 16384):
+    def __init__(self, model: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None, chunk: int = 16384):
         self.device = device
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.chunk = chunk

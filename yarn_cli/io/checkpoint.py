@@ -194,10 +194,3 @@ def summarize(model: str, revision: str | None = None, original_context: int | N
     if REPO_ID.match(model) and not model.startswith((".", "/", "~")):
         return summarize_hub(model, revision, original_context)
     raise InputError(f"{model}: no such file or folder, and not a hub repo id of the form org/name")
-
-
-def check_original_context(value: int | None) -> int | None:
-    if value is not None and value <= 0:
-        raise InputError(f"--original-context must be a positive number of tokens, got {value}")
-    return value
-

@@ -227,22 +227,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
         raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
-def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
-    cur = _Cursor(buffer, size, path)
-    if bytes(buffer[:4]) != GGUF_MAGIC:
-        raise FormatError(f"{path}: not a GGUF file (magic {bytes(buffer[:4])!r}, expected b'GGUF')")
-    cur.pos = 4
-    version = cur.unpack("<I", "version")
-    if version not in SUPPORTED_VERSIONS:
-        hint = " (big-endian files are not supported)" if version > 0xFFFF else ""
-        raise FormatError(f"{path}: GGUF version {version} is not supported (need 2 or 3){hint}")
-    n_tensors = cur.unpack("<Q", "tensor count")
-    n_kv = cur.unpack("<Q", "KV count")
-    # The smallest KV record is 13 bytes and the smallest tensor info 29: absurd counts fail now.
-    if n_kv * 13 > size or n_tensors * 29 > size:
-        raise FormatError(f"{path}: header claims {n_kv} KV records and {n_tensors} tensors, more than {size} bytes can hold")
-
-    kv_start = cur.pos
+def _read_fields(cur: _Cursor, n_kv: int, path: Path) -> dict[str, GGUFField]:
     fields: dict[str, GGUFField] = {}
     for _ in range(n_kv):
         start = cur.pos
@@ -252,14 +237,19 @@ def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
         value_type = cur.unpack("<I", f"type of {key!r}")
         value, element_type = _read_value(cur, value_type, key)
         fields[key] = GGUFField(key, value_type, value, start, cur.pos, element_type)
+    return fields
 
-    alignment = DEFAULT_ALIGNMENT
-    if "general.alignment" in fields:
-        alignment = fields["general.alignment"].value
-        if fields["general.alignment"].type != UINT32 or alignment <= 0 or alignment & (alignment - 1):
-            raise FormatError(f"{path}: general.alignment must be a UINT32 power of two, got {alignment!r}")
 
-    tensor_info_start = cur.pos
+def _alignment(fields: dict[str, GGUFField], path: Path) -> int:
+    if "general.alignment" not in fields:
+        return DEFAULT_ALIGNMENT
+    alignment = fields["general.alignment"].value
+    if fields["general.alignment"].type != UINT32 or alignment <= 0 or alignment & (alignment - 1):
+        raise FormatError(f"{path}: general.alignment must be a UINT32 power of two, got {alignment!r}")
+    return alignment
+
+
+def _read_tensor_infos(cur: _Cursor, n_tensors: int) -> list[GGUFTensorInfo]:
     infos = []
     for _ in range(n_tensors):
         name = cur.string("tensor name", limit=MAX_KEY_BYTES)
@@ -275,6 +265,28 @@ def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
         if dims[0] % GGML_TYPES[ggml_type][1]:
             raise cur.fail(f"tensor {name!r}: row of {dims[0]} is not a whole number of {info.type_name} blocks")
         infos.append(info)
+    return infos
+
+
+def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
+    cur = _Cursor(buffer, size, path)
+    if bytes(buffer[:4]) != GGUF_MAGIC:
+        raise FormatError(f"{path}: not a GGUF file (magic {bytes(buffer[:4])!r}, expected b'GGUF')")
+    cur.pos = 4
+    version = cur.unpack("<I", "version")
+    if version not in SUPPORTED_VERSIONS:
+        hint = " (big-endian files are not supported)" if version > 0xFFFF else ""
+        raise FormatError(f"{path}: GGUF version {version} is not supported (need 2 or 3){hint}")
+    n_tensors = cur.unpack("<Q", "tensor count")
+    n_kv = cur.unpack("<Q", "KV count")
+    # The smallest KV record is 13 bytes and the smallest tensor info 29: absurd counts fail now.
+    if n_kv * 13 > size or n_tensors * 29 > size:
+        raise FormatError(f"{path}: header claims {n_kv} KV records and {n_tensors} tensors, more than {size} bytes can hold")
+    kv_start = cur.pos
+    fields = _read_fields(cur, n_kv, path)
+    alignment = _alignment(fields, path)
+    tensor_info_start = cur.pos
+    infos = _read_tensor_infos(cur, n_tensors)
     tensor_info_end = cur.pos
     data_start = -(-tensor_info_end // alignment) * alignment
     data_size = size - data_start
@@ -285,16 +297,9 @@ def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
                 f"the {max(data_size, 0)}-byte data region or off its {alignment}-byte alignment"
             )
     return GGUFFile(
-        path=path,
-        version=version,
-        fields=fields,
-        tensors=tuple(infos),
-        kv_start=kv_start,
-        tensor_info_start=tensor_info_start,
-        tensor_info_end=tensor_info_end,
-        data_start=data_start,
-        alignment=alignment,
-        file_size=size,
+        path=path, version=version, fields=fields, tensors=tuple(infos), kv_start=kv_start,
+        tensor_info_start=tensor_info_start, tensor_info_end=tensor_info_end, data_start=data_start,
+        alignment=alignment, file_size=size,
     )
 
 

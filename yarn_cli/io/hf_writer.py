@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,17 +120,19 @@ def write_extension(
     notify: atomic.Notify | None = None,
     hardlink: bool = True,
     workers: int = 1,
-) -> tuple[list[WrittenFile], list[Change]]:
-    """Build OUT from ``folder`` atomically; returns the files written and the length-cap changes.
+    cap_files: Mapping[str, dict[str, Any]] | None = None,
+) -> list[WrittenFile]:
+    """Build OUT from ``folder`` atomically; returns the files written.
 
     Small files are written at once; baked shards and whole-file copies become file plans that run on
     ``workers`` threads together. ``shards`` are the headers the caller already read (read_shards(folder)
-    when omitted)."""
+    when omitted); ``cap_files`` the planned new content of length-cap files (plan_cap_files)."""
+    if cap_files is None:
+        _, cap_files = plan_cap_files(folder, plan.target_context)
     headers = {h.path.resolve(): h for h in (read_shards(folder) if shards is None else shards)}
     ops_by_shard = _ops_by_shard(headers, ops)
     metadata = bake_metadata(plan)
     written: list[WrittenFile] = []
-    cap_changes: list[Change] = []
     plans: list[fastcopy.FilePlan] = []
     copies: list[tuple[Path, Path]] = []
     with atomic.atomic_path(out, force, notify) as tmp:
@@ -150,8 +153,7 @@ def write_extension(
                 elif progress:
                     progress(size)
             else:
-                action, changes = _write_small_file(relative, resolved, target, plan)
-                cap_changes += changes
+                action = _write_small_file(relative, resolved, target, plan, cap_files)
                 size = target.stat().st_size
                 if progress:
                     progress(resolved.stat().st_size)
@@ -164,7 +166,7 @@ def write_extension(
             if entry.is_file() and entry not in planned and entry.stat().st_nlink == 1:  # hard links share the durable source inode
                 atomic.fsync_path(entry)
         atomic.fsync_path(tmp)
-    return written, cap_changes
+    return written
 
 
 def _ops_by_shard(headers: dict[Path, SafetensorsHeader], ops: list[BakeOp]) -> dict[Path, list[BakeOp]]:
@@ -186,31 +188,27 @@ def bake_metadata(plan: ConfigPlan) -> dict[str, str]:
     }
 
 
-def _write_small_file(relative: Path, source: Path, target: Path, plan: ConfigPlan) -> tuple[str, list[Change]]:
-    """config.json rewritten, length caps raised, anything else copied; returns (action, cap changes)."""
+def _write_small_file(relative: Path, source: Path, target: Path, plan: ConfigPlan, cap_files: Mapping[str, dict[str, Any]]) -> str:
+    """config.json rewritten, planned length caps raised, anything else copied; returns the action."""
     if relative == Path("config.json"):
         target.write_text(json_text(source.read_text(encoding="utf-8"), plan.config), encoding="utf-8")
-        return "rewritten", []
-    if len(relative.parts) == 1 and relative.name in LENGTH_CAP_FILES:
-        data = read_json(source)
-        changes = _cap_changes(relative.name, data, plan.target_context)
-        if changes:
-            target.write_text(json_text(source.read_text(encoding="utf-8"), data), encoding="utf-8")
-            return "rewritten", changes
+        return "rewritten"
+    if len(relative.parts) == 1 and relative.name in cap_files:
+        target.write_text(json_text(source.read_text(encoding="utf-8"), cap_files[relative.name]), encoding="utf-8")
+        return "rewritten"
     shutil.copy2(source, target)
-    return "copied", []
+    return "copied"
 
 
-def _cap_changes(file_name: str, data: dict[str, Any], target_context: int) -> list[Change]:
-    """Raise the caps in ``data`` (in place); the changes are named "file:key"."""
-    return [Change(f"{file_name}:{c.path}", c.old, c.new) for c in plan_length_caps(file_name, data, target_context)]
-
-
-def planned_cap_changes(folder: Path, target_context: int) -> list[Change]:
-    """What write_extension would change in the length-cap files (for --dry-run)."""
-    return [
-        change
-        for name in LENGTH_CAP_FILES
-        if (folder / name).exists()
-        for change in _cap_changes(name, read_json(folder / name), target_context)
-    ]
+def plan_cap_files(folder: Path, target_context: int) -> tuple[list[Change], dict[str, dict[str, Any]]]:
+    """The length caps to raise (changes named "file:key") and the new content of each file that changes."""
+    changes: list[Change] = []
+    contents: dict[str, dict[str, Any]] = {}
+    for name in LENGTH_CAP_FILES:
+        if not (folder / name).exists():
+            continue
+        data, file_changes = plan_length_caps(name, read_json(folder / name), target_context)
+        if file_changes:
+            contents[name] = data
+            changes += [Change(f"{name}:{c.path}", c.old, c.new) for c in file_changes]
+    return changes, contents

@@ -1,0 +1,19 @@
+"""The Python API: the same operations as the CLI, returning objects with ``.to_json()`` instead of printing.
+
+    from yarn_cli import api
+    report = api.inspect("path/to/model", scale=4)
+    plan = api.plan_extend("path/to/model", "path/to/out", scale=4)   # nothing written yet
+    result = api.apply_extend(plan)                                   # OUT appears atomically
+    verdict = api.verify(result.plan.output, lengths=[4096, 16384])   # needs torch
+
+Errors are ``yarn_cli.errors.YarnError`` subclasses, each with a one-line message and an exit code.
+"""
+
+from yarn_cli.usecases.extend import ExtendPlan, ExtendResult, apply_extend, plan_extend
+from yarn_cli.usecases.inspect import InspectReport, inspect
+from yarn_cli.usecases.verify import VerifyReport, VerifyRun, prepare_verify, verify
+
+__all__ = [
+    "ExtendPlan", "ExtendResult", "InspectReport", "VerifyReport", "VerifyRun",
+    "apply_extend", "inspect", "plan_extend", "prepare_verify", "verify",
+]

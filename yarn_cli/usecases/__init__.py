@@ -1,0 +1,1 @@
+"""What each command does, without printing: the Python API (re-exported by ``yarn_cli.api``) and what the CLI calls."""

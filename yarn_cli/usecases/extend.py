@@ -1,0 +1,215 @@
+"""`extend`: one plan (what changes, where it goes), shown by --dry-run and carried out by apply_extend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core import rope_scalars
+from yarn_cli.errors import AlreadyScaledError, InputError, about
+from yarn_cli.core.lengths import check_original_context
+from yarn_cli.usecases.models import Notify, is_gguf, resolve_hf_folder, resolve_model
+
+Progress = Callable[[int], None]  # called with the bytes just written
+
+
+@dataclass(frozen=True)
+class ExtendPlan:
+    """Everything a write needs, computed and checked before anything is written."""
+
+    source: str
+    format: str  # "gguf" or "hf"
+    input_path: Path  # the .gguf (first shard) or the HF folder
+    output: Path  # the path a loader opens (a GGUF's first shard, or the folder)
+    outputs: tuple[Path, ...]
+    rope: Any  # core.gguf_plan.GGUFPlan or core.hf_plan.ConfigPlan
+    notes: tuple[str, ...]
+    total_bytes: int
+    force: bool = False
+    bake_ops: tuple[Any, ...] = ()  # core.bake_plan.BakeOp, HF only
+    length_caps: tuple[Any, ...] = ()  # core.hf_plan.Change in tokenizer/generation configs, HF only
+    cap_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # their new content
+    parsed: Any = None  # what the writer reuses: the first GGUF shard, or the safetensors headers
+
+    @property
+    def scale(self) -> float:
+        return self.rope.scale
+
+    @property
+    def target_context(self) -> int:
+        return self.rope.target_context
+
+    def to_json(self, dry_run: bool = True) -> dict[str, Any]:
+        report: dict[str, Any] = {"source": self.source, "format": self.format, "output": str(self.output), "dry_run": dry_run}
+        report.update(self.rope.to_json())
+        report["notes"] = list(self.notes)
+        if self.format == "hf":
+            report.update(tensors_changed=len(self.bake_ops), baked_tensors=[op.tensor for op in self.bake_ops])
+            report["length_caps"] = [c.to_json() for c in self.length_caps]
+        report["files"] = []
+        return report
+
+
+@dataclass(frozen=True)
+class ExtendResult:
+    plan: ExtendPlan
+    files: tuple[Any, ...]  # io writers' WrittenFile: path, action, bytes
+    seconds: float
+    workers: int
+    reclaimed: tuple[str, ...] = ()  # notices about leftovers of an interrupted run that were removed
+    notes: tuple[str, ...] = ()
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        report = self.plan.to_json(dry_run=False)
+        report.update(
+            notes=list(self.notes), files=[vars(f) for f in self.files], bytes_written=self.bytes_written,
+            seconds=round(self.seconds, 3), reclaimed=list(self.reclaimed), workers=self.workers,
+        )
+        return report
+
+
+def plan_extend(
+    model: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    scale: float | None = None,
+    to: str | None = None,
+    original_context: int | None = None,
+    beta_fast: float = rope_scalars.BETA_FAST_DEFAULT,
+    beta_slow: float = rope_scalars.BETA_SLOW_DEFAULT,
+    bake_temperature: bool = False,
+    replace: bool = False,
+    force: bool = False,
+    revision: str | None = None,
+    notify: Notify | None = None,
+) -> ExtendPlan:
+    """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
+    scale). Reads headers and small files only; refuses what would be wrong before anything is written."""
+    check_original_context(original_context)
+    source = resolve_model(model, notify)
+    out_path = Path(out).expanduser() if out is not None else None
+    if is_gguf(source):
+        if bake_temperature:
+            raise InputError(
+                "--bake-temperature is for Hugging Face checkpoints: llama.cpp applies the YaRN attention factor itself "
+                "for GGUF, so baking it in would apply it twice"
+            )
+        return _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow))
+    return _plan_hf(source, out_path, scale, to, original_context, beta_fast, beta_slow, bake_temperature, replace, force, revision)
+
+
+def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replace: bool, force: bool, betas) -> ExtendPlan:
+    from yarn_cli.io import atomic, gguf_writer
+    from yarn_cli.io.gguf_reader import split_shards
+
+    first, rope = gguf_writer.plan_file(path, scale, to, original_context, replace)
+    notes = list(rope.notes)
+    if betas != (rope_scalars.BETA_FAST_DEFAULT, rope_scalars.BETA_SLOW_DEFAULT):
+        notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
+    out = out or gguf_writer.default_output(path, rope.scale)
+    if out.is_dir():
+        out = out / gguf_writer.default_output(path, rope.scale).name
+    shards = split_shards(path)
+    finals = tuple(gguf_writer.output_shard_paths(out, len(shards)))
+    for final in finals:
+        for shard in shards:
+            atomic.check_output(final, shard, force)
+    return ExtendPlan(
+        source=str(path), format="gguf", input_path=path, output=finals[0], outputs=finals, rope=rope, notes=tuple(notes),
+        total_bytes=sum(s.stat().st_size for s in shards), force=force, parsed=first,
+    )
+
+
+def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fast, beta_slow, bake: bool, replace: bool,
+             force: bool, revision: str | None) -> ExtendPlan:
+    from yarn_cli.core.hf_plan import plan_config
+    from yarn_cli.io import atomic, hf_writer
+    from yarn_cli.io.checkpoint import read_json
+
+    folder, name = resolve_hf_folder(source, revision)
+    config = read_json(folder / "config.json")
+    with about(folder / "config.json"):
+        rope = plan_config(config, scale, to, original_context, beta_fast, beta_slow, replace, bake)
+    headers = hf_writer.read_shards(folder)
+    ops = _bake_ops(folder, config, headers, rope.bake_factor) if bake else []
+    out = out or _default_hf_output(source, folder, name, rope.scale)
+    atomic.check_output(out, folder, force)
+    caps, cap_files = hf_writer.plan_cap_files(folder, rope.target_context)
+    return ExtendPlan(
+        source=str(source), format="hf", input_path=folder, output=out, outputs=(out,), rope=rope, notes=tuple(rope.notes),
+        total_bytes=hf_writer.total_bytes(folder), force=force, bake_ops=tuple(ops), length_caps=tuple(caps),
+        cap_files=cap_files, parsed=headers,
+    )
+
+
+def _bake_ops(folder: Path, config: dict[str, Any], headers: list, factor: float) -> list:
+    """The q/k rows that carry m, after the checks a bake needs: safetensors weights, not baked before."""
+    from yarn_cli.core.bake_plan import plan_bake
+    from yarn_cli.io.hf_writer import METADATA_PREFIX
+
+    if not headers:
+        raise InputError(f"{folder}: no .safetensors weights; baking reads safetensors only (pickled weights are never loaded)")
+    already = {k: v for h in headers for k, v in h.metadata.items() if k.startswith(METADATA_PREFIX)}
+    if already:
+        raise AlreadyScaledError(f"{folder}: safetensors metadata records an earlier bake ({already}); extend the original checkpoint")
+    tensors = {name: (info.dtype, info.shape) for h in headers for name, info in h.tensors.items()}
+    with about(folder / "config.json"):
+        return plan_bake(config, tensors, factor)
+
+
+def _default_hf_output(source: str, folder: Path, name: str, scale: float) -> Path:
+    """A sibling of a local folder; for a hub repo, a folder in the current directory."""
+    if Path(source).expanduser().exists():
+        return folder.with_name(f"{folder.name}-yarn{scale:g}x")
+    return Path.cwd() / f"{name}-yarn{scale:g}x"
+
+
+def apply_extend(
+    plan: ExtendPlan,
+    *,
+    progress: Progress | None = None,
+    copy: bool = False,
+    workers: int | None = None,
+    notify: Notify | None = None,
+) -> ExtendResult:
+    """Write ``plan`` atomically: OUT appears whole or not at all. ``copy``: never hard-link unchanged
+    files (they are reflinked where the filesystem can, else copied); ``workers``: parallel writers."""
+    from yarn_cli.io import gguf_writer, hf_writer
+    from yarn_cli.io.fastcopy import default_workers
+
+    reclaimed: list[str] = []
+
+    def heard(message: str) -> None:
+        reclaimed.append(message)
+        if notify:
+            notify(message)
+
+    workers = workers or default_workers()
+    hooks = {"force": plan.force, "notify": heard, "hardlink": not copy, "workers": workers}
+    started = time.perf_counter()
+    if plan.format == "gguf":
+        files = gguf_writer.extend_gguf(plan.parsed, plan.rope, plan.output, progress, **hooks)
+    else:
+        files = hf_writer.write_extension(
+            plan.input_path, plan.rope, list(plan.bake_ops), plan.output, progress, plan.parsed, cap_files=plan.cap_files, **hooks
+        )
+    seconds = time.perf_counter() - started
+    return ExtendResult(plan, tuple(files), seconds, workers, tuple(reclaimed), tuple(plan.notes) + tuple(_link_notes(files)))
+
+
+def _link_notes(files) -> list[str]:
+    """What a user must know about hard-linked files in OUT: nothing, or one note."""
+    linked = sum(1 for item in files if item.action == "linked")
+    if not linked:
+        return []
+    return [
+        f"{linked} unchanged weight file(s) in OUT are hard links to the input (this filesystem has no reflinks): "
+        "a tool that rewrites such a file in place would change the input too; --copy writes independent files"
+    ]

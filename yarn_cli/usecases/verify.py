@@ -1,0 +1,99 @@
+"""`verify`: load an engine, run passkey retrieval and perplexity, extended vs baseline, and judge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.errors import InputError
+from yarn_cli.core.lengths import check_original_context
+from yarn_cli.usecases.models import Notify, resolve_model
+
+@dataclass(frozen=True)
+class VerifyReport:
+    data: dict[str, Any]  # the `verify --json` object
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.data["verdict"]["ok"])
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+@dataclass
+class VerifyRun:
+    """A loaded engine and a planned protocol; ``total_steps`` sizes a progress bar before ``run``."""
+
+    engine: Any
+    options: Any  # engines.harness.VerifyOptions
+    prepared: Any  # engines.harness.Prepared
+    path: Path
+
+    @property
+    def total_steps(self) -> int:
+        return self.prepared.total_steps(self.options)
+
+    def run(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        from yarn_cli.engines import harness
+
+        return VerifyReport(harness.run(self.engine, self.options, progress, self.prepared))
+
+
+def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
+    from yarn_cli.core import verify_plan
+
+    if value is None or isinstance(value, str):
+        return verify_plan.parse_lengths(value) if value else None
+    return sorted({int(n) for n in value})
+
+
+def prepare_verify(
+    model: str | Path | None = None,
+    *,
+    engine: str = "native",
+    device: str = "auto",
+    lengths: str | Sequence[int] | None = None,
+    max_length: str | int | None = None,
+    depths: str | Sequence[float] = "0.1,0.5,0.9",
+    trials: int = 1,
+    text: Path | None = None,
+    ppl_windows: int = 2,
+    min_accuracy: float = 0.8,
+    ppl_margin: float = 0.10,
+    original_context: int | None = None,
+    notify: Notify | None = None,
+) -> VerifyRun:
+    """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise InputError("verify needs torch: pip install torch") from exc
+    from yarn_cli.core import verify_plan
+    from yarn_cli.core.lengths import parse_length
+    from yarn_cli.engines import harness
+    from yarn_cli.engines.base import ENGINES, load_engine, pick_device
+
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    path = Path(resolve_model(model, notify)).expanduser()
+    if not path.exists():
+        raise InputError(f"{model}: no such file or folder; verify runs a local HF folder or .gguf")
+    if not 0 <= min_accuracy <= 1:
+        raise InputError("--min-accuracy is a fraction between 0 and 1")
+    options = harness.VerifyOptions(
+        lengths=_lengths(lengths),
+        max_length=parse_length(str(max_length)) if max_length else None,
+        depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
+        trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
+    )
+    check_original_context(original_context)
+    loaded = load_engine(engine, path, pick_device(device), original_context, max(options.lengths or [0]) + 16)
+    return VerifyRun(loaded, options, harness.prepare(loaded, options), path)
+
+
+def verify(model: str | Path | None = None, *, progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:
+    """prepare_verify(model, **options), then run it: the extended model and its baseline, length by length."""
+    return prepare_verify(model, **options).run(progress)
