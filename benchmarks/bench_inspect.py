@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import LLAMA2_70B, llama_tensor_shapes, write_checkpoint  # noqa: E402
 
 
+TARGET = 25.0  # inspect at least this many times faster than AutoConfig on the same folder
+
+
 def best_of(command: list[str], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -46,7 +49,8 @@ def main() -> None:
     print(f"70B-style folder: {shards} shards, {len(shapes)} tensors, {nbytes / 1e9:.0f} GB of (sparse) bf16 data")
     print(f"yarn inspect --scale 8 --json : best {ours[0]:.3f} s, median {ours[1]:.3f} s (headers + per-pair table)")
     print(f"transformers AutoConfig       : best {peer[0]:.3f} s, median {peer[1]:.3f} s (config only)")
-    print(f"ratio (AutoConfig / inspect)  : {peer[0] / ours[0]:.2f}x")
+    ratio = peer[0] / ours[0]
+    print(f"ratio (AutoConfig / inspect)  : {ratio:.2f}x (target >= {TARGET:g}x: {'met' if ratio >= TARGET else 'MISSED'})")
 
 
 if __name__ == "__main__":

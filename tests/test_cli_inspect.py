@@ -191,18 +191,26 @@ def test_inspect_and_extend_never_import_torch(smollm2_gguf, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_config_only_extend_never_imports_numpy(smollm2_gguf, tmp_path):
-    """Start-up counts against `cp` on fast storage: GGUF and config-only HF extends skip numpy's import."""
+def test_inspect_and_config_only_extend_never_import_numpy(smollm2_gguf, tmp_path):
+    """Start-up is what a user waits for: inspect, GGUF and config-only HF extends skip numpy's import
+    (and a --json run skips rich's console)."""
     folder = make_sharded_folder(tmp_path / "m", LLAMA2_7B)
-    runs = [
+    inspects = [
+        ["inspect", str(folder), "-s", "8", "--json"],
+        ["inspect", str(smollm2_gguf), "-s", "4", "--method", "all", "--json"],
+    ]
+    extends = [
         ["extend", str(smollm2_gguf), "-s", "2", "-o", str(tmp_path / "o.gguf"), "--json"],
         ["extend", str(folder), "-s", "2", "-o", str(tmp_path / "plain"), "--json"],
     ]
     code = (
         "import sys\n"
         "from yarn_cli.cli.app import main\n"
-        f"for args in {runs!r}:\n"
+        "def run(args):\n"
         "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+        f"for args in {inspects!r}:\n    run(args)\n"
+        "assert 'rich.console' not in sys.modules, 'rich.console was imported'\n"
+        f"for args in {extends!r}:\n    run(args)\n"
         "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
 from yarn_cli import __version__
 from yarn_cli.errors import Interrupted, YarnError
@@ -24,8 +24,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+class _Consoles:
+    """rich consoles, built on first use: a --json run never imports rich's console machinery."""
+
+    @functools.cached_property
+    def out(self):
+        from rich.console import Console
+
+        return Console()
+
+    @functools.cached_property
+    def err(self):
+        from rich.console import Console
+
+        return Console(stderr=True)
+
+
+consoles = _Consoles()
 
 MODEL_HELP = "HF model folder, hub repo id (org/name), .safetensors or .gguf file; default: the built-in SmolLM2-135M GGUF."
 
@@ -45,7 +62,7 @@ def _root(
 
 
 def _note(message: str) -> None:
-    err_console.print(f"[dim]{render_escape(message)}[/]")
+    consoles.err.print(f"[dim]{render_escape(message)}[/]")
 
 
 @app.command()
@@ -61,15 +78,17 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Show a checkpoint's RoPE state, reading headers only (no weights, no torch)."""
-    from yarn_cli.cli import render
+    from yarn_cli.cli.output import print_json
     from yarn_cli.usecases.inspect import inspect as run_inspect
 
     report = run_inspect(model, scale=scale, original_context=original_context, method=method, beta_fast=beta_fast,
                          beta_slow=beta_slow, revision=revision, plot=plot, notify=_note)
     if as_json:
-        render.print_json(report.to_json())
+        print_json(report.to_json())
     else:
-        render.inspect_report(console, report.summary, report.to_json(), scale)
+        from yarn_cli.cli import render
+
+        render.inspect_report(consoles.out, report.summary, report.to_json(), scale)
 
 
 @app.command()
@@ -102,7 +121,7 @@ def extend(
     plan = plan_extend(model, out, scale=scale, to=to, original_context=original_context, beta_fast=beta_fast,
                        beta_slow=beta_slow, bake_temperature=bake_temperature, replace=replace, force=force,
                        revision=revision, notify=_note)
-    extend_cmd.run(plan, console, err_console, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
+    extend_cmd.run(plan, consoles.out, consoles.err, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
 
 
 @app.command()
@@ -125,7 +144,7 @@ def verify(
     from yarn_cli.cli import verify_cmd
 
     code = verify_cmd.run(
-        console, err_console, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
+        consoles.out, consoles.err, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
         depths=depths, trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
         original_context=original_context, notify=_note,
     )
@@ -161,7 +180,7 @@ def _usage_error_class() -> type[Exception]:
 
 def _interrupted(signum: int) -> None:
     what = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
-    err_console.print(f"[red]{what}[/]: stopped, and nothing was left half-written")
+    consoles.err.print(f"[red]{what}[/]: stopped, and nothing was left half-written")
     sys.exit(128 + signum)
 
 
@@ -187,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     except YarnError as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {render_escape(str(exc))}", soft_wrap=True)
+        consoles.err.print(f"[red]error:[/] {render_escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if isinstance(exc, _usage_error_class()):
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if debug:  # a bug of ours: still one line, the traceback on request
             traceback.print_exc()
-        err_console.print(
+        consoles.err.print(
             f"[red]internal error:[/] {render_escape(type(exc).__name__)}: {render_escape(str(exc))} "
             "(rerun with --debug for the traceback, and please report it)",
             soft_wrap=True,

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from yarn_cli.cli.render import esc, human_bytes, print_json
+from yarn_cli.cli.output import print_json
+from yarn_cli.cli.render import esc, human_bytes
 
 
 @contextlib.contextmanager

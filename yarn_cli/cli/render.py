@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 from rich import box
@@ -159,11 +157,6 @@ def comparison_table(rows: list[dict[str, Any]], per_method: dict[str, list[dict
             *(short_number(per_method[m][i]["scaled_wavelength"]) for m in per_method),
         )
     return table
-
-
-def print_json(data: Any) -> None:
-    """The one way every command prints --json: strict JSON (NaN is a bug), on stdout only."""
-    sys.stdout.write(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n")
 
 
 def inspect_report(console: Console, model: ModelSummary, report: dict[str, Any], scale: float | None) -> None:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from yarn_cli.cli.render import esc, human_bytes, print_json
+from yarn_cli.cli.output import print_json
+from yarn_cli.cli.render import esc, human_bytes
 
 
 def run(console: Console, err_console: Console, as_json: bool, model: str | None, **options: Any) -> int:

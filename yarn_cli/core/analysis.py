@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from yarn_cli.core import kv_cache, lengths, rope
 from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
@@ -48,8 +47,7 @@ def existing_frequencies(spec: RopeSpec, seq_len: float | None = None) -> rope.S
     scaling = spec.scaling
     base, dim = spec.theta, spec.rotary_dim
     if scaling is None:
-        theta = rope.inv_freq(base, dim)
-        return rope.ScaledFrequencies("default", theta, 1.0, base=base)
+        return rope.ScaledFrequencies("default", rope.inv_freq_values(base, dim), 1.0, base=base)
     params = scaling.params
     original = scaling.original_context or spec.max_context
     factor = scaling.factor if scaling.factor is not None else spec.max_context / original
@@ -88,29 +86,29 @@ def dimension_rows(spec: RopeSpec, result: rope.ScaledFrequencies, scale: float)
     Methods without a ramp of their own (PI, NTK, dynamic) get the share of the full θ/s shift each
     pair received, measured in log space: log(θ/θ') / log(s).
     """
-    theta = rope.inv_freq(spec.theta, spec.rotary_dim)
-    wavelength = rope.wavelengths(theta)
-    turns = rope.rotations(theta, spec.original_context)
-    if result.ramp is not None:
-        ramp = result.ramp
+    theta = rope.inv_freq_values(spec.theta, spec.rotary_dim)
+    wavelength = rope.wavelength_values(theta)
+    turns = rope.rotation_values(theta, spec.original_context)
+    if result.ramp_values is not None:
+        ramp = result.ramp_values
     elif scale > 1:
-        ramp = np.clip(np.log(theta / result.inv_freq) / np.log(scale), 0.0, 1.0)
+        ramp = tuple(min(max(math.log(t / t2) / math.log(scale), 0.0), 1.0) for t, t2 in zip(theta, result.theta))
     else:
-        ramp = np.zeros_like(theta)
+        ramp = tuple(0.0 for _ in theta)
     region = rope.regions(ramp)
-    scaled_wavelength = rope.wavelengths(result.inv_freq)
+    scaled_wavelength = rope.wavelength_values(result.theta)
     return [
         {
             "pair": i,
-            "inv_freq": float(theta[i]),
-            "wavelength": float(wavelength[i]),
-            "rotations": float(turns[i]),
+            "inv_freq": theta[i],
+            "wavelength": wavelength[i],
+            "rotations": turns[i],
             "ramp": float(ramp[i]),
             "region": region[i],
-            "scaled_inv_freq": float(result.inv_freq[i]),
-            "scaled_wavelength": float(scaled_wavelength[i]),
+            "scaled_inv_freq": float(result.theta[i]),
+            "scaled_wavelength": scaled_wavelength[i],
         }
-        for i in range(theta.shape[0])
+        for i in range(len(theta))
     ]
 
 

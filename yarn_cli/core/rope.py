@@ -1,6 +1,7 @@
 """RoPE frequency math: original, YaRN and the other scalings runtimes implement.
 
-Pure and torch-free (numpy, float64). Conventions (docs/conventions.md), shared by transformers'
+Pure Python floats (float64), torch- and numpy-free, so `inspect` starts fast; ``.inv_freq`` and
+``.ramp`` hand numpy arrays to callers that want them. Conventions (docs/conventions.md), shared by transformers'
 ``modeling_rope_utils``, llama.cpp's ``rope_yarn`` and vLLM:
 
 * ``D`` is the rotary dimension (``head_dim * partial_rotary_factor``); pairs are ``i = 0 .. D/2 - 1``.
@@ -14,14 +15,14 @@ Pure and torch-free (numpy, float64). Conventions (docs/conventions.md), shared 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Any
 
 from yarn_cli.errors import FormatError
 
-# The scalar formulas live in rope_scalars (numpy-free, so GGUF extend never imports numpy); re-exported.
-from yarn_cli.core.rope_scalars import (  # noqa: E402,F401
+# The scalar formulas live in rope_scalars; re-exported.
+from yarn_cli.core.rope_scalars import (  # noqa: F401
     BETA_FAST_DEFAULT,
     BETA_SLOW_DEFAULT,
     correction_dim,
@@ -35,34 +36,52 @@ from yarn_cli.core.rope_scalars import (  # noqa: E402,F401
 # Below this ramp the pair keeps its frequency, above 1 - this it is fully interpolated; used only
 # to name regions for display.
 _REGION_EPS = 1e-12
+Vector = tuple[float, ...]
 
 
-def inv_freq(base: float, rotary_dim: int) -> np.ndarray:
-    """θ_i = base^(-2i/D) for i = 0 .. D/2-1 (float64)."""
+def _array(values: Iterable[float]) -> Any:
+    import numpy as np
+
+    return np.asarray(tuple(values), dtype=np.float64)
+
+
+def inv_freq_values(base: float, rotary_dim: int) -> Vector:
+    """θ_i = base^(-2i/D) for i = 0 .. D/2-1."""
     if rotary_dim < 2 or rotary_dim % 2:
         raise FormatError(f"rotary dimension must be an even number >= 2, got {rotary_dim}")
     if base <= 1:
         raise FormatError(f"RoPE base must be > 1, got {base}")
-    exponents = np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim
-    return 1.0 / (float(base) ** exponents)
+    return tuple(1.0 / (float(base) ** (float(i) / rotary_dim)) for i in range(0, rotary_dim, 2))
 
 
-def wavelengths(frequencies: np.ndarray) -> np.ndarray:
-    """λ_i = 2π / θ_i, in tokens."""
-    return 2.0 * math.pi / np.asarray(frequencies, dtype=np.float64)
+def inv_freq(base: float, rotary_dim: int) -> Any:
+    """θ_i as a numpy float64 array."""
+    return _array(inv_freq_values(base, rotary_dim))
 
 
-def rotations(frequencies: np.ndarray, context: float) -> np.ndarray:
-    """r_i = L / λ_i: how many full turns pair i makes within ``context`` tokens."""
-    return float(context) / wavelengths(frequencies)
+def wavelength_values(frequencies: Iterable[float]) -> Vector:
+    return tuple(2.0 * math.pi / float(f) for f in frequencies)
 
 
-def linear_ramp(low: float, high: float, n_pairs: int) -> np.ndarray:
+def wavelengths(frequencies: Iterable[float]) -> Any:
+    """λ_i = 2π / θ_i, in tokens (numpy array)."""
+    return _array(wavelength_values(frequencies))
+
+
+def rotation_values(frequencies: Iterable[float], context: float) -> Vector:
+    return tuple(float(context) / w for w in wavelength_values(frequencies))
+
+
+def rotations(frequencies: Iterable[float], context: float) -> Any:
+    """r_i = L / λ_i: how many full turns pair i makes within ``context`` tokens (numpy array)."""
+    return _array(rotation_values(frequencies, context))
+
+
+def linear_ramp(low: float, high: float, n_pairs: int) -> Vector:
     """clamp((i - low) / (high - low), 0, 1) over pair indices; 0 keeps θ_i, 1 fully interpolates."""
     if high == low:
         high += 0.001  # the runtimes' guard against a zero-width ramp
-    ramp = (np.arange(n_pairs, dtype=np.float64) - low) / (high - low)
-    return np.clip(ramp, 0.0, 1.0)
+    return tuple(min(max((float(i) - low) / (high - low), 0.0), 1.0) for i in range(n_pairs))
 
 
 @dataclass(frozen=True)
@@ -70,12 +89,21 @@ class ScaledFrequencies:
     """The result of a scaling method: new θ per pair, the ramp where the method has one, and m."""
 
     method: str
-    inv_freq: np.ndarray
+    theta: Vector  # θ'_i
     attention_factor: float
-    ramp: np.ndarray | None = None
+    ramp_values: Vector | None = None
     low: float | None = None
     high: float | None = None
     base: float | None = None  # the effective base, for methods that change it
+
+    @property
+    def inv_freq(self) -> Any:
+        """θ'_i as a numpy float64 array."""
+        return _array(self.theta)
+
+    @property
+    def ramp(self) -> Any:
+        return None if self.ramp_values is None else _array(self.ramp_values)
 
 
 def yarn(
@@ -91,10 +119,10 @@ def yarn(
     mscale_all_dim: float | None = None,
 ) -> ScaledFrequencies:
     """YaRN: θ'_i = θ_i·(1 - ramp_i) + (θ_i / s)·ramp_i, with the attention factor m."""
-    theta = inv_freq(base, rotary_dim)
+    theta = inv_freq_values(base, rotary_dim)
     low, high = yarn_correction_range(rotary_dim, base, original_context, beta_fast, beta_slow, truncate)
     ramp = linear_ramp(low, high, rotary_dim // 2)
-    scaled = theta * (1.0 - ramp) + (theta / scale) * ramp
+    scaled = tuple(t * (1.0 - r) + (t / scale) * r for t, r in zip(theta, ramp))
     m = yarn_attention_factor(scale, attention_factor, mscale, mscale_all_dim)
     return ScaledFrequencies("yarn", scaled, m, ramp, low, high, float(base))
 
@@ -110,13 +138,13 @@ def ntk_by_parts(
 ) -> ScaledFrequencies:
     """NTK-by-parts: YaRN's frequencies without its temperature (m = 1)."""
     result = yarn(base, rotary_dim, original_context, scale, beta_fast, beta_slow, truncate, attention_factor=1.0)
-    return ScaledFrequencies("by-parts", result.inv_freq, 1.0, result.ramp, result.low, result.high, float(base))
+    return ScaledFrequencies("by-parts", result.theta, 1.0, result.ramp_values, result.low, result.high, float(base))
 
 
 def linear(base: float, rotary_dim: int, scale: float) -> ScaledFrequencies:
     """Position interpolation (PI): θ'_i = θ_i / s for every pair."""
-    theta = inv_freq(base, rotary_dim)
-    return ScaledFrequencies("linear", theta / scale, 1.0, np.ones_like(theta), base=float(base))
+    theta = inv_freq_values(base, rotary_dim)
+    return ScaledFrequencies("linear", tuple(t / scale for t in theta), 1.0, tuple(1.0 for _ in theta), base=float(base))
 
 
 def ntk_aware_base(base: float, rotary_dim: int, scale: float) -> float:
@@ -127,7 +155,7 @@ def ntk_aware_base(base: float, rotary_dim: int, scale: float) -> float:
 def ntk_aware(base: float, rotary_dim: int, scale: float) -> ScaledFrequencies:
     """NTK-aware: original RoPE with the base raised to b·s^(D/(D-2))."""
     new_base = ntk_aware_base(base, rotary_dim, scale)
-    return ScaledFrequencies("ntk", inv_freq(new_base, rotary_dim), 1.0, base=new_base)
+    return ScaledFrequencies("ntk", inv_freq_values(new_base, rotary_dim), 1.0, base=new_base)
 
 
 def dynamic_ntk_base(base: float, rotary_dim: int, scale: float, context: float, seq_len: float) -> float:
@@ -139,7 +167,7 @@ def dynamic_ntk_base(base: float, rotary_dim: int, scale: float, context: float,
 def dynamic_ntk(base: float, rotary_dim: int, scale: float, context: float, seq_len: float) -> ScaledFrequencies:
     """Dynamic NTK at a given sequence length (equals the original RoPE up to L)."""
     new_base = dynamic_ntk_base(base, rotary_dim, scale, context, seq_len)
-    return ScaledFrequencies("dynamic", inv_freq(new_base, rotary_dim), 1.0, base=new_base)
+    return ScaledFrequencies("dynamic", inv_freq_values(new_base, rotary_dim), 1.0, base=new_base)
 
 
 def llama3(
@@ -154,39 +182,44 @@ def llama3(
 
     The returned ramp is the interpolated share (1 - smooth) so it reads like YaRN's.
     """
-    theta = inv_freq(base, rotary_dim)
-    wavelen = wavelengths(theta)
+    theta = inv_freq_values(base, rotary_dim)
     low_freq_wavelen = original_context / low_freq_factor
     high_freq_wavelen = original_context / high_freq_factor
-    smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    scaled = np.where(wavelen > low_freq_wavelen, theta / scale, theta)
-    is_medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
-    scaled = np.where(is_medium, (1 - smooth) * theta / scale + smooth * theta, scaled)
-    ramp = np.where(wavelen > low_freq_wavelen, 1.0, np.where(is_medium, 1 - smooth, 0.0))
-    return ScaledFrequencies("llama3", scaled, 1.0, ramp, base=float(base))
+    scaled, ramp = [], []
+    for t, wavelen in zip(theta, wavelength_values(theta)):
+        smooth = (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+        if wavelen > low_freq_wavelen:
+            scaled.append(t / scale)
+            ramp.append(1.0)
+        elif wavelen < high_freq_wavelen:
+            scaled.append(t)
+            ramp.append(0.0)
+        else:
+            scaled.append((1 - smooth) * t / scale + smooth * t)
+            ramp.append(1 - smooth)
+    return ScaledFrequencies("llama3", tuple(scaled), 1.0, tuple(ramp), base=float(base))
 
 
 def longrope(
     base: float,
     rotary_dim: int,
-    ext_factors: list[float],
+    ext_factors: Sequence[float],
     scale: float,
     original_context: float,
     attention_factor: float | None = None,
 ) -> ScaledFrequencies:
     """LongRoPE: θ'_i = θ_i / ext_i with per-pair factors (``long_factor`` past L, ``short_factor`` within)."""
-    theta = inv_freq(base, rotary_dim)
-    factors = np.asarray(ext_factors, dtype=np.float64)
-    if factors.shape != theta.shape:
-        raise FormatError(f"longrope needs {theta.shape[0]} per-pair factors, got {factors.shape[0]}")
+    theta = inv_freq_values(base, rotary_dim)
+    if len(ext_factors) != len(theta):
+        raise FormatError(f"longrope needs {len(theta)} per-pair factors, got {len(ext_factors)}")
     m = longrope_attention_factor(scale, original_context, attention_factor)
-    return ScaledFrequencies("longrope", theta / factors, m, base=float(base))
+    return ScaledFrequencies("longrope", tuple(t / float(f) for t, f in zip(theta, ext_factors)), m, base=float(base))
 
 
-def regions(ramp: np.ndarray) -> list[str]:
+def regions(ramp: Iterable[float]) -> list[str]:
     """Name each pair by what the ramp does to it: extrapolate (kept), blend, interpolate (θ/s)."""
     names = []
-    for value in np.asarray(ramp, dtype=np.float64):
+    for value in ramp:
         if value <= _REGION_EPS:
             names.append("extrapolate")
         elif value >= 1 - _REGION_EPS:

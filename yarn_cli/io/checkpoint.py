@@ -12,11 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import gguf_meta, hf_config
+from yarn_cli.core import hf_config
 from yarn_cli.core.model import ModelSummary, TensorStats
 from yarn_cli.errors import FormatError, InputError, about
 from yarn_cli.io.paths import kind_of, regular_file
-from yarn_cli.io.gguf_reader import GGUFFile, read_gguf, split_shards
 from yarn_cli.io.safetensors_header import SafetensorsHeader, read_header
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -142,11 +141,14 @@ def summarize_safetensors_file(path: Path, original_context: int | None = None) 
     return summarize_config(config, str(path), "safetensors", stats, original_context, extra, config_path)
 
 
-def gguf_metadata(gguf: GGUFFile) -> dict[str, Any]:
+def gguf_metadata(gguf) -> dict[str, Any]:
     return {key: field.value for key, field in gguf.fields.items()}
 
 
 def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSummary:
+    from yarn_cli.core import gguf_meta  # imported for GGUF input only, like the reader
+    from yarn_cli.io.gguf_reader import read_gguf, split_shards
+
     shards = [read_gguf(p) for p in split_shards(path)]
     meta = gguf_metadata(shards[0])
     with about(path):
