@@ -18,6 +18,7 @@ def write_tiny_gguf(
     vocab: int = 300,
     alignment: int | None = None,
     split_max_tensors: int = 0,
+    blocks: int = 2,
 ) -> Path:
     """A llama-shaped GGUF with tensors in several quant types and a real-looking (tiny) vocabulary."""
     import gguf
@@ -25,7 +26,7 @@ def write_tiny_gguf(
 
     writer = gguf.GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
     writer.add_name("tiny test model")
-    writer.add_block_count(2)
+    writer.add_block_count(blocks)
     writer.add_context_length(context)
     writer.add_embedding_length(256)
     writer.add_feed_forward_length(512)

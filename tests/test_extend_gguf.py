@@ -322,3 +322,25 @@ def test_wrongly_typed_context_length_is_rewritten_as_uint32(tmp_path):
     gguf_writer.extend_gguf(first, plan, out)
     assert read_gguf(out).fields["llama.context_length"].type_name == "UINT32"
     assert os.path.getsize(out) > 0
+
+
+def test_gemma3_gguf_local_rope_and_sliding_window_cache(tmp_path, capsys):
+    """llama.cpp runs Gemma 3's sliding layers (5 of every 6) at base 10000 when the file records none, and
+    caches only the window there; extend scales the global RoPE only."""
+    path = write_tiny_gguf(tmp_path / "g3.gguf", arch="gemma3", context=8192, base=1e6, blocks=12,
+                           extra={"gemma3.attention.sliding_window": 512})
+    code, out, _ = run(["inspect", str(path), "-s", "4", "--json"], capsys)
+    report = json.loads(out)
+    assert code == 0 and [(r["name"], r["theta"]) for r in report["ropes"]] == [("global", 1e6), ("local (sliding window)", 1e4)]
+    kv = report["kv_cache"]
+    per_layer = 2 * (64 + 64)  # 2 KV heads x (K + V) of head dim 256/4
+    assert (kv["full_attention_layers"], kv["sliding_window_layers"], kv["sliding_window"]) == (2, 10, 512)
+    assert kv["bytes_at_target_16bit"] == 2 * per_layer * (2 * 32768 + 10 * 512)
+    assert kv["bytes_per_token_16bit"] == 2 * per_layer * 2
+
+    out_path = tmp_path / "g3-x4.gguf"
+    code, _, _ = run(["extend", str(path), "-s", "4", "-o", str(out_path)], capsys)
+    code, out, _ = run(["inspect", str(out_path), "--json"], capsys)
+    ropes = json.loads(out)["ropes"]
+    assert ropes[0]["scaling"]["type"] == "yarn" and ropes[0]["scaling"]["factor"] == 4.0
+    assert ropes[1]["scaling"] is None and ropes[1]["theta"] == 1e4

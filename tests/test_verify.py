@@ -9,10 +9,10 @@ import pytest
 
 from test_cli_inspect import run
 from tiny_models import build_model
-from yarn_cli.core import verify_plan
+from yarn_cli.core import architectures, verify_plan
 
 torch = pytest.importorskip("torch")
-NATIVE_TYPES = ["llama", "mistral", "qwen2", "qwen3"]
+NATIVE_TYPES = architectures.native_model_types()  # the registry says which families the native engine runs
 
 
 def word_tokenizer(folder: Path) -> None:
@@ -62,7 +62,7 @@ def test_native_logits_equal_transformers(model_type, extended, tiny_folders, tm
     assert torch.allclose(torch.tensor(losses, dtype=torch.float32), expected_losses, atol=1e-4)
 
 
-def test_native_baseline_of_baked_checkpoint_divides_m_out(tiny_folders, tmp_path, capsys):
+def test_baseline_of_baked_checkpoint_divides_m_out(tiny_folders, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     from yarn_cli.engines.native_engine import NativeEngine
@@ -77,6 +77,14 @@ def test_native_baseline_of_baked_checkpoint_divides_m_out(tiny_folders, tmp_pat
     engine = NativeEngine(baked, "cpu")
     model = engine.models["baseline"]
     got = model.forward(ids, model.new_cache(len(ids)), 0, 0)
+    assert (got - expected).abs().max().item() <= 1e-4
+
+    from yarn_cli.engines.hf_engine import TransformersEngine
+
+    hf = TransformersEngine(baked, "cpu")  # the same baseline definition, through transformers' rotary module
+    hf._use("baseline")
+    with torch.no_grad():
+        got = hf.model(torch.tensor([ids])).logits[0]
     assert (got - expected).abs().max().item() <= 1e-4
 
 

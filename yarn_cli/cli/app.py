@@ -62,7 +62,7 @@ def _root(
 
 
 def _note(message: str) -> None:
-    consoles.err.print(f"[dim]{render_escape(message)}[/]")
+    consoles.err.print(f"[dim]{render_escape(message)}[/]", soft_wrap=True)
 
 
 @app.command()

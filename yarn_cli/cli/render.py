@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from yarn_cli.core import architectures
 from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
 
 
@@ -65,6 +66,9 @@ def summary(console: Console, model: ModelSummary, kv_cache: dict[str, Any] | No
     grid.add_row("Model", f"{esc(model.source)} [dim]({model.format})[/]")
     kind = model.extra.get("model_type") or model.extra.get("name")
     grid.add_row("Architecture", esc(model.architecture) + (f" [dim]({esc(kind)})[/]" if kind else ""))
+    family = architectures.registry().get(model.extra.get("family") or "")
+    if family is not None:
+        grid.add_row("Family", f"{esc(family.family)}" + (f" [dim]({esc(family.notes)})[/]" if family.notes else ""))
     grid.add_row(
         "Layers / heads",
         f"{model.layers or '?'} layers, {model.attention_heads or '?'} attention heads, "

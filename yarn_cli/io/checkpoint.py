@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import hf_config
+from yarn_cli.core import architectures, hf_config
 from yarn_cli.core.model import ModelSummary, TensorStats
 from yarn_cli.errors import FormatError, InputError, about
 from yarn_cli.io.paths import kind_of, regular_file
@@ -106,7 +106,9 @@ def summarize_config(
     with about(where):
         ropes, warnings = hf_config.read_rope_specs(config, original_context)
         dims = hf_config.model_dims(config)
-    extra = {"model_type": hf_config.text_config(config).get("model_type"), **extra}
+    model_type = hf_config.text_config(config).get("model_type")
+    family = architectures.for_model_type(str(model_type or ""))
+    extra = {"model_type": model_type, "family": family.family if family else None, **extra}
     return _summary(source, fmt, hf_config.architecture_name(config), dims, ropes, stats, warnings, extra)
 
 
@@ -162,7 +164,8 @@ def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSumm
         dtypes=dict(dtypes),
         files=len(shards),
     )
-    extra = {"gguf_version": shards[0].version, "name": meta.get("general.name")}
+    family = architectures.for_gguf(shards[0].architecture)
+    extra = {"gguf_version": shards[0].version, "name": meta.get("general.name"), "family": family.family if family else None}
     return _summary(str(path), "gguf", shards[0].architecture, dims, ropes, stats, warnings, extra)
 
 
