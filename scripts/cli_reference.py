@@ -13,7 +13,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "docs" / "cli.md"
-COMMANDS = ([], ["inspect"], ["extend"], ["verify"])
+
+
+def commands() -> list[list[str]]:
+    """The top level, then every command the app registers, in its order: a new command cannot be left out."""
+    sys.path.insert(0, str(ROOT))
+    from yarn_cli.cli.app import app
+
+    return [[]] + [[command.name or command.callback.__name__] for command in app.registered_commands]
 
 
 def help_text(command: list[str]) -> str:
@@ -30,7 +37,7 @@ def render() -> str:
         "Generated from each command's `--help` by `python scripts/cli_reference.py`; a test fails when it is stale.",
         "The installed command is both `yarn` and `yarn-cli` (and `python -m yarn_cli`).",
     ]
-    for command in COMMANDS:
+    for command in commands():
         title = " ".join(["yarn", *command])
         parts += ["", f"## `{title}`", "", "```text", help_text(command), "```"]
     return "\n".join(parts) + "\n"

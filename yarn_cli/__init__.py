@@ -6,7 +6,7 @@ it is imported on first use, so ``import yarn_cli`` stays cheap.
 
 __version__ = "0.1.0"
 
-_API = ("inspect", "plan_extend", "apply_extend", "prepare_verify", "verify")
+_API = ("inspect", "plan_extend", "apply_extend", "prepare_verify", "verify", "plan_finetune", "run_finetune", "finetune")
 
 
 def __getattr__(name: str):

@@ -152,6 +152,42 @@ def verify(
         raise typer.Exit(code)
 
 
+@app.command()
+def finetune(
+    model: str = typer.Argument(..., help="HF model folder or hub repo id, plain or already extended with YaRN."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the fine-tuned checkpoint."),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Extension factor s (a plain model is extended first, as extend does)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target length instead of --scale, e.g. 32k."),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="Training text: .txt, .jsonl (text field), .parquet, or a hub dataset id; repeatable (default: Python's documentation topics, a demo corpus)."),
+    steps: int = typer.Option(400, "--steps", help="Optimizer steps (the paper: 400 at s = 16)."),
+    lr: float = typer.Option(2e-5, "--lr", help="Learning rate after warm-up (held constant)."),
+    warmup: int = typer.Option(20, "--warmup", help="Linear warm-up steps."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per training window (default: s x L)."),
+    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", help="Global batch in tokens (default: 64 windows, the paper's)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Windows per device per micro-step."),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", min=1, help="Micro-steps per optimizer step (default: to reach the global batch)."),
+    lora_rank: int = typer.Option(0, "--lora-rank", min=0, help="Train LoRA adapters of this rank on the attention projections, merged at the end (0: full fine-tune)."),
+    gradient_checkpointing: bool = typer.Option(True, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass."),
+    seed: int = typer.Option(0, "--seed", help="Seed for weights of new adapters and the data order."),
+    save_steps: int = typer.Option(50, "--save-steps", min=1, help="Steps between checkpoints in the work folder (for --resume)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the input)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {output, steps, tokens, loss, seconds} as JSON."),
+) -> None:
+    """Fine-tune at the new length with the YaRN paper's recipe (transformers Trainer; accelerate for many devices)."""
+    from yarn_cli.cli import finetune_cmd
+    from yarn_cli.core.finetune_plan import Recipe
+    from yarn_cli.usecases.finetune import plan_finetune
+
+    recipe = Recipe(steps=steps, lr=lr, warmup=warmup, seq_len=seq_len or 0, batch_size=batch_size, grad_accum=grad_accum or 0,
+                    lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, seed=seed, save_steps=save_steps)
+    plan = plan_finetune(model, out, scale=scale, to=to, data=data or (), original_context=original_context, recipe=recipe,
+                         batch_tokens=batch_tokens, resume=resume, force=force, revision=revision, notify=_note)
+    finetune_cmd.run(plan, consoles.out, consoles.err, as_json)
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("YARN_CLI_DEBUG") == "1"
 

@@ -10,22 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from yarn_cli.core import architectures
+from yarn_cli.core.units import human_bytes  # noqa: F401  (used here and by the command modules)
 from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
 
 
 def esc(value: Any) -> str:
     """Escape anything read from a checkpoint so rich never interprets it as markup."""
     return escape(str(value))
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def human_count(n: float | None) -> str:

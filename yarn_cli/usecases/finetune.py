@@ -1,0 +1,329 @@
+"""`finetune`: the paper's short fine-tune at the new length, on transformers + accelerate (+ peft for LoRA).
+
+A plain model is extended with exactly the plan `extend` uses; an extended one trains under the scaling it
+declares. Checkpoints go to a work folder beside OUT (``.OUT.yarn-finetune``) so ``resume`` continues
+after an interruption; OUT itself appears atomically at the end, written by the main process only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core import finetune_plan, lengths
+from yarn_cli.errors import AlreadyScaledError, InputError, about
+from yarn_cli.usecases.models import Notify, is_gguf, resolve_hf_folder
+
+RECORD_NAME = "yarn_finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    source: str
+    folder: Path
+    output: Path
+    work_dir: Path
+    config: dict[str, Any]  # the YaRN config the model trains under and OUT carries
+    scale: float
+    original_context: int
+    target_context: int
+    recipe: finetune_plan.Recipe
+    data: tuple[str, ...]  # empty: the offline default corpus
+    batch_tokens: int | None = None
+    resume: bool = False
+    force: bool = False
+    estimated_bytes: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "output": str(self.output), "work_dir": str(self.work_dir), "scale": self.scale,
+            "original_context": self.original_context, "target_context": self.target_context,
+            "recipe": self.recipe.to_json(), "data": list(self.data) or [_default_corpus_name()],
+            "estimated_peak_bytes": self.estimated_bytes, "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    plan: FinetunePlan
+    steps: int
+    tokens: int
+    loss: tuple[dict[str, float], ...]
+    seconds: float
+    windows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": str(self.plan.output), "steps": self.steps, "tokens": self.tokens,
+                "loss": list(self.loss), "seconds": round(self.seconds, 3), "windows": self.windows}
+
+
+def _default_corpus_name() -> str:
+    from yarn_cli.io.corpus import DEFAULT_CORPUS
+
+    return DEFAULT_CORPUS
+
+
+def _training_config(config: dict[str, Any], scale: float | None, to: str | None, original_context: int | None) -> tuple[dict, Any]:
+    """(the config to train under, its ConfigPlan or None): an extended model keeps its own YaRN."""
+    from yarn_cli.core import hf_config, hf_plan
+
+    specs, _ = hf_config.read_rope_specs(config, original_context)
+    declared = specs[0].scaling
+    if declared is None:
+        plan = hf_plan.plan_config(config, scale, to, original_context)
+        return plan.config, plan
+    if declared.type != "yarn":
+        raise AlreadyScaledError(f"config.json declares a {declared.label} scaling; finetune trains YaRN: start from the unextended model")
+    target = specs[0].max_context
+    if scale is not None or to is not None:
+        wanted = lengths.resolve_scale(scale, to, specs[0].original_context)
+        if abs(wanted - (declared.factor or 0)) > 1e-6:
+            raise InputError(f"the model already declares {declared.description}; --scale/--to {wanted:g} conflicts: "
+                             "omit it to train at the declared length, or start from the unextended model")
+    return copy.deepcopy(config), (declared.factor, specs[0].original_context, target)
+
+
+def plan_finetune(
+    model: str | Path,
+    out: str | Path,
+    *,
+    scale: float | None = None,
+    to: str | None = None,
+    data: Sequence[str | Path] = (),
+    original_context: int | None = None,
+    recipe: finetune_plan.Recipe = finetune_plan.Recipe(),
+    batch_tokens: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    revision: str | None = None,
+    notify: Notify | None = None,
+) -> FinetunePlan:
+    """Check everything that can be checked before loading a weight, and refuse what cannot fit."""
+    from yarn_cli.io import atomic
+    from yarn_cli.io.checkpoint import read_json
+
+    if is_gguf(str(model)):
+        raise InputError(f"{model}: finetune trains Hugging Face weights; fine-tune the HF checkpoint, then convert it to GGUF")
+    lengths.check_original_context(original_context)
+    if recipe.steps < 1 or recipe.lr <= 0 or recipe.warmup < 0 or recipe.lora_rank < 0:
+        raise InputError("--steps must be >= 1, --lr > 0, --warmup >= 0 and --lora-rank >= 0")
+    from yarn_cli.io.corpus import check_sources
+
+    check_sources(data)
+    folder, _ = resolve_hf_folder(str(model), revision)
+    config = read_json(folder / "config.json")
+    _check_loadable(folder, config)
+    with about(folder / "config.json"):
+        train_config, planned = _training_config(config, scale, to, original_context)
+    if isinstance(planned, tuple):
+        factor, base, target = planned
+    else:
+        factor, base, target = planned.scale, planned.original_context, planned.target_context
+    seq_len = recipe.seq_len or target
+    if seq_len < 2:
+        raise InputError(f"--seq-len {seq_len} is too short to train on")
+    output = Path(out).expanduser()
+    atomic.check_output(output, folder, force)
+    work_dir = output.parent / f".{output.name}.yarn-finetune"
+    _check_work_dir(work_dir, resume)
+    estimate = _check_memory(folder, config, seq_len, recipe)
+    return FinetunePlan(
+        source=str(model), folder=folder, output=output, work_dir=work_dir, config=train_config, scale=factor,
+        original_context=base, target_context=target, recipe=_with_seq_len(recipe, seq_len), data=tuple(map(str, data)),
+        batch_tokens=batch_tokens, resume=resume, force=force, estimated_bytes=estimate,
+    )
+
+
+def _check_loadable(folder: Path, config: dict[str, Any]) -> None:
+    """transformers (with accelerate) is installed and has a causal LM for this model type."""
+    try:
+        import accelerate  # noqa: F401
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError as exc:
+        raise InputError("finetune needs transformers and accelerate: pip install 'yarn-cli[finetune]'") from exc
+    model_type = str(config.get("model_type") or "")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        from yarn_cli.errors import UnsupportedError
+
+        raise UnsupportedError(f"{folder}: transformers does not know model type {model_type!r} as a causal LM; "
+                               "finetune trains what transformers can load (remote code is never run)")
+
+
+def _with_seq_len(recipe: finetune_plan.Recipe, seq_len: int) -> finetune_plan.Recipe:
+    from dataclasses import replace
+
+    return replace(recipe, seq_len=seq_len)
+
+
+def _check_work_dir(work_dir: Path, resume: bool) -> None:
+    checkpoints = sorted(work_dir.glob("checkpoint-*")) if work_dir.is_dir() else []
+    if checkpoints and not resume:
+        raise InputError(f"{work_dir}: an interrupted run left {len(checkpoints)} checkpoint(s); pass --resume to continue "
+                         "it, or delete the folder to start over")
+    if resume and not checkpoints:
+        raise InputError(f"--resume: no checkpoint in {work_dir} to continue from; run without --resume")
+
+
+def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> int:
+    """Refuse a window that cannot fit before loading anything (one device's estimate)."""
+    from yarn_cli.core import hf_config
+    from yarn_cli.engines.base import available_host_memory
+    from yarn_cli.io.checkpoint import summarize_hf_folder
+
+    summary = summarize_hf_folder(folder)
+    dims = hf_config.model_dims(config)
+    cfg = hf_config.text_config(config)
+    parameters = summary.tensors.parameters or 0
+    trainable = parameters // 100 if recipe.lora_rank else parameters
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    needed = finetune_plan.training_memory(
+        parameters, dims["layers"] or 0, dims["hidden_size"] or 0, int(cfg.get("vocab_size") or 0), seq_len,
+        recipe.batch_size, trainable, recipe.gradient_checkpointing, 2 if on_gpu else 4, dims["heads"] or 1,
+    )
+    available = torch.cuda.mem_get_info()[0] if on_gpu else available_host_memory()
+    if needed > 0.9 * available:
+        from yarn_cli.core.units import human_bytes
+
+        raise InputError(
+            f"a {seq_len:,}-token window needs about {human_bytes(needed)} to train, and {human_bytes(available)} is free: "
+            "use --lora-rank, a smaller --seq-len or --batch-size, keep gradient checkpointing on, or more devices (FSDP)"
+        )
+    return needed
+
+
+Progress = Callable[[int, "float | None", float], None]  # (step, last loss, tokens/s)
+
+
+def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callbacks: Sequence[Any] = ()) -> FinetuneResult:
+    """Train, then (main process only) merge LoRA, write OUT atomically and remove the work folder.
+
+    ``callbacks``: extra transformers ``TrainerCallback``s (the API's hook into the loop)."""
+    import torch
+    from transformers import Trainer
+
+    from yarn_cli.engines import trainer as engine
+    from yarn_cli.io import corpus
+
+    recipe, seq_len = plan.recipe, plan.recipe.seq_len
+    on_gpu = torch.cuda.is_available()
+    torch.manual_seed(recipe.seed)
+    engine.quiet_transformers()
+    tokenizer = _tokenizer(plan.folder)
+    docs = corpus.documents(plan.data) if plan.data else corpus.default_documents()
+    windows, n_tokens = engine.pack(tokenizer, docs, seq_len)
+    finetune_plan.check_enough(n_tokens, seq_len, "--data " + " ".join(plan.data) if plan.data else "the default corpus")
+    batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size,
+                                      recipe.grad_accum, plan.batch_tokens)
+    if windows.shape[0] < batching.per_device * batching.world:
+        raise InputError(f"{windows.shape[0]} window(s) of {seq_len:,} tokens cannot feed {batching.world} process(es) x "
+                         f"--batch-size {batching.per_device}: give more text or a smaller --seq-len")
+    lm = engine.load_model(plan.folder, plan.config, torch.bfloat16 if on_gpu else torch.float32)
+    if recipe.gradient_checkpointing:
+        engine.enable_checkpointing(lm)
+    lm.config.use_cache = False
+    if recipe.lora_rank:
+        if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            raise InputError("--lora-rank is for one device or DDP; with FSDP or DeepSpeed, run a full fine-tune")
+        lm = engine.add_lora(lm, recipe.lora_rank, recipe.lora_alpha)
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+    log = engine.TrainingLog()
+    dataset = engine.Windows(windows)
+    trainer = Trainer(
+        model=engine.LossModel(lm), args=engine.training_arguments(recipe, batching, plan.work_dir, on_gpu),
+        train_dataset=dataset, callbacks=[engine.make_callback(log, batching.global_windows * seq_len, progress), *callbacks],
+    )
+    engine.quiet(trainer)
+    trainer.train(resume_from_checkpoint=True if plan.resume else None)
+    steps = trainer.state.global_step
+    log.losses = engine.loss_history(trainer)
+    engine.write_rank_record(plan.work_dir, trainer.args.process_index, dataset, lm)
+    # Every process takes part: under FSDP or ZeRO-3 this gathers the sharded weights.
+    state = engine.full_state_dict(trainer)
+    trainer.accelerator.wait_for_everyone()
+    seconds = time.perf_counter() - log.started
+    if trainer.is_world_process_zero():
+        ranks = [json.loads(p.read_text()) for p in sorted(plan.work_dir.glob("rank*.json"))]
+        record = _record(plan, batching, steps, n_tokens, windows.shape[0], log, seconds, ranks)
+        final = lm.merge_and_unload() if recipe.lora_rank else lm
+        _write_output(plan, final, None if recipe.lora_rank else state, tokenizer, record)
+        shutil.rmtree(plan.work_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    tokens = steps * batching.global_windows * seq_len
+    return FinetuneResult(plan, steps, tokens, tuple(log.losses), seconds, int(windows.shape[0]))
+
+
+def _tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        from yarn_cli.errors import UnsupportedError
+
+        raise UnsupportedError(f"{folder}: no tokenizer transformers can load ({str(exc).splitlines()[0][:160]})") from exc
+
+
+def _record(plan: FinetunePlan, batching: Any, steps: int, corpus_tokens: int, windows: int, log: Any, seconds: float,
+            ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    import importlib.metadata as metadata
+
+    versions = {}
+    for name in ("yarn-cli", "torch", "transformers", "accelerate", "peft", "datasets"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        **plan.to_json(), "steps": steps, "tokens_seen": steps * batching.global_windows * plan.recipe.seq_len,
+        "corpus_tokens": corpus_tokens, "windows": windows, "processes": batching.world,
+        "per_device_batch": batching.per_device, "grad_accum": batching.grad_accum,
+        "global_batch_windows": batching.global_windows, "loss": log.losses, "seconds": round(seconds, 3),
+        "versions": versions, "ranks": ranks,
+    }
+
+
+def _write_output(plan: FinetunePlan, lm: Any, state: dict[str, Any] | None, tokenizer: Any, record: dict[str, Any]) -> None:
+    """OUT, atomically: weights in the source's dtype, the YaRN config (4.x and 5.x forms) marked fine-tuned,
+    tokenizer files, raised length caps and the training record."""
+    import torch
+
+    from yarn_cli.io import atomic, hf_writer
+
+    source_dtype = plan.config.get("torch_dtype") or plan.config.get("dtype")
+    if isinstance(source_dtype, str) and isinstance(getattr(torch, source_dtype, None), torch.dtype):
+        dtype = getattr(torch, source_dtype)
+        lm = lm.to(dtype)
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state else state
+    config = copy.deepcopy(plan.config)
+    scaling = config.get("rope_scaling") if isinstance(config.get("rope_scaling"), dict) else None
+    if scaling is not None:
+        scaling["finetuned"] = True  # informational, as the paper's checkpoints record it
+    with atomic.atomic_path(plan.output, plan.force) as tmp:
+        tmp.mkdir()
+        lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        _, caps = hf_writer.plan_cap_files(tmp, plan.target_context)
+        for name, data in caps.items():
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        for entry in tmp.rglob("*"):
+            if entry.is_file():
+                atomic.fsync_path(entry)
+        atomic.fsync_path(tmp)
+
+
+def finetune(model: str | Path, out: str | Path, *, progress: Progress | None = None, callbacks: Sequence[Any] = (),
+             **options: Any) -> FinetuneResult:
+    """plan_finetune(model, out, **options), then run it."""
+    return run_finetune(plan_finetune(model, out, **options), progress=progress, callbacks=callbacks)
