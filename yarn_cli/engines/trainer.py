@@ -209,10 +209,14 @@ def training_arguments(recipe: Any, batching: Any, work_dir: Path, on_gpu: bool)
 
 def quiet_transformers() -> None:
     """Our progress bar and --json own the terminal: no tqdm bars, no info logging from transformers."""
+    import warnings
+
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    # Deprecation notices about transformers' own internals (peft calls the old names): nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
 
 
 def quiet(trainer: Any) -> None:
