@@ -344,3 +344,18 @@ def test_gemma3_gguf_local_rope_and_sliding_window_cache(tmp_path, capsys):
     ropes = json.loads(out)["ropes"]
     assert ropes[0]["scaling"]["type"] == "yarn" and ropes[0]["scaling"]["factor"] == 4.0
     assert ropes[1]["scaling"] is None and ropes[1]["theta"] == 1e4
+
+
+def test_modelfile_and_run_hints(smollm2_gguf, tmp_path, capsys):
+    """--modelfile writes what Ollama needs to serve the new length; the run lines are in --json."""
+    out = tmp_path / "s.gguf"
+    code, stdout, _ = run(["extend", str(smollm2_gguf), "-s", "4", "-o", str(out), "--modelfile", "--dry-run", "--json"], capsys)
+    assert code == 0 and not (tmp_path / "s.Modelfile").exists()
+    code, stdout, _ = run(["extend", str(smollm2_gguf), "-s", "4", "-o", str(out), "--modelfile", "--json"], capsys)
+    report = json.loads(stdout)
+    assert (tmp_path / "s.Modelfile").read_text() == "FROM ./s.gguf\nPARAMETER num_ctx 32768\n"
+    assert {"path": str(tmp_path / "s.Modelfile"), "action": "written", "bytes": 38} in report["files"]
+    commands = {hint["engine"]: hint["command"] for hint in report["run"]}
+    assert commands["llama.cpp"] == "llama-cli -m s.gguf -c 32768" and commands["ollama"] == "ollama create s -f s.Modelfile"
+    code, _, _ = run(["extend", str(smollm2_gguf), "-s", "4", "-o", str(out), "--modelfile"], capsys)
+    assert code == 6  # an existing Modelfile is an existing output like any other

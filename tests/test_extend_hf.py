@@ -340,3 +340,13 @@ def test_torch_free_casts_match_torch(dtype):
         expected = (factor * (offset + work) - offset) if offset else work * factor
         expected_bytes = expected.to(torch_dtype).contiguous().view(torch.uint8).numpy().tobytes()
         assert scaled_rows(raw, dtype, BakeOp("t", ((0, 1),), factor, offset)) == expected_bytes
+
+
+def test_run_hints_and_modelfile_refused_for_hf(saved_models, tmp_path, capsys):
+    source = saved_models["llama"]
+    code, stdout, _ = run(["extend", str(source), "-s", "4", "-o", str(tmp_path / "o"), "--json"], capsys)
+    hints = {hint["engine"]: hint["command"] for hint in json.loads(stdout)["run"]}
+    assert hints["vllm"] == f"vllm serve {tmp_path / 'o'} --max-model-len 1024"
+    assert hints["sglang"].endswith("--context-length 1024") and "from_pretrained" in hints["transformers"]
+    code, _, err = run(["extend", str(source), "-s", "4", "-o", str(tmp_path / "p"), "--modelfile"], capsys)
+    assert code == 2 and "GGUF" in err and not (tmp_path / "p").exists()

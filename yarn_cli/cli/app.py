@@ -112,6 +112,7 @@ def extend(
         None, "--workers", min=1, max=64, help="Files and byte ranges written in parallel (default: up to 4, one per core)."
     ),
     revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit)."),
+    modelfile: bool = typer.Option(False, "--modelfile", help="GGUF: also write OUT.Modelfile for Ollama (FROM + PARAMETER num_ctx s x L)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary instead of tables."),
 ) -> None:
     """Write an extended checkpoint: config (HF) or metadata (GGUF) that runtimes honour with no flags."""
@@ -120,7 +121,7 @@ def extend(
 
     plan = plan_extend(model, out, scale=scale, to=to, original_context=original_context, beta_fast=beta_fast,
                        beta_slow=beta_slow, bake_temperature=bake_temperature, replace=replace, force=force,
-                       revision=revision, notify=_note)
+                       revision=revision, modelfile=modelfile, notify=_note)
     extend_cmd.run(plan, consoles.out, consoles.err, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -77,11 +76,7 @@ def render_gguf(console: Console, report: dict[str, Any], plan: Any) -> None:
         console.print(f"{item['action']} {esc(item['path'])} ({human_bytes(item['bytes'])})")
     rate = report["bytes_written"] / max(report["seconds"], 1e-9)
     console.print(f"done in {report['seconds']:.2f} s ({human_bytes(rate)}/s)")
-    name = Path(report["output"]).name
-    console.print(
-        f"run it: [bold]llama-cli -m {esc(name)} -c {plan.target_context}[/] (-c 0 takes the new context_length), "
-        f"or Ollama: FROM ./{esc(name)} + PARAMETER num_ctx {plan.target_context}"
-    )
+    render_run(console, report["run"])
 
 
 def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:
@@ -116,12 +111,14 @@ def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:
         counts[item["action"]] = counts.get(item["action"], 0) + 1
     summary = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     console.print(f"wrote {esc(report['output'])}: {summary} ({human_bytes(report['bytes_written'])} in {report['seconds']:.2f} s)")
-    n = plan.target_context
-    console.print(
-        f"run it: transformers AutoModelForCausalLM.from_pretrained({esc(report['output'])!r}); "
-        f"vLLM: vllm serve {esc(report['output'])} --max-model-len {n}; "
-        f"SGLang: python -m sglang.launch_server --model-path {esc(report['output'])} --context-length {n}"
-    )
+    render_run(console, report["run"])
+
+
+def render_run(console: Console, hints: list[dict[str, Any]]) -> None:
+    """How to serve it at the new length (the same lines as --json's "run")."""
+    console.print("run it at the new length:")
+    for hint in hints:
+        console.print(f"  {esc(hint['engine'])}: [bold]{esc(hint['command'])}[/] [dim]({esc(hint['note'])})[/]", soft_wrap=True)
 
 
 def _json_value(value: Any) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core import rope_scalars
+from yarn_cli.core.run_hints import modelfile_path, modelfile_text, run_hints
 from yarn_cli.errors import AlreadyScaledError, InputError, about
 from yarn_cli.core.lengths import check_original_context
 from yarn_cli.usecases.models import Notify, is_gguf, resolve_hf_folder, resolve_model
@@ -33,6 +34,7 @@ class ExtendPlan:
     length_caps: tuple[Any, ...] = ()  # core.hf_plan.Change in tokenizer/generation configs, HF only
     cap_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # their new content
     parsed: Any = None  # what the writer reuses: the first GGUF shard, or the safetensors headers
+    modelfile: Path | None = None  # an Ollama Modelfile to write beside a GGUF (--modelfile)
 
     @property
     def scale(self) -> float:
@@ -49,6 +51,7 @@ class ExtendPlan:
         if self.format == "hf":
             report.update(tensors_changed=len(self.bake_ops), baked_tensors=[op.tensor for op in self.bake_ops])
             report["length_caps"] = [c.to_json() for c in self.length_caps]
+        report["run"] = run_hints(self.format, self.output, self.target_context, self.modelfile)
         report["files"] = []
         return report
 
@@ -88,6 +91,7 @@ def plan_extend(
     replace: bool = False,
     force: bool = False,
     revision: str | None = None,
+    modelfile: bool = False,
     notify: Notify | None = None,
 ) -> ExtendPlan:
     """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
@@ -101,7 +105,10 @@ def plan_extend(
                 "--bake-temperature is for Hugging Face checkpoints: llama.cpp applies the YaRN attention factor itself "
                 "for GGUF, so baking it in would apply it twice"
             )
-        return _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow))
+        plan = _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow))
+        return _with_modelfile(plan) if modelfile else plan
+    if modelfile:
+        raise InputError("--modelfile is for GGUF output (Ollama); a Hugging Face folder runs in vLLM, SGLang or transformers")
     return _plan_hf(source, out_path, scale, to, original_context, beta_fast, beta_slow, bake_temperature, replace, force, revision)
 
 
@@ -125,6 +132,16 @@ def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replac
         source=str(path), format="gguf", input_path=path, output=finals[0], outputs=finals, rope=rope, notes=tuple(notes),
         total_bytes=sum(s.stat().st_size for s in shards), force=force, parsed=first,
     )
+
+
+def _with_modelfile(plan: ExtendPlan) -> ExtendPlan:
+    from dataclasses import replace
+
+    from yarn_cli.io import atomic
+
+    path = modelfile_path(plan.output)
+    atomic.check_output(path, plan.input_path, plan.force)
+    return replace(plan, modelfile=path)
 
 
 def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fast, beta_slow, bake: bool, replace: bool,
@@ -200,8 +217,20 @@ def apply_extend(
         files = hf_writer.write_extension(
             plan.input_path, plan.rope, list(plan.bake_ops), plan.output, progress, plan.parsed, cap_files=plan.cap_files, **hooks
         )
+    if plan.modelfile is not None:
+        files = [*files, _write_modelfile(plan, heard)]
     seconds = time.perf_counter() - started
     return ExtendResult(plan, tuple(files), seconds, workers, tuple(reclaimed), tuple(plan.notes) + tuple(_link_notes(files)))
+
+
+def _write_modelfile(plan: ExtendPlan, notify: Notify) -> Any:
+    from yarn_cli.io.atomic import atomic_path
+    from yarn_cli.io.gguf_writer import WrittenFile
+
+    text = modelfile_text(plan.output.name, plan.target_context)
+    with atomic_path(plan.modelfile, plan.force, notify) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return WrittenFile(str(plan.modelfile), "written", len(text.encode()))
 
 
 def _link_notes(files) -> list[str]:
