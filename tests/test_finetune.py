@@ -111,6 +111,9 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
     assert not (tmp_path / "parts").exists() and (tmp_path / ".parts.yarn-finetune" / "checkpoint-2").is_dir()
     with pytest.raises(Exception, match="--resume"):
         finetune(tiny, tmp_path / "parts", scale=2, recipe=recipe)
+    cut_off = tmp_path / ".parts.yarn-finetune" / "checkpoint-3"  # a save cut off mid-write: skipped
+    cut_off.mkdir()
+    (cut_off / "model.safetensors").write_bytes(b"partial")
     finetune(tiny, tmp_path / "parts", scale=2, recipe=recipe, resume=True)
     whole, parts = _weights(tmp_path / "whole"), _weights(tmp_path / "parts")
     assert all(torch.equal(whole[name], parts[name]) for name in whole)
@@ -157,7 +160,7 @@ def test_two_processes_under_accelerate_see_different_data_and_agree(tiny, tmp_p
         (["TINY", "-s", "2", "--data", "nothere.txt"], "no such file"),
         (["TINY", "-s", "2", "--data", "SHORT"], "fewer than one window"),
         (["TINY", "-s", "2", "--seq-len", "50000000"], "needs about"),
-        (["TINY", "-s", "2", "--resume"], "no checkpoint"),
+        (["TINY", "-s", "2", "--resume"], "no complete checkpoint"),
         (["UNKNOWN", "-s", "2"], "does not know model type"),
     ],
 )

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from yarn_cli.cli.output import print_json
 from yarn_cli.cli.render import esc, human_bytes
+from yarn_cli.errors import YarnError
 
 
 def is_main_process() -> bool:
@@ -40,7 +41,15 @@ def run(plan: Any, console: Console, err_console: Console, as_json: bool) -> Non
         def advance(step: int, loss: float | None, rate: float) -> None:
             progress.update(task, completed=step, loss=f"{loss:.3f}" if loss is not None else "-", rate=f"{rate:,.0f}")
 
-        result = run_finetune(plan, progress=advance)
+        try:
+            result = run_finetune(plan, progress=advance)
+        except BaseException as exc:  # Ctrl-C, SIGTERM or a crash: the checkpoints stay for --resume
+            from yarn_cli.usecases.finetune import complete_checkpoints
+
+            if main and not isinstance(exc, YarnError) and complete_checkpoints(plan.work_dir):
+                err_console.print(f"[yellow]note:[/] checkpoints in {esc(plan.work_dir)} are kept: add --resume to continue",
+                                  soft_wrap=True)
+            raise
     if not main:
         return
     if as_json:

@@ -163,13 +163,27 @@ def _with_seq_len(recipe: finetune_plan.Recipe, seq_len: int) -> finetune_plan.R
     return replace(recipe, seq_len=seq_len)
 
 
+def complete_checkpoints(work_dir: Path) -> list[Path]:
+    """Checkpoints Trainer finished writing, oldest first. It writes a checkpoint folder in place and its
+    trainer_state.json last, so a folder without a readable one was cut off mid-save and is skipped."""
+    found = []
+    for folder in work_dir.glob("checkpoint-*") if work_dir.is_dir() else ():
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if folder.name.removeprefix("checkpoint-").isdigit():
+            found.append(folder)
+    return sorted(found, key=lambda f: int(f.name.removeprefix("checkpoint-")))
+
+
 def _check_work_dir(work_dir: Path, resume: bool) -> None:
-    checkpoints = sorted(work_dir.glob("checkpoint-*")) if work_dir.is_dir() else []
+    checkpoints = complete_checkpoints(work_dir)
     if checkpoints and not resume:
         raise InputError(f"{work_dir}: an interrupted run left {len(checkpoints)} checkpoint(s); pass --resume to continue "
                          "it, or delete the folder to start over")
     if resume and not checkpoints:
-        raise InputError(f"--resume: no checkpoint in {work_dir} to continue from; run without --resume")
+        raise InputError(f"--resume: no complete checkpoint in {work_dir} to continue from; run without --resume")
 
 
 def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> int:
@@ -243,7 +257,7 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
         train_dataset=dataset, callbacks=[engine.make_callback(log, batching.global_windows * seq_len, progress), *callbacks],
     )
     engine.quiet(trainer)
-    trainer.train(resume_from_checkpoint=True if plan.resume else None)
+    trainer.train(resume_from_checkpoint=str(complete_checkpoints(plan.work_dir)[-1]) if plan.resume else None)
     steps = trainer.state.global_step
     log.losses = engine.loss_history(trainer)
     engine.write_rank_record(plan.work_dir, trainer.args.process_index, dataset, lm)
