@@ -185,7 +185,7 @@ def finetune(
     recipe = Recipe(steps=steps, lr=lr, warmup=warmup, seq_len=seq_len or 0, batch_size=batch_size, grad_accum=grad_accum or 0,
                     lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, seed=seed, save_steps=save_steps)
     plan = plan_finetune(model, out, scale=scale, to=to, data=data or (), original_context=original_context, recipe=recipe,
-                         batch_tokens=batch_tokens, resume=resume, force=force, revision=revision, notify=_note)
+                         batch_tokens=batch_tokens, resume=resume, force=force, revision=revision)
     finetune_cmd.run(plan, consoles.out, consoles.err, as_json)
 
 

@@ -8,6 +8,7 @@ after an interruption; OUT itself appears atomically at the end, written by the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 from yarn_cli.core import finetune_plan, lengths
 from yarn_cli.errors import AlreadyScaledError, InputError, about
-from yarn_cli.usecases.models import Notify, is_gguf, resolve_hf_folder
+from yarn_cli.usecases.models import is_gguf, resolve_hf_folder
 
 RECORD_NAME = "yarn_finetune.json"
 
@@ -72,7 +73,8 @@ def _default_corpus_name() -> str:
 
 
 def _training_config(config: dict[str, Any], scale: float | None, to: str | None, original_context: int | None) -> tuple[dict, Any]:
-    """(the config to train under, its ConfigPlan or None): an extended model keeps its own YaRN."""
+    """(the config to train under, the ConfigPlan that extends a plain model, or (s, L, s·L) for a model that
+    already declares YaRN: it keeps its own)."""
     from yarn_cli.core import hf_config, hf_plan
 
     specs, _ = hf_config.read_rope_specs(config, original_context)
@@ -104,7 +106,6 @@ def plan_finetune(
     resume: bool = False,
     force: bool = False,
     revision: str | None = None,
-    notify: Notify | None = None,
 ) -> FinetunePlan:
     """Check everything that can be checked before loading a weight, and refuse what cannot fit."""
     from yarn_cli.io import atomic
@@ -158,9 +159,7 @@ def _check_loadable(folder: Path, config: dict[str, Any]) -> None:
 
 
 def _with_seq_len(recipe: finetune_plan.Recipe, seq_len: int) -> finetune_plan.Recipe:
-    from dataclasses import replace
-
-    return replace(recipe, seq_len=seq_len)
+    return dataclasses.replace(recipe, seq_len=seq_len)
 
 
 def complete_checkpoints(work_dir: Path) -> list[Path]:
