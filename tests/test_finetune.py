@@ -133,6 +133,21 @@ def _launch(tiny: Path, out: Path, flags: list[str]) -> subprocess.CompletedProc
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
+def test_interrupted_before_any_checkpoint_leaves_nothing(tiny, tmp_path):
+    from transformers import TrainerCallback
+
+    from yarn_cli.core.finetune_plan import Recipe
+    from yarn_cli.usecases.finetune import finetune
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny, tmp_path / "o", scale=2, recipe=Recipe(steps=4, grad_accum=1, save_steps=50), callbacks=[Crash()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_two_processes_under_accelerate_see_different_data_and_agree(tiny, tmp_path):
     """DDP over gloo on CPU, then FSDP2 on the same two processes: the same weights, bit for bit."""
     outputs = {}

@@ -256,7 +256,7 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
         train_dataset=dataset, callbacks=[engine.make_callback(log, batching.global_windows * seq_len, progress), *callbacks],
     )
     engine.quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(complete_checkpoints(plan.work_dir)[-1]) if plan.resume else None)
+    _train(trainer, plan)
     steps = trainer.state.global_step
     log.losses = engine.loss_history(trainer)
     engine.write_rank_record(plan.work_dir, trainer.args.process_index, dataset, lm)
@@ -273,6 +273,17 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     trainer.accelerator.wait_for_everyone()
     tokens = steps * batching.global_windows * seq_len
     return FinetuneResult(plan, steps, tokens, tuple(log.losses), seconds, int(windows.shape[0]))
+
+
+def _train(trainer: Any, plan: FinetunePlan) -> None:
+    """Trainer.train, from the last complete checkpoint on --resume; an interruption before any checkpoint
+    removes the work folder, since there is nothing to resume from."""
+    try:
+        trainer.train(resume_from_checkpoint=str(complete_checkpoints(plan.work_dir)[-1]) if plan.resume else None)
+    except BaseException:
+        if trainer.is_world_process_zero() and not complete_checkpoints(plan.work_dir):
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
+        raise
 
 
 def _tokenizer(folder: Path) -> Any:
