@@ -217,3 +217,14 @@ def test_corpus_reads_txt_jsonl_and_parquet(tmp_path):
     (tmp_path / "d.jsonl").write_text(json.dumps({"body": "no text field"}) + "\n")
     with pytest.raises(FormatError, match="no 'text' field"):
         list(documents([tmp_path / "d.jsonl"]))
+
+
+def test_malformed_jsonl_is_one_line(tmp_path):
+    pytest.importorskip("datasets")
+    from yarn_cli.errors import FormatError
+    from yarn_cli.io.corpus import documents
+
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{not json at all\n')
+    with pytest.raises(FormatError) as caught:
+        list(documents([tmp_path / "bad.jsonl"]))
+    assert "bad.jsonl" in str(caught.value) and "\n" not in str(caught.value)

@@ -32,7 +32,8 @@ def _structured(path: Path, kind: str) -> Iterator[str]:
     try:
         table = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for a malformed file
-        raise FormatError(f"{path}: cannot read as {path.suffix} ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise FormatError(f"{path}: cannot read as {path.suffix} ({type(exc).__name__}: {first})") from exc
     if "text" not in table.column_names:
         raise FormatError(f"{path}: no 'text' field (fields: {', '.join(table.column_names)}); each record needs one")
     for value in table["text"]:

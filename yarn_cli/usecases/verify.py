@@ -47,7 +47,10 @@ def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
 
     if value is None or isinstance(value, str):
         return verify_plan.parse_lengths(value) if value else None
-    return sorted({int(n) for n in value})
+    lengths = sorted({int(n) for n in value})
+    if not lengths or lengths[0] < 1:
+        raise InputError(f"lengths {list(value)!r}: give positive token counts, e.g. [4096, 16384]")
+    return lengths
 
 
 def prepare_verify(
@@ -59,7 +62,7 @@ def prepare_verify(
     max_length: str | int | None = None,
     depths: str | Sequence[float] = "0.1,0.5,0.9",
     trials: int = 1,
-    text: Path | None = None,
+    text: str | Path | None = None,
     ppl_windows: int = 2,
     min_accuracy: float = 0.8,
     ppl_margin: float = 0.10,
@@ -87,7 +90,8 @@ def prepare_verify(
         lengths=_lengths(lengths),
         max_length=parse_length(str(max_length)) if max_length else None,
         depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
-        trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
+        trials=trials, text=Path(text) if text is not None else None, ppl_windows=ppl_windows,
+        min_accuracy=min_accuracy, ppl_margin=ppl_margin,
     )
     check_original_context(original_context)
     loaded = load_engine(engine, path, pick_device(device), original_context, max(options.lengths or [0]) + 16)
