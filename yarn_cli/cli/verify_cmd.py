@@ -29,7 +29,7 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
     if as_json:
         print_json(report.to_json())
     else:
-        render(console, report.to_json(), prepared.path, options.get("min_accuracy", 0.8))
+        render(console, report.to_json(), prepared.path, prepared.options.min_accuracy)
     return 0 if report.ok else 1
 
 

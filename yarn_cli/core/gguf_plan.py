@@ -151,7 +151,7 @@ def plan_extension(
     existing = _existing_scaling(meta, p)
     base_length = _base_length(existing, p, context_entry[1], original_context, replace)
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
-    if target > 0xFFFFFFFF:
+    if target > lengths.MAX_CONTEXT:
         raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
     notes: list[str] = []
     wanted = _wanted(arch, existing, target, s, base_length, notes)

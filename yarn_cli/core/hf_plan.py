@@ -64,6 +64,12 @@ def baked_record(config: dict[str, Any]) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "baked_attention_factor" in record else None
 
 
+def baked_factor(config: dict[str, Any]) -> float | None:
+    """The m a bake multiplied into q/k, or None for a checkpoint without one."""
+    record = baked_record(config)
+    return float(record["baked_attention_factor"]) if record else None
+
+
 def _set(target: dict[str, Any], key: str, value: Any, prefix: str, changes: list[Change]) -> None:
     old = target.get(key)
     if key in target and old == value and type(old) is type(value):

@@ -24,10 +24,6 @@ class AttentionLayout:
     def full_layers(self) -> int:
         return self.layers - len(self.sliding_layers)
 
-    def without_windows(self) -> AttentionLayout:
-        """The cache of an engine that attends over every token on every layer."""
-        return AttentionLayout(self.layers, self.kv_dims)
-
 
 def kv_cache_bytes(layout: AttentionLayout, tokens: int, bytes_per_value: float = BYTES_16BIT) -> int:
     """Bytes of K and V (or latents) for one sequence of ``tokens`` tokens."""

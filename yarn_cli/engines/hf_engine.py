@@ -24,7 +24,7 @@ class TransformersEngine:
             raise InputError("--engine transformers needs transformers: pip install 'yarn-cli[transformers]'") from exc
         if folder.suffix.lower() == ".gguf":
             raise InputError("--engine transformers runs Hugging Face folders; for a GGUF use --engine native or llama.cpp")
-        from yarn_cli.core import hf_config, verify_plan
+        from yarn_cli.core import hf_config, hf_plan, verify_plan
         from yarn_cli.core.model import scaling_label
         from yarn_cli.io.checkpoint import read_json
 
@@ -35,8 +35,7 @@ class TransformersEngine:
         raw = read_json(folder / "config.json")
         specs, _ = hf_config.read_rope_specs(raw, original_context)
         spec = specs[0]
-        record = raw.get("yarn_cli") if isinstance(raw.get("yarn_cli"), dict) else {}
-        base = verify_plan.baseline(spec, record.get("baked_attention_factor"))
+        base = verify_plan.baseline(spec, hf_plan.baked_factor(raw))
         baseline_config = copy.deepcopy(config)
         baseline_config.rope_parameters = _baseline_parameters(getattr(config, "rope_parameters", None), base)
         rotary_owner = self.model.model if hasattr(self.model, "model") else self.model

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from yarn_cli.core import analysis, rope, verify_plan
-from yarn_cli.core.kv_cache import AttentionLayout
+from yarn_cli.core import analysis, hf_plan, rope, verify_plan
 from yarn_cli.core.model import scaling_label
 from yarn_cli.engines.base import ModelFacts, available_host_memory
 from yarn_cli.engines.native import NativeModel, Rope
@@ -39,8 +38,7 @@ class NativeEngine:
             self.tokenizer = tokenizers_io.from_hf_folder(model)
             self.weights = weights.load_hf_weights(model, self.spec, device, self.dtype, progress)
             eos = config.get("eos_token_id")
-            record = config.get("yarn_cli") if isinstance(config.get("yarn_cli"), dict) else {}
-            baked = record.get("baked_attention_factor")
+            baked = hf_plan.baked_factor(config)
         self.stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         spec = self.spec.rope
         extended = analysis.existing_frequencies(spec)
@@ -57,7 +55,7 @@ class NativeEngine:
         self.facts = ModelFacts(
             original_context=spec.original_context,
             target_context=spec.max_context,
-            attention=AttentionLayout(s.layers, 2 * s.kv_heads * s.head_dim), heads=s.heads, hidden=s.hidden, vocab=s.vocab,
+            attention=s.attention, heads=s.heads, hidden=s.hidden, vocab=s.vocab,
             weight_bytes=sum(t.numel() * t.element_size() for t in {id(t): t for t in self.weights.values()}.values()),
             value_bytes=value_bytes,
             scaling=scaling_label(spec.scaling),

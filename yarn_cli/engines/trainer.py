@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from yarn_cli.core.finetune_plan import window_count
+
 LOSS_CHUNK = 1024  # positions per logits chunk
 
 
@@ -93,6 +95,11 @@ class Windows(torch.utils.data.Dataset):
         return {"input_ids": self.windows[index], "labels": self.windows[index]}
 
 
+def training_dtype() -> torch.dtype:
+    """bf16 on GPU, float32 on CPU: what the model is loaded in, and what the memory estimate counts."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
 def pack(tokenizer: Any, documents: Sequence[str] | Any, seq_len: int) -> tuple[torch.Tensor, int]:
     """Tokenize, join documents with EOS, cut into windows of ``seq_len``: (windows, total tokens)."""
     eos = tokenizer.eos_token_id
@@ -101,7 +108,7 @@ def pack(tokenizer: Any, documents: Sequence[str] | Any, seq_len: int) -> tuple[
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if eos is not None:
             ids.append(eos)
-    count = len(ids) // seq_len
+    count = window_count(len(ids), seq_len)
     return torch.tensor(ids[: count * seq_len], dtype=torch.long).view(count, seq_len), len(ids)
 
 

@@ -100,6 +100,15 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: Path, already: frozenset[Path] | set[Path] = frozenset()) -> None:
+    """Make a new folder durable before it is renamed into place: every file in it (but those in
+    ``already``, synced by their writer, and hard links, which share a durable source inode), then the folder."""
+    for entry in folder.rglob("*"):
+        if entry.is_file() and entry not in already and entry.stat().st_nlink == 1:
+            fsync_path(entry)
+    fsync_path(folder)
+
+
 def explain_os_error(exc: OSError, where: Path) -> OutputError:
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
         return OutputError(f"{where}: no space left on the device; nothing was written, free space and retry")

@@ -161,11 +161,7 @@ def write_extension(
         fastcopy.write_files(plans, workers, progress)
         for resolved, target in copies:
             shutil.copystat(resolved, target)
-        planned = {file_plan.target for file_plan in plans}  # write_files fsynced these
-        for entry in tmp.rglob("*"):
-            if entry.is_file() and entry not in planned and entry.stat().st_nlink == 1:  # hard links share the durable source inode
-                atomic.fsync_path(entry)
-        atomic.fsync_path(tmp)
+        atomic.fsync_tree(tmp, already={file_plan.target for file_plan in plans})  # write_files fsynced those
     return written
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core import architectures, gguf_meta, hf_config
+from yarn_cli.core.kv_cache import AttentionLayout
 from yarn_cli.core.model import RopeSpec
 from yarn_cli.errors import UnsupportedError, about
 
@@ -42,6 +43,7 @@ class NativeSpec:
     vocab: int
     rms_eps: float
     rope: RopeSpec
+    attention: AttentionLayout  # what its KV cache holds (never windowed: such models are refused)
     source_format: str  # "hf" or "gguf"
 
     def weight_bytes(self, value_bytes: int) -> int:
@@ -84,7 +86,7 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
     return NativeSpec(
         family=arch.family, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],
         kv_heads=dims["kv_heads"], head_dim=specs[0].head_dim, vocab=int(cfg["vocab_size"]),
-        rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope=specs[0], source_format="hf",
+        rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope=specs[0], attention=dims["attention"], source_format="hf",
     )
 
 
@@ -95,7 +97,9 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
             f"{gguf.path}: the native engine runs GGUF architectures {', '.join(architectures.native_gguf_architectures())}; "
             f"this is {arch!r}: use --engine llama.cpp"
         )
-    meta = {key: field.value for key, field in gguf.fields.items()}
+    from yarn_cli.io.checkpoint import gguf_metadata
+
+    meta = gguf_metadata(gguf)
     with about(gguf.path):
         specs, _ = gguf_meta.read_rope_specs(meta, original_context)
         dims = gguf_meta.model_dims(meta)
@@ -105,7 +109,7 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
     return NativeSpec(
         family=arch, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"], kv_heads=dims["kv_heads"],
         head_dim=specs[0].head_dim, vocab=vocab, rms_eps=float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope=specs[0], source_format="gguf",
+        rope=specs[0], attention=dims["attention"], source_format="gguf",
     )
 
 

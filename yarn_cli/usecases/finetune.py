@@ -37,7 +37,7 @@ class FinetunePlan:
     target_context: int
     recipe: finetune_plan.Recipe
     data: tuple[str, ...]  # empty: the offline default corpus
-    batch_tokens: int | None = None
+    batching: finetune_plan.Batching = finetune_plan.Batching(1, 1, 1)  # for the processes of this launch
     resume: bool = False
     force: bool = False
     estimated_bytes: int = 0
@@ -135,11 +135,13 @@ def plan_finetune(
     atomic.check_output(output, folder, force)
     work_dir = output.parent / f".{output.name}.yarn-finetune"
     _check_work_dir(work_dir, resume)
+    batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size, recipe.grad_accum,
+                                      batch_tokens)
     estimate = _check_memory(folder, config, seq_len, recipe)
     return FinetunePlan(
         source=str(model), folder=folder, output=output, work_dir=work_dir, config=train_config, scale=factor,
         original_context=base, target_context=target, recipe=_with_seq_len(recipe, seq_len), data=tuple(map(str, data)),
-        batch_tokens=batch_tokens, resume=resume, force=force, estimated_bytes=estimate,
+        batching=batching, resume=resume, force=force, estimated_bytes=estimate,
     )
 
 
@@ -198,10 +200,12 @@ def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: fi
     trainable = parameters // 100 if recipe.lora_rank else parameters
     import torch
 
+    from yarn_cli.engines.trainer import training_dtype
+
     on_gpu = torch.cuda.is_available()
     needed = finetune_plan.training_memory(
         parameters, dims["layers"] or 0, dims["hidden_size"] or 0, int(cfg.get("vocab_size") or 0), seq_len,
-        recipe.batch_size, trainable, recipe.gradient_checkpointing, 2 if on_gpu else 4, dims["heads"] or 1,
+        recipe.batch_size, trainable, recipe.gradient_checkpointing, training_dtype().itemsize, dims["heads"] or 1,
     )
     available = torch.cuda.mem_get_info()[0] if on_gpu else available_host_memory()
     if needed > 0.9 * available:
@@ -235,12 +239,11 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     docs = corpus.documents(plan.data) if plan.data else corpus.default_documents()
     windows, n_tokens = engine.pack(tokenizer, docs, seq_len)
     finetune_plan.check_enough(n_tokens, seq_len, "--data " + " ".join(plan.data) if plan.data else "the default corpus")
-    batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size,
-                                      recipe.grad_accum, plan.batch_tokens)
+    batching = plan.batching
     if windows.shape[0] < batching.per_device * batching.world:
         raise InputError(f"{windows.shape[0]} window(s) of {seq_len:,} tokens cannot feed {batching.world} process(es) x "
                          f"--batch-size {batching.per_device}: give more text or a smaller --seq-len")
-    lm = engine.load_model(plan.folder, plan.config, torch.bfloat16 if on_gpu else torch.float32)
+    lm = engine.load_model(plan.folder, plan.config, engine.training_dtype())
     if recipe.gradient_checkpointing:
         engine.enable_checkpointing(lm)
     lm.config.use_cache = False
@@ -258,6 +261,7 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     engine.quiet(trainer)
     _train(trainer, plan)
     steps = trainer.state.global_step
+    tokens = steps * batching.global_windows * seq_len
     log.losses = engine.loss_history(trainer)
     engine.write_rank_record(plan.work_dir, trainer.args.process_index, dataset, lm)
     # Every process takes part: under FSDP or ZeRO-3 this gathers the sharded weights.
@@ -266,12 +270,11 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     seconds = time.perf_counter() - log.started
     if trainer.is_world_process_zero():
         ranks = [json.loads(p.read_text()) for p in sorted(plan.work_dir.glob("rank*.json"))]
-        record = _record(plan, batching, steps, n_tokens, windows.shape[0], log, seconds, ranks)
+        record = _record(plan, steps, tokens, n_tokens, windows.shape[0], log, seconds, ranks)
         final = lm.merge_and_unload() if recipe.lora_rank else lm
         _write_output(plan, final, None if recipe.lora_rank else state, tokenizer, record)
         shutil.rmtree(plan.work_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
-    tokens = steps * batching.global_windows * seq_len
     return FinetuneResult(plan, steps, tokens, tuple(log.losses), seconds, int(windows.shape[0]))
 
 
@@ -297,7 +300,7 @@ def _tokenizer(folder: Path) -> Any:
         raise UnsupportedError(f"{folder}: no tokenizer transformers can load ({str(exc).splitlines()[0][:160]})") from exc
 
 
-def _record(plan: FinetunePlan, batching: Any, steps: int, corpus_tokens: int, windows: int, log: Any, seconds: float,
+def _record(plan: FinetunePlan, steps: int, tokens: int, corpus_tokens: int, windows: int, log: Any, seconds: float,
             ranks: list[dict[str, Any]]) -> dict[str, Any]:
     import importlib.metadata as metadata
 
@@ -308,10 +311,10 @@ def _record(plan: FinetunePlan, batching: Any, steps: int, corpus_tokens: int, w
         except metadata.PackageNotFoundError:
             pass
     return {
-        **plan.to_json(), "steps": steps, "tokens_seen": steps * batching.global_windows * plan.recipe.seq_len,
-        "corpus_tokens": corpus_tokens, "windows": windows, "processes": batching.world,
-        "per_device_batch": batching.per_device, "grad_accum": batching.grad_accum,
-        "global_batch_windows": batching.global_windows, "loss": log.losses, "seconds": round(seconds, 3),
+        **plan.to_json(), "steps": steps, "tokens_seen": tokens,
+        "corpus_tokens": corpus_tokens, "windows": windows, "processes": plan.batching.world,
+        "per_device_batch": plan.batching.per_device, "grad_accum": plan.batching.grad_accum,
+        "global_batch_windows": plan.batching.global_windows, "loss": log.losses, "seconds": round(seconds, 3),
         "versions": versions, "ranks": ranks,
     }
 
@@ -341,10 +344,7 @@ def _write_output(plan: FinetunePlan, lm: Any, state: dict[str, Any] | None, tok
         for name, data in caps.items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        for entry in tmp.rglob("*"):
-            if entry.is_file():
-                atomic.fsync_path(entry)
-        atomic.fsync_path(tmp)
+        atomic.fsync_tree(tmp)
 
 
 def finetune(model: str | Path, out: str | Path, *, progress: Progress | None = None, callbacks: Sequence[Any] = (),
