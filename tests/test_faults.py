@@ -30,7 +30,12 @@ def yarn(*args: str, **kwargs) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=timeout)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"yarn did not end within {timeout} s; its stderr: {err[-2000:]!r}")
     return process.returncode, out, err
 
 
@@ -112,6 +117,69 @@ def test_signal_mid_write_leaves_nothing(tmp_path, kind, signum):
     assert len(err.strip().splitlines()) == 1 and "nothing was left half-written" in err and "Traceback" not in err
     assert listing(tmp_path) == before
     assert (tree_digest(source) if source.is_dir() else sha(source)) == digest
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_signal_while_workers_write_waits_for_a_safe_point(tmp_path, workers, monkeypatch):
+    """The handler used to raise wherever the main thread was, once inside concurrent.futures' locks: a
+    worker then waited on that lock forever and `yarn extend` hung after SIGINT (seen once in CI). The
+    signal now stops the write between pieces, with every worker finished and every descriptor closed."""
+    import threading
+
+    from yarn_cli.cli.app import HANDLED_SIGNALS, install_signal_handlers
+    from yarn_cli.errors import Interrupted
+    from yarn_cli.io import fastcopy, interrupts
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.write_bytes(os.urandom(1 << 20))
+    plan = fastcopy.FilePlan(target, 1 << 20, source)
+    plan.pieces = [fastcopy.Piece(i << 12, 1 << 12, source_offset=i << 12) for i in range(256)]
+    calls, depths = [], []
+    deliver = interrupts.deliver
+
+    def recording_deliver(signum: int) -> None:
+        depths.append(interrupts._depth)
+        deliver(signum)
+
+    monkeypatch.setattr(interrupts, "deliver", recording_deliver)
+
+    def progress(length: int) -> None:
+        calls.append(threading.current_thread() is threading.main_thread())
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to the main thread, wherever it is
+        time.sleep(0.002)
+
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+    install_signal_handlers()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    try:
+        with pytest.raises(Interrupted):
+            fastcopy.write_files([plan], workers, progress)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert depths == [1]  # the handler ran inside the deferred block, so it only took note
+    assert 1 <= len(calls) < 256 and all(calls) == (workers == 1)
+    assert not interrupts.pending() and len(os.listdir("/proc/self/fd")) == fds_before
+    assert not any(thread.name.startswith("yarn-write") for thread in threading.enumerate())
+
+
+def test_deferred_signals_are_raised_once_at_the_end():
+    from yarn_cli.errors import Interrupted
+    from yarn_cli.io import interrupts
+
+    with pytest.raises(Interrupted) as caught:
+        with interrupts.deferred():
+            with interrupts.deferred():
+                interrupts.deliver(signal.SIGTERM)
+            assert interrupts.pending()  # the inner block does not raise: only the outermost does
+    assert caught.value.signum == signal.SIGTERM and not interrupts.pending()
+    with pytest.raises(Interrupted):
+        interrupts.deliver(signal.SIGHUP)  # outside a deferred block it raises at once
+    with pytest.raises(Interrupted):  # a signal wins over an error on its way out
+        with interrupts.deferred():
+            interrupts.deliver(signal.SIGINT)
+            raise OSError("disk")
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -15,6 +15,7 @@ import typer
 
 from yarn_cli import __version__
 from yarn_cli.errors import Interrupted, YarnError
+from yarn_cli.io import interrupts
 
 app = typer.Typer(
     name="yarn",
@@ -200,7 +201,7 @@ def _on_signal(signum: int, _frame: Any) -> None:
     # Later signals are ignored so they cannot cut the cleanup short (kill -9 still ends everything).
     for other in HANDLED_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
-    raise Interrupted(signum, signal.Signals(signum).name)
+    interrupts.deliver(signum)  # raises here, or, where threads hold locks, at the next safe point
 
 
 def install_signal_handlers() -> None:

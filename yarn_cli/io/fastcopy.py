@@ -27,9 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yarn_cli.io import interrupts
+
 # Pieces are split to this size: big enough that syscalls cost nothing, small enough that workers share a file.
 CHUNK = 64 * 1024 * 1024
 Progress = Callable[[int], None]
+# How long a signal can wait while workers run: short next to any piece, long next to the poll's cost.
+POLL_SECONDS = 0.05
 # <linux/fs.h>: _IOW(0x94, 9, int)
 FICLONE = 0x40049409
 _UNSUPPORTED = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
@@ -198,21 +202,37 @@ def write_files(plans: Sequence[FilePlan], workers: int = 1, progress: Progress 
 
 
 def _run_all(function: Callable, items: list, workers: int, stop: threading.Event) -> None:
-    if workers <= 1 or len(items) <= 1:
-        for item in items:
-            function(item)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="yarn-write") as pool:
-        futures = [pool.submit(function, item) for item in items]
-        try:
-            for future in futures:  # in order: the first real error wins over the Cancelled it causes
-                future.result()
-        except BaseException:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            concurrent.futures.wait(futures)
-            raise
+    # Signals are taken between items, never inside a thread pool's locks (see io.interrupts).
+    with interrupts.deferred():
+        if workers <= 1 or len(items) <= 1:
+            for item in items:
+                interrupts.check()
+                function(item)
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="yarn-write") as pool:
+            futures = [pool.submit(function, item) for item in items]
+            try:
+                _wait_all(futures)
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                concurrent.futures.wait(futures)
+                raise
+
+
+def _wait_all(futures: list[concurrent.futures.Future]) -> None:
+    """Return when every future is done; raise the first failure, or a signal, as soon as it comes.
+
+    Until this raises, no worker has seen ``stop``, so a failure here is a real error, not a Cancelled.
+    """
+    waiting = set(futures)
+    while waiting:
+        done, waiting = concurrent.futures.wait(waiting, timeout=POLL_SECONDS, return_when=concurrent.futures.FIRST_EXCEPTION)
+        interrupts.check()
+        failed = [future.exception() for future in futures if future in done and future.exception() is not None]
+        if failed:
+            raise failed[0]
 
 
 def whole_file_copy(source: Path, target: Path) -> FilePlan:
