@@ -129,7 +129,7 @@ def extend(
 @app.command()
 def verify(
     model: Optional[str] = typer.Argument(None, help="Extended checkpoint: HF folder or .gguf (default: the built-in SmolLM2 GGUF).", show_default=False),
-    engine: str = typer.Option("native", "--engine", help="native, transformers or llama.cpp."),
+    engine: str = typer.Option("native", "--engine", help="native, transformers, llama.cpp or vllm."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="Comma-separated lengths, e.g. 4k,8k,16k (default: L/2, L, between, s·L)."),
     max_length: Optional[str] = typer.Option(None, "--max-length", help="Cap the default ladder, e.g. 32k."),
@@ -140,15 +140,27 @@ def verify(
     min_accuracy: float = typer.Option(0.8, "--min-accuracy", help="Passkey accuracy the extended model must reach at every length."),
     ppl_margin: float = typer.Option(0.10, "--ppl-margin", help="Allowed relative perplexity rise over the baseline at the original length."),
     original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
+    parity: bool = typer.Option(True, "--parity/--no-parity", help="First check that the engine computes the declared RoPE exactly, and name the fault if not."),
+    parity_only: bool = typer.Option(False, "--parity-only", help="Run only the parity check (seconds on small models)."),
+    parity_length: Optional[str] = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
+    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
+    dtype: str = typer.Option("auto", "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32)."),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take."),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Smoke-test an extended checkpoint at its new length: passkey ladder and perplexity, extended vs baseline."""
+    """Smoke-test an extended checkpoint at its new length: a parity check of the engine's RoPE, then passkey
+    retrieval and perplexity, extended vs baseline."""
     from yarn_cli.cli import verify_cmd
 
     code = verify_cmd.run(
         consoles.out, consoles.err, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
         depths=depths, trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
-        original_context=original_context, notify=_note,
+        original_context=original_context, parity=parity, parity_only=parity_only, parity_length=parity_length,
+        engine_options=dict(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+                            dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
+        notify=_note,
     )
     if code:
         raise typer.Exit(code)

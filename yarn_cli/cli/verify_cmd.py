@@ -47,6 +47,12 @@ def render(console: Console, report: dict[str, Any], path: Path, min_accuracy: f
         f"[bold]{esc(path.name)}[/]: {esc(report['scaling'])}, trained {report['original_context']:,} -> "
         f"{report['target_context']:,}; {report['engine']} engine on {report['device']}"
     )
+    parity = report.get("parity")
+    if parity:
+        console.print(f"[{'green' if parity['diagnosis'] == 'exact' else 'red'}]{esc(parity['line'])}[/]")
+    if "lengths" not in report:  # --parity-only
+        _render_footer(console, report)
+        return
     table = Table(header_style="bold", title="extended vs baseline (same weights, scaling removed)", title_justify="left")
     for column in ("length", "passkey ext", "passkey base", "ppl ext", "ppl base", "tok/s ext", "tok/s base"):
         table.add_column(column, justify="right")
@@ -57,9 +63,13 @@ def render(console: Console, report: dict[str, Any], path: Path, min_accuracy: f
         table.add_row(f"{length:,}{marker}", *cells)
     console.print(table)
     console.print("[dim]* beyond the trained length[/]")
+    _render_footer(console, report)
+
+
+def _render_footer(console: Console, report: dict[str, Any]) -> None:
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {esc(note)}")
-    for item in report["skipped"]:
+    for item in report.get("skipped", []):
         console.print(f"[yellow]skipped[/] {item['length']:,}: needs ~{human_bytes(item['needs_bytes'])}, {human_bytes(item['available_bytes'])} available")
     verdict = report["verdict"]
     colour = "green" if verdict["ok"] else "red"

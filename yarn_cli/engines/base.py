@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from yarn_cli.core.kv_cache import AttentionLayout
+from yarn_cli.core.model import RopeSpec
 
 VARIANTS = ("extended", "baseline")
 # --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
@@ -17,7 +18,11 @@ ENGINES = {
     "native": ("yarn_cli.engines.native_engine", "NativeEngine"),
     "transformers": ("yarn_cli.engines.hf_engine", "TransformersEngine"),
     "llama.cpp": ("yarn_cli.engines.llamacpp_engine", "LlamaCppEngine"),
+    "vllm": ("yarn_cli.engines.vllm_engine", "VllmEngine"),
 }
+# The vLLM-only options and their defaults (a value other than these, given to another engine, is refused).
+ENGINE_OPTION_DEFAULTS = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "dtype": "auto",
+                          "gpu_memory_utilization": 0.9, "enforce_eager": False}
 
 
 class Tokenizer(Protocol):
@@ -41,6 +46,8 @@ class ModelFacts:
     weight_bytes: int
     value_bytes: int
     scaling: str  # the declared scaling's label ("yarn x4"), or "none"
+    rope: RopeSpec | None = None  # the declared RoPE (global family): what parity holds the engine to
+    baked_attention_factor: float | None = None  # m already in the q/k weights, for a baked checkpoint
 
 
 class Engine(Protocol):
@@ -57,6 +64,11 @@ class Engine(Protocol):
         ...
 
     def tokens_per_second(self) -> float: ...
+
+    def parity_reference(self) -> object:
+        """A forward pass to hold this engine against (engines.parity.Reference); raises UnsupportedError
+        with the reason where none can run."""
+        ...
 
     def available_memory(self) -> int: ...
 
@@ -86,8 +98,10 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def load_engine(name: str, path, device: str, original_context: int | None, max_length: int) -> Engine:
-    """Import and build the engine ``name`` (engines are imported only when asked for: each pulls its runtime)."""
+def load_engine(name: str, path, device: str, original_context: int | None, max_length: int, options: dict | None = None) -> Engine:
+    """Import and build the engine ``name`` (engines are imported only when asked for: each pulls its runtime).
+
+    ``options`` go to engines that take them (vllm); the others refuse any set away from its default."""
     import importlib
 
     from yarn_cli.errors import InputError
@@ -95,4 +109,11 @@ def load_engine(name: str, path, device: str, original_context: int | None, max_
     if name not in ENGINES:
         raise InputError(f"--engine {name!r} is not one of {', '.join(ENGINES)}")
     module, cls = ENGINES[name]
-    return getattr(importlib.import_module(module), cls)(path, device, original_context, max_length=max_length)
+    engine_class = getattr(importlib.import_module(module), cls)
+    given = {k: v for k, v in (options or {}).items() if v != ENGINE_OPTION_DEFAULTS.get(k)}
+    if getattr(engine_class, "takes_options", False):
+        return engine_class(path, device, original_context, max_length=max_length, **given)
+    if given:
+        flags = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise InputError(f"{flags}: only --engine vllm takes {'this option' if len(given) == 1 else 'these options'}")
+    return engine_class(path, device, original_context, max_length=max_length)

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.core import parity as core_parity
 from yarn_cli.core import verify_plan
 from yarn_cli.engines.base import VARIANTS, Engine
-from yarn_cli.errors import InputError
+from yarn_cli.engines.parity import run_parity
+from yarn_cli.errors import InputError, UnsupportedError
 
 
 @dataclass
@@ -27,6 +29,9 @@ class VerifyOptions:
     min_accuracy: float = 0.8
     ppl_margin: float = verify_plan.DEFAULT_PPL_MARGIN
     seed: int = 0
+    parity: bool = True
+    parity_only: bool = False
+    parity_length: int | None = None
 
 
 def load_text(path: Path | None) -> str:
@@ -62,23 +67,60 @@ def plan_lengths(engine: Engine, options: VerifyOptions) -> tuple[list[int], lis
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a run needs before it starts: the lengths that fit, those skipped, and the tokenized text.
+    """What a run needs before it starts: the lengths that fit, those skipped, the tokenized text and the
+    parity check's sequence and hypotheses (none when it is off or cannot run, with the reason).
 
     Computed once, so the caller can size a progress bar without tokenizing the text a second time."""
 
     lengths: list[int]
     skipped: list[dict[str, Any]]
     text_ids: list[int]
+    parity_ids: list[int] = field(default_factory=list)
+    hypotheses: list[core_parity.Hypothesis] = field(default_factory=list)
+    parity_skipped: str | None = None
 
     def total_steps(self, options: VerifyOptions) -> int:
+        checks = len(self.hypotheses) + 1 if self.hypotheses else 0
+        if options.parity_only:
+            return checks
         per_length = len(options.depths) * options.trials
         windows = sum(len(verify_plan.ppl_windows(len(self.text_ids), n, options.ppl_windows)) for n in self.lengths)
-        return len(VARIANTS) * (per_length * len(self.lengths) + windows)
+        return checks + len(VARIANTS) * (per_length * len(self.lengths) + windows)
 
 
 def prepare(engine: Engine, options: VerifyOptions) -> Prepared:
     lengths, skipped = plan_lengths(engine, options)
-    return Prepared(lengths, skipped, engine.tokenizer.encode(load_text(options.text)))
+    text_ids = engine.tokenizer.encode(load_text(options.text))
+    if not options.parity:
+        return Prepared(lengths, skipped, text_ids)
+    ids, hypotheses, reason = _plan_parity(engine, options, text_ids)
+    if reason and options.parity_only:
+        raise UnsupportedError(f"--parity-only: {reason}")
+    return Prepared(lengths, skipped, text_ids, ids, hypotheses, reason)
+
+
+def _plan_parity(engine: Engine, options: VerifyOptions, text_ids: list[int]) -> tuple[list[int], list, str | None]:
+    """The parity sequence (BOS and the text's first tokens) and the hypotheses, or why there are none."""
+    facts = engine.facts
+    if facts.rope is None:
+        return [], [], f"the {engine.name} engine does not report its RoPE, so there is nothing to hold it to"
+    if facts.rope.scaling is not None and facts.rope.scaling.type == "dynamic":
+        return [], [], "dynamic scaling changes with every length, so no one reference fits it"
+    length = core_parity.sequence_length(facts.original_context, facts.target_context, engine.device, options.parity_length)
+    available = engine.available_memory()
+    while length > 256 and _parity_memory(facts, length) > 0.9 * available and not options.parity_length:
+        length //= 2  # each pass holds every position's logits: halve until it fits
+    ids = (engine.tokenizer.bos + text_ids)[:length]
+    if len(ids) < 2:
+        return [], [], "the text is too short for a parity sequence"
+    return ids, core_parity.hypotheses(facts.rope, facts.baked_attention_factor, len(ids)), None
+
+
+def _parity_memory(facts, length: int) -> int:
+    """A parity pass: the model at ``length`` in one chunk, plus the float32 logits of every position."""
+    estimate = verify_plan.estimate_memory(facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab,
+                                           length, length, facts.value_bytes)
+    return estimate.total + length * facts.vocab * 4
 
 
 @dataclass
@@ -131,9 +173,48 @@ def run(
     engine: Engine, options: VerifyOptions, advance: Callable[[int], None] | None = None, prepared: Prepared | None = None
 ) -> dict[str, Any]:
     prepared = prepared or prepare(engine, options)
+    tally = _Tally(notes=list(engine.notes))
+    checked = _parity(engine, prepared, options, tally, advance)
+    if options.parity_only:
+        return _parity_report(engine, checked, tally)
+    report = _protocol(engine, options, prepared, tally, advance)
+    report["parity"] = checked.to_json() if checked else None
+    if checked and not checked.ok:
+        report["verdict"] = {"ok": False, "reason": checked.line}
+    return report
+
+
+def _parity(engine: Engine, prepared: Prepared, options: VerifyOptions, tally: _Tally, advance) -> core_parity.Parity | None:
+    if not options.parity:
+        return None
+    reason = prepared.parity_skipped
+    if not reason:
+        try:
+            return run_parity(engine, prepared.parity_ids, prepared.hypotheses, advance)
+        except UnsupportedError as exc:
+            if options.parity_only:
+                raise UnsupportedError(f"--parity-only: {exc}") from exc
+            reason = str(exc)
+    tally.notes.append(f"parity check skipped: {reason}")
+    return None
+
+
+def _parity_report(engine: Engine, checked: core_parity.Parity, tally: _Tally) -> dict[str, Any]:
+    return {
+        "engine": engine.name,
+        "device": engine.device,
+        "scaling": engine.facts.scaling,
+        "original_context": engine.facts.original_context,
+        "target_context": engine.facts.target_context,
+        "parity": checked.to_json(),
+        "verdict": {"ok": checked.ok, "reason": checked.line},
+        "notes": tally.notes,
+    }
+
+
+def _protocol(engine: Engine, options: VerifyOptions, prepared: Prepared, tally: _Tally, advance) -> dict[str, Any]:
     lengths, skipped, text_ids = prepared.lengths, prepared.skipped, prepared.text_ids
     keys = verify_plan.passkeys(options.trials, options.seed)
-    tally = _Tally(notes=list(engine.notes))
     for length in lengths:
         prompts = [
             verify_plan.passkey_prompt(engine.tokenizer.encode, length, depth, key, engine.tokenizer.bos)

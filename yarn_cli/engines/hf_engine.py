@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from yarn_cli.engines.base import ModelFacts, available_host_memory
-from yarn_cli.errors import InputError
+from yarn_cli.errors import InputError, UnsupportedError
 
 
 class TransformersEngine:
@@ -35,16 +35,12 @@ class TransformersEngine:
         raw = read_json(folder / "config.json")
         specs, _ = hf_config.read_rope_specs(raw, original_context)
         spec = specs[0]
-        base = verify_plan.baseline(spec, hf_plan.baked_factor(raw))
-        baseline_config = copy.deepcopy(config)
-        baseline_config.rope_parameters = _baseline_parameters(getattr(config, "rope_parameters", None), base)
-        rotary_owner = self.model.model if hasattr(self.model, "model") else self.model
-        baseline_rotary = type(rotary_owner.rotary_emb)(config=baseline_config).to(device)
-        # transformers multiplies cos/sin by this; per-layer-type modules (Gemma 3) keep one per type, and m sits on the global one
-        name = "full_attention_attention_scaling" if hasattr(baseline_rotary, "full_attention_attention_scaling") else "attention_scaling"
-        setattr(baseline_rotary, name, base.attention_factor)
-        self.rotary = {"extended": rotary_owner.rotary_emb, "baseline": baseline_rotary}
-        self._owner = rotary_owner
+        baked = hf_plan.baked_factor(raw)
+        base = verify_plan.baseline(spec, baked)
+        self._plain_config = copy.deepcopy(config)
+        self._plain_config.rope_parameters = _baseline_parameters(getattr(config, "rope_parameters", None), base)
+        self._owner = self.model.model if hasattr(self.model, "model") else self.model
+        self.rotary = {"extended": self._owner.rotary_emb, "baseline": self._plain_rotary(base.attention_factor)}
         # The same tokenizer.json the native engine reads, so both engines see identical prompts.
         if (folder / "tokenizer.json").exists():
             from yarn_cli.io.tokenizers_io import from_hf_folder
@@ -64,9 +60,27 @@ class TransformersEngine:
             heads=dims["heads"], hidden=dims["hidden_size"],
             vocab=int(hf_config.text_config(raw).get("vocab_size", 0)),
             weight_bytes=sum(p.numel() * p.element_size() for p in self.model.parameters()), value_bytes=value_bytes,
-            scaling=scaling_label(spec.scaling),
+            scaling=scaling_label(spec.scaling), rope=spec, baked_attention_factor=baked,
         )
         self._rate = 0.0
+
+    def _plain_rotary(self, attention_factor: float):
+        """A rotary module built from the config with the scaling removed, cos/sin multiplied by ``attention_factor``."""
+        module = type(self._owner.rotary_emb)(config=self._plain_config).to(self.device)
+        setattr(module, _prefix(module) + "attention_scaling", attention_factor)
+        return module
+
+    def rotary_with(self, inv_freq, attention_factor: float):
+        """A rotary module computing exactly these frequencies and factor (a parity hypothesis)."""
+        module = self._plain_rotary(attention_factor)
+        current = getattr(module, _prefix(module) + "inv_freq")
+        if current.shape[0] != len(inv_freq):
+            raise UnsupportedError(f"transformers' rotary module has {current.shape[0]} frequencies where the reference has {len(inv_freq)}")
+        current.copy_(self.torch.tensor(inv_freq, dtype=current.dtype))
+        return module
+
+    def parity_reference(self) -> TransformersReference:
+        return TransformersReference(self)
 
     def _use(self, variant: str) -> None:
         self._owner.rotary_emb = self.rotary[variant]
@@ -83,8 +97,12 @@ class TransformersEngine:
         return out[0, len(ids):].tolist()
 
     def token_losses(self, variant: str, ids: list[int], score_from: int) -> list[float]:
-        torch = self.torch
         self._use(variant)
+        return self.losses(ids, score_from)
+
+    def losses(self, ids: list[int], score_from: int) -> list[float]:
+        """Next-token NLL of ids[score_from+1:] with whichever rotary module is in place."""
+        torch = self.torch
         keep = len(ids) - score_from
         inputs = torch.tensor([ids], device=self.device)
         started = time.perf_counter()
@@ -102,6 +120,32 @@ class TransformersEngine:
             free, _ = self.torch.cuda.mem_get_info()
             return int(free + self.facts.weight_bytes)
         return available_host_memory() + self.facts.weight_bytes
+
+
+def _prefix(module) -> str:
+    """Per-layer-type rotary modules (Gemma 3) keep one set of buffers per type; the scaling sits on the global one."""
+    return "full_attention_" if hasattr(module, "full_attention_inv_freq") else ""
+
+
+class TransformersReference:
+    """The parity reference on transformers' forward pass: the loaded model, each hypothesis's rotary module swapped in."""
+
+    name = "transformers"
+
+    def __init__(self, engine: TransformersEngine):
+        self.engine = engine
+
+    @classmethod
+    def load(cls, folder: Path) -> TransformersReference:
+        return cls(TransformersEngine(folder, "cpu"))
+
+    def losses(self, hypothesis, ids: list[int]) -> list[float]:
+        engine = self.engine
+        engine._owner.rotary_emb = engine.rotary_with(hypothesis.inv_freq, hypothesis.attention_factor)
+        try:
+            return engine.losses(ids, 0)
+        finally:
+            engine._owner.rotary_emb = engine.rotary["extended"]
 
 
 def _baseline_parameters(parameters: dict | None, base) -> dict:

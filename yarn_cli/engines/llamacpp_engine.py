@@ -45,8 +45,9 @@ class LlamaCppEngine:
             original_context=spec.original_context, target_context=spec.max_context,
             attention=summary.attention or AttentionLayout(summary.layers or 0, 0),
             heads=summary.attention_heads or 0, hidden=summary.hidden_size or 0, vocab=self.models["extended"].n_vocab(),
-            weight_bytes=summary.tensors.bytes, value_bytes=2, scaling=scaling_label(spec.scaling),
+            weight_bytes=summary.tensors.bytes, value_bytes=2, scaling=scaling_label(spec.scaling), rope=spec,
         )
+        self._path, self._original_context = model, original_context
         self._rate = 0.0
 
     def _eval(self, variant: str, ids: list[int]):
@@ -80,6 +81,11 @@ class LlamaCppEngine:
 
     def tokens_per_second(self) -> float:
         return self._rate
+
+    def parity_reference(self):
+        from yarn_cli.engines.parity import reference_for
+
+        return reference_for(self._path, self._original_context)  # a float32 copy: llama.cpp's weights stay in C
 
     def available_memory(self) -> int:
         return available_host_memory() + self.facts.weight_bytes

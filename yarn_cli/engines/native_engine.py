@@ -17,7 +17,7 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, model: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None, chunk: int = 16384):
-        self.device = device
+        self.device, self._path = device, model
         self.dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.chunk = chunk
         self.notes: list[str] = []
@@ -58,7 +58,7 @@ class NativeEngine:
             attention=s.attention, heads=s.heads, hidden=s.hidden, vocab=s.vocab,
             weight_bytes=sum(t.numel() * t.element_size() for t in {id(t): t for t in self.weights.values()}.values()),
             value_bytes=value_bytes,
-            scaling=scaling_label(spec.scaling),
+            scaling=scaling_label(spec.scaling), rope=spec, baked_attention_factor=baked,
         )
         self._last_rate = 0.0
 
@@ -77,6 +77,17 @@ class NativeEngine:
 
     def tokens_per_second(self) -> float:
         return self._last_rate
+
+    def parity_reference(self):
+        from yarn_cli.engines.parity import NativeReference, independent_reference
+
+        # On a CPU, transformers' forward pass over an HF folder: a second implementation, so the check
+        # is not our forward pass against itself. Elsewhere (or without transformers) the weights already loaded.
+        if self.device == "cpu" and self.spec.source_format == "hf":
+            reference = independent_reference(self._path, self.spec.weight_bytes(4))
+            if reference is not None:
+                return reference
+        return NativeReference(self.spec, self.weights, self.device, self.dtype)
 
     def available_memory(self) -> int:
         if self.device.startswith("cuda"):

@@ -53,6 +53,17 @@ def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
     return lengths
 
 
+def _parity_length(value: str | int | None) -> int | None:
+    from yarn_cli.core.lengths import parse_length
+
+    if value is None:
+        return None
+    length = parse_length(str(value))
+    if length < 2:
+        raise InputError(f"--parity-length {value}: the parity sequence needs at least 2 tokens")
+    return length
+
+
 def prepare_verify(
     model: str | Path | None = None,
     *,
@@ -67,9 +78,16 @@ def prepare_verify(
     min_accuracy: float = 0.8,
     ppl_margin: float = 0.10,
     original_context: int | None = None,
+    parity: bool = True,
+    parity_only: bool = False,
+    parity_length: str | int | None = None,
+    engine_options: dict[str, Any] | None = None,
     notify: Notify | None = None,
 ) -> VerifyRun:
-    """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory."""
+    """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory and the parity check.
+
+    ``engine_options``: what only some engines take (vllm: tensor_parallel_size, pipeline_parallel_size,
+    dtype, gpu_memory_utilization, enforce_eager)."""
     try:
         import torch  # noqa: F401
     except ImportError as exc:
@@ -91,10 +109,12 @@ def prepare_verify(
         max_length=parse_length(str(max_length)) if max_length else None,
         depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
         trials=trials, text=Path(text) if text is not None else None, ppl_windows=ppl_windows,
-        min_accuracy=min_accuracy, ppl_margin=ppl_margin,
+        min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity or parity_only, parity_only=parity_only,
+        parity_length=_parity_length(parity_length),
     )
     check_original_context(original_context)
-    loaded = load_engine(engine, path, pick_device(device), original_context, max(options.lengths or [0]) + 16)
+    longest = max(options.lengths or [0]) + 16
+    loaded = load_engine(engine, path, pick_device(device), original_context, longest, engine_options or {})
     return VerifyRun(loaded, options, harness.prepare(loaded, options), path)
 
 

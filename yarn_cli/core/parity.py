@@ -1,0 +1,220 @@
+"""Engine parity (docs/conventions.md §10), pure: the RoPE variants an engine's output is held against, and
+the diagnosis that says which one the engine computes.
+
+Each hypothesis is a way engines have got a declared scaling wrong, written as the RoPE it would run on
+the same weights: the frequencies θ per pair and the factor m that cos/sin carry. The reference forward
+pass runs each one; the engine's next-token log-probabilities are closest to the one it implements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from yarn_cli.core import analysis, rope
+from yarn_cli.core.model import RopeSpec
+
+DIAGNOSES = ("exact", "no-scaling", "no-attention-factor", "attention-factor-twice", "linear", "other")
+# What each hypothesis means, for the one line verify prints.
+MEANINGS = {
+    "exact": "the declared scaling",
+    "no-scaling": "YaRN ignored",
+    "no-attention-factor": "the attention factor dropped",
+    "attention-factor-twice": "the attention factor applied twice",
+    "linear": "linear interpolation instead",
+    "truncate-flipped": "the ramp bounds rounded the other way (truncate)",
+}
+# The verdict is relative, so that quantized weights and bf16 engines are judged as fairly as float32
+# ones. Along the line from the closest hypothesis to any other, the engine must lie within this fraction
+# of the way (a quarter: three times nearer the closest one)...
+CLEAR = 0.25
+# ...and a hypothesis counts only where the engine's noise leaves its position that certain.
+RESOLVE = 0.05
+# A float32 engine matches its hypothesis to ~1e-5; below this the line says "exactly".
+FLOAT_MAX = 1e-3
+# Default length of the sequence: past the trained length, where a missing scaling shows most.
+REACH = 1.5
+CPU_CAP = 1024  # a forward pass per hypothesis on a CPU: keep the check to seconds
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    name: str
+    inv_freq: tuple[float, ...]  # θ per rotary pair
+    attention_factor: float  # what cos and sin are multiplied by
+
+
+def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[Hypothesis]:
+    """The declared RoPE ("exact") first, then each fault that gives a different RoPE on these weights.
+
+    ``baked``: the m already multiplied into q/k (a baked checkpoint), so "twice" means the engine adds
+    one more m on top of it. Faults that coincide with the declared RoPE (a baked checkpoint's
+    "no attention factor") cannot be told apart and are left out.
+    """
+    declared = analysis.existing_frequencies(spec, seq_len)
+    found = [Hypothesis("exact", declared.theta, declared.attention_factor)]
+    scaling = spec.scaling
+    if scaling is None:
+        return found
+    plain = rope.inv_freq_values(spec.theta, spec.rotary_dim)
+    found.append(Hypothesis("no-scaling", plain, 1.0))
+    factor = scaling.factor or spec.max_context / (scaling.original_context or spec.max_context)
+    if scaling.type == "yarn":
+        model_m = declared.attention_factor * (baked or 1.0)
+        found.append(Hypothesis("no-attention-factor", declared.theta, 1.0))
+        found.append(Hypothesis("attention-factor-twice", declared.theta, model_m**2 / (baked or 1.0)))
+        truncate = scaling.params.get("truncate")
+        flipped = analysis.existing_frequencies(_with_param(spec, "truncate", not (truncate if truncate is not None else True)), seq_len)
+        found.append(Hypothesis("truncate-flipped", flipped.theta, declared.attention_factor))
+    if scaling.type != "linear" and factor > 1:
+        found.append(Hypothesis("linear", rope.linear(spec.theta, spec.rotary_dim, factor).theta, 1.0))
+    return [h for i, h in enumerate(found) if not any(_same(h, earlier) for earlier in found[:i])]
+
+
+def _with_param(spec: RopeSpec, key: str, value: Any) -> RopeSpec:
+    from dataclasses import replace
+
+    return replace(spec, scaling=replace(spec.scaling, params={**spec.scaling.params, key: value}))
+
+
+def _same(a: Hypothesis, b: Hypothesis) -> bool:
+    return math.isclose(a.attention_factor, b.attention_factor, rel_tol=1e-12) and all(
+        math.isclose(x, y, rel_tol=1e-12) for x, y in zip(a.inv_freq, b.inv_freq)
+    )
+
+
+def sequence_length(original: int, target: int, device: str, requested: int | None = None) -> int:
+    """About 1.5·L (never past s·L); on a CPU at most CPU_CAP unless asked for more."""
+    if requested:
+        return requested
+    length = min(int(REACH * original), target)
+    return min(length, CPU_CAP) if device == "cpu" else length
+
+
+@dataclass(frozen=True)
+class Distance:
+    max_abs_diff: float
+    mean_abs_diff: float
+
+
+def distance(engine: Sequence[float], reference: Sequence[float]) -> Distance:
+    """Position by position, over log-probabilities of the tokens that follow (NaN counts as infinitely far)."""
+    diffs = [abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf for a, b in zip(engine, reference)]
+    if not diffs:
+        return Distance(math.inf, math.inf)
+    return Distance(max(diffs), sum(diffs) / len(diffs))
+
+
+@dataclass(frozen=True)
+class Parity:
+    engine: str
+    reference: str
+    positions: int
+    declared: str  # the declared scaling's label
+    distances: dict[str, Distance]  # by hypothesis, "exact" first
+    diagnosis: str  # one of DIAGNOSES
+    closest: str  # the hypothesis nearest the engine (may be "truncate-flipped", which has no diagnosis of its own)
+    indistinct: list[str]  # hypotheses this run cannot tell from the closest one (their difference is below the noise)
+    clear: bool  # the engine lies within CLEAR of the way from the closest towards every hypothesis told apart
+
+    @property
+    def ok(self) -> bool:
+        return self.diagnosis == "exact"
+
+    @property
+    def line(self) -> str:
+        """The one line verify prints."""
+        return describe(self)
+
+    def to_json(self) -> dict[str, Any]:
+        exact = self.distances["exact"]
+        return {
+            "engine": self.engine,
+            "reference": self.reference,
+            "positions": self.positions,
+            "max_abs_diff": exact.max_abs_diff,
+            "mean_abs_diff": exact.mean_abs_diff,
+            "diagnosis": self.diagnosis,
+            "closest": self.closest,
+            "indistinct": self.indistinct,
+            "hypotheses": {name: d.max_abs_diff for name, d in self.distances.items()},
+            "hypotheses_mean": {name: d.mean_abs_diff for name, d in self.distances.items()},
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the engine lies between two hypotheses' references: ``position`` 0 at ``a``, 1 at ``b``, along
+    the line from a to b; ``error``: its standard error from the engine's noise around ``a``."""
+
+    position: float
+    error: float
+
+
+def geometry(measured: Sequence[float], a: Sequence[float], b: Sequence[float]) -> Geometry:
+    """Project the engine's deviation from ``a`` onto the difference ``b - a``. Noise (quantization, bf16)
+    is not aligned with any fault, so it averages out of the projection: a quantized engine's point sits
+    near 0 even where its mean |Δ| is far above a float engine's."""
+    delta = [y - x for x, y in zip(a, b)]
+    norm2 = sum(d * d for d in delta)
+    residual = [m - x for m, x in zip(measured, a)]
+    if norm2 == 0.0 or not all(math.isfinite(r) for r in residual):
+        return Geometry(0.0 if norm2 == 0.0 else math.inf, math.inf)
+    noise = math.sqrt(sum(r * r for r in residual) / max(len(residual), 1))
+    return Geometry(sum(r * d for r, d in zip(residual, delta)) / norm2, noise / math.sqrt(norm2))
+
+
+def diagnose(measured: Sequence[float], references: dict[str, Sequence[float]]) -> tuple[str, str, list[str], bool]:
+    """(diagnosis, closest hypothesis, hypotheses this run cannot tell from it, whether it stands clearly).
+
+    The closest is the nearest reference (least squares). Another hypothesis whose difference from it is
+    lost in the engine's noise (standard error of the projection above RESOLVE) cannot be told apart; the
+    declared RoPE wins such a tie. The closest stands clearly when the engine lies within CLEAR of the way
+    towards every hypothesis that can be told apart; otherwise the diagnosis is "other".
+    """
+    def squared(name: str) -> float:
+        return sum((m - r) ** 2 if math.isfinite(m - r) else math.inf for m, r in zip(measured, references[name]))
+
+    closest = min(references, key=squared)
+    if closest != "exact" and geometry(measured, references[closest], references["exact"]).error > RESOLVE:
+        closest = "exact"
+    others = {name: geometry(measured, references[closest], references[name]) for name in references if name != closest}
+    distinct = {name: g for name, g in others.items() if g.error <= RESOLVE}
+    indistinct = [name for name in others if name not in distinct]
+    if not distinct:
+        clear = closest == "exact" and not others
+        return ("exact" if clear else "other"), closest, indistinct, clear
+    if max(g.position for g in distinct.values()) > CLEAR:
+        return "other", closest, indistinct, False
+    return (closest if closest in DIAGNOSES else "other"), closest, indistinct, True
+
+
+def parity(engine: str, reference: str, declared: str, measured: Sequence[float], references: dict[str, Sequence[float]]) -> Parity:
+    """Compare the engine's log-probabilities with each hypothesis's reference ones and diagnose."""
+    distances = {name: distance(measured, values) for name, values in references.items()}
+    diagnosis, closest, indistinct, clear = diagnose(measured, references)
+    return Parity(engine, reference, len(measured), declared, distances, diagnosis, closest, indistinct, clear)
+
+
+def describe(result: Parity) -> str:
+    exact = result.distances["exact"]
+    where = f"over {result.positions:,} positions"
+    nearest = result.distances[result.closest]
+    apart = [d.mean_abs_diff for n, d in result.distances.items() if n != result.closest and n not in result.indistinct]
+    untold = f"; cannot tell it from {', '.join(repr(n) for n in result.indistinct)} at this noise" if result.indistinct else ""
+    if result.diagnosis == "exact":
+        if exact.max_abs_diff <= FLOAT_MAX or not apart:
+            return f"parity: {result.engine} applies {result.declared} exactly (max |Δ logprob| {exact.max_abs_diff:.1e} {where}){untold}"
+        return (f"parity: {result.engine} applies {result.declared} as declared (mean |Δ logprob| {exact.mean_abs_diff:.1e} {where}; "
+                f"clearly nearer it than any fault, the rest is numeric noise such as quantization{untold})")
+    if result.clear:
+        return (f"parity: {result.engine} matches \"{result.closest}\" ({MEANINGS.get(result.closest, result.closest)}), "
+                f"not the declared {result.declared} (mean |Δ logprob| {nearest.mean_abs_diff:.1e} vs {exact.mean_abs_diff:.1e} {where})")
+    if not apart:
+        return (f"parity: {result.engine} cannot be judged: its noise (mean |Δ logprob| {nearest.mean_abs_diff:.1e} {where}) is larger "
+                f"than the differences between the hypotheses; try a longer --parity-length")
+    return (f"parity: {result.engine} matches no known variant of {result.declared} clearly (mean |Δ logprob| {exact.mean_abs_diff:.1e} "
+            f"from the declared one, nearest \"{result.closest}\" at {nearest.mean_abs_diff:.1e} {where})")
