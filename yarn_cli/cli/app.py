@@ -145,7 +145,7 @@ def verify(
     parity_length: Optional[str] = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
     pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
-    dtype: str = typer.Option("auto", "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32)."),
+    dtype: str = typer.Option("auto", "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),

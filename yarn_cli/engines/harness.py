@@ -5,6 +5,7 @@ extended model and the baseline on the same prompts. Pure orchestration; engines
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,14 +175,26 @@ def run(
 ) -> dict[str, Any]:
     prepared = prepared or prepare(engine, options)
     tally = _Tally(notes=list(engine.notes))
+    started = time.perf_counter()
     checked = _parity(engine, prepared, options, tally, advance)
+    timings = {"parity_seconds": time.perf_counter() - started}
     if options.parity_only:
-        return _parity_report(engine, checked, tally)
+        return {**_parity_report(engine, checked, tally), "timings": _timings(engine, timings)}
+    started = time.perf_counter()
     report = _protocol(engine, options, prepared, tally, advance)
+    timings["protocol_seconds"] = time.perf_counter() - started
     report["parity"] = checked.to_json() if checked else None
+    report["timings"] = _timings(engine, timings)
     if checked and not checked.ok:
         report["verdict"] = {"ok": False, "reason": checked.line}
     return report
+
+
+def _timings(engine: Engine, timings: dict[str, float]) -> dict[str, float]:
+    """Where the time went; ``engine_startup_seconds`` for engines that start servers of their own (vLLM),
+    which the other figures include."""
+    startup = getattr(engine, "startup_seconds", None)
+    return {**timings, **({"engine_startup_seconds": startup} if startup is not None else {})}
 
 
 def _parity(engine: Engine, prepared: Prepared, options: VerifyOptions, tally: _Tally, advance) -> core_parity.Parity | None:
@@ -215,6 +228,7 @@ def _parity_report(engine: Engine, checked: core_parity.Parity, tally: _Tally) -
 def _protocol(engine: Engine, options: VerifyOptions, prepared: Prepared, tally: _Tally, advance) -> dict[str, Any]:
     lengths, skipped, text_ids = prepared.lengths, prepared.skipped, prepared.text_ids
     keys = verify_plan.passkeys(options.trials, options.seed)
+    work = {}
     for length in lengths:
         prompts = [
             verify_plan.passkey_prompt(engine.tokenizer.encode, length, depth, key, engine.tokenizer.bos)
@@ -224,7 +238,10 @@ def _protocol(engine: Engine, options: VerifyOptions, prepared: Prepared, tally:
         windows = [text_ids[start : start + length] for start in verify_plan.ppl_windows(len(text_ids), length, options.ppl_windows)]
         if not windows:
             tally.notes.append(f"the text has {len(text_ids):,} tokens, fewer than {length:,}: no perplexity at that length")
-        for variant in VARIANTS:
+        work[length] = prompts, windows
+    # Variant by variant: an engine that holds one model at a time (vLLM) switches once, not at every length.
+    for variant in VARIANTS:
+        for length, (prompts, windows) in work.items():
             rates = _passkeys(engine, variant, prompts, options, tally, advance)
             rates += _perplexity(engine, variant, windows, length, tally, advance)
             tally.speed[variant][length] = sum(rates) / len(rates)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +38,19 @@ class VerifyRun:
     def total_steps(self) -> int:
         return self.prepared.total_steps(self.options)
 
+    load_seconds: float = 0.0
+
     def run(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
         from yarn_cli.engines import harness
 
-        return VerifyReport(harness.run(self.engine, self.options, progress, self.prepared))
+        try:
+            report = harness.run(self.engine, self.options, progress, self.prepared)
+        finally:
+            close = getattr(self.engine, "close", None)
+            if close:  # engines with worker processes (vLLM) stop them now, not in interpreter teardown
+                close()
+        report["timings"] = {"load_seconds": self.load_seconds, **report["timings"]}
+        return VerifyReport(report)
 
 
 def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
@@ -114,8 +125,9 @@ def prepare_verify(
     )
     check_original_context(original_context)
     longest = max(options.lengths or [0]) + 16
+    started = time.perf_counter()
     loaded = load_engine(engine, path, pick_device(device), original_context, longest, engine_options or {})
-    return VerifyRun(loaded, options, harness.prepare(loaded, options), path)
+    return VerifyRun(loaded, options, harness.prepare(loaded, options), path, time.perf_counter() - started)
 
 
 def verify(model: str | Path | None = None, *, progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:

