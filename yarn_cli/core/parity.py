@@ -134,13 +134,13 @@ class Parity:
             "engine": self.engine,
             "reference": self.reference,
             "positions": self.positions,
-            "max_abs_diff": exact.max_abs_diff,
-            "mean_abs_diff": exact.mean_abs_diff,
+            "max_abs_diff": _finite(exact.max_abs_diff),
+            "mean_abs_diff": _finite(exact.mean_abs_diff),
             "diagnosis": self.diagnosis,
             "closest": self.closest,
             "indistinct": self.indistinct,
-            "hypotheses": {name: d.max_abs_diff for name, d in self.distances.items()},
-            "hypotheses_mean": {name: d.mean_abs_diff for name, d in self.distances.items()},
+            "hypotheses": {name: _finite(d.max_abs_diff) for name, d in self.distances.items()},
+            "hypotheses_mean": {name: _finite(d.mean_abs_diff) for name, d in self.distances.items()},
             "line": self.line,
         }
 
@@ -192,9 +192,15 @@ def diagnose(measured: Sequence[float], references: dict[str, Sequence[float]]) 
     return (closest if closest in DIAGNOSES else "other"), closest, indistinct, True
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no infinity
+
+
 def parity(engine: str, reference: str, declared: str, measured: Sequence[float], references: dict[str, Sequence[float]]) -> Parity:
     """Compare the engine's log-probabilities with each hypothesis's reference ones and diagnose."""
     distances = {name: distance(measured, values) for name, values in references.items()}
+    if not all(math.isfinite(v) for v in measured) or not all(math.isfinite(v) for v in references["exact"]):
+        return Parity(engine, reference, len(measured), declared, distances, "other", "exact", [], False)
     diagnosis, closest, indistinct, clear = diagnose(measured, references)
     return Parity(engine, reference, len(measured), declared, distances, diagnosis, closest, indistinct, clear)
 
@@ -202,6 +208,9 @@ def parity(engine: str, reference: str, declared: str, measured: Sequence[float]
 def describe(result: Parity) -> str:
     exact = result.distances["exact"]
     where = f"over {result.positions:,} positions"
+    if not math.isfinite(exact.mean_abs_diff):
+        return (f"parity: {result.engine} (or the reference) gives NaN/infinite log-probabilities {where}, so nothing "
+                "can be compared: the weights hold non-finite values or the dtype overflows")
     nearest = result.distances[result.closest]
     apart = [d.mean_abs_diff for n, d in result.distances.items() if n != result.closest and n not in result.indistinct]
     untold = f"; cannot tell it from {', '.join(repr(n) for n in result.indistinct)} at this noise" if result.indistinct else ""

@@ -28,6 +28,9 @@ class TransformersEngine:
         from yarn_cli.core.model import scaling_label
         from yarn_cli.io.checkpoint import read_json
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # verify shows its own progress; stderr keeps to one line per message
         self.torch, self.device = torch, device
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         config = AutoConfig.from_pretrained(folder)
