@@ -212,13 +212,20 @@ def _parity(engine: Engine, prepared: Prepared, options: VerifyOptions, tally: _
     return None
 
 
-def _parity_report(engine: Engine, checked: core_parity.Parity, tally: _Tally) -> dict[str, Any]:
+def _header(engine: Engine) -> dict[str, Any]:
+    """The keys every verify report opens with."""
     return {
         "engine": engine.name,
         "device": engine.device,
         "scaling": engine.facts.scaling,
         "original_context": engine.facts.original_context,
         "target_context": engine.facts.target_context,
+    }
+
+
+def _parity_report(engine: Engine, checked: core_parity.Parity, tally: _Tally) -> dict[str, Any]:
+    return {
+        **_header(engine),
         "parity": checked.to_json(),
         "verdict": {"ok": checked.ok, "reason": checked.line},
         "notes": tally.notes,
@@ -259,11 +266,7 @@ def _report(engine: Engine, options: VerifyOptions, lengths: list[int], skipped:
             + (f"; the largest length that fits is {largest:,}" if largest else "")
         )
     return {
-        "engine": engine.name,
-        "device": engine.device,
-        "scaling": engine.facts.scaling,
-        "original_context": engine.facts.original_context,
-        "target_context": engine.facts.target_context,
+        **_header(engine),
         "lengths": lengths,
         "skipped": skipped,
         "passkey": tally.passkey,
