@@ -9,7 +9,7 @@ pass runs each one; the engine's next-token log-probabilities are closest to the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
