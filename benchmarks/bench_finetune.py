@@ -31,7 +31,7 @@ def child(mode: str, length: int, work: Path) -> dict:
     from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainerCallback, TrainingArguments
 
     from yarn_cli.core.finetune_plan import Batching, Recipe
-    from yarn_cli.engines import trainer as engine
+    from yarn_cli.training import trainer as engine
 
     torch.manual_seed(0)
     lm = AutoModelForCausalLM.from_config(LlamaConfig(**SMOLLM2_135M), attn_implementation="sdpa")

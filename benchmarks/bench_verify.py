@@ -69,10 +69,11 @@ def measure(args) -> dict:
     folder = Path(args.checkpoint)
     reset_peak(args.device)
     if args.engines == "native":
-        from yarn_cli.engines.native_engine import NativeEngine
+        from yarn_cli.core import variants
+        from yarn_cli.native.engine import NativeEngine
 
         native = NativeEngine(folder, args.device)
-        model = native.models["extended"]
+        model = native.model(variants.declared(native.facts.rope))
 
         def prefill():
             model.prefill(ids, model.new_cache(len(ids)), native.chunk)

@@ -69,16 +69,19 @@ def main() -> None:
         rows = []
         for engine, python, model in runs:
             wall, report = run(python, model, engine, args.length)
-            rows.append((engine, wall, report["timings"], report["parity"]["line"] if report.get("parity") else "-"))
+            speed = report["speed"]["extended"][str(args.length)]
+            rows.append((engine, wall, report["timings"], report["parity"]["line"] if report.get("parity") else "-", speed))
         native = rows[0][1]
         print(f"verify at {args.length:,} tokens, SmolLM2-135M x2, CPU (parity + passkey + perplexity, both variants)")
-        print(f"{'engine':<13}{'wall s':>9}{'vs native':>11}{'load s':>9}{'parity s':>10}{'protocol s':>12}{'start-up s':>12}")
-        for engine, wall, timings, _ in rows:
+        print(f"{'engine':<13}{'wall s':>9}{'vs native':>11}{'load s':>9}{'parity s':>10}{'protocol s':>12}{'start-up s':>12}"
+              f"{'prefill tok/s':>15}{'decode tok/s':>14}")
+        for engine, wall, timings, _, speed in rows:
             startup = timings.get("engine_startup_seconds")
+            prefill, decode = speed["prefill_tokens_per_second"], speed["decode_tokens_per_second"]
             print(f"{engine:<13}{wall:>9.1f}{wall / native:>10.2f}x{timings['load_seconds']:>9.1f}"
                   f"{timings['parity_seconds']:>10.1f}{timings['protocol_seconds']:>12.1f}"
-                  f"{'' if startup is None else f'{startup:.1f}':>12}")
-        for engine, _, _, line in rows:
+                  f"{'' if startup is None else f'{startup:.1f}':>12}{prefill or 0:>15,.0f}{decode or 0:>14,.1f}")
+        for engine, _, _, line, _ in rows:
             print(f"  {line}")
 
 

@@ -51,7 +51,7 @@ def pretrain(work: Path, train_text: Path) -> Path:
     """A tiny llama trained from scratch at L tokens: the "pretrained model" of this demo."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments
 
-    from yarn_cli.engines.trainer import Windows, pack
+    from yarn_cli.training.trainer import Windows, pack
 
     folder = work / "tiny"
     if (folder / "config.json").exists():

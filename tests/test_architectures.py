@@ -53,13 +53,10 @@ def test_broken_entries_are_refused_when_loaded(change, message):
         architectures.parse_entry({**GOOD, **change}, "x.json")
 
 
-def test_a_model_type_or_gguf_architecture_belongs_to_one_family():
-    seen_types, seen_gguf = set(), set()
-    for arch in architectures.registry().values():
-        assert not seen_types & set(arch.model_types)
-        assert not seen_gguf & set(arch.gguf_architectures)
-        seen_types |= set(arch.model_types)
-        seen_gguf |= set(arch.gguf_architectures)
+def test_a_model_type_or_gguf_architecture_claimed_twice_is_refused():
+    architectures.build_registry([("x.json", dict(GOOD)), ("y.json", {**GOOD, "family": "y", "model_types": ["y"]})])
+    with pytest.raises(FormatError, match=r"\['x'\] already belong to x"):
+        architectures.build_registry([("x.json", dict(GOOD)), ("y.json", {**GOOD, "family": "y"})])
 
 
 @pytest.mark.parametrize("family", ENTRIES)

@@ -36,11 +36,32 @@ def test_json_contract_on_smollm2(smollm2_gguf, capsys):
     assert report["rope"]["original_context"] == 8192 and report["rope"]["scaling"] is None
     assert report["scale"] == 4.0 and report["attention_factor"] == pytest.approx(1.1386, abs=1e-4)
     assert report["correction_range"] == {"low": 10, "high": 20}
-    assert len(report["dimensions"]) == 32
     for row in report["dimensions"]:
         assert {"pair", "inv_freq", "wavelength", "rotations", "ramp", "scaled_inv_freq"} <= set(row)
-    assert report["kv_cache"]["bytes_per_token_16bit"] == 30 * 3 * 64 * 2 * 2
+    # the table is transformers' YaRN for this model at x4, pair for pair
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = LlamaConfig(hidden_size=576, num_attention_heads=9, max_position_embeddings=32768, rope_parameters={
+        "rope_type": "yarn", "rope_theta": 100000.0, "factor": 4.0, "original_max_position_embeddings": 8192})
+    expected, _ = ROPE_INIT_FUNCTIONS["yarn"](config, device="cpu")
+    assert [row["scaled_inv_freq"] for row in report["dimensions"]] == pytest.approx(expected.double().tolist(), rel=1e-6)
     assert report["tensors"]["count"] == 272 and report["model"]["layers"] == 30
+
+
+def test_kv_cache_per_token_is_what_llama_cpp_allocates(smollm2_gguf, capsys):
+    """The bytes each token adds to the KV cache, as llama.cpp reports its own allocation (f16 cells) at load."""
+    pytest.importorskip("llama_cpp")
+    import re
+    import subprocess
+    import sys
+
+    report = run_json(["inspect", str(smollm2_gguf)], capsys)
+    load = f"import llama_cpp; llama_cpp.Llama({str(smollm2_gguf)!r}, n_ctx=2048, verbose=True)"
+    log = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=300).stderr
+    match = re.search(r"llama_kv_cache: size = +([0-9.]+) MiB \( *(\d+) cells", log)
+    assert match, log[-2000:]
+    assert report["kv_cache"]["bytes_per_token_16bit"] == float(match[1]) * 2**20 / int(match[2])
 
 
 def test_method_all_compares(smollm2_gguf, capsys):

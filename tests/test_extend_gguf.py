@@ -314,12 +314,12 @@ def test_wrongly_typed_context_length_is_rewritten_as_uint32(tmp_path):
 
     writer.add_tensor("x", np.zeros(32, np.float32))
     writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
-    from yarn_cli.io import gguf_writer
+    from yarn_cli.api import apply_extend, plan_extend
 
-    first, plan = gguf_writer.plan_file(path, 2.0, None, None, False)
-    assert any("was UINT64" in n for n in plan.notes)
     out = tmp_path / "o.gguf"
-    gguf_writer.extend_gguf(first, plan, out)
+    plan = plan_extend(path, out, scale=2.0)
+    assert any("was UINT64" in n for n in plan.rope.notes)
+    apply_extend(plan)
     assert read_gguf(out).fields["llama.context_length"].type_name == "UINT32"
     assert os.path.getsize(out) > 0
 

@@ -44,7 +44,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_chunked_loss_equals_transformers_loss(tiny):
     from transformers import AutoModelForCausalLM
 
-    from yarn_cli.engines.trainer import LossModel
+    from yarn_cli.training.trainer import LossModel
 
     model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
     ids = torch.randint(0, 1000, (2, 300))
@@ -228,3 +228,36 @@ def test_malformed_jsonl_is_one_line(tmp_path):
     with pytest.raises(FormatError) as caught:
         list(documents([tmp_path / "bad.jsonl"]))
     assert "bad.jsonl" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_memory_check_counts_fsdp_and_zero3_sharding(tiny, tmp_path, monkeypatch):
+    """A run that does not fit on one process fits on four under FSDP (full shard) or ZeRO-3, which shard the
+    weights, gradients and optimizer state; DDP and FSDP's NO_SHARD shard nothing and stay refused."""
+    from yarn_cli.api import Recipe, plan_finetune
+    from yarn_cli.errors import InputError
+    from yarn_cli.usecases import finetune
+
+    estimates = []
+    real = finetune.finetune_plan.training_memory
+    monkeypatch.setattr(finetune.finetune_plan, "training_memory", lambda *a, **k: estimates.append(real(*a, **k)) or estimates[-1])
+    recipe = Recipe(steps=4, seq_len=256, lora_rank=0)
+    environments = {"single": {}, "ddp": {"WORLD_SIZE": "4"},
+                    "fsdp": {"WORLD_SIZE": "4", "ACCELERATE_USE_FSDP": "true"},
+                    "fsdp-no-shard": {"WORLD_SIZE": "4", "ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "NO_SHARD"},
+                    "zero3": {"WORLD_SIZE": "4", "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}}
+    needed = {}
+    for name, env in environments.items():
+        for key in ("WORLD_SIZE", "ACCELERATE_USE_FSDP", "FSDP_SHARDING_STRATEGY", "ACCELERATE_USE_DEEPSPEED",
+                    "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        estimates.clear()
+        try:
+            plan_finetune(tiny, tmp_path / name, scale=2, recipe=recipe)
+        except InputError:
+            pass
+        assert len(estimates) == 1, name
+        needed[name] = estimates[0]
+    assert needed["single"] == needed["ddp"] == needed["fsdp-no-shard"]
+    assert needed["fsdp"] == needed["zero3"] < needed["single"]

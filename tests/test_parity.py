@@ -62,7 +62,7 @@ def parity_run(folder: Path, words: Path, engine: str = "native", **options):
 
 
 def test_hypotheses_of_a_yarn_spec_and_of_a_baked_one():
-    from yarn_cli.core import parity, rope
+    from yarn_cli.core import diagnosis as parity, rope
     from yarn_cli.core.model import RopeSpec, Scaling
 
     scaling = Scaling("yarn", 4.0, 4096, {}, "rope_parameters")
@@ -84,7 +84,7 @@ def test_hypotheses_of_a_yarn_spec_and_of_a_baked_one():
 
 
 def test_diagnosis_is_relative():
-    from yarn_cli.core.parity import parity
+    from yarn_cli.core.diagnosis import parity
 
     n, rng = 400, random.Random(0)
     noise = [rng.gauss(0.0, 0.05) for _ in range(n)]  # quantization-like: large, and aligned with no fault
@@ -122,7 +122,8 @@ def test_engines_apply_yarn_exactly(tiny, words, model_type, engine):
     parity = report["parity"]
     assert parity["diagnosis"] == "exact", parity["line"]
     assert parity["max_abs_diff"] < 1e-4 and parity["positions"] == 383  # 1.5 x 256: BOS and 383 tokens, each scored
-    assert parity["reference"] == "transformers"  # on a CPU the native engine is held against transformers' forward pass
+    # never the engine's own forward pass: native is held against transformers, transformers against native
+    assert parity["reference"] == {"native": "transformers", "transformers": "native"}[engine]
     assert report["verdict"]["ok"] and "lengths" not in report
     faults = {name: diff for name, diff in parity["hypotheses_mean"].items() if name != "exact"}
     assert min(faults.values()) > 20 * parity["mean_abs_diff"]  # every fault is told apart clearly
@@ -144,10 +145,13 @@ def test_llama_cpp_applies_yarn_on_the_quantized_smollm2(smollm2_gguf, tmp_path,
 
 
 def _rope(engine, inv_freq, factor):
-    from yarn_cli.engines.native import Rope
+    """Inject a fault into the native engine's declared RoPE (the variant parity measures it under)."""
+    from yarn_cli.core import variants
+    from yarn_cli.native.model import Rope
 
-    engine.models["extended"].rope = Rope(torch.tensor(inv_freq, dtype=torch.float32), factor)
-    engine.models["extended"]._cos = None
+    model = engine.model(variants.declared(engine.facts.rope, engine.facts.baked_attention_factor))
+    model.rope = Rope(torch.tensor(inv_freq, dtype=torch.float32), factor)
+    model._cos = None
 
 
 def test_native_engine_faults_are_named(tiny, words):
@@ -171,7 +175,7 @@ def test_native_engine_faults_are_named(tiny, words):
 
 def test_transformers_engine_applying_m_twice_is_named(tiny, words):
     prepared = parity_run(tiny["qwen3-x4"], words, "transformers")
-    rotary = prepared.engine.rotary["extended"]
+    rotary = prepared.engine._slots[0][2]  # the module transformers built from the config: the declared variant
     rotary.attention_scaling = rotary.attention_scaling**2
     parity = prepared.run().to_json()["parity"]
     assert parity["diagnosis"] == "attention-factor-twice", parity["line"]
@@ -180,8 +184,10 @@ def test_transformers_engine_applying_m_twice_is_named(tiny, words):
 def test_baked_checkpoint_in_an_engine_that_adds_m_again(tiny, words):
     from yarn_cli.core import rope
 
+    from yarn_cli.core import variants
+
     prepared = parity_run(tiny["llama-baked"], words)
-    inv_freq = prepared.engine.models["extended"].rope.inv_freq.tolist()
+    inv_freq = variants.declared(prepared.engine.facts.rope).inv_freq
     _rope(prepared.engine, inv_freq, rope.yarn_attention_factor(4.0))
     parity = prepared.run().to_json()["parity"]
     assert parity["diagnosis"] == "attention-factor-twice", parity["line"]
@@ -194,7 +200,9 @@ def test_llama_cpp_with_scaling_forced_off_is_named(smollm2_gguf, tmp_path, caps
     out = tmp_path / "smol-x2.gguf"
     assert run(["extend", str(smollm2_gguf), "-s", "2", "-o", str(out)], capsys)[0] == 0
     prepared = prepare_verify(out, engine="llama.cpp", device="cpu", parity_only=True)
-    prepared.engine.models["extended"] = prepared.engine.models["baseline"]  # rope_scaling_type NONE: the metadata ignored
+    engine = prepared.engine
+    ignore_metadata = {"rope_scaling_type": 0, "rope_freq_scale": 1.0}  # LLAMA_ROPE_SCALING_TYPE_NONE: the metadata ignored
+    engine._parameters = lambda variant: (ignore_metadata, {})
     parity = prepared.run().to_json()["parity"]
     assert parity["diagnosis"] == "no-scaling", parity["line"]
 
@@ -233,8 +241,10 @@ def test_an_old_reader_of_a_5x_only_block_is_named_no_scaling(tiny, words, tmp_p
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     old = json.loads(out.read_text())
+    from yarn_cli.runtimes.base import Scored
+
     engine = prepared.engine
-    engine.name, engine.token_losses = "transformers 4.57", lambda variant, ids, score_from: old
+    engine.name, engine.score = "transformers 4.57", lambda variant, ids, score_from: Scored(old, len(ids), 0.0)
     parity = prepared.run().to_json()["parity"]
     assert parity["diagnosis"] == "no-scaling" and math.isfinite(parity["max_abs_diff"]), parity["line"]
     assert 'transformers 4.57 matches "no-scaling" (YaRN ignored), not the declared yarn x4' in parity["line"]
@@ -262,3 +272,76 @@ def test_parity_on_a_plain_checkpoint_and_bad_lengths(tiny, words, capsys):
     assert code == 2 and "--parity-length" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(["verify", str(tiny["llama"]), "--parity-only", "--tensor-parallel-size", "2"], capsys)
     assert code == 2 and "only --engine vllm" in err
+
+
+# --- the reference is never the engine's own forward pass ---------------------------------------------------
+
+
+def test_without_an_independent_reference_parity_is_not_checked(tiny, words, capsys, monkeypatch):
+    """The native engine's only independent reference is transformers: without it, parity says "not checked"
+    (and --parity-only refuses), never "exact" against its own forward pass."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name == "transformers" or name.startswith("transformers."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    args = ["verify", str(tiny["llama-x4"]), "--text", str(words)]
+    code, out, _ = run([*args, "--lengths", "300", "--depths", "0.5", "--ppl-windows", "1", "--json"], capsys)
+    report = json.loads(out)
+    assert report["parity"] is None
+    assert any(n.startswith("parity not checked: no independent reference") for n in report["notes"]), report["notes"]
+    code, _, err = run([*args, "--parity-only"], capsys)
+    assert code != 0 and "--parity-only" in err and "own forward pass" in err and len(err.strip().splitlines()) == 1
+
+
+from yarn_cli.usecases.verify.parity_check import SHARED_FORWARD  # noqa: E402
+
+
+def _gemma3_multimodal(folder: Path) -> None:
+    """A tiny Gemma 3 with its vision tower: transformers loads it as Gemma3ForConditionalGeneration, whose
+    rotary module sits in the language model, not at ``model.rotary_emb``."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from tiny_models import TINY
+
+    text = {k: v for k, v in TINY["gemma3_text"].items()}
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=127,
+                          boi_token_index=125, eoi_token_index=126)
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+    word_tokenizer(folder)
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "gemma3"])
+def test_transformers_engine_finds_the_rotary_module_of_every_family(family, words, tmp_path):
+    """GPT-NeoX keeps it at gpt_neox.rotary_emb, multimodal Gemma 3 in its language model: both verify exactly,
+    and a fault injected into that module is named."""
+    plain, extended = tmp_path / family, tmp_path / f"{family}-x4"
+    if family == "gemma3":
+        _gemma3_multimodal(plain)
+    else:
+        build_model(family, seed=3, initializer_range=0.2).save_pretrained(plain)
+        word_tokenizer(plain)
+    assert _extend(plain, extended) == 0
+    word_tokenizer(extended)
+    prepared = parity_run(extended, words, "transformers")
+    parity = prepared.run().to_json()["parity"]
+    assert parity["diagnosis"] == "exact" and parity["max_abs_diff"] < 1e-4, parity["line"]
+    # the native pass lacks both families: the reference shares transformers' forward pass but not its RoPE
+    assert parity["reference"] == SHARED_FORWARD
+    prepared = parity_run(extended, words, "transformers")
+    module = prepared.engine._slots[0][2]
+    name = "full_attention_attention_scaling" if hasattr(module, "full_attention_attention_scaling") else "attention_scaling"
+    setattr(module, name, 1.0)
+    parity = prepared.run().to_json()["parity"]
+    assert parity["diagnosis"] == "no-attention-factor", parity["line"]

@@ -1,4 +1,4 @@
-"""`yarn verify`: the native engine against transformers and llama.cpp, the protocol, the CLI contract."""
+"""`yarn verify`: the native engine against transformers and llama.cpp, the protocol, the verdict, the CLI contract."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from test_cli_inspect import run
 from tiny_models import build_model
-from yarn_cli.core import architectures, verify_plan
+from yarn_cli.core import architectures, variants, verify_plan
 
 torch = pytest.importorskip("torch")
 NATIVE_TYPES = architectures.native_model_types()  # the registry says which families the native engine runs
@@ -40,7 +40,7 @@ def tiny_folders(tmp_path_factory):
 def test_native_logits_equal_transformers(model_type, extended, tiny_folders, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from yarn_cli.engines.native_engine import NativeEngine
+    from yarn_cli.native.engine import NativeEngine
 
     folder = tiny_folders[model_type]
     if extended:
@@ -53,11 +53,12 @@ def test_native_logits_equal_transformers(model_type, extended, tiny_folders, tm
     with torch.no_grad():
         expected = reference(ids).logits[0]
     engine = NativeEngine(folder, "cpu", chunk=256)  # 700 tokens in 3 chunks: the masked path runs too
-    model = engine.models["extended"]
+    declared = variants.declared(engine.facts.rope)
+    model = engine.model(declared)
     cache = model.new_cache(700)
     got = torch.cat([model.forward(ids[0, s : s + 256].tolist(), cache, s, 0) for s in range(0, 700, 256)])
     assert (got - expected).abs().max().item() <= 1e-4
-    losses = engine.token_losses("extended", ids[0].tolist(), 400)
+    losses = engine.score(declared, ids[0].tolist(), 400).losses
     expected_losses = torch.nn.functional.cross_entropy(expected[400:-1], ids[0, 401:], reduction="none")
     assert torch.allclose(torch.tensor(losses, dtype=torch.float32), expected_losses, atol=1e-4)
 
@@ -65,7 +66,7 @@ def test_native_logits_equal_transformers(model_type, extended, tiny_folders, tm
 def test_baseline_of_baked_checkpoint_divides_m_out(tiny_folders, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from yarn_cli.engines.native_engine import NativeEngine
+    from yarn_cli.native.engine import NativeEngine
 
     baked = tmp_path / "baked"
     assert run(["extend", str(tiny_folders["llama"]), "-s", "4", "-o", str(baked), "--bake-temperature"], capsys)[0] == 0
@@ -75,14 +76,16 @@ def test_baseline_of_baked_checkpoint_divides_m_out(tiny_folders, tmp_path, caps
     with torch.no_grad():
         expected = original(torch.tensor([ids])).logits[0]
     engine = NativeEngine(baked, "cpu")
-    model = engine.models["baseline"]
+    baseline = variants.baseline(engine.facts.rope, engine.facts.baked_attention_factor)
+    assert engine.facts.baked_attention_factor == pytest.approx(0.1 * __import__("math").log(4) + 1)
+    model = engine.model(baseline)
     got = model.forward(ids, model.new_cache(len(ids)), 0, 0)
     assert (got - expected).abs().max().item() <= 1e-4
 
-    from yarn_cli.engines.hf_engine import TransformersEngine
+    from yarn_cli.runtimes.transformers import TransformersEngine
 
     hf = TransformersEngine(baked, "cpu")  # the same baseline definition, through transformers' rotary module
-    hf._use("baseline")
+    hf._use(baseline)
     with torch.no_grad():
         got = hf.model(torch.tensor([ids])).logits[0]
     assert (got - expected).abs().max().item() <= 1e-4
@@ -94,14 +97,15 @@ def test_smollm2_native_agrees_with_llama_cpp(smollm2_gguf):
     llama_cpp = pytest.importorskip("llama_cpp")
     import numpy as np
 
-    from yarn_cli.engines.native_engine import NativeEngine
+    from yarn_cli.native.engine import NativeEngine
 
     engine = NativeEngine(smollm2_gguf, "cpu")
+    declared = variants.declared(engine.facts.rope)
     reference = llama_cpp.Llama(str(smollm2_gguf), n_ctx=1024, logits_all=True, verbose=False)
     prompt = "The capital of France is"
     ids = engine.tokenizer.bos + engine.tokenizer.encode(prompt)
     assert reference.tokenize(prompt.encode(), add_bos=False) == engine.tokenizer.encode(prompt)
-    ours = engine.greedy("extended", ids, 4)
+    ours = engine.generate(declared, ids, 4).tokens
     reference.eval(ids)
     theirs = []
     for _ in range(4):
@@ -113,7 +117,7 @@ def test_smollm2_native_agrees_with_llama_cpp(smollm2_gguf):
     reference.reset()
     reference.eval(long_ids)
     expected = np.asarray(reference.scores[: len(long_ids)]).argmax(-1)
-    model = engine.models["extended"]
+    model = engine.model(declared)
     got = model.forward(long_ids, model.new_cache(len(long_ids)), 0, 0).argmax(-1).numpy()
     assert (got == expected).mean() >= 0.97
 
@@ -141,13 +145,61 @@ def test_verify_table_and_failure_exit(tiny_folders, capsys):
 
 
 def test_memory_check_skips_lengths(tiny_folders, capsys, monkeypatch):
-    from yarn_cli.engines.native_engine import NativeEngine
+    from yarn_cli.native.engine import NativeEngine
 
     monkeypatch.setattr(NativeEngine, "available_memory", lambda self: 1)
     code, out, _ = run(["verify", str(tiny_folders["llama"]), "--lengths", "300", "--json"], capsys)
     report = json.loads(out)
     assert code == 1 and report["lengths"] == [] and report["skipped"][0]["length"] == 300
     assert "no length could run" in report["verdict"]["reason"]
+    assert any("not even 256 tokens fit" in note for note in report["notes"])
+
+
+@pytest.fixture(scope="module")
+def tiny_x4(tiny_folders, tmp_path_factory):
+    from yarn_cli.api import apply_extend, plan_extend
+
+    out = tmp_path_factory.mktemp("x4") / "llama-x4"
+    apply_extend(plan_extend(tiny_folders["llama"], out, scale=4))
+    word_tokenizer(out)
+    return out
+
+
+def _memory_for(engine_class, monkeypatch, fits_up_to: int, tiny_x4: Path) -> None:
+    """Make the device hold exactly what the memory estimate asks for at ``fits_up_to`` tokens (+ the answer)."""
+    from yarn_cli.usecases.verify import protocol
+
+    probe = engine_class(tiny_x4, "cpu")
+    needed = [s["needs_bytes"] for s in protocol.plan_lengths(_NoMemory(probe), protocol.VerifyOptions(lengths=[fits_up_to]), 10)[1]]
+    monkeypatch.setattr(engine_class, "available_memory", lambda self: int(needed[0] / 0.9) + 1)
+
+
+class _NoMemory:
+    def __init__(self, engine):
+        self.facts = engine.facts
+
+    def available_memory(self) -> int:
+        return 0
+
+
+def test_a_verify_whose_lengths_beyond_L_are_all_skipped_fails(tiny_x4, capsys, monkeypatch):
+    """L = 256: 200 fits, 800 does not; the run must not pass on 200 alone, and the length the skip note names
+    as the largest that fits runs when asked for, while 256 more is skipped (the same estimate decides both)."""
+    from yarn_cli.native.engine import NativeEngine
+
+    _memory_for(NativeEngine, monkeypatch, 512, tiny_x4)
+    args = ["verify", str(tiny_x4), "--tasks", "perplexity", "--ppl-windows", "1", "--no-parity", "--json"]
+    code, out, _ = run([*args, "--lengths", "200,800"], capsys)
+    report = json.loads(out)
+    assert code == 1 and report["lengths"] == [200] and [s["length"] for s in report["skipped"]] == [800]
+    assert "no length beyond the trained length 256 ran" in report["verdict"]["reason"]
+    largest = report["largest_fitting_length"]
+    assert 256 < largest < 800 and f"the largest length that fits is {largest:,}" in " ".join(report["notes"])
+    code, out, _ = run([*args, "--lengths", f"{largest},{largest + 256}"], capsys)
+    report = json.loads(out)
+    assert report["lengths"] == [largest] and [s["length"] for s in report["skipped"]] == [largest + 256]
+    assert code == 0, report["verdict"]  # a length beyond L ran (no perplexity at or below L to hold it to)
+    assert report["tasks"] == ["perplexity"] and "passkey" not in report
 
 
 def test_transformers_engine(tiny_folders, capsys):
@@ -196,12 +248,94 @@ def test_protocol_pieces():
     assert "12345" in joined and joined.index("12345") > len(joined) * 0.4
     assert verify_plan.score_answer(" 12345. Remember", 12345) and not verify_plan.score_answer("no 1234", 12345)
     assert verify_plan.ppl_windows(10_000, 4096, 3) == [0, 2952, 5904]
-    assert verify_plan.ppl_windows(100, 4096, 3) == []
-    ok = verify_plan.verdict({"extended": {4096: 1.0}}, {"extended": {4096: 5.0}, "baseline": {4096: 4.9}}, 4096, 0.8, 0.1)
-    assert ok.ok
-    worse = verify_plan.verdict({"extended": {4096: 1.0}}, {"extended": {4096: 6.0}, "baseline": {4096: 5.0}}, 4096, 0.8, 0.1)
-    assert not worse.ok and "perplexity" in worse.reason
+    assert verify_plan.ppl_windows(100, 4096, 3) == [] and verify_plan.ppl_windows(10_000, 4096, 0) == []
     from yarn_cli.errors import InputError
 
     with pytest.raises(InputError):
         verify_plan.parse_depths("0.5,2")
+
+
+def test_the_verdict_rules():
+    from yarn_cli.usecases.verify.tasks import passkey, perplexity
+
+    ppl_ok = perplexity.judge({4096: 5.0}, {4096: 4.9}, 4096, 0.1, [])
+    ppl_bad = perplexity.judge({4096: 6.0}, {4096: 5.0}, 4096, 0.1, [])
+    assert ppl_ok.ok and not ppl_bad.ok and "more than 10% above the baseline's 5.000" in ppl_bad.reason
+    assert not passkey.judge({4096: 1.0, 8192: 0.5}, 0.8).ok and passkey.judge({4096: 1.0}, 0.8).ok
+    both = [(j.ok, j.reason, j.fatal) for j in (passkey.judge({8192: 1.0}, 0.8), ppl_ok)]
+    assert verify_plan.verdict([4096, 8192], [], 4096, 8192, both).ok
+    # nothing beyond the trained length ran: no pass, whatever the tasks say
+    assert not verify_plan.verdict([4096], [8192], 4096, 8192, both).ok
+    assert verify_plan.verdict([4096], [], 4096, 4096, both).ok  # an unextended checkpoint has no "beyond"
+    nan = perplexity.judge({4096: 5.0}, {}, 4096, 0.1, [8192])
+    assert nan.fatal and "NaN" in verify_plan.verdict([4096, 8192], [], 4096, 8192, [*both, (nan.ok, nan.reason, nan.fatal)]).reason
+    # the largest fitting length, by bisection over the same estimate
+    estimate = lambda n: verify_plan.MemoryEstimate(n * 10, 0, 0)  # noqa: E731
+    assert verify_plan.largest_fitting(estimate, 10_000 * 10, 16384) == 8960  # 0.9 x 10,000 tokens, to a multiple of 256
+    assert verify_plan.largest_fitting(estimate, 100, 16384) is None
+
+
+def _digit_prompts(count: int) -> list[str]:
+    """Text the passkey and RULER-style tasks put digits in: keys, numbers beside words and punctuation, runs of
+    digits of every length, dates, versions, separators, and digits in other scripts."""
+    import random
+
+    rng = random.Random(7)
+    shapes = [
+        lambda: f"The pass key is {rng.randint(10_000, 99_999)}. Remember it. {rng.randint(10_000, 99_999)} is the pass key.",
+        lambda: f"One of the special magic numbers for {rng.choice(['apple', 'zebra', 'x'])} is: {rng.randint(10**6, 10**7 - 1)}.",
+        lambda: "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 40))),
+        lambda: f"{rng.randint(0, 9999):,}.{rng.randint(0, 99):02d} and {rng.random():.6f} or -{rng.randint(1, 10**12)}",
+        lambda: f"v{rng.randint(0, 9)}.{rng.randint(0, 99)}.{rng.randint(0, 999)} on {rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        lambda: f"abc{rng.randint(0, 10**6)}def {rng.randint(0, 99)}x{rng.randint(0, 99)} 0x{rng.randint(0, 2**32):X}",
+        lambda: " ".join(str(rng.randint(0, 10**rng.randint(1, 9))) for _ in range(rng.randint(2, 12))),
+        lambda: f"\n{rng.randint(0, 999)}\t{rng.randint(0, 999)}  {rng.randint(0, 999)}\n\n(#{rng.randint(0, 99)})",
+        lambda: f"VAR ABCDE = {rng.randint(10_000, 99_999)} ٣٤٥ ¹²³ ① {rng.randint(0, 9)}%",
+    ]
+    return [shapes[i % len(shapes)]() for i in range(count)]
+
+
+def test_gguf_tokenizer_agrees_with_llama_cpp_on_digit_heavy_text(smollm2_gguf):
+    """The tokenizer the native engine rebuilds from the GGUF splits digits as llama.cpp does (passkeys are digits)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from yarn_cli.io import tokenizers_io
+    from yarn_cli.io.gguf_reader import read_gguf
+
+    ours = tokenizers_io.from_gguf(read_gguf(smollm2_gguf))
+    theirs = llama_cpp.Llama(str(smollm2_gguf), vocab_only=True, verbose=False)
+    try:
+        prompts = _digit_prompts(60)
+        assert len(set(prompts)) >= 50
+        for prompt in prompts:
+            ids = theirs.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
+            assert ours.encode(prompt) == ids, prompt
+            assert ours.decode(ids) == theirs.detokenize(ids).decode("utf-8", errors="replace"), prompt
+    finally:
+        theirs.close()
+
+
+@pytest.fixture(scope="module")
+def smollm2_x2(smollm2_gguf, tmp_path_factory):
+    from yarn_cli.api import apply_extend, plan_extend
+
+    out = tmp_path_factory.mktemp("smol") / "smol-x2.gguf"
+    apply_extend(plan_extend(smollm2_gguf, out, scale=2))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["native", "llama.cpp"])
+def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, capsys):
+    """The real SmolLM2 (L = 8,192) extended x2, at 9,216 tokens: the extended model finds the passkey and the
+    baseline does not, and the extended perplexity is the lower one."""
+    if engine == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+    code, out, _ = run(["verify", str(smollm2_x2), "--engine", engine, "--lengths", "9216", "--depths", "0.5",
+                        "--ppl-windows", "1", "--no-parity", "--json"], capsys)
+    report = json.loads(out)
+    accuracy, perplexity = report["accuracy"], report["perplexity"]
+    assert accuracy["extended"]["9216"] == 1.0 and accuracy["baseline"]["9216"] == 0.0, report["passkey"]
+    assert perplexity["extended"]["9216"] < perplexity["baseline"]["9216"], perplexity
+    assert code == 0 and report["verdict"]["ok"], report["verdict"]
+    speed = report["speed"]["extended"]["9216"]
+    assert speed["prefill_tokens_per_second"] > 0 and speed["decode_tokens_per_second"] > 0

@@ -71,36 +71,51 @@ def test_vllm_agrees_with_the_native_engine(models, words, name):
     assert ours["perplexity"]["extended"] != ours["perplexity"]["baseline"]  # the scaling was removed for real
 
 
-BASELINE = """
+VARIANTS = """
 import json, sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    from yarn_cli.engines.vllm_engine import VllmEngine
+    from yarn_cli.core import variants
+    from yarn_cli.native.engine import NativeEngine
+    from yarn_cli.runtimes.vllm import VllmEngine
 
     ids = list(range(1, 128)) * 7
     common = dict(max_length=900, dtype="float32", enforce_eager=True)
     baked = VllmEngine(Path(sys.argv[1]), "cpu", **common)
-    base = baked.token_losses("baseline", ids, 0)
-    extended = baked.token_losses("extended", ids, 0)
+    facts = baked.facts
+    declared = variants.declared(facts.rope, facts.baked_attention_factor)
+    chosen = [declared, variants.baseline(facts.rope, facts.baked_attention_factor),
+              variants.yarn(facts.rope, declared.factor, 1.0, baked=facts.baked_attention_factor, name="yarn-m1")]
+    engine = {v.name: baked.score(v, ids, 0).losses for v in chosen}
+    refused = baked.unsupported(variants.renamed(declared, "table", kind="custom"))
     baked.close()
+    native = NativeEngine(Path(sys.argv[1]), "cpu")
+    reference = {v.name: native.score(variants.renamed(v, v.name, kind="custom"), ids, 0).losses for v in chosen}
     original = VllmEngine(Path(sys.argv[2]), "cpu", **common)
-    plain = original.token_losses("extended", ids, 0)
+    plain = original.score(variants.declared(original.facts.rope), ids, 0).losses
     original.close()
-    json.dump({"baseline": base, "extended": extended, "original": plain}, open(sys.argv[3], "w"))
+    json.dump({"engine": engine, "reference": reference, "original": plain, "refused": refused}, open(sys.argv[3], "w"))
 """
 
 
-def test_baseline_of_a_baked_checkpoint_is_the_original_model(models, tmp_path):
-    """hf_overrides remove the scaling and divide the baked m back out: the original model, number for number."""
+def test_three_variants_and_the_baseline_of_a_baked_checkpoint(models, tmp_path):
+    """vLLM under the declared scaling, the baseline and a YaRN with m = 1 (hf_overrides each) equals our float32
+    forward pass under the same variant, and not under the others; the baseline of a baked checkpoint (the
+    baked m divided back out) is the original model, number for number."""
     out = tmp_path / "losses.json"
-    result = subprocess.run([sys.executable, "-c", BASELINE, str(models["llama-baked"]), str(models["llama"]), str(out)],
+    result = subprocess.run([sys.executable, "-c", VARIANTS, str(models["llama-baked"]), str(models["llama"]), str(out)],
                             capture_output=True, text=True, timeout=480)
     assert out.exists(), result.stderr[-3000:]
-    losses = json.loads(out.read_text())
-    assert len(losses["baseline"]) == len(losses["original"]) == 888
-    assert max(abs(a - b) for a, b in zip(losses["baseline"], losses["original"])) < 1e-4
-    assert max(abs(a - b) for a, b in zip(losses["extended"], losses["original"])) > 1e-2
+    data = json.loads(out.read_text())
+    engine, reference = data["engine"], data["reference"]
+    for name, losses in engine.items():
+        assert len(losses) == 888
+        assert max(abs(a - b) for a, b in zip(losses, reference[name])) < 1e-3, name
+        others = [max(abs(a - b) for a, b in zip(losses, reference[other])) for other in reference if other != name]
+        assert min(others) > 1e-2, (name, others)
+    assert max(abs(a - b) for a, b in zip(engine["baseline"], data["original"])) < 1e-4
+    assert "frequency table" in data["refused"]
 
 
 def test_tensor_parallel_two_ranks(models, words):

@@ -143,6 +143,7 @@ def verify(
     parity: bool = typer.Option(True, "--parity/--no-parity", help="First check that the engine computes the declared RoPE exactly, and name the fault if not."),
     parity_only: bool = typer.Option(False, "--parity-only", help="Run only the parity check (seconds on small models)."),
     parity_length: Optional[str] = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated tasks to run: passkey, perplexity (default: both)."),
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
     pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
     dtype: str = typer.Option("auto", "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
@@ -157,7 +158,7 @@ def verify(
     code = verify_cmd.run(
         consoles.out, consoles.err, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
         depths=depths, trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
-        original_context=original_context, parity=parity, parity_only=parity_only, parity_length=parity_length,
+        original_context=original_context, parity=parity, parity_only=parity_only, parity_length=parity_length, tasks=tasks,
         engine_options=dict(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                             dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
         notify=_note,

@@ -29,20 +29,27 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
     if as_json:
         print_json(report.to_json())
     else:
-        render(console, report.to_json(), prepared.path, prepared.options.min_accuracy)
+        render(console, report.to_json(), report.columns, prepared.path)
     return 0 if report.ok else 1
 
 
-def _cell(report: dict[str, Any], section: str, variant: str, length: str, min_accuracy: float) -> str:
-    value = report[section][variant].get(length)
+SHORT = {"extended": "ext", "baseline": "base"}
+
+
+def _format(column: Any, variant: str, length: int) -> str:
+    value = column.value(variant, length)
     if value is None:
         return "-"
-    if section == "accuracy":
-        return f"[{'green' if value >= min_accuracy else 'red'}]{value:.0%}[/]"
-    return f"{value:.2f}" if section == "perplexity" else f"{value:,.0f}"
+    text = column.format(value)
+    return f"[{'green' if column.good(value) else 'red'}]{text}[/]" if column.good else text
 
 
-def render(console: Console, report: dict[str, Any], path: Path, min_accuracy: float) -> None:
+def _speed(report: dict[str, Any], kind: str, length: int) -> str:
+    values = [report["speed"].get(v["name"], {}).get(str(length), {}).get(f"{kind}_tokens_per_second") for v in report["variants"]]
+    return " / ".join("-" if x is None else f"{x:,.0f}" for x in values)
+
+
+def render(console: Console, report: dict[str, Any], columns: list, path: Path) -> None:
     console.print(
         f"[bold]{esc(path.name)}[/]: {esc(report['scaling'])}, trained {report['original_context']:,} -> "
         f"{report['target_context']:,}; {report['engine']} engine on {report['device']}"
@@ -53,14 +60,20 @@ def render(console: Console, report: dict[str, Any], path: Path, min_accuracy: f
     if "lengths" not in report:  # --parity-only
         _render_footer(console, report)
         return
-    table = Table(header_style="bold", title="extended vs baseline (same weights, scaling removed)", title_justify="left")
-    for column in ("length", "passkey ext", "passkey base", "ppl ext", "ppl base", "tok/s ext", "tok/s base"):
-        table.add_column(column, justify="right")
+    names = [v["name"] for v in report["variants"]]
+    table = Table(header_style="bold", title=" vs ".join(esc(n) for n in names) + " (same weights; baseline: scaling removed)",
+                  title_justify="left")
+    table.add_column("length", justify="right")
+    for column in columns:
+        for name in names:
+            table.add_column(f"{column.title} {esc(SHORT.get(name, name))}", justify="right")
+    speed_names = " / ".join(SHORT.get(n, esc(n)) for n in names)
+    table.add_column(f"prefill tok/s {speed_names}", justify="right")
+    table.add_column(f"decode tok/s {speed_names}", justify="right")
     for length in report["lengths"]:
-        cells = [_cell(report, section, variant, str(length), min_accuracy)
-                 for section in ("accuracy", "perplexity", "tokens_per_second") for variant in ("extended", "baseline")]
+        cells = [_format(column, name, length) for column in columns for name in names]
         marker = " *" if length > report["original_context"] else ""
-        table.add_row(f"{length:,}{marker}", *cells)
+        table.add_row(f"{length:,}{marker}", *cells, _speed(report, "prefill", length), _speed(report, "decode", length))
     console.print(table)
     console.print("[dim]* beyond the trained length[/]")
     _render_footer(console, report)

@@ -9,7 +9,7 @@ llama.cpp decides per GGUF architecture (layout, tensor names, defaults).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
@@ -141,16 +141,21 @@ def _read_json(name: str) -> dict[str, Any]:
 @cache
 def registry() -> dict[str, Architecture]:
     """Every family entry, keyed by family name; a model type or GGUF architecture belongs to one family."""
-    entries: dict[str, Architecture] = {}
-    for item in sorted(resources.files(_PACKAGE).iterdir(), key=lambda p: p.name):
-        if not item.name.endswith(".json") or item.name.startswith("_"):
-            continue
-        arch = parse_entry(json.loads(item.read_text(encoding="utf-8")), item.name)
-        for other in entries.values():
+    items = sorted(resources.files(_PACKAGE).iterdir(), key=lambda p: p.name)
+    return build_registry((item.name, json.loads(item.read_text(encoding="utf-8"))) for item in items
+                          if item.name.endswith(".json") and not item.name.startswith("_"))
+
+
+def build_registry(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Architecture]:
+    """Parse (file name, entry) pairs into families, refusing a model type or GGUF architecture claimed twice."""
+    families: dict[str, Architecture] = {}
+    for name, data in entries:
+        arch = parse_entry(data, name)
+        for other in families.values():
             shared = (set(other.model_types) & set(arch.model_types)) | (set(other.gguf_architectures) & set(arch.gguf_architectures))
-            _check(not shared, item.name, f"{sorted(shared)} already belong to {other.family}")
-        entries[arch.family] = arch
-    return entries
+            _check(not shared, name, f"{sorted(shared)} already belong to {other.family}")
+        families[arch.family] = arch
+    return families
 
 
 def for_model_type(model_type: str) -> Architecture | None:

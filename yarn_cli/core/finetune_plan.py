@@ -7,6 +7,8 @@ each window one training sequence. The YaRN config is active while training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -76,15 +78,46 @@ def check_enough(n_tokens: int, seq_len: int, where: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """How many processes share the weights, the gradients and the optimizer state (1: each holds all)."""
+
+    weights: int = 1
+    gradients: int = 1
+    optimizer: int = 1
+
+
+def sharding(env: Mapping[str, str], world: int) -> Sharding:
+    """What accelerate's launch environment shards across ``world`` processes: FSDP (full or hybrid shard by
+    default; SHARD_GRAD_OP keeps the weights whole; NO_SHARD nothing) or DeepSpeed ZeRO stage 1/2/3. DDP
+    shards nothing."""
+    if world <= 1:
+        return Sharding()
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        strategy = env.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").upper()
+        if strategy in ("NO_SHARD", "3"):
+            return Sharding()
+        if strategy in ("SHARD_GRAD_OP", "2") or env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() == "false":
+            return Sharding(1, world, world)
+        return Sharding(world, world, world)
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        stage = env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        return {"1": Sharding(1, 1, world), "2": Sharding(1, world, world), "3": Sharding(world, world, world)}.get(stage, Sharding())
+    return Sharding()
+
+
 def training_memory(
     parameters: int, layers: int, hidden: int, vocab: int, seq_len: int, batch: int, trainable: int,
-    checkpointing: bool, value_bytes: int, heads: int,
+    checkpointing: bool, value_bytes: int, heads: int, shards: Sharding = Sharding(),
 ) -> int:
     """A lower bound on one device's peak, in bytes: weights, AdamW's fp32 state and gradients for the
     trainable parameters, activations (one hidden state per layer with gradient checkpointing, about 16 per
-    layer without), and one chunk of logits. Attention uses SDPA: scores are never materialized whole."""
-    weights = parameters * value_bytes
-    optimizer = trainable * (4 + 4 + 4)  # fp32 gradient, exp_avg, exp_avg_sq
+    layer without), and one chunk of logits. Attention uses SDPA: scores are never materialized whole.
+    Sharded weights are gathered one layer at a time, so one whole layer is counted on top of the shard."""
+    weights = parameters * value_bytes / shards.weights
+    if shards.weights > 1:
+        weights += parameters * value_bytes / max(layers, 1)
+    optimizer = trainable * 4 / shards.gradients + trainable * (4 + 4) / shards.optimizer  # fp32 gradient; exp_avg, exp_avg_sq
     per_layer = batch * seq_len * hidden * value_bytes
     activations = layers * per_layer * (1 if checkpointing else 16) + 16 * per_layer
     logits = batch * min(seq_len, 4096) * vocab * 4 * 2

@@ -10,6 +10,7 @@ value and position.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,3 +232,19 @@ def plan_length_caps(file_name: str, data: dict[str, Any], target: int) -> tuple
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < target and value < _UNLIMITED:
             _set(new_data, key, target, "", changes)
     return new_data, changes
+
+
+LENGTH_CAP_FILES = ("tokenizer_config.json", "generation_config.json")
+
+
+def plan_cap_files(files: Mapping[str, dict[str, Any]], target_context: int) -> tuple[list[Change], dict[str, dict[str, Any]]]:
+    """The length caps to raise in ``files`` (name -> parsed JSON of each LENGTH_CAP_FILES present), as
+    changes named "file:key", and the new content of each file that changes."""
+    changes: list[Change] = []
+    contents: dict[str, dict[str, Any]] = {}
+    for name, data in files.items():
+        planned, file_changes = plan_length_caps(name, data, target_context)
+        if file_changes:
+            contents[name] = planned
+            changes += [Change(f"{name}:{c.path}", c.old, c.new) for c in file_changes]
+    return changes, contents

@@ -26,7 +26,6 @@ from yarn_cli.core.rope_scalars import (  # noqa: F401
     BETA_FAST_DEFAULT,
     BETA_SLOW_DEFAULT,
     correction_dim,
-    deepseek_softmax_scale_multiplier,
     get_mscale,
     longrope_attention_factor,
     yarn_attention_factor,

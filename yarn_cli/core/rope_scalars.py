@@ -61,13 +61,6 @@ def yarn_attention_factor(
     return get_mscale(scale)
 
 
-def deepseek_softmax_scale_multiplier(scale: float, mscale_all_dim: float | None) -> float:
-    """DeepSeek V2/V3 also multiply the softmax scale by get_mscale(s, mscale_all_dim)²."""
-    if not mscale_all_dim:
-        return 1.0
-    return get_mscale(scale, mscale_all_dim) ** 2
-
-
 def longrope_attention_factor(scale: float, original_context: float, attention_factor: float | None = None) -> float:
     """LongRoPE/Phi-3: sqrt(1 + ln(s)/ln(L)), 1 when s <= 1; an explicit value wins."""
     if attention_factor is not None:

@@ -8,11 +8,9 @@ import math
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from yarn_cli.core.kv_cache import AttentionLayout, kv_cache_bytes
-from yarn_cli.core.model import RopeSpec
 from yarn_cli.errors import InputError
 
 INSTRUCTION = (
@@ -101,7 +99,7 @@ def score_answer(answer: str, key: int) -> bool:
 
 def ppl_windows(n_tokens: int, length: int, windows: int) -> list[int]:
     """Start offsets of up to ``windows`` evenly spaced windows of ``length`` tokens in the text."""
-    if n_tokens < length:
+    if n_tokens < length or windows <= 0:
         return []
     last = n_tokens - length
     if windows <= 1 or last == 0:
@@ -136,66 +134,54 @@ def estimate_memory(
     return MemoryEstimate(weight_bytes, kv, int(1.25 * (scores + mlp + logits)))
 
 
+def fits(estimate: MemoryEstimate, available: int) -> bool:
+    """The one rule every length and the parity sequence are held to: 90% of what the device has."""
+    return estimate.total <= 0.9 * available
+
+
+def largest_fitting(estimate_at: Callable[[int], MemoryEstimate], available: int, upper: int, lower: int = 256) -> int | None:
+    """The largest length (a multiple of 256, at most ``upper``) whose estimate fits, by bisection; None if
+    not even ``lower`` does."""
+    if not fits(estimate_at(lower), available):
+        return None
+    low, high = lower // 256, max(upper // 256, lower // 256)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(estimate_at(middle * 256), available):
+            low = middle
+        else:
+            high = middle - 1
+    return min(low * 256, upper)
+
+
 @dataclass(frozen=True)
-class Baseline:
-    """The model verify compares against: the same weights under plain RoPE at the checkpoint's base.
-
-    ``attention_factor`` is what cos/sin carry: 1, or 1/m for a checkpoint whose q/k have m baked in,
-    so the baseline equals the unextended model either way."""
-
-    theta: float
-    rotary_dim: int
-    attention_factor: float
-
-
-def baseline(spec: RopeSpec, baked_attention_factor: float | None) -> Baseline:
-    """The one definition of the baseline every engine runs."""
-    factor = 1.0 / float(baked_attention_factor) if baked_attention_factor else 1.0
-    return Baseline(spec.theta, spec.rotary_dim, factor)
-
-
-@dataclass
 class Verdict:
     ok: bool
     reason: str
-    details: dict[str, Any] = field(default_factory=dict)
 
 
-def verdict(
-    accuracy: dict[str, dict[int, float]],
-    perplexity: dict[str, dict[int, float]],
-    original: int,
-    min_accuracy: float,
-    ppl_margin: float,
-    skipped: Sequence[int] = (),
-    nonfinite: Sequence[int] = (),
-) -> Verdict:
-    """Pass when the extended model reaches min_accuracy at every length it ran and its perplexity at
-    the original length is within ppl_margin (relative) of the baseline's.
+def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: int,
+            judgements: Sequence[tuple[bool, str, bool]]) -> Verdict:
+    """Fail on a fatal judgement, on nothing run, on an extended checkpoint of which no length beyond the
+    trained one ran, then on the first failing task; pass with every task's reason.
 
-    ``nonfinite``: lengths at which the extended model gave NaN or infinite log-probabilities."""
-    if nonfinite:
-        return Verdict(
-            False,
-            f"the extended model gives NaN/infinite log-probabilities at {min(nonfinite):,} tokens: its weights hold "
-            "non-finite values or the engine's dtype overflows; check the checkpoint (inspect the source model too)",
-        )
-    extended = accuracy.get("extended", {})
-    if not extended:
+    ``judgements``: (ok, reason, fatal) per task, in task order."""
+    fatal = [reason for ok, reason, is_fatal in judgements if not ok and is_fatal]
+    if fatal:
+        return Verdict(False, fatal[0])
+    if not ran:
         return Verdict(False, "no length could run: nothing verified" + (f" (skipped {list(skipped)})" if skipped else ""))
-    misses = {n: a for n, a in extended.items() if a < min_accuracy}
-    if misses:
-        worst = min(misses, key=misses.get)
-        return Verdict(False, f"extended passkey accuracy {misses[worst]:.0%} at {worst:,} tokens is below --min-accuracy {min_accuracy:.0%}")
-    at_original = [n for n in perplexity.get("extended", {}) if n == original] or [
-        n for n in perplexity.get("extended", {}) if n <= original
-    ]
-    if at_original:
-        n = max(at_original)
-        ours, base = perplexity["extended"][n], perplexity.get("baseline", {}).get(n)
-        if base is not None and ours > base * (1 + ppl_margin):
-            return Verdict(False, f"extended perplexity {ours:.3f} at {n:,} tokens is more than {ppl_margin:.0%} above the baseline's {base:.3f}")
-        reason = f"passkey >= {min_accuracy:.0%} at every length; perplexity at {n:,} within {ppl_margin:.0%} of baseline"
-    else:
-        reason = f"passkey >= {min_accuracy:.0%} at every length (no perplexity at or below the original length to compare)"
-    return Verdict(True, reason)
+    if target > original and max(ran) <= original:
+        return Verdict(False, f"no length beyond the trained length {original:,} ran, so the extension was not tested"
+                              + (f" (skipped for memory: {', '.join(f'{n:,}' for n in skipped)})" if skipped else
+                                 "; ask for one with --lengths"))
+    failed = [reason for ok, reason, _ in judgements if not ok]
+    if failed:
+        return Verdict(False, failed[0])
+    passed = [reason for _, reason, _ in judgements]
+    if not passed:
+        return Verdict(True, "every length ran")
+    head, rest = passed[0], passed[1:]
+    tail = [r for r in rest if not r.startswith("no ")]
+    untold = [r for r in rest if r.startswith("no ")]
+    return Verdict(True, "; ".join([head, *tail]) + "".join(f" ({r})" for r in untold))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core.gguf_plan import GGUFPlan
-from yarn_cli.errors import FormatError, about
+from yarn_cli.errors import FormatError
 from yarn_cli.io import atomic, fastcopy
 from yarn_cli.io.gguf_reader import (
     ARRAY, GGUF_MAGIC, SCALAR_FORMATS, STRING, VALUE_TYPE_NAMES, GGUFFile, read_gguf, split_shards, SPLIT_PATTERN,
@@ -106,7 +106,7 @@ def extend_gguf(
     """Write every shard of the extended model atomically: all into temporaries, then renamed with the
     first shard (the one loaders open) last, so an interruption never leaves a loadable half.
 
-    ``first`` is the parsed first shard (from plan_file), so its header is not read twice."""
+    ``first`` is the parsed first shard (the planner read it), so its header is not read twice."""
     shards = split_shards(first.path)
     finals = output_shard_paths(out, len(shards))
     with atomic.output_transaction(finals[0], force, notify) as transaction:
@@ -145,16 +145,3 @@ def default_output(source_path: Path, scale: float) -> Path:
     match = SPLIT_PATTERN.match(source_path.name)
     stem = match["stem"] if match else source_path.name.removesuffix(".gguf")
     return source_path.with_name(f"{stem}-yarn{scale:g}x.gguf")
-
-
-def plan_file(
-    source_path: Path, scale: float | None, to: str | None, original_context: int | None, replace: bool
-) -> tuple[GGUFFile, GGUFPlan]:
-    from yarn_cli.core.gguf_plan import plan_extension
-
-    shards = split_shards(source_path)
-    first = read_gguf(shards[0])
-    for shard in shards[1:]:
-        read_gguf(shard)  # validate every shard before writing anything
-    with about(source_path):
-        return first, plan_extension(metadata_with_types(first), scale, to, original_context, replace)

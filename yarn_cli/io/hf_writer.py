@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core.bake_plan import BakeOp
-from yarn_cli.core.hf_plan import ConfigPlan, Change, plan_length_caps
+from yarn_cli.core.hf_plan import LENGTH_CAP_FILES, ConfigPlan
 from yarn_cli.errors import FormatError
 from yarn_cli.io import atomic, fastcopy
 from yarn_cli.io.checkpoint import read_json, safetensors_files
 from yarn_cli.io.safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_header
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt")
-LENGTH_CAP_FILES = ("tokenizer_config.json", "generation_config.json")
 # Bytes of q/k rows read, scaled and written per piece: the unit of work one worker takes at a time.
 BAKE_PIECE_BYTES = 4 * 1024 * 1024
 METADATA_PREFIX = "yarn_cli."
@@ -126,9 +125,9 @@ def write_extension(
 
     Small files are written at once; baked shards and whole-file copies become file plans that run on
     ``workers`` threads together. ``shards`` are the headers the caller already read (read_shards(folder)
-    when omitted); ``cap_files`` the planned new content of length-cap files (plan_cap_files)."""
-    if cap_files is None:
-        _, cap_files = plan_cap_files(folder, plan.target_context)
+    when omitted); ``cap_files`` the planned new content of length-cap files (hf_plan.plan_cap_files), none
+    when omitted."""
+    cap_files = cap_files or {}
     headers = {h.path.resolve(): h for h in (read_shards(folder) if shards is None else shards)}
     ops_by_shard = _ops_by_shard(headers, ops)
     metadata = bake_metadata(plan)
@@ -196,15 +195,6 @@ def _write_small_file(relative: Path, source: Path, target: Path, plan: ConfigPl
     return "copied"
 
 
-def plan_cap_files(folder: Path, target_context: int) -> tuple[list[Change], dict[str, dict[str, Any]]]:
-    """The length caps to raise (changes named "file:key") and the new content of each file that changes."""
-    changes: list[Change] = []
-    contents: dict[str, dict[str, Any]] = {}
-    for name in LENGTH_CAP_FILES:
-        if not (folder / name).exists():
-            continue
-        data, file_changes = plan_length_caps(name, read_json(folder / name), target_context)
-        if file_changes:
-            contents[name] = data
-            changes += [Change(f"{name}:{c.path}", c.old, c.new) for c in file_changes]
-    return changes, contents
+def read_cap_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """The parsed length-cap files the folder has (hf_plan.LENGTH_CAP_FILES), for the planner."""
+    return {name: read_json(folder / name) for name in LENGTH_CAP_FILES if (folder / name).exists()}

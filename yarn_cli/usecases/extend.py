@@ -113,17 +113,23 @@ def plan_extend(
 
 
 def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replace: bool, force: bool, betas) -> ExtendPlan:
+    from yarn_cli.core.gguf_plan import plan_extension
     from yarn_cli.io import atomic, gguf_writer
-    from yarn_cli.io.gguf_reader import split_shards
+    from yarn_cli.io.gguf_reader import read_gguf, split_shards
+    from yarn_cli.io.gguf_writer import metadata_with_types
 
-    first, rope = gguf_writer.plan_file(path, scale, to, original_context, replace)
+    shards = split_shards(path)
+    first = read_gguf(shards[0])
+    for shard in shards[1:]:
+        read_gguf(shard)  # validate every shard before writing anything
+    with about(path):
+        rope = plan_extension(metadata_with_types(first), scale, to, original_context, replace)
     notes = list(rope.notes)
     if betas != (rope_scalars.BETA_FAST_DEFAULT, rope_scalars.BETA_SLOW_DEFAULT):
         notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
     out = out or gguf_writer.default_output(path, rope.scale)
     if out.is_dir():
         out = out / gguf_writer.default_output(path, rope.scale).name
-    shards = split_shards(path)
     finals = tuple(gguf_writer.output_shard_paths(out, len(shards)))
     for final in finals:
         for shard in shards:
@@ -146,7 +152,7 @@ def _with_modelfile(plan: ExtendPlan) -> ExtendPlan:
 
 def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fast, beta_slow, bake: bool, replace: bool,
              force: bool, revision: str | None) -> ExtendPlan:
-    from yarn_cli.core.hf_plan import plan_config
+    from yarn_cli.core.hf_plan import plan_cap_files, plan_config
     from yarn_cli.io import atomic, hf_writer
     from yarn_cli.io.checkpoint import read_json
 
@@ -158,7 +164,7 @@ def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fa
     ops = _bake_ops(folder, config, headers, rope.bake_factor) if bake else []
     out = out or _default_hf_output(source, folder, name, rope.scale)
     atomic.check_output(out, folder, force)
-    caps, cap_files = hf_writer.plan_cap_files(folder, rope.target_context)
+    caps, cap_files = plan_cap_files(hf_writer.read_cap_files(folder), rope.target_context)
     return ExtendPlan(
         source=str(source), format="hf", input_path=folder, output=out, outputs=(out,), rope=rope, notes=tuple(rope.notes),
         total_bytes=hf_writer.total_bytes(folder), force=force, bake_ops=tuple(ops), length_caps=tuple(caps),

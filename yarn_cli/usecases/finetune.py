@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import finetune_plan, lengths
+from yarn_cli.core import finetune_plan, hf_plan, lengths
 from yarn_cli.errors import AlreadyScaledError, InputError, about
 from yarn_cli.usecases.models import is_gguf, resolve_hf_folder
 
@@ -188,9 +188,10 @@ def _check_work_dir(work_dir: Path, resume: bool) -> None:
 
 
 def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> int:
-    """Refuse a window that cannot fit before loading anything (one device's estimate)."""
+    """Refuse a window that cannot fit before loading anything (one device's estimate, with what FSDP or
+    ZeRO shards across the launched processes taken off)."""
     from yarn_cli.core import hf_config
-    from yarn_cli.engines.base import available_host_memory
+    from yarn_cli.runtimes.base import available_host_memory
     from yarn_cli.io.checkpoint import summarize_hf_folder
 
     summary = summarize_hf_folder(folder)
@@ -200,12 +201,13 @@ def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: fi
     trainable = parameters // 100 if recipe.lora_rank else parameters
     import torch
 
-    from yarn_cli.engines.trainer import training_dtype
+    from yarn_cli.training.trainer import training_dtype
 
     on_gpu = torch.cuda.is_available()
     needed = finetune_plan.training_memory(
         parameters, dims["layers"] or 0, dims["hidden_size"] or 0, int(cfg.get("vocab_size") or 0), seq_len,
         recipe.batch_size, trainable, recipe.gradient_checkpointing, training_dtype().itemsize, dims["heads"] or 1,
+        finetune_plan.sharding(os.environ, int(os.environ.get("WORLD_SIZE", "1"))),
     )
     available = torch.cuda.mem_get_info()[0] if on_gpu else available_host_memory()
     if needed > 0.9 * available:
@@ -228,7 +230,7 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     import torch
     from transformers import Trainer
 
-    from yarn_cli.engines import trainer as engine
+    from yarn_cli.training import trainer as engine
     from yarn_cli.io import corpus
 
     recipe, seq_len = plan.recipe, plan.recipe.seq_len
@@ -340,7 +342,7 @@ def _write_output(plan: FinetunePlan, lm: Any, state: dict[str, Any] | None, tok
         lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        _, caps = hf_writer.plan_cap_files(tmp, plan.target_context)
+        _, caps = hf_plan.plan_cap_files(hf_writer.read_cap_files(tmp), plan.target_context)
         for name, data in caps.items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""A compact llama-family forward pass (llama, mistral, qwen2 biases, qwen3 qk-norm; GQA) for verify.
+"""The native forward pass: a compact llama-family model (llama, mistral, qwen2 biases, qwen3 qk-norm; GQA) for verify.
 
 RoPE frequencies and the attention factor come from our math core, so the model runs exactly the
 scaling the checkpoint declares (or none, for the baseline). Attention goes through
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from yarn_cli.io.weights import NativeSpec
+from yarn_cli.native.weights import NativeSpec
 
 
 @dataclass
@@ -27,7 +27,7 @@ class NativeModel:
     def __init__(self, spec: NativeSpec, weights: dict[str, torch.Tensor], rope: Rope, device: str, dtype: torch.dtype):
         self.spec, self.w, self.rope, self.device, self.dtype = spec, weights, rope, device, dtype
         self._cos = self._sin = None
-        self.last_prefill_tokens_per_second = 0.0
+        self.last_prefill_seconds = self.last_decode_seconds = 0.0
 
     # RoPE, computed as transformers does: float32 positions x float32 inv_freq, cos/sin x m
     def _cos_sin(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,16 +130,20 @@ class NativeModel:
                 if targets.numel():
                     nll.append(F.cross_entropy(logits[: targets.shape[0]], targets, reduction="none"))
             last = logits[-1]
+        self._sync()
+        self.last_prefill_seconds = time.perf_counter() - started
+        return last, (torch.cat(nll) if nll else None)
+
+    def _sync(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-        self.last_prefill_tokens_per_second = len(ids) / max(time.perf_counter() - started, 1e-9)
-        return last, (torch.cat(nll) if nll else None)
 
     def greedy(self, ids: list[int], max_new_tokens: int, chunk: int, stop: set[int] = frozenset()) -> list[int]:
         cache = self.new_cache(len(ids) + max_new_tokens)
         logits, _ = self.prefill(ids, cache, chunk)
         out: list[int] = []
         position = len(ids)
+        started = time.perf_counter()
         for _ in range(max_new_tokens):
             token = int(torch.argmax(logits))
             if token in stop:
@@ -147,4 +151,6 @@ class NativeModel:
             out.append(token)
             logits = self.forward([token], cache, position, 0)[-1]
             position += 1
+        self._sync()
+        self.last_decode_seconds = time.perf_counter() - started
         return out

@@ -1,6 +1,9 @@
-"""The engine interface verify drives: a tokenizer, and per variant ("extended", "baseline") greedy
-decoding and next-token losses. Small on purpose, so a multi-GPU engine (vLLM with tensor
-parallelism) is one more adapter.
+"""The engine interface verify drives: a tokenizer, and for any RoPE variant (core.variants) greedy
+decoding and next-token losses, each with its own timing. Small on purpose, so a multi-GPU engine
+(vLLM with tensor parallelism) is one more adapter.
+
+An engine says which variants it cannot express (``unsupported``) instead of substituting another.
+The variant of kind "declared" is the checkpoint as the runtime itself reads it: that is what parity tests.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from typing import Protocol
 
 from yarn_cli.core.kv_cache import AttentionLayout
 from yarn_cli.core.model import RopeSpec
+from yarn_cli.core.variants import RopeVariant
 
-VARIANTS = ("extended", "baseline")
 # --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
 ENGINES = {
-    "native": ("yarn_cli.engines.native_engine", "NativeEngine"),
-    "transformers": ("yarn_cli.engines.hf_engine", "TransformersEngine"),
-    "llama.cpp": ("yarn_cli.engines.llamacpp_engine", "LlamaCppEngine"),
-    "vllm": ("yarn_cli.engines.vllm_engine", "VllmEngine"),
+    "native": ("yarn_cli.native.engine", "NativeEngine"),
+    "transformers": ("yarn_cli.runtimes.transformers", "TransformersEngine"),
+    "llama.cpp": ("yarn_cli.runtimes.llamacpp", "LlamaCppEngine"),
+    "vllm": ("yarn_cli.runtimes.vllm", "VllmEngine"),
 }
 # The vLLM-only options and their defaults (a value other than these, given to another engine, is refused).
 ENGINE_OPTION_DEFAULTS = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "dtype": "auto",
@@ -35,7 +38,7 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What the harness needs to plan: the trained and declared lengths and the sizes for memory estimates."""
+    """What the protocol needs to plan: the trained and declared lengths and the sizes for memory estimates."""
 
     original_context: int
     target_context: int
@@ -50,27 +53,53 @@ class ModelFacts:
     baked_attention_factor: float | None = None  # m already in the q/k weights, for a baked checkpoint
 
 
+@dataclass(frozen=True)
+class Generation:
+    """Greedy tokens, with the prefill and the decoding timed apart (the same two figures on every engine)."""
+
+    tokens: list[int]
+    prefill_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+
+    @property
+    def decode_tokens(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Next-token negative log-likelihoods of ids[score_from+1:], and the prefill that produced them."""
+
+    losses: list[float]
+    prefill_tokens: int
+    prefill_seconds: float
+
+
 class Engine(Protocol):
-    name: str
+    name: str  # the --engine name
+    implementation: str  # whose forward pass computes: parity never holds an engine against its own
     device: str
     tokenizer: Tokenizer
     facts: ModelFacts
     notes: list[str]
 
-    def greedy(self, variant: str, ids: list[int], max_new_tokens: int) -> list[int]: ...
-
-    def token_losses(self, variant: str, ids: list[int], score_from: int) -> list[float]:
-        """Next-token negative log-likelihoods for positions score_from .. len(ids)-2."""
+    def unsupported(self, variant: RopeVariant) -> str | None:
+        """Why this engine cannot run ``variant`` exactly, or None when it can."""
         ...
 
-    def tokens_per_second(self) -> float: ...
-
-    def parity_reference(self) -> object:
-        """A forward pass to hold this engine against (engines.parity.Reference); raises UnsupportedError
-        with the reason where none can run."""
+    def reserve(self, tokens: int) -> None:
+        """The longest sequence (prompt and answer) any later call will run: engines that size a context up
+        front (llama.cpp) size it to this instead of the model's whole length."""
         ...
+
+    def generate(self, variant: RopeVariant, ids: list[int], max_new_tokens: int) -> Generation: ...
+
+    def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored: ...
 
     def available_memory(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 def available_host_memory() -> int:

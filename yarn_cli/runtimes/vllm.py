@@ -3,9 +3,11 @@ people serve it, through vLLM's offline API, with tensor and pipeline parallelis
 one GPU (and across nodes through vLLM's own Ray backend).
 
 Prompts go in as token ids, so every engine sees identical inputs; greedy decoding at temperature 0 for
-the passkeys, prompt log-probabilities for perplexity and parity, prefix caching off. The baseline is the
-same weights with the scaling removed through ``hf_overrides``; on a baked checkpoint it also divides the
-baked m back out. vLLM holds one model at a time: switching variants shuts one down and starts the other.
+the passkeys, prompt log-probabilities for perplexity and parity, prefix caching off. Every variant other
+than the declared one is the same weights under a RoPE block given through ``hf_overrides`` (the 5.x
+``rope_parameters`` and the 4.x ``rope_scaling`` key both). vLLM holds one model at a time: switching
+variants shuts one down and starts the next. Prefill and decoding are timed apart from vLLM's own
+per-request timestamps.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.engines.base import ModelFacts, available_host_memory
+from yarn_cli.core.variants import RopeVariant
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
 from yarn_cli.errors import InputError, UnsupportedError
 
 MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
@@ -24,7 +27,7 @@ MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU mach
 
 
 class VllmEngine:
-    name = "vllm"
+    name = implementation = "vllm"
     takes_options = True  # tensor/pipeline parallel sizes, dtype, memory share, eager mode
 
     def __init__(self, folder: Path, device: str, original_context: int | None = None, max_length: int = 0,
@@ -37,7 +40,7 @@ class VllmEngine:
             raise InputError(MISSING) from exc
         if folder.suffix.lower() == ".gguf" or not folder.is_dir():
             raise InputError("--engine vllm runs Hugging Face folders; for a GGUF use --engine llama.cpp")
-        from yarn_cli.core import hf_config, hf_plan, verify_plan
+        from yarn_cli.core import hf_config, hf_plan
         from yarn_cli.core.model import scaling_label
         from yarn_cli.io import checkpoint, tokenizers_io
 
@@ -48,7 +51,8 @@ class VllmEngine:
         spec, baked = specs[0], hf_plan.baked_factor(raw)
         dims = hf_config.model_dims(raw)
         _check_parallel(dims, tensor_parallel_size)
-        self.folder, self.device = folder, device
+        self.folder = self.path = folder
+        self.device = device
         self.tokenizer = tokenizers_io.from_hf_folder(folder)
         self.notes: list[str] = []
         summary = checkpoint.summarize_hf_folder(folder, original_context)
@@ -63,7 +67,7 @@ class VllmEngine:
         self.common = dict(
             model=str(folder), max_model_len=self.max_model_len, tensor_parallel_size=tensor_parallel_size,
             pipeline_parallel_size=pipeline_parallel_size, dtype=dtype, enforce_eager=enforce_eager,
-            enable_prefix_caching=False, skip_tokenizer_init=True, seed=0,
+            enable_prefix_caching=False, skip_tokenizer_init=True, seed=0, disable_log_stats=False,
         )
         if device.startswith("cuda"):
             self.common["gpu_memory_utilization"] = gpu_memory_utilization
@@ -72,15 +76,27 @@ class VllmEngine:
             # one sequence at the longest length is all verify needs.
             self.common["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(dims["attention"], self.max_model_len)
             _bind_cpu_threads(tensor_parallel_size * pipeline_parallel_size)
-        self.overrides = {"extended": None, "baseline": baseline_overrides(spec, verify_plan.baseline(spec, baked), self.max_model_len)}
+        self.rope = spec
         eos = raw.get("eos_token_id")
         self.stop = [e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int)]
-        self._llm, self._variant, self._rate = None, None, 0.0
+        self._llm, self._key = None, None
         self.startup_seconds = 0.0
-        self._use("extended")  # start now: a model vLLM cannot run is refused before any work
+        self._start(None)  # start now: a model vLLM cannot run is refused before any work
 
-    def _use(self, variant: str):
-        if self._variant == variant:
+    def unsupported(self, variant: RopeVariant) -> str | None:
+        if variant.kind == "custom":
+            return "vLLM takes RoPE as a config block (type, factor, YaRN's parameters), not as a frequency table"
+        if variant.kind == "yarn" and variant.factor * variant.original_context < self.max_model_len:
+            return (f"vLLM sizes a YaRN table to original length x factor ({variant.factor * variant.original_context:,.0f} "
+                    f"positions), short of the run's {self.max_model_len:,}")
+        return None
+
+    def reserve(self, tokens: int) -> None:
+        """vLLM was started with max_model_len covering every length asked for."""
+
+    def _start(self, overrides: dict[str, Any] | None):
+        key = repr(overrides)
+        if self._llm is not None and self._key == key:
             return self._llm
         self.close()
         from vllm import LLM
@@ -88,15 +104,13 @@ class VllmEngine:
         # A length above what vLLM derives from the config (the baseline's, or a capped tokenizer) is allowed on purpose.
         os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
         started = time.perf_counter()
-        kwargs = dict(self.common)
-        if self.overrides[variant]:
-            kwargs["hf_overrides"] = self.overrides[variant]
+        kwargs = dict(self.common, **({"hf_overrides": overrides} if overrides else {}))
         try:
             self._llm = LLM(**kwargs)
         except Exception as exc:  # vLLM's own reason (an architecture it lacks, memory), as one line
             raise UnsupportedError(f"vLLM cannot run {self.folder.name}: {_first_line(exc)}") from exc
         self.startup_seconds += time.perf_counter() - started
-        self._variant = variant
+        self._key = key
         return self._llm
 
     def close(self) -> None:
@@ -107,60 +121,61 @@ class VllmEngine:
         shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
         if callable(shutdown):
             shutdown()
-        self._llm, self._variant = None, None
+        self._llm, self._key = None, None
         gc.collect()
 
-    def greedy(self, variant: str, ids: list[int], max_new_tokens: int) -> list[int]:
+    def generate(self, variant: RopeVariant, ids: list[int], max_new_tokens: int) -> Generation:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop, detokenize=False)
         output = self._generate(variant, ids, params)
-        return list(output.outputs[0].token_ids)
+        prefill, decode = _timings(output)
+        return Generation(list(output.outputs[0].token_ids), len(ids), prefill, decode)
 
-    def token_losses(self, variant: str, ids: list[int], score_from: int) -> list[float]:
+    def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
         output = self._generate(variant, ids, params)
-        losses = []
-        for position in range(score_from + 1, len(ids)):
-            entry = output.prompt_logprobs[position]
-            losses.append(-float(entry[ids[position]].logprob))
-        return losses
+        losses = [-float(output.prompt_logprobs[p][ids[p]].logprob) for p in range(score_from + 1, len(ids))]
+        return Scored(losses, len(ids), _timings(output)[0])
 
-    def _generate(self, variant: str, ids: list[int], params) -> Any:
-        llm = self._use(variant)
-        started = time.perf_counter()
+    def _generate(self, variant: RopeVariant, ids: list[int], params) -> Any:
+        llm = self._start(variant_overrides(self.rope, variant, self.max_model_len))
         try:
             (output,) = llm.generate([{"prompt_token_ids": list(ids)}], params, use_tqdm=False)
         except Exception as exc:  # the worker's reason is in its log; the engine is dead after it
-            self._llm = self._variant = None
-            raise UnsupportedError(f"vLLM failed running {self.folder.name} ({variant}): {_first_line(exc)}") from exc
-        self._rate = len(ids) / max(time.perf_counter() - started, 1e-9)
+            self._llm = self._key = None
+            raise UnsupportedError(f"vLLM failed running {self.folder.name} ({variant.name}): {_first_line(exc)}") from exc
         return output
-
-    def tokens_per_second(self) -> float:
-        return self._rate
 
     def available_memory(self) -> int:
         return available_host_memory() + self.facts.weight_bytes
 
-    def parity_reference(self):
-        from yarn_cli.engines.parity import reference_for
+def _timings(output) -> tuple[float, float]:
+    """(prefill, decoding) seconds from vLLM's per-request timestamps: scheduled -> first token -> last token."""
+    stats = getattr(output, "metrics", None)
+    if stats is None or not getattr(stats, "first_token_ts", 0.0):
+        return 0.0, 0.0
+    return max(stats.first_token_ts - stats.scheduled_ts, 0.0), max(stats.last_token_ts - stats.first_token_ts, 0.0)
 
-        return reference_for(self.folder, self.facts.original_context)  # vLLM's weights live in its workers
 
-
-def baseline_overrides(spec, base, max_model_len: int) -> dict[str, Any]:
-    """hf_overrides that remove the scaling: plain RoPE at the same base; with a baked m, a YaRN of factor 1
-    (no frequency changes) whose attention factor 1/m divides it back out. vLLM sizes a YaRN cos/sin cache
-    to original length x factor, so the "original" length here is the whole run's. Both the 5.x block and
-    the 4.x key are set, so vLLM reads the same either way."""
-    if base.attention_factor == 1.0:
-        block: dict[str, Any] = {"rope_type": "default", "rope_theta": base.theta}
-    else:
-        block = {"rope_type": "yarn", "rope_theta": base.theta, "factor": 1.0,
-                 "original_max_position_embeddings": max_model_len, "attention_factor": base.attention_factor}
+def variant_overrides(spec, variant: RopeVariant, max_model_len: int) -> dict[str, Any] | None:
+    """hf_overrides that make vLLM compute ``variant`` (None: the checkpoint's own config). Plain RoPE with a
+    factor other than 1 (the baseline of a baked m) is a YaRN of factor 1, which changes no frequency; vLLM
+    sizes a YaRN cos/sin table to original length x factor, so its "original" length is then the whole run's."""
+    if variant.kind == "declared":
+        return None
+    block: dict[str, Any] = {"rope_type": variant.kind if variant.kind != "none" else "default", "rope_theta": variant.theta}
+    if variant.kind == "linear":
+        block["factor"] = variant.factor
+    elif variant.kind == "yarn":
+        block.update(factor=variant.factor, original_max_position_embeddings=variant.original_context,
+                     attention_factor=variant.attention_factor, beta_fast=variant.beta_fast, beta_slow=variant.beta_slow,
+                     truncate=variant.truncate)
+    elif variant.attention_factor != 1.0:
+        block.update(rope_type="yarn", factor=1.0, original_max_position_embeddings=max_model_len,
+                     attention_factor=variant.attention_factor)
     if spec.rotary_dim != spec.head_dim:
         block["partial_rotary_factor"] = spec.rotary_dim / spec.head_dim
     return {"rope_parameters": block, "rope_scaling": None if block["rope_type"] == "default" else dict(block)}

@@ -1,4 +1,4 @@
-"""Loading llama-family weights for the native engine, from an HF folder or a GGUF, under canonical names.
+"""The native model's spec and weights: llama-family tensors from an HF folder or a GGUF, under canonical names.
 
 Canonical names: embed, norm, lm_head, and per layer ``layers.{i}.`` + attn_norm, q, k, v, o,
 q_bias, k_bias, v_bias, q_norm, k_norm, ffn_norm, gate, up, down. q/k rows are in HF's
@@ -111,6 +111,17 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
         head_dim=specs[0].head_dim, vocab=vocab, rms_eps=float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         rope=specs[0], attention=dims["attention"], source_format="gguf",
     )
+
+
+def spec_of(path: Path, original_context: int | None = None) -> NativeSpec:
+    """The spec of a GGUF or an HF folder, from its header alone (UnsupportedError for a family the native pass lacks)."""
+    if path.suffix.lower() == ".gguf":
+        from yarn_cli.io.gguf_reader import read_gguf
+
+        return gguf_spec(read_gguf(path), original_context)
+    from yarn_cli.io.checkpoint import read_json
+
+    return hf_spec(path, read_json(path / "config.json"), original_context)
 
 
 def load_hf_weights(folder: Path, spec: NativeSpec, device: str, dtype, progress: Callable[[int], None] | None = None) -> dict[str, Any]:

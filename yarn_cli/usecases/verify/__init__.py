@@ -1,11 +1,12 @@
-"""`verify`: load an engine, run passkey retrieval and perplexity, extended vs baseline, and judge."""
+"""`verify`: load an engine, check its RoPE (parity), run the tasks (passkey retrieval, perplexity) for each
+RoPE variant (the extended model and its baseline), and judge."""
 
 from __future__ import annotations
 
 import time
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from yarn_cli.usecases.models import Notify, resolve_model
 @dataclass(frozen=True)
 class VerifyReport:
     data: dict[str, Any]  # the `verify --json` object
+    columns: list = field(default_factory=list)  # the tasks' table columns (tasks.base.Column)
 
     @property
     def ok(self) -> bool:
@@ -30,8 +32,8 @@ class VerifyRun:
     """A loaded engine and a planned protocol; ``total_steps`` sizes a progress bar before ``run``."""
 
     engine: Any
-    options: Any  # engines.harness.VerifyOptions
-    prepared: Any  # engines.harness.Prepared
+    options: Any  # protocol.VerifyOptions
+    prepared: Any  # protocol.Prepared
     path: Path
 
     @property
@@ -41,16 +43,14 @@ class VerifyRun:
     load_seconds: float = 0.0
 
     def run(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        from yarn_cli.engines import harness
+        from yarn_cli.usecases.verify import protocol
 
         try:
-            report = harness.run(self.engine, self.options, progress, self.prepared)
+            report, columns = protocol.run(self.engine, self.options, progress, self.prepared)
         finally:
-            close = getattr(self.engine, "close", None)
-            if close:  # engines with worker processes (vLLM) stop them now, not in interpreter teardown
-                close()
+            self.engine.close()  # engines with worker processes (vLLM) stop them now, not in interpreter teardown
         report["timings"] = {"load_seconds": self.load_seconds, **report["timings"]}
-        return VerifyReport(report)
+        return VerifyReport(report, columns)
 
 
 def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
@@ -92,6 +92,7 @@ def prepare_verify(
     parity: bool = True,
     parity_only: bool = False,
     parity_length: str | int | None = None,
+    tasks: str | Sequence[str] | None = None,
     engine_options: dict[str, Any] | None = None,
     notify: Notify | None = None,
 ) -> VerifyRun:
@@ -105,8 +106,9 @@ def prepare_verify(
         raise InputError("verify needs torch: pip install torch") from exc
     from yarn_cli.core import verify_plan
     from yarn_cli.core.lengths import parse_length
-    from yarn_cli.engines import harness
-    from yarn_cli.engines.base import ENGINES, load_engine, pick_device
+    from yarn_cli.runtimes.base import ENGINES, load_engine, pick_device
+    from yarn_cli.usecases.verify import protocol
+    from yarn_cli.usecases.verify import tasks as task_registry
 
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
@@ -115,19 +117,24 @@ def prepare_verify(
         raise InputError(f"{model}: no such file or folder; verify runs a local HF folder or .gguf")
     if not 0 <= min_accuracy <= 1:
         raise InputError("--min-accuracy is a fraction between 0 and 1")
-    options = harness.VerifyOptions(
+    options = protocol.VerifyOptions(
         lengths=_lengths(lengths),
         max_length=parse_length(str(max_length)) if max_length else None,
         depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
         trials=trials, text=Path(text) if text is not None else None, ppl_windows=ppl_windows,
         min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity or parity_only, parity_only=parity_only,
-        parity_length=_parity_length(parity_length),
+        parity_length=_parity_length(parity_length), tasks=task_registry.parse(tasks),
     )
     check_original_context(original_context)
     longest = max(options.lengths or [0]) + 16
     started = time.perf_counter()
     loaded = load_engine(engine, path, pick_device(device), original_context, longest, engine_options or {})
-    return VerifyRun(loaded, options, harness.prepare(loaded, options), path, time.perf_counter() - started)
+    try:
+        prepared = protocol.prepare(loaded, options)
+    except BaseException:
+        loaded.close()
+        raise
+    return VerifyRun(loaded, options, prepared, path, time.perf_counter() - started)
 
 
 def verify(model: str | Path | None = None, *, progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:

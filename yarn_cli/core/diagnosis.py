@@ -1,4 +1,4 @@
-"""Engine parity (docs/conventions.md §10), pure: the RoPE variants an engine's output is held against, and
+"""Engine parity diagnosis (docs/conventions.md §10), pure: the RoPE variants an engine's output is held against, and
 the diagnosis that says which one the engine computes.
 
 Each hypothesis is a way engines have got a declared scaling wrong, written as the RoPE it would run on
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from yarn_cli.core import analysis, rope
+from yarn_cli.core import variants
 from yarn_cli.core.model import RopeSpec
+from yarn_cli.core.variants import RopeVariant
 
 DIAGNOSES = ("exact", "no-scaling", "no-attention-factor", "attention-factor-twice", "linear", "other")
 # What each hypothesis means, for the one line verify prints.
@@ -39,50 +40,29 @@ REACH = 1.5
 CPU_CAP = 1024  # a forward pass per hypothesis on a CPU: keep the check to seconds
 
 
-@dataclass(frozen=True)
-class Hypothesis:
-    name: str
-    inv_freq: tuple[float, ...]  # θ per rotary pair
-    attention_factor: float  # what cos and sin are multiplied by
-
-
-def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[Hypothesis]:
+def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[RopeVariant]:
     """The declared RoPE ("exact") first, then each fault that gives a different RoPE on these weights.
 
     ``baked``: the m already multiplied into q/k (a baked checkpoint), so "twice" means the engine adds
     one more m on top of it. Faults that coincide with the declared RoPE (a baked checkpoint's
     "no attention factor") cannot be told apart and are left out.
     """
-    declared = analysis.existing_frequencies(spec, seq_len)
-    found = [Hypothesis("exact", declared.theta, declared.attention_factor)]
+    exact = variants.declared(spec, baked, seq_len, name="exact")
+    found = [exact]
     scaling = spec.scaling
     if scaling is None:
         return found
-    plain = rope.inv_freq_values(spec.theta, spec.rotary_dim)
-    found.append(Hypothesis("no-scaling", plain, 1.0))
-    factor = scaling.factor or spec.max_context / (scaling.original_context or spec.max_context)
+    found.append(variants.renamed(variants.baseline(spec), "no-scaling", baked=baked))
     if scaling.type == "yarn":
-        model_m = declared.attention_factor * (baked or 1.0)
-        found.append(Hypothesis("no-attention-factor", declared.theta, 1.0))
-        found.append(Hypothesis("attention-factor-twice", declared.theta, model_m**2 / (baked or 1.0)))
-        truncate = scaling.params.get("truncate")
-        flipped = analysis.existing_frequencies(_with_param(spec, "truncate", not (truncate if truncate is not None else True)), seq_len)
-        found.append(Hypothesis("truncate-flipped", flipped.theta, declared.attention_factor))
+        s, model_m = exact.factor, exact.effective_m
+        common = dict(beta_fast=exact.beta_fast, beta_slow=exact.beta_slow, original_context=exact.original_context, baked=baked)
+        found.append(variants.yarn(spec, s, 1.0 * (baked or 1.0), truncate=exact.truncate, name="no-attention-factor", **common))
+        found.append(variants.yarn(spec, s, model_m**2, truncate=exact.truncate, name="attention-factor-twice", **common))
+        found.append(variants.yarn(spec, s, model_m, truncate=not exact.truncate, name="truncate-flipped", **common))
+    factor = scaling.factor or spec.max_context / (scaling.original_context or spec.max_context)
     if scaling.type != "linear" and factor > 1:
-        found.append(Hypothesis("linear", rope.linear(spec.theta, spec.rotary_dim, factor).theta, 1.0))
-    return [h for i, h in enumerate(found) if not any(_same(h, earlier) for earlier in found[:i])]
-
-
-def _with_param(spec: RopeSpec, key: str, value: Any) -> RopeSpec:
-    from dataclasses import replace
-
-    return replace(spec, scaling=replace(spec.scaling, params={**spec.scaling.params, key: value}))
-
-
-def _same(a: Hypothesis, b: Hypothesis) -> bool:
-    return math.isclose(a.attention_factor, b.attention_factor, rel_tol=1e-12) and all(
-        math.isclose(x, y, rel_tol=1e-12) for x, y in zip(a.inv_freq, b.inv_freq)
-    )
+        found.append(variants.linear(spec, factor, baked, name="linear"))
+    return [h for i, h in enumerate(found) if not any(h.same_rope(earlier) for earlier in found[:i])]
 
 
 def sequence_length(original: int, target: int, device: str, requested: int | None = None) -> int:

@@ -1,0 +1,125 @@
+"""A RoPE variant as a value: the frequencies and the cos/sin factor one evaluation runs a checkpoint's
+weights under, plus the parameters that produced them, so that a runtime which only takes parameters
+(llama.cpp's context, vLLM's config overrides) can be asked for exactly the same thing.
+
+Every variant verify, parity and tune use is built here, from the one math core (``rope``, ``analysis``):
+the checkpoint's declared scaling, the baseline (scaling removed, a baked m divided back out), any YaRN
+(s, m, β_fast, β_slow, original length) and plain linear interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from yarn_cli.core import analysis, rope
+from yarn_cli.core.model import RopeSpec
+from yarn_cli.core.rope_scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
+from yarn_cli.errors import InputError
+
+# kind: "declared" (as the checkpoint says: a runtime reads it itself), "none", "linear", "yarn", or
+# "custom" (frequencies only, no parameters: only engines that take frequencies can run it).
+KINDS = ("declared", "none", "linear", "yarn", "custom")
+
+
+@dataclass(frozen=True)
+class RopeVariant:
+    name: str
+    kind: str
+    inv_freq: tuple[float, ...]  # θ per rotary pair
+    attention_factor: float  # what cos and sin are multiplied by, on these weights (a baked m already counted)
+    theta: float  # the base the frequencies start from
+    factor: float = 1.0  # s (yarn, linear)
+    original_context: int | None = None  # L (yarn)
+    beta_fast: float = BETA_FAST_DEFAULT
+    beta_slow: float = BETA_SLOW_DEFAULT
+    truncate: bool = True
+    baked: float | None = None  # the m the checkpoint's q/k weights already carry
+
+    @property
+    def effective_m(self) -> float:
+        """The attention factor the model ends up with: cos/sin's factor times any m baked into q/k."""
+        return self.attention_factor * (self.baked or 1.0)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "yarn":
+            return f"yarn x{self.factor:g} (m {self.effective_m:.4f})"
+        if self.kind == "linear":
+            return f"linear x{self.factor:g}"
+        if self.kind == "none":
+            return "no scaling" + (f" (cos/sin x {self.attention_factor:.4f})" if self.attention_factor != 1.0 else "")
+        return self.kind
+
+    def same_rope(self, other: RopeVariant) -> bool:
+        """Whether both run the same frequencies and factor (then no evaluation can tell them apart)."""
+        return math.isclose(self.attention_factor, other.attention_factor, rel_tol=1e-12) and len(self.inv_freq) == len(
+            other.inv_freq) and all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(self.inv_freq, other.inv_freq))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind, "label": self.label, "theta": self.theta,
+                                "attention_factor": self.attention_factor, "effective_m": self.effective_m}
+        if self.kind in ("yarn", "linear"):
+            data["factor"] = self.factor
+        if self.kind == "yarn":
+            data.update(original_context=self.original_context, beta_fast=self.beta_fast, beta_slow=self.beta_slow,
+                        truncate=self.truncate)
+        return data
+
+
+def declared(spec: RopeSpec, baked: float | None = None, seq_len: int | None = None, name: str = "extended") -> RopeVariant:
+    """The scaling the checkpoint declares, as transformers computes it (dynamic scaling at ``seq_len``)."""
+    computed = analysis.existing_frequencies(spec, seq_len)
+    scaling = spec.scaling
+    fields: dict[str, Any] = {}
+    if scaling is not None and scaling.type in ("yarn", "linear"):
+        fields["factor"] = scaling.factor if scaling.factor is not None else spec.max_context / (scaling.original_context or spec.max_context)
+    if scaling is not None and scaling.type == "yarn":
+        params = scaling.params
+        fields.update(original_context=scaling.original_context or spec.max_context,
+                      beta_fast=params.get("beta_fast") or BETA_FAST_DEFAULT, beta_slow=params.get("beta_slow") or BETA_SLOW_DEFAULT,
+                      truncate=params.get("truncate") if params.get("truncate") is not None else True)
+    return RopeVariant(name, "declared", tuple(computed.theta), computed.attention_factor, spec.theta, baked=baked, **fields)
+
+
+def baseline(spec: RopeSpec, baked: float | None = None, name: str = "baseline") -> RopeVariant:
+    """The model every result is compared with: the same weights under plain RoPE at the checkpoint's base.
+    cos/sin carry 1, or 1/m where q/k have m baked in, so the baseline equals the unextended model either way."""
+    factor = 1.0 / float(baked) if baked else 1.0
+    return RopeVariant(name, "none", tuple(rope.inv_freq_values(spec.theta, spec.rotary_dim)), factor, spec.theta, baked=baked)
+
+
+def yarn(
+    spec: RopeSpec,
+    scale: float,
+    m: float | None = None,
+    *,
+    beta_fast: float = BETA_FAST_DEFAULT,
+    beta_slow: float = BETA_SLOW_DEFAULT,
+    original_context: int | None = None,
+    truncate: bool = True,
+    baked: float | None = None,
+    name: str | None = None,
+) -> RopeVariant:
+    """YaRN by ``scale`` from the trained length, with the effective attention factor ``m`` (default the
+    paper's 0.1·ln s + 1); on baked weights cos/sin carry m divided by the baked one."""
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise InputError(f"a YaRN variant needs a positive finite scale, not {scale!r}")
+    if m is not None and not (math.isfinite(m) and m > 0):
+        raise InputError(f"a YaRN variant needs a positive finite attention factor, not {m!r}")
+    original = original_context or spec.original_context
+    computed = rope.yarn(spec.theta, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate)
+    effective = get_mscale(scale) if m is None else float(m)
+    return RopeVariant(name or f"yarn-x{scale:g}-m{effective:.4f}", "yarn", tuple(computed.theta), effective / (baked or 1.0),
+                       spec.theta, float(scale), original, beta_fast, beta_slow, truncate, baked)
+
+
+def linear(spec: RopeSpec, scale: float, baked: float | None = None, name: str | None = None) -> RopeVariant:
+    """Position interpolation: every frequency divided by s; cos/sin carry 1 (a baked m stays in)."""
+    computed = rope.linear(spec.theta, spec.rotary_dim, scale)
+    return RopeVariant(name or f"linear-x{scale:g}", "linear", tuple(computed.theta), 1.0, spec.theta, float(scale), baked=baked)
+
+
+def renamed(variant: RopeVariant, name: str, **changes: Any) -> RopeVariant:
+    return replace(variant, name=name, **changes)

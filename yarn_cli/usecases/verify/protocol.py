@@ -1,0 +1,205 @@
+"""The verification protocol: a parity check of the engine's RoPE, then every task at every length that fits,
+for each RoPE variant on the same prompts (the extended model and its baseline by default), and the verdict.
+Pure orchestration: engines compute, tasks plan and score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core import variants, verify_plan
+from yarn_cli.core.variants import RopeVariant
+from yarn_cli.errors import InputError, UnsupportedError
+from yarn_cli.usecases.verify import parity_check, tasks
+from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job
+
+SCHEMA = 2  # --json: 2 replaced tokens_per_second by speed (prefill and decode apart) and added variants, tasks, cells
+
+
+@dataclass
+class VerifyOptions:
+    lengths: list[int] | None = None
+    max_length: int | None = None
+    depths: list[float] = field(default_factory=lambda: list(verify_plan.DEFAULT_DEPTHS))
+    trials: int = 1
+    text: Path | None = None
+    ppl_windows: int = 2
+    min_accuracy: float = 0.8
+    ppl_margin: float = verify_plan.DEFAULT_PPL_MARGIN
+    seed: int = 0
+    parity: bool = True
+    parity_only: bool = False
+    parity_length: int | None = None
+    tasks: tuple[str, ...] = tasks.DEFAULT_TASKS
+
+
+def load_text(path: Path | None) -> str:
+    """--text FILE, or the text of Python's own pydoc_data.topics (offline, ships with every Python)."""
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"--text {path}: cannot read ({exc.strerror or exc})") from exc
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def default_variants(engine: Any) -> list[RopeVariant]:
+    """The checkpoint as declared ("extended") and the same weights with the scaling removed ("baseline")."""
+    facts = engine.facts
+    return [variants.declared(facts.rope, facts.baked_attention_factor), variants.baseline(facts.rope, facts.baked_attention_factor)]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs before it starts: the variants, the lengths that fit and those skipped (with the largest
+    that fits), every task's jobs, and the parity check's sequence, hypotheses and reference (or why none).
+
+    Computed once, so the caller can size a progress bar before anything runs."""
+
+    variants: list[RopeVariant]
+    lengths: list[int]
+    skipped: list[dict[str, Any]]
+    largest_fitting: int | None
+    context: Context
+    jobs: dict[str, list[Job]]  # task name -> jobs, every length
+    notes: list[str]
+    parity: parity_check.ParityPlan | None
+
+    def total_steps(self, options: VerifyOptions) -> int:
+        checks = self.parity.steps if self.parity else 0
+        if options.parity_only:
+            return checks
+        return checks + len(self.variants) * sum(len(jobs) for jobs in self.jobs.values())
+
+
+def plan_lengths(engine: Any, options: VerifyOptions, answer_tokens: int) -> tuple[list[int], list[dict[str, Any]], int | None]:
+    """The lengths to run, those skipped because their memory estimate does not fit, and the largest that fits
+    (all from one estimate). Variants run one at a time over shared weights, so one estimate holds for each."""
+    facts = engine.facts
+    lengths = options.lengths or verify_plan.length_ladder(facts.original_context, facts.target_context, options.max_length)
+    if options.max_length:
+        lengths = [n for n in lengths if n <= options.max_length] or [options.max_length]
+    available = engine.available_memory()
+
+    def estimate(length: int) -> verify_plan.MemoryEstimate:
+        return verify_plan.estimate_memory(facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab,
+                                           length + answer_tokens, min(length, 2048), facts.value_bytes)
+
+    runnable = [n for n in lengths if verify_plan.fits(estimate(n), available)]
+    skipped = [{"length": n, "needs_bytes": estimate(n).total, "available_bytes": available} for n in lengths if n not in runnable]
+    largest = verify_plan.largest_fitting(estimate, available, max(lengths)) if skipped else None
+    return runnable, skipped, largest
+
+
+def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | None = None) -> Prepared:
+    chosen = chosen or default_variants(engine)
+    for variant in chosen:
+        reason = engine.unsupported(variant)
+        if reason:
+            raise UnsupportedError(f"the {engine.name} engine cannot run variant {variant.name!r} ({variant.label}): {reason}")
+    task_list = tasks.build(options.tasks)
+    answer = max(task.answer_tokens for task in task_list)
+    lengths, skipped, largest = plan_lengths(engine, options, answer)
+    text_ids = engine.tokenizer.encode(load_text(options.text))
+    context = Context(engine.tokenizer.encode, engine.tokenizer.bos, text_ids, engine.facts.original_context, options,
+                      [v.name for v in chosen])
+    notes = list(engine.notes)
+    jobs: dict[str, list[Job]] = {task.name: [] for task in task_list}
+    for length in lengths if not options.parity_only else []:
+        for task in task_list:
+            planned, task_notes = task.plan(context, length)
+            jobs[task.name] += planned
+            notes += task_notes
+    parity = parity_check.plan(engine, options, text_ids, notes) if options.parity else None
+    engine.reserve(max([n + answer for n in lengths if not options.parity_only] + [len(parity.ids) if parity else 0]))
+    return Prepared(chosen, lengths, skipped, largest, context, jobs, notes, parity)
+
+
+def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | None = None,
+        prepared: Prepared | None = None) -> tuple[dict[str, Any], list[Column]]:
+    """The report (the --json object) and the tasks' table columns."""
+    prepared = prepared or prepare(engine, options)
+    notes = list(prepared.notes)
+    started = time.perf_counter()
+    checked = parity_check.run(engine, prepared.parity, options, notes, advance) if prepared.parity else None
+    timings = {"parity_seconds": time.perf_counter() - started}
+    if options.parity_only:
+        return {**_header(engine, prepared), "parity": checked.to_json(), "notes": notes,
+                "verdict": {"ok": checked.ok, "reason": checked.line}, "timings": _timings(engine, timings)}, []
+    started = time.perf_counter()
+    cells = _cells(engine, prepared, advance)
+    timings["protocol_seconds"] = time.perf_counter() - started
+    report, columns = _report(engine, prepared, cells, notes)
+    report["parity"] = checked.to_json() if checked else None
+    report["timings"] = _timings(engine, timings)
+    if checked and not checked.ok:
+        report["verdict"] = {"ok": False, "reason": checked.line}
+    return report, columns
+
+
+def _cells(engine: Any, prepared: Prepared, advance) -> list[Cell]:
+    """Variant by variant (an engine that holds one model at a time switches once), then task by task."""
+    by_name = {task.name: task for task in tasks.build(list(prepared.jobs))}
+    cells = []
+    for variant in prepared.variants:
+        for name, jobs in prepared.jobs.items():
+            for job in jobs:
+                cells.append(by_name[name].run(engine, variant, job))
+                if advance:
+                    advance(1)
+    return cells
+
+
+def _header(engine: Any, prepared: Prepared) -> dict[str, Any]:
+    """The keys every verify report opens with."""
+    facts = engine.facts
+    return {"schema": SCHEMA, "engine": engine.name, "device": engine.device, "scaling": facts.scaling,
+            "original_context": facts.original_context, "target_context": facts.target_context,
+            "variants": [v.to_json() for v in prepared.variants]}
+
+
+def _timings(engine: Any, timings: dict[str, float]) -> dict[str, float]:
+    """Where the time went; ``engine_startup_seconds`` for engines that start servers of their own (vLLM),
+    which the other figures include."""
+    startup = getattr(engine, "startup_seconds", None)
+    return {**timings, **({"engine_startup_seconds": startup} if startup is not None else {})}
+
+
+def speed(cells: list[Cell]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Prefill and decoding tokens per second per variant and length, every task's cells together."""
+    totals: dict[str, dict[int, list[float]]] = {}
+    for cell in cells:
+        row = totals.setdefault(cell.variant, {}).setdefault(cell.length, [0, 0.0, 0, 0.0])
+        row[0] += cell.prefill_tokens
+        row[1] += cell.prefill_seconds
+        row[2] += cell.decode_tokens
+        row[3] += cell.decode_seconds
+    rate = lambda tokens, seconds: tokens / seconds if tokens and seconds > 0 else None  # noqa: E731
+    return {v: {str(n): {"prefill_tokens_per_second": rate(r[0], r[1]), "decode_tokens_per_second": rate(r[2], r[3])}
+                for n, r in lengths.items()} for v, lengths in totals.items()}
+
+
+def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str]) -> tuple[dict[str, Any], list[Column]]:
+    results = [task.finish([c for c in cells if c.task == task.name], prepared.context) for task in tasks.build(list(prepared.jobs))]
+    for result in results:
+        notes += result.notes
+    if prepared.skipped:
+        skipped_text = ", ".join(f"{item['length']:,}" for item in prepared.skipped)
+        fits = f"; the largest length that fits is {prepared.largest_fitting:,}" if prepared.largest_fitting else "; not even 256 tokens fit"
+        notes.append(f"skipped {skipped_text} tokens: the memory estimate exceeds what the device has{fits}")
+    judgements = [(r.judgement.ok, r.judgement.reason, r.judgement.fatal) for r in results if r.judgement]
+    facts = engine.facts
+    result = verify_plan.verdict(prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context,
+                                 facts.target_context, judgements)
+    report = {**_header(engine, prepared), "tasks": list(prepared.jobs), "lengths": prepared.lengths, "skipped": prepared.skipped,
+              "largest_fitting_length": prepared.largest_fitting}
+    for task_result in results:
+        report.update(task_result.report)
+    report.update(speed=speed(cells), cells=[c.to_json() for c in cells],
+                  verdict={"ok": result.ok, "reason": result.reason}, notes=notes)
+    return report, [column for r in results for column in r.columns]

@@ -1,0 +1,26 @@
+"""verify's tasks, by name. A new task is one module with the Task interface (tasks.base) and one line here."""
+
+from __future__ import annotations
+
+from yarn_cli.errors import InputError
+from yarn_cli.usecases.verify.tasks.passkey import PasskeyTask
+from yarn_cli.usecases.verify.tasks.perplexity import PerplexityTask
+
+TASKS = {"passkey": PasskeyTask, "perplexity": PerplexityTask}
+DEFAULT_TASKS = ("passkey", "perplexity")
+
+
+def build(names: list[str] | tuple[str, ...]) -> list:
+    unknown = [name for name in names if name not in TASKS]
+    if unknown or not names:
+        raise InputError(f"--tasks {','.join(names)!s}: choose from {', '.join(TASKS)}")
+    return [TASKS[name]() for name in dict.fromkeys(names)]
+
+
+def parse(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if text is None:
+        return DEFAULT_TASKS
+    names = [part.strip() for part in text.split(",")] if isinstance(text, str) else list(text)
+    names = [name for name in names if name]
+    build(names)  # refuse an unknown name before anything loads
+    return tuple(dict.fromkeys(names))
