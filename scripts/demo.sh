@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-python -m pip install --quiet --disable-pip-version-check -e .
+# transformers is the independent reference the parity check holds the native engine to
+python -m pip install --quiet --disable-pip-version-check -e '.[transformers]'
 mkdir -p demo-out
 set -x
 yarn-cli inspect --scale 2

@@ -387,7 +387,7 @@ def test_verify_on_nan_weights_is_a_clear_failing_report(tiny_llama, tmp_path):
 
 
 def test_ctrl_c_during_verify_exits_130_promptly(tiny_llama):
-    process = yarn("verify", str(tiny_llama), "--lengths", "250", "--depths", "0.1,0.5,0.9", "--trials", "200", "--json")
+    process = yarn("verify", str(tiny_llama), "--lengths", "250", "--depths", "0.1,0.5,0.9", "--trials", "2000", "--json")
     time.sleep(8)  # torch is imported and the ladder is running by now
     assert process.poll() is None, process.communicate()
     sent = time.monotonic()

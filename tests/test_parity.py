@@ -235,7 +235,7 @@ def test_an_old_reader_of_a_5x_only_block_is_named_no_scaling(tiny, words, tmp_p
 
     prepared = parity_run(folder, words)
     ids_file, out = tmp_path / "ids.json", tmp_path / "nll.json"
-    ids_file.write_text(json.dumps(prepared.prepared.parity_ids))
+    ids_file.write_text(json.dumps(prepared.prepared.parity.ids))
     env = {**os.environ, "PYTHONPATH": str(Path(LEGACY).resolve())}
     result = subprocess.run([sys.executable, "-c", OLD_READER, str(folder), str(ids_file), str(out)], env=env,
                             capture_output=True, text=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from yarn_cli.core import diagnosis, verify_plan
 from yarn_cli.core.variants import RopeVariant
-from yarn_cli.errors import InputError, UnsupportedError
+from yarn_cli.errors import UnsupportedError
 from yarn_cli.runtimes.base import available_host_memory
 
 SHARED_FORWARD = "transformers (same forward pass, RoPE from yarn_cli's math)"
@@ -103,14 +103,40 @@ def reference_for(engine: Any) -> tuple[Any, str]:
     for name in ("native", "transformers"):
         if name == engine.implementation:
             continue
-        try:
-            return _load(name, engine.path, engine.facts.original_context), name
-        except (UnsupportedError, InputError) as exc:
-            reasons.append(f"{name}: {exc}")
+        reason = _cannot_load(name, engine.path, engine.facts.original_context)
+        if reason is None:
+            try:
+                return _load(name, engine.path, engine.facts.original_context), name
+            except Exception as exc:  # noqa: BLE001 - a reference that fails to load is a reason, not a crash
+                reason = f"could not load the checkpoint ({(str(exc).strip() or type(exc).__name__).splitlines()[0][:200]})"
+        reasons.append(f"{name}: {reason}")
     if engine.implementation == "transformers":
         return engine, SHARED_FORWARD
     raise UnsupportedError("no independent reference can run (" + "; ".join(reasons) + "), and the "
                            f"{engine.name} engine is not held against its own forward pass")
+
+
+def _cannot_load(name: str, path: Path, original_context: int) -> str | None:
+    """Why ``name``'s forward pass cannot serve as the reference here, or None."""
+    if name == "native":
+        from yarn_cli.native.weights import spec_of
+
+        try:
+            needed = spec_of(path, original_context).weight_bytes(4)
+        except UnsupportedError:
+            return "our forward pass does not run this family"
+    else:
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:
+            return "transformers is not installed (pip install 'yarn-cli[transformers]')"
+        needed = 4 * _parameters(path)
+    available = available_host_memory()
+    if needed > 0.8 * available:
+        from yarn_cli.core.units import human_bytes
+
+        return f"a float32 copy needs ~{human_bytes(needed)} and {human_bytes(available)} is free"
+    return None
 
 
 def _load(name: str, path: Path, original_context: int) -> Any:
@@ -118,13 +144,10 @@ def _load(name: str, path: Path, original_context: int) -> Any:
 
     if name == "native":
         from yarn_cli.native.engine import NativeEngine
-        from yarn_cli.native.weights import spec_of
 
-        _check_memory(spec_of(path, original_context).weight_bytes(4))
         return NativeEngine(path, "cpu", original_context, dtype=torch.float32)
     from yarn_cli.runtimes.transformers import TransformersEngine
 
-    _check_memory(4 * _parameters(path))
     return TransformersEngine(path, "cpu", original_context, allow_gguf=True)
 
 
@@ -133,11 +156,3 @@ def _parameters(path: Path) -> int:
 
     summary = summarize_gguf(path) if path.suffix.lower() == ".gguf" else summarize_hf_folder(path)
     return summary.tensors.parameters
-
-
-def _check_memory(needed: int) -> None:
-    available = available_host_memory()
-    if needed > 0.8 * available:
-        from yarn_cli.core.units import human_bytes
-
-        raise UnsupportedError(f"a float32 copy needs ~{human_bytes(needed)} and {human_bytes(available)} is free")

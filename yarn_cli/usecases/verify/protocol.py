@@ -66,6 +66,7 @@ class Prepared:
     skipped: list[dict[str, Any]]
     largest_fitting: int | None
     context: Context
+    tasks: list[Any]  # tasks.base.Task, in the order they run and are judged
     jobs: dict[str, list[Job]]  # task name -> jobs, every length
     notes: list[str]
     parity: parity_check.ParityPlan | None
@@ -117,7 +118,7 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
             notes += task_notes
     parity = parity_check.plan(engine, options, text_ids, notes) if options.parity else None
     engine.reserve(max([n + answer for n in lengths if not options.parity_only] + [len(parity.ids) if parity else 0]))
-    return Prepared(chosen, lengths, skipped, largest, context, jobs, notes, parity)
+    return Prepared(chosen, lengths, skipped, largest, context, task_list, jobs, notes, parity)
 
 
 def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | None = None,
@@ -144,12 +145,11 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
 
 def _cells(engine: Any, prepared: Prepared, advance) -> list[Cell]:
     """Variant by variant (an engine that holds one model at a time switches once), then task by task."""
-    by_name = {task.name: task for task in tasks.build(list(prepared.jobs))}
     cells = []
     for variant in prepared.variants:
-        for name, jobs in prepared.jobs.items():
-            for job in jobs:
-                cells.append(by_name[name].run(engine, variant, job))
+        for task in prepared.tasks:
+            for job in prepared.jobs[task.name]:
+                cells.append(task.run(engine, variant, job))
                 if advance:
                     advance(1)
     return cells
@@ -185,7 +185,7 @@ def speed(cells: list[Cell]) -> dict[str, dict[str, dict[str, float | None]]]:
 
 
 def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str]) -> tuple[dict[str, Any], list[Column]]:
-    results = [task.finish([c for c in cells if c.task == task.name], prepared.context) for task in tasks.build(list(prepared.jobs))]
+    results = [task.finish([c for c in cells if c.task == task.name], prepared.context) for task in prepared.tasks]
     for result in results:
         notes += result.notes
     if prepared.skipped:
