@@ -135,6 +135,7 @@ def test_verify_cli_on_smollm2(smollm2_gguf, capsys):
     assert report["accuracy"]["extended"]["1024"] == 1.0
     assert 1 < report["perplexity"]["extended"]["1024"] < 100
     assert any("declares no RoPE scaling" in note for note in report["notes"])
+    assert report["parity"]["reference"] == "transformers"  # transformers reads the GGUF itself: not our forward pass
 
 
 def test_verify_table_and_failure_exit(tiny_folders, capsys):

@@ -58,7 +58,7 @@ class NativeEngine:
     def generate(self, variant: RopeVariant, ids: list[int], max_new_tokens: int) -> Generation:
         model = self.model(variant)
         out = model.greedy(ids, max_new_tokens, self.chunk, self.stop)
-        return Generation(out, len(ids), model.last_prefill_seconds, model.last_decode_seconds)
+        return Generation(out, len(ids), model.last_prefill_seconds, model.last_decode_seconds, model.last_decode_steps)
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         model = self.model(variant)

@@ -28,6 +28,7 @@ class NativeModel:
         self.spec, self.w, self.rope, self.device, self.dtype = spec, weights, rope, device, dtype
         self._cos = self._sin = None
         self.last_prefill_seconds = self.last_decode_seconds = 0.0
+        self.last_decode_steps = 0
 
     # RoPE, computed as transformers does: float32 positions x float32 inv_freq, cos/sin x m
     def _cos_sin(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,8 +150,11 @@ class NativeModel:
             if token in stop:
                 break
             out.append(token)
+            if len(out) == max_new_tokens:
+                break
             logits = self.forward([token], cache, position, 0)[-1]
             position += 1
         self._sync()
         self.last_decode_seconds = time.perf_counter() - started
+        self.last_decode_steps = position - len(ids)
         return out

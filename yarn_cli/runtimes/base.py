@@ -55,16 +55,14 @@ class ModelFacts:
 
 @dataclass(frozen=True)
 class Generation:
-    """Greedy tokens, with the prefill and the decoding timed apart (the same two figures on every engine)."""
+    """Greedy tokens, with the prefill and the decoding timed apart (the same two figures on every engine).
+    The first token comes out of the prefill; ``decode_tokens`` counts the one-token steps after it."""
 
     tokens: list[int]
     prefill_tokens: int
     prefill_seconds: float
     decode_seconds: float
-
-    @property
-    def decode_tokens(self) -> int:
-        return len(self.tokens)
+    decode_tokens: int
 
 
 @dataclass(frozen=True)

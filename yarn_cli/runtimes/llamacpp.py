@@ -137,7 +137,7 @@ class LlamaCppEngine:
             if step + 1 < max_new_tokens:
                 (logits,) = self._decode(llm, [token], position, range(position, position + 1))
                 position += 1
-        return Generation(out, len(ids), prefill, time.perf_counter() - started)
+        return Generation(out, len(ids), prefill, time.perf_counter() - started, position - len(ids))
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         import numpy as np

@@ -90,6 +90,7 @@ class TransformersEngine:
         self._use(variant)
         inputs = torch.tensor([ids], device=self.device)
         out: list[int] = []
+        steps = 0
         with torch.inference_mode():
             started = time.perf_counter()
             result = self.model(inputs, use_cache=True, logits_to_keep=1)
@@ -104,8 +105,9 @@ class TransformersEngine:
                     break
                 result = self.model(torch.tensor([[token]], device=self.device), **_cache_of(result), use_cache=True,
                                     logits_to_keep=1)
+                steps += 1
             decode = self._elapsed(started)
-        return Generation(out, len(ids), prefill, decode)
+        return Generation(out, len(ids), prefill, decode, steps)
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         torch = self.torch

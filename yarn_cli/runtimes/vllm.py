@@ -130,7 +130,8 @@ class VllmEngine:
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop, detokenize=False)
         output = self._generate(variant, ids, params)
         prefill, decode = _timings(output)
-        return Generation(list(output.outputs[0].token_ids), len(ids), prefill, decode)
+        tokens = list(output.outputs[0].token_ids)
+        return Generation(tokens, len(ids), prefill, decode, max(len(tokens) - 1, 0))
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         from vllm import SamplingParams
