@@ -92,9 +92,10 @@ if __name__ == "__main__":
     baked.close()
     native = NativeEngine(Path(sys.argv[1]), "cpu")
     reference = {v.name: native.score(variants.renamed(v, v.name, kind="custom"), ids, 0).losses for v in chosen}
-    original = VllmEngine(Path(sys.argv[2]), "cpu", **common)
-    plain = original.score(variants.declared(original.facts.rope), ids, 0).losses
-    original.close()
+    # the unextended folder through our float32 forward pass: the original model, independently of vLLM
+    # (vLLM sizes a plain model's cos/sin table to its 256-position config, shorter than these ids)
+    unextended = NativeEngine(Path(sys.argv[2]), "cpu")
+    plain = unextended.score(variants.declared(unextended.facts.rope), ids, 0).losses
     json.dump({"engine": engine, "reference": reference, "original": plain, "refused": refused}, open(sys.argv[3], "w"))
 """
 
@@ -114,7 +115,7 @@ def test_three_variants_and_the_baseline_of_a_baked_checkpoint(models, tmp_path)
         assert max(abs(a - b) for a, b in zip(losses, reference[name])) < 1e-3, name
         others = [max(abs(a - b) for a, b in zip(losses, reference[other])) for other in reference if other != name]
         assert min(others) > 1e-2, (name, others)
-    assert max(abs(a - b) for a, b in zip(engine["baseline"], data["original"])) < 1e-4
+    assert max(abs(a - b) for a, b in zip(engine["baseline"], data["original"])) < 1e-3
     assert "frequency table" in data["refused"]
 
 
