@@ -263,13 +263,13 @@ def test_the_verdict_rules():
     ppl_bad = perplexity.judge({4096: 6.0}, {4096: 5.0}, 4096, 0.1, [])
     assert ppl_ok.ok and not ppl_bad.ok and "more than 10% above the baseline's 5.000" in ppl_bad.reason
     assert not passkey.judge({4096: 1.0, 8192: 0.5}, 0.8).ok and passkey.judge({4096: 1.0}, 0.8).ok
-    both = [(j.ok, j.reason, j.fatal) for j in (passkey.judge({8192: 1.0}, 0.8), ppl_ok)]
+    both = [passkey.judge({8192: 1.0}, 0.8), ppl_ok]
     assert verify_plan.verdict([4096, 8192], [], 4096, 8192, both).ok
     # nothing beyond the trained length ran: no pass, whatever the tasks say
     assert not verify_plan.verdict([4096], [8192], 4096, 8192, both).ok
     assert verify_plan.verdict([4096], [], 4096, 4096, both).ok  # an unextended checkpoint has no "beyond"
     nan = perplexity.judge({4096: 5.0}, {}, 4096, 0.1, [8192])
-    assert nan.fatal and "NaN" in verify_plan.verdict([4096, 8192], [], 4096, 8192, [*both, (nan.ok, nan.reason, nan.fatal)]).reason
+    assert nan.fatal and "NaN" in verify_plan.verdict([4096, 8192], [], 4096, 8192, [*both, nan]).reason
     # the largest fitting length, by bisection over the same estimate
     estimate = lambda n: verify_plan.MemoryEstimate(n * 10, 0, 0)  # noqa: E731
     assert verify_plan.largest_fitting(estimate, 10_000 * 10, 16384) == 8960  # 0.9 x 10,000 tokens, to a multiple of 256

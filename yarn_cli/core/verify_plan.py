@@ -155,18 +155,26 @@ def largest_fitting(estimate_at: Callable[[int], MemoryEstimate], available: int
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """A task's part of the verdict."""
+
+    ok: bool
+    reason: str
+    fatal: bool = False  # a failure that makes every other number meaningless (NaN log-probabilities)
+    aside: bool = False  # a pass that only says what could not be compared: shown in brackets after the others
+
+
+@dataclass(frozen=True)
 class Verdict:
     ok: bool
     reason: str
 
 
 def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: int,
-            judgements: Sequence[tuple[bool, str, bool]]) -> Verdict:
+            judgements: Sequence[Judgement]) -> Verdict:
     """Fail on a fatal judgement, on nothing run, on an extended checkpoint of which no length beyond the
-    trained one ran, then on the first failing task; pass with every task's reason.
-
-    ``judgements``: (ok, reason, fatal) per task, in task order."""
-    fatal = [reason for ok, reason, is_fatal in judgements if not ok and is_fatal]
+    trained one ran, then on the first failing task; pass with every task's reason (``judgements`` in task order)."""
+    fatal = [j.reason for j in judgements if not j.ok and j.fatal]
     if fatal:
         return Verdict(False, fatal[0])
     if not ran:
@@ -175,13 +183,9 @@ def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: i
         return Verdict(False, f"no length beyond the trained length {original:,} ran, so the extension was not tested"
                               + (f" (skipped for memory: {', '.join(f'{n:,}' for n in skipped)})" if skipped else
                                  "; ask for one with --lengths"))
-    failed = [reason for ok, reason, _ in judgements if not ok]
+    failed = [j.reason for j in judgements if not j.ok]
     if failed:
         return Verdict(False, failed[0])
-    passed = [reason for _, reason, _ in judgements]
-    if not passed:
-        return Verdict(True, "every length ran")
-    head, rest = passed[0], passed[1:]
-    tail = [r for r in rest if not r.startswith("no ")]
-    untold = [r for r in rest if r.startswith("no ")]
-    return Verdict(True, "; ".join([head, *tail]) + "".join(f" ({r})" for r in untold))
+    main = [j.reason for j in judgements if not j.aside]
+    asides = "".join(f" ({j.reason})" for j in judgements if j.aside)
+    return Verdict(True, ("; ".join(main) or "every length ran") + asides)

@@ -192,7 +192,7 @@ def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str]
         skipped_text = ", ".join(f"{item['length']:,}" for item in prepared.skipped)
         fits = f"; the largest length that fits is {prepared.largest_fitting:,}" if prepared.largest_fitting else "; not even 256 tokens fit"
         notes.append(f"skipped {skipped_text} tokens: the memory estimate exceeds what the device has{fits}")
-    judgements = [(r.judgement.ok, r.judgement.reason, r.judgement.fatal) for r in results if r.judgement]
+    judgements = [r.judgement for r in results if r.judgement]
     facts = engine.facts
     result = verify_plan.verdict(prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context,
                                  facts.target_context, judgements)

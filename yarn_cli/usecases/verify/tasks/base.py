@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.verify_plan import Judgement
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,6 @@ class Context:
     original_context: int
     options: Any  # protocol.VerifyOptions
     variants: list[str]  # names, in run order; the first is judged, against the second
-
-
-@dataclass(frozen=True)
-class Judgement:
-    ok: bool
-    reason: str
-    fatal: bool = False  # a failure that makes every other number meaningless (NaN log-probabilities)
 
 
 @dataclass(frozen=True)

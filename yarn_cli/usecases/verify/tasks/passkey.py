@@ -7,7 +7,8 @@ from typing import Any
 
 from yarn_cli.core import verify_plan
 from yarn_cli.core.variants import RopeVariant
-from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, Judgement, TaskResult, by_variant_and_length, keyed
+from yarn_cli.core.verify_plan import Judgement
+from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, by_variant_and_length, keyed
 
 
 class PasskeyTask:

@@ -8,7 +8,8 @@ from typing import Any
 
 from yarn_cli.core import verify_plan
 from yarn_cli.core.variants import RopeVariant
-from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, Judgement, TaskResult, by_variant_and_length, keyed
+from yarn_cli.core.verify_plan import Judgement
+from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, by_variant_and_length, keyed
 
 
 class PerplexityTask:
@@ -59,7 +60,7 @@ def judge(ours: dict[int, float], base: dict[int, float], original: int, margin:
                          fatal=True)
     at_original = [n for n in ours if n == original] or [n for n in ours if n <= original]
     if not at_original:
-        return Judgement(True, "no perplexity at or below the original length to compare")
+        return Judgement(True, "no perplexity at or below the original length to compare", aside=True)
     n = max(at_original)
     reference = base.get(n)
     if reference is not None and ours[n] > reference * (1 + margin):
