@@ -42,6 +42,11 @@ def models(tmp_path_factory):
         apply_extend(plan_extend(plain, folders[model_type + "-x4"], scale=4))
     folders["llama-baked"] = root / "llama-baked"
     apply_extend(plan_extend(folders["llama"], folders["llama-baked"], scale=4, bake_temperature=True))
+    # what `yarn tune` writes: a chosen m other than the paper's, in the config and baked into q/k
+    folders["llama-m"] = root / "llama-m"
+    apply_extend(plan_extend(folders["llama"], folders["llama-m"], scale=4, attention_factor=1.25))
+    folders["llama-m-baked"] = root / "llama-m-baked"
+    apply_extend(plan_extend(folders["llama"], folders["llama-m-baked"], scale=4, attention_factor=0.95, bake_temperature=True))
     return folders
 
 
@@ -117,6 +122,17 @@ def test_three_variants_and_the_baseline_of_a_baked_checkpoint(models, tmp_path)
         assert min(others) > 1e-2, (name, others)
     assert max(abs(a - b) for a, b in zip(engine["baseline"], data["original"])) < 1e-3
     assert "frequency table" in data["refused"]
+
+
+@pytest.mark.parametrize("name", ["llama-m", "llama-m-baked"])
+def test_a_tuned_attention_factor_is_applied_exactly(models, words, name):
+    """vLLM 0.32 reads attention_factor verbatim: a tuned m (written or baked) must come out exact, not as the paper's."""
+    result = yarn("verify", str(models[name]), "--engine", "vllm", *FAST, "--text", str(words), "--parity-only", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["diagnosis"] == "exact" and parity["max_abs_diff"] < 1e-3, parity["line"]
+    faults = {k: v for k, v in parity["hypotheses_mean"].items() if k != "exact"}
+    assert min(faults.values()) > 20 * parity["mean_abs_diff"], faults  # m 1, m twice...: each told apart
 
 
 def test_tensor_parallel_two_ranks(models, words):

@@ -5,6 +5,7 @@
     plan = api.plan_extend("path/to/model", "path/to/out", scale=4)   # nothing written yet
     result = api.apply_extend(plan)                                   # OUT appears atomically
     verdict = api.verify(result.plan.output, lengths=[4096, 16384])   # needs torch
+    tuned = api.tune("path/to/model", "path/to/out", scale=4)         # fits m to the model, writes the best
     tuned = api.finetune("path/to/model", "path/to/tuned", scale=4, data=["corpus.jsonl"])  # the [finetune] extra
 
 Errors are ``yarn_cli.errors.YarnError`` subclasses, each with a one-line message and an exit code.
@@ -14,9 +15,10 @@ from yarn_cli.core.finetune_plan import Recipe
 from yarn_cli.usecases.extend import ExtendPlan, ExtendResult, apply_extend, plan_extend
 from yarn_cli.usecases.finetune import FinetunePlan, FinetuneResult, finetune, plan_finetune, run_finetune
 from yarn_cli.usecases.inspect import InspectReport, inspect
+from yarn_cli.usecases.tune import TuneResult, tune
 from yarn_cli.usecases.verify import VerifyReport, VerifyRun, prepare_verify, verify
 
 __all__ = [
-    "ExtendPlan", "ExtendResult", "FinetunePlan", "FinetuneResult", "InspectReport", "Recipe", "VerifyReport", "VerifyRun",
-    "apply_extend", "finetune", "inspect", "plan_extend", "plan_finetune", "prepare_verify", "run_finetune", "verify",
+    "ExtendPlan", "ExtendResult", "FinetunePlan", "FinetuneResult", "InspectReport", "Recipe", "TuneResult", "VerifyReport", "VerifyRun",
+    "apply_extend", "finetune", "inspect", "plan_extend", "plan_finetune", "prepare_verify", "run_finetune", "tune", "verify",
 ]

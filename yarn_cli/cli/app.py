@@ -19,7 +19,7 @@ from yarn_cli.io import interrupts
 
 app = typer.Typer(
     name="yarn",
-    help="YaRN context extension for RoPE language models: inspect, extend, verify.",
+    help="YaRN context extension for RoPE language models: inspect, extend, tune, verify, finetune.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -102,6 +102,7 @@ def extend(
     beta_fast: float = typer.Option(32.0, "--beta-fast", help="YaRN beta_fast (HF configs only; llama.cpp uses 32)."),
     beta_slow: float = typer.Option(1.0, "--beta-slow", help="YaRN beta_slow (HF configs only; llama.cpp uses 1)."),
     bake_temperature: bool = typer.Option(False, "--bake-temperature", help="HF only: multiply q/k by m in the weights and write attention_factor 1.0."),
+    attention_factor: Optional[float] = typer.Option(None, "--attention-factor", help="The m to apply instead of the paper's 0.1 ln s + 1 (what `yarn tune` finds); written in each format's own form."),
     replace: bool = typer.Option(False, "--replace", help="Re-extend a checkpoint that already carries a scaling, from its original length."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the planned changes; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the input)."),
@@ -122,7 +123,7 @@ def extend(
 
     plan = plan_extend(model, out, scale=scale, to=to, original_context=original_context, beta_fast=beta_fast,
                        beta_slow=beta_slow, bake_temperature=bake_temperature, replace=replace, force=force,
-                       revision=revision, modelfile=modelfile, notify=_note)
+                       revision=revision, modelfile=modelfile, attention_factor=attention_factor, notify=_note)
     extend_cmd.run(plan, consoles.out, consoles.err, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
 
 
@@ -162,6 +163,45 @@ def verify(
         engine_options=dict(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                             dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
         notify=_note,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def tune(
+    model: Optional[str] = typer.Argument(None, help="Unextended checkpoint: HF folder or .gguf (default: the built-in SmolLM2 GGUF).", show_default=False),
+    scale: Optional[float] = typer.Option(None, "--scale", "-s", help="Extension factor s; m is searched."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target length instead of --scale (s = N/L and larger are tried), e.g. 16k."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the chosen extension here (as `yarn extend` would)."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Tuning text (default: Python's pydoc_data.topics)."),
+    engine: str = typer.Option("native", "--engine", help="native, transformers, llama.cpp or vllm: tune on the engine you deploy."),
+    device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
+    objective: str = typer.Option("balanced", "--objective", help="long, balanced (keeps short-input retrieval) or short-guard."),
+    max_short_loss: Optional[float] = typer.Option(None, "--max-short-loss", help="short-guard: allowed relative rise of short-input perplexity (default 0.02 = 2%); implies short-guard."),
+    short: Optional[int] = typer.Option(None, "--short", help="The short input length the guard protects (default: L/2)."),
+    docs: int = typer.Option(1, "--docs", help="Documents of the long length scored per candidate."),
+    passkeys: int = typer.Option(1, "--passkeys", help="Passkeys at the short and at the long length per candidate (0: perplexity only)."),
+    refinements: int = typer.Option(3, "--refinements", help="1-D refinement steps after the grid of m."),
+    fit: bool = typer.Option(False, "--fit", help="Sweep m at each of --fit-scales and fit m = a ln s + b (the paper's way)."),
+    fit_scales: str = typer.Option("2,4,8", "--fit-scales", help="Scales for --fit."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write perplexity against m (and the fit) as .png/.svg/.pdf (needs matplotlib)."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Minutes: stop the search there and decide on the best so far."),
+    beta_fast: float = typer.Option(32.0, "--beta-fast", help="YaRN beta_fast of every candidate."),
+    beta_slow: float = typer.Option(1.0, "--beta-slow", help="YaRN beta_slow of every candidate."),
+    bake_temperature: bool = typer.Option(False, "--bake-temperature", help="HF only: bake the chosen m into q/k (as extend does)."),
+    original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT or plot."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Fit YaRN's attention factor (and, with --to, the factor) to your model, engine and text; write the best."""
+    from yarn_cli.cli import tune_cmd
+
+    code = tune_cmd.run(
+        consoles.out, consoles.err, as_json, model, out, scale=scale, to=to, text=text, engine=engine, device=device,
+        objective=objective, max_short_loss=max_short_loss, short=short, docs=docs, passkeys=passkeys, refinements=refinements,
+        fit=fit, fit_scales=fit_scales, plot=plot, budget=budget, beta_fast=beta_fast, beta_slow=beta_slow,
+        bake_temperature=bake_temperature, original_context=original_context, force=force, notify=_note,
     )
     if code:
         raise typer.Exit(code)

@@ -13,6 +13,7 @@ from typing import Any
 
 from yarn_cli.core import architectures, kv_cache
 from yarn_cli.core.model import LOCAL_ROPE_NAME, RopeSpec, Scaling
+from yarn_cli.core.rope_scalars import get_mscale
 from yarn_cli.errors import FormatError, UnsupportedError
 
 # llama.cpp's LLAMA_ROPE_SCALING_TYPES; any other string aborts its loader.
@@ -68,6 +69,10 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
     elif linear_legacy not in (None, 1.0):
         warnings.append(f"both {p}rope.scale_linear and {p}rope.scaling.type are set: stacked scalings")
     params = {key[len(p) + len("rope.") :]: value for key, value in meta.items() if key.startswith(p + "rope.scal")}
+    multiplier = params.get("scaling.attn_factor")
+    if kind == "yarn" and factor and isinstance(multiplier, (int, float)) and "scaling.yarn_log_multiplier" not in params:
+        # llama.cpp multiplies its own m by this key: the m it runs, in the form the math core reads
+        params["attention_factor"] = float(multiplier) * get_mscale(float(factor))
     scaling = Scaling(type=str(kind), factor=float(factor) if factor is not None else None, original_context=original,
                       params=params, source="gguf")
     if scaling.type == "yarn" and not original:

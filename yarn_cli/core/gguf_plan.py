@@ -90,8 +90,10 @@ def _base_length(existing: dict[str, Any], p: str, context: int, original_contex
     return base_length
 
 
-def _wanted(arch: str, existing: dict[str, Any], target: int, s: float, base_length: int, notes: list[str]) -> list[tuple[str, str, Any]]:
-    """The records llama.cpp needs, with their types."""
+def _wanted(arch: str, existing: dict[str, Any], target: int, s: float, base_length: int, notes: list[str],
+            attention_factor: float | None = None) -> list[tuple[str, str, Any]]:
+    """The records llama.cpp needs, with their types. A chosen m goes into ``rope.scaling.attn_factor``, which
+    llama.cpp multiplies into its own m = 0.1·ln s + 1, so it is written as m / (0.1·ln s + 1)."""
     p = f"{arch}."
     wanted: list[tuple[str, str, Any]] = [
         (p + "context_length", UINT32, target),
@@ -106,6 +108,16 @@ def _wanted(arch: str, existing: dict[str, Any], target: int, s: float, base_len
             multiplier = default_multiplier
             notes.append(f"{p}rope.scaling.yarn_log_multiplier set to {default_multiplier:g} (0.1 x mscale_all_dim 1)")
         wanted.append((p + "rope.scaling.yarn_log_multiplier", FLOAT32, float(multiplier)))
+        if attention_factor is not None:
+            raise InputError(
+                f"--attention-factor cannot be written for {arch}: llama.cpp computes that architecture's attention factor "
+                "from rope.scaling.yarn_log_multiplier, not from rope.scaling.attn_factor"
+            )
+    if attention_factor is not None:
+        multiplier = float(attention_factor) / rope_scalars.get_mscale(s)
+        wanted.append((p + "rope.scaling.attn_factor", FLOAT32, multiplier))
+        notes.append(f"{p}rope.scaling.attn_factor = {multiplier:.6f}: llama.cpp multiplies its own m "
+                     f"{rope_scalars.get_mscale(s):.6f} by it, giving m = {float(attention_factor):.6f}")
     return wanted
 
 
@@ -135,6 +147,7 @@ def plan_extension(
     to: str | None = None,
     original_context: int | None = None,
     replace: bool = False,
+    attention_factor: float | None = None,
 ) -> GGUFPlan:
     """The KV changes that make llama.cpp run a GGUF with YaRN at s·L by default.
 
@@ -154,12 +167,12 @@ def plan_extension(
     if target > lengths.MAX_CONTEXT:
         raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
     notes: list[str] = []
-    wanted = _wanted(arch, existing, target, s, base_length, notes)
+    wanted = _wanted(arch, existing, target, s, base_length, notes, attention_factor)
     changes = _changes(meta, existing, wanted, replace, notes)
     rope_keys = [key for key in meta if key.startswith(p + "rope.")]
     return GGUFPlan(
         architecture=arch, original_context=base_length, scale=s, target_context=target,
-        attention_factor=rope_scalars.get_mscale(s), changes=tuple(changes),
+        attention_factor=rope_scalars.get_mscale(s) if attention_factor is None else float(attention_factor), changes=tuple(changes),
         insert_after=rope_keys[-1] if rope_keys else p + "context_length", notes=tuple(notes),
     )
 

@@ -10,6 +10,7 @@ value and position.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,11 @@ def _set(target: dict[str, Any], key: str, value: Any, prefix: str, changes: lis
     target[key] = value
 
 
+def check_attention_factor(value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= 10):
+        raise InputError(f"--attention-factor must be a number between 0 and 10 (the paper's m is 0.1·ln s + 1), not {value!r}")
+
+
 def _refuse(config: dict[str, Any]) -> None:
     """Configs that must not be extended: a family whose runtimes ignore YaRN, or q/k already baked."""
     family = architectures.for_model_type(str(hf_config.text_config(config).get("model_type") or config.get("model_type") or ""))
@@ -113,7 +119,8 @@ def _replaced(existing: Scaling | None, replace: bool, original_context: int | N
     return existing.description
 
 
-def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast: float, beta_slow: float, bake: bool) -> dict[str, Any]:
+def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast: float, beta_slow: float, bake: bool,
+                attention_factor: float | None = None) -> dict[str, Any]:
     """The rope_scaling block: both type keys, the factor, L, non-default betas, the model's own yarn keys on --replace."""
     block: dict[str, Any] = {"rope_type": "yarn", "type": "yarn", "factor": float(s), "original_max_position_embeddings": base_length}
     if existing is not None and existing.type == "yarn":
@@ -126,6 +133,8 @@ def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast:
         raise InputError("--beta-fast must be greater than --beta-slow (defaults 32 and 1)")
     if bake:
         block["attention_factor"] = 1.0
+    elif attention_factor is not None:
+        block["attention_factor"] = float(attention_factor)
     return block
 
 
@@ -156,17 +165,20 @@ def plan_config(
     beta_slow: float = rope_scalars.BETA_SLOW_DEFAULT,
     replace: bool = False,
     bake: bool = False,
+    attention_factor: float | None = None,
 ) -> ConfigPlan:
     """The new config.json and its diff. Refuses to stack a scaling on an existing one unless ``replace``,
-    and a family whose runtimes would not honour a YaRN config."""
+    and a family whose runtimes would not honour a YaRN config. ``attention_factor``: the m to apply instead of
+    the paper's (written verbatim, or baked into q/k with ``bake``)."""
     _refuse(config)
+    check_attention_factor(attention_factor)
     specs, _ = hf_config.read_rope_specs(config, original_context)
     spec = specs[0]
     replaced = _replaced(spec.scaling, replace, original_context)
     base_length = spec.original_context
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
-    block = _yarn_block(s, base_length, spec.scaling, beta_fast, beta_slow, bake)
-    m = rope_scalars.yarn_attention_factor(s, None, block.get("mscale"), block.get("mscale_all_dim"))
+    block = _yarn_block(s, base_length, spec.scaling, beta_fast, beta_slow, bake, attention_factor)
+    m = rope_scalars.yarn_attention_factor(s, attention_factor, block.get("mscale"), block.get("mscale_all_dim"))
 
     new_config = copy.deepcopy(config)
     text_key = hf_config.text_config_key(new_config)
@@ -187,6 +199,12 @@ def plan_config(
     if "original_max_position_embeddings" in cfg:
         # transformers 5.x prefers this top-level key (Phi-3 style) over the block's
         _set(cfg, "original_max_position_embeddings", base_length, prefix, changes)
+    if attention_factor is not None and not bake:
+        notes.append(
+            f"attention_factor {m:.6f} is written verbatim: transformers and vLLM 0.32 apply it as m; SGLang reads only "
+            "attn_factor (a multiplier on its own m) and vLLM releases that drop attention_factor apply the paper's m; "
+            "verify --engine <yours> --parity-only shows which"
+        )
     if bake:
         _set(new_config, BAKE_RECORD_KEY, {"baked_attention_factor": m, "scale": s, "original_context": base_length}, "", changes)
         notes.append(

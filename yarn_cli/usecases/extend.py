@@ -92,11 +92,17 @@ def plan_extend(
     force: bool = False,
     revision: str | None = None,
     modelfile: bool = False,
+    attention_factor: float | None = None,
     notify: Notify | None = None,
 ) -> ExtendPlan:
     """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
-    scale). Reads headers and small files only; refuses what would be wrong before anything is written."""
+    scale). Reads headers and small files only; refuses what would be wrong before anything is written.
+    ``attention_factor``: the m to apply instead of the paper's 0.1·ln s + 1 (what `yarn tune` chose), written
+    in the form each runtime reads (or baked into q/k with ``bake_temperature``)."""
+    from yarn_cli.core.hf_plan import check_attention_factor
+
     check_original_context(original_context)
+    check_attention_factor(attention_factor)
     source = resolve_model(model, notify)
     out_path = Path(out).expanduser() if out is not None else None
     if is_gguf(source):
@@ -105,14 +111,17 @@ def plan_extend(
                 "--bake-temperature is for Hugging Face checkpoints: llama.cpp applies the YaRN attention factor itself "
                 "for GGUF, so baking it in would apply it twice"
             )
-        plan = _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow))
+        plan = _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow),
+                          attention_factor)
         return _with_modelfile(plan) if modelfile else plan
     if modelfile:
         raise InputError("--modelfile is for GGUF output (Ollama); a Hugging Face folder runs in vLLM, SGLang or transformers")
-    return _plan_hf(source, out_path, scale, to, original_context, beta_fast, beta_slow, bake_temperature, replace, force, revision)
+    return _plan_hf(source, out_path, scale, to, original_context, beta_fast, beta_slow, bake_temperature, replace, force, revision,
+                    attention_factor)
 
 
-def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replace: bool, force: bool, betas) -> ExtendPlan:
+def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replace: bool, force: bool, betas,
+               attention_factor: float | None = None) -> ExtendPlan:
     from yarn_cli.core.gguf_plan import plan_extension
     from yarn_cli.io import atomic, gguf_writer
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
@@ -123,7 +132,7 @@ def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replac
     for shard in shards[1:]:
         read_gguf(shard)  # validate every shard before writing anything
     with about(path):
-        rope = plan_extension(metadata_with_types(first), scale, to, original_context, replace)
+        rope = plan_extension(metadata_with_types(first), scale, to, original_context, replace, attention_factor)
     notes = list(rope.notes)
     if betas != (rope_scalars.BETA_FAST_DEFAULT, rope_scalars.BETA_SLOW_DEFAULT):
         notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
@@ -151,7 +160,7 @@ def _with_modelfile(plan: ExtendPlan) -> ExtendPlan:
 
 
 def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fast, beta_slow, bake: bool, replace: bool,
-             force: bool, revision: str | None) -> ExtendPlan:
+             force: bool, revision: str | None, attention_factor: float | None = None) -> ExtendPlan:
     from yarn_cli.core.hf_plan import plan_cap_files, plan_config
     from yarn_cli.io import atomic, hf_writer
     from yarn_cli.io.checkpoint import read_json
@@ -159,7 +168,7 @@ def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fa
     folder, name = resolve_hf_folder(source, revision)
     config = read_json(folder / "config.json")
     with about(folder / "config.json"):
-        rope = plan_config(config, scale, to, original_context, beta_fast, beta_slow, replace, bake)
+        rope = plan_config(config, scale, to, original_context, beta_fast, beta_slow, replace, bake, attention_factor)
     headers = hf_writer.read_shards(folder)
     ops = _bake_ops(folder, config, headers, rope.bake_factor) if bake else []
     out = out or _default_hf_output(source, folder, name, rope.scale)
