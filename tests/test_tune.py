@@ -305,25 +305,30 @@ def test_extend_attention_factor_is_checked_and_refused_where_llama_cpp_ignores_
 
 
 @pytest.mark.slow
-def test_tuning_the_real_smollm2_beats_its_neighbours_on_held_out_text(smollm2_gguf):
-    """SmolLM2-135M x1.25 (10,240 tokens): tuned on the first 10 k tokens of the default text, checked on the next."""
+def test_tuning_the_real_smollm2_reports_what_its_text_can_tell_apart(smollm2_gguf):
+    """SmolLM2-135M x1.25 (10,240 tokens), tuned on one 10k-token document. The grid's m values lie 0.011 apart;
+    one document cannot separate most of them, and the decision must say so rather than claim a winner.
+    Any m it does call worse must be worse on the next 10k tokens of the text too."""
+    from yarn_cli.core import variants
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.tune import tune
-
-    result = tune(smollm2_gguf, scale=1.25, passkeys=0, refinements=1, device="cpu")
-    chosen = result.decision.chosen
-    assert result.ok and result.decision.neighbours, result.decision
-    assert all(c.short_ppl > result.reference.short_ppl for c in result.candidates)
-    engine = load_engine("native", smollm2_gguf, "cpu", None, 10300)
-    from yarn_cli.core import variants
     from yarn_cli.usecases.verify.protocol import load_text
 
+    result = tune(smollm2_gguf, scale=1.25, passkeys=0, refinements=0, device="cpu")
+    decision = result.decision
+    chosen = decision.chosen
+    assert result.ok and decision.indistinct[0] <= chosen.m <= decision.indistinct[1]
+    if decision.indistinct[0] < decision.indistinct[1]:
+        assert "cannot tell m" in decision.reason
+    assert all(c.short_ppl > result.reference.short_ppl for c in result.candidates)  # the trade-off is real
+    engine = load_engine("native", smollm2_gguf, "cpu", None, 10300)
     ids = engine.tokenizer.encode(load_text(None))
-    held_out = [engine.tokenizer.bos + ids[10239 : 2 * 10239]]  # the text after the tuning document
+    held_out = engine.tokenizer.bos + ids[10239 : 2 * 10239]  # the text after the tuning document
 
     def long_ppl(m):
-        return tune_plan.band([engine.score(variants.yarn(engine.facts.rope, 1.25, m), held_out[0], 0).losses], 8192, 10240)
+        return tune_plan.band([engine.score(variants.yarn(engine.facts.rope, 1.25, m), held_out, 0).losses], 8192, 10240)
 
-    ppl = long_ppl(chosen.m)
-    for neighbour in result.decision.neighbours:
-        assert ppl < long_ppl(neighbour), (chosen.m, neighbour)
+    if decision.neighbours:
+        ppl = long_ppl(chosen.m)
+        for neighbour in decision.neighbours:
+            assert ppl < long_ppl(neighbour), (chosen.m, neighbour)
