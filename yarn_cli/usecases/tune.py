@@ -63,7 +63,8 @@ class TuneResult:
     def to_json(self) -> dict[str, Any]:
         decision = self.decision
         return {
-            "model": self.model, "engine": self.engine, "ok": self.ok, "objective": self.options.objective.to_json(),
+            "model": self.model, "engine": self.engine, "ok": self.ok, "mode": "fit" if self.options.fit else "choose",
+            "objective": Objective("long").to_json() if self.options.fit else self.options.objective.to_json(),
             "lengths": self.options.lengths.to_json(), "scales": list(self.options.scales), "docs": self.options.docs,
             "method": "perplexity from one pass per document: short = every token of an input of the short length; long = "
                       "the tokens beyond L up to the long length; curve = per chunk of L/4 tokens",
