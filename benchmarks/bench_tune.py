@@ -80,7 +80,7 @@ def whole(args) -> None:
     one_verify = time.perf_counter() - started
     print(f"one verify at {lengths.short:,} and {lengths.long:,} (passkey and perplexity, extended and baseline): "
           f"{one_verify / 60:.1f} min; {count} of them: {count * one_verify / 60:.1f} min; "
-          f"tune is {count * one_verify / tune_seconds:.2f}x that")
+          f"tune is {count * one_verify / tune_seconds:.2f}x faster")
 
 
 def main() -> None:
