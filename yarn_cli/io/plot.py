@@ -11,13 +11,7 @@ from yarn_cli.errors import InputError, OutputError
 
 
 def plot_wavelengths(spec: RopeSpec, scale: float, path: Path, options: YarnOptions) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise InputError("--plot needs matplotlib: pip install 'yarn-cli[plot]' (or pip install matplotlib)") from exc
+    plt = pyplot()
     original = rope.wavelengths(rope.inv_freq(spec.theta, spec.rotary_dim))
     pairs = range(len(original))
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
@@ -44,7 +38,7 @@ def plot_wavelengths(spec: RopeSpec, scale: float, path: Path, options: YarnOpti
 def plot_tune(report: dict, path: Path, force: bool = False) -> Path:
     """`tune --plot`: perplexity beyond L against m for each s (the paper's App. A.2 sweep), the unextended
     model's and the paper's m marked; with --fit, a second panel of the best m per s and the fitted line."""
-    plt = _pyplot()
+    plt = pyplot()
     from yarn_cli.io.atomic import atomic_path
 
     fit = report.get("fit")
@@ -95,7 +89,8 @@ def _fit_panel(ax, fit: dict) -> None:
     ax.legend(fontsize=8)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, or one line naming the extra that installs it."""
     try:
         import matplotlib
 

@@ -169,14 +169,12 @@ def _check_counts(docs: int, passkeys: int, refinements: int, budget: float | No
 
 def _check_plot(path: Path, force: bool, model: Path) -> None:
     from yarn_cli.io import atomic
+    from yarn_cli.io.plot import pyplot
 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise InputError(f"--plot {path}: name a .png, .svg or .pdf file")
     atomic.check_output(path, model, force)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise InputError("--plot needs matplotlib: pip install 'yarn-cli[plot]' (or pip install matplotlib)") from exc
+    pyplot()  # a missing matplotlib fails now, not after the measuring
 
 
 def _options(original: int, scale, to, fit: bool, fit_scales: str, goal: Objective, short: int | None, docs: int, passkeys: int,
@@ -186,13 +184,11 @@ def _options(original: int, scale, to, fit: bool, fit_scales: str, goal: Objecti
     if fit:
         scales = tune_plan.parse_scales(fit_scales)
         target = int(round(max(scales) * original))
-    elif to is not None:
-        target = length_math.parse_length(str(to))
-        scales = tune_plan.scale_candidates(target, original)
     else:
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 1):
-            raise InputError(f"--scale must be a number above 1, not {scale!r}")
-        scales, target = [float(scale)], int(round(scale * original))
+        # the one scale rule every verb applies (checks, --to parsing), then tune's own candidates for --to
+        base = length_math.resolve_scale(scale, None if to is None else str(to), original)
+        target = int(round(base * original))
+        scales = tune_plan.scale_candidates(target, original) if to is not None else [base]
     short = short or original // 2
     if not 0 < short <= original:
         raise InputError(f"--short {short:,} must be a length within the trained length {original:,}")
