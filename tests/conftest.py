@@ -3,9 +3,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+
+# examples/ holds scripts the README runs and the tests reuse (one copy of each): importable from the tests
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+if str(EXAMPLES) not in sys.path:
+    sys.path.append(str(EXAMPLES))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "yarn_cli"
 # A module may import its own layer and the ones with a smaller rank, never a larger one.
-RANK = {"errors": 0, "core": 1, "architectures": 1, "io": 2, "native": 3, "runtimes": 3, "training": 3, "usecases": 4, "api": 5,
+RANK = {"errors": 0, "core": 1, "architectures": 1, "io": 2, "native": 3, "runtimes": 3, "training": 3, "usecases": 4, "api": 5, "lm_eval": 6,
         "cli": 6}
 
 

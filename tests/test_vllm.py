@@ -159,3 +159,54 @@ def test_bad_input_is_one_line(models, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode != 0 and len(lines) == 1 and "vLLM cannot run unknown-arch" in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr.split("error:")[-1]
+
+
+LM_EVAL = """
+import json, sys
+from lm_eval import evaluator
+from lm_eval.tasks import TaskManager
+from yarn_cli.usecases.lm_eval_model import YarnLM
+
+
+def main():
+    path, tasks, out = sys.argv[1:4]
+    manager, found = TaskManager(include_path=tasks), {}
+    for engine in ("vllm", "native"):
+        options = dict(dtype="float32", enforce_eager=True) if engine == "vllm" else {}
+        model = YarnLM(path=path, engine=engine, variant="extended", device="cpu", progress=False, **options)
+        output = evaluator.simple_evaluate(model=model, tasks=["yarn_mc", "yarn_rolling"], task_manager=manager,
+                                           log_samples=True, bootstrap_iters=0)
+        found[engine] = {t: [s["resps"] for s in sorted(v, key=lambda s: s["doc_id"])] for t, v in output["samples"].items()}
+        model.close()
+    json.dump(found, open(out, "w"))
+
+
+if __name__ == "__main__":  # vLLM spawns its engine process, which imports this module again
+    main()
+"""
+
+
+def test_the_lm_eval_bridge_on_vllm_equals_the_native_engine(trained_tiny, tmp_path):
+    """lm-eval's requests through vLLM: per-request log-likelihoods of the multiple-choice task, and rolling
+    windows that fill the extended length (1,024 positions run, the 1,025th token scored from the one vLLM
+    generates), agree with the native float32 engine, which itself equals lm-eval's hf model."""
+    pytest.importorskip("lm_eval")
+    from lm_eval_local_tasks import write_tasks
+    from yarn_cli.api import apply_extend, plan_extend
+
+    extended = tmp_path / "tiny-x4"
+    apply_extend(plan_extend(trained_tiny["model"], extended, scale=4))
+    tasks = write_tasks(tmp_path / "tasks", trained_tiny["check_text"].read_text(encoding="utf-8"))
+    script, out = tmp_path / "bridge.py", tmp_path / "responses.json"
+    script.write_text(LM_EVAL)
+    result = subprocess.run([sys.executable, str(script), str(extended), str(tasks), str(out)], capture_output=True,
+                            text=True, timeout=600)
+    assert out.exists(), result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    pairs = [(x[0], y[0]) for task in ("yarn_mc", "yarn_rolling")
+             for a, b in zip(found["vllm"][task], found["native"][task], strict=True) for x, y in zip(a, b, strict=True)]
+    choices = [(x, y) for x, y in pairs if isinstance(x, list)]
+    totals = [(x, y) for x, y in pairs if not isinstance(x, list)]
+    assert len(choices) == 64 and len(totals) == 3
+    assert max(abs(x[0] - y[0]) for x, y in choices) < 1e-3 and all(x[1] == y[1] for x, y in choices)
+    assert all(abs(x - y) < 1e-6 * abs(y) + 1e-3 for x, y in totals), totals  # measured: 2e-5 on -26,167

@@ -7,6 +7,7 @@
     verdict = api.verify(result.plan.output, lengths=[4096, 16384])   # needs torch
     tuned = api.tune("path/to/model", "path/to/out", scale=4)         # fits m to the model, writes the best
     tuned = api.finetune("path/to/model", "path/to/tuned", scale=4, data=["corpus.jsonl"])  # the [finetune] extra
+    model = api.YarnLM(path="path/to/out", engine="native", variant="extended")  # an lm-eval model: the [eval] extra
 
 Errors are ``yarn_cli.errors.YarnError`` subclasses, each with a one-line message and an exit code.
 """
@@ -21,4 +22,18 @@ from yarn_cli.usecases.verify import VerifyReport, VerifyRun, prepare_verify, ve
 __all__ = [
     "ExtendPlan", "ExtendResult", "FinetunePlan", "FinetuneResult", "InspectReport", "Recipe", "TuneResult", "VerifyReport", "VerifyRun",
     "apply_extend", "finetune", "inspect", "plan_extend", "plan_finetune", "prepare_verify", "run_finetune", "tune", "verify",
+    "YarnLM",
 ]
+
+
+def __getattr__(name: str):
+    """``YarnLM`` (lm-eval's model interface over any engine) imports lm-eval, so only when asked for."""
+    if name == "YarnLM":
+        try:
+            from yarn_cli.usecases.lm_eval_model import YarnLM
+        except ImportError as exc:
+            from yarn_cli.errors import InputError
+
+            raise InputError("api.YarnLM needs lm-evaluation-harness: pip install 'yarn-cli[eval]'") from exc
+        return YarnLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -144,7 +144,11 @@ def verify(
     parity: bool = typer.Option(True, "--parity/--no-parity", help="First check that the engine computes the declared RoPE exactly, and name the fault if not."),
     parity_only: bool = typer.Option(False, "--parity-only", help="Run only the parity check (seconds on small models)."),
     parity_length: Optional[str] = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated tasks to run: passkey, perplexity (default: both)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated tasks to run: passkey, perplexity (default: both), or none."),
+    variants: Optional[str] = typer.Option(None, "--variants", help="RoPE variants to compare, the first judged against the second: extended, baseline, paper (m = 0.1 ln s + 1), m=X (default: extended,baseline)."),
+    lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks or groups to run on every variant, e.g. arc_easy,hellaswag (needs yarn-cli[eval])."),
+    lm_eval_args: Optional[str] = typer.Option(None, "--lm-eval-args", help="lm-eval settings as key=value,..., e.g. num_fewshot=5,limit=100,include_path=DIR."),
+    max_task_drop: Optional[float] = typer.Option(None, "--max-task-drop", help="Fail when an lm-eval task's score is more than this many points below the second variant's."),
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
     pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
     dtype: str = typer.Option("auto", "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
@@ -153,13 +157,14 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Smoke-test an extended checkpoint at its new length: a parity check of the engine's RoPE, then passkey
-    retrieval and perplexity, extended vs baseline."""
+    retrieval and perplexity, extended vs baseline, and on request lm-eval's benchmarks for short-context retention."""
     from yarn_cli.cli import verify_cmd
 
     code = verify_cmd.run(
         consoles.out, consoles.err, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
         depths=depths, trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
         original_context=original_context, parity=parity, parity_only=parity_only, parity_length=parity_length, tasks=tasks,
+        variants=variants, lm_eval=lm_eval, lm_eval_args=lm_eval_args, max_task_drop=max_task_drop,
         engine_options=dict(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                             dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
         notify=_note,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
         prepared = prepare_verify(model, **options)
     progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
-    with progress:
+    # lm-eval prints some of its progress to stdout, where --json output goes alone
+    with progress, contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         task = progress.add_task("verify", total=prepared.total_steps)
         report = prepared.run(lambda n: progress.advance(task, n))
     if as_json:
@@ -61,6 +63,14 @@ def render(console: Console, report: dict[str, Any], columns: list, path: Path) 
         _render_footer(console, report)
         return
     names = [v["name"] for v in report["variants"]]
+    if columns:
+        _render_lengths(console, report, columns, names)
+    if report.get("lm_eval"):
+        _render_lm_eval(console, report["lm_eval"], names)
+    _render_footer(console, report)
+
+
+def _render_lengths(console: Console, report: dict[str, Any], columns: list, names: list[str]) -> None:
     table = Table(header_style="bold", title=" vs ".join(esc(n) for n in names) + " (same weights; baseline: scaling removed)",
                   title_justify="left")
     table.add_column("length", justify="right")
@@ -76,7 +86,24 @@ def render(console: Console, report: dict[str, Any], columns: list, path: Path) 
         table.add_row(f"{length:,}{marker}", *cells, _speed(report, "prefill", length), _speed(report, "decode", length))
     console.print(table)
     console.print("[dim]* beyond the trained length[/]")
-    _render_footer(console, report)
+
+
+def _render_lm_eval(console: Console, section: dict[str, Any], names: list[str]) -> None:
+    """lm-eval's numbers as its own table prints them (a fraction stays a fraction), with the difference in points."""
+    table = Table(header_style="bold", title=f"lm-eval {esc(section['version'])}: {esc(names[0])} vs {esc(names[1])}",
+                  title_justify="left")
+    for title in ("task", "metric", *[esc(SHORT.get(n, n)) for n in names], "drop (points)", "± stderr"):
+        table.add_column(title, justify="left" if title in ("task", "metric") else "right")
+    limit = section.get("max_task_drop")
+    for row in section["rows"]:
+        values = [("-" if row["values"][n] is None else f"{row['values'][n]:.4f}") for n in names]
+        drop = row["drop_points"]
+        stderr = row["difference_stderr"]
+        shown = "-" if drop is None else f"{drop:+.1f}"
+        if drop is not None and limit is not None:
+            shown = f"[{'red' if drop > limit else 'green'}]{shown}[/]"
+        table.add_row(esc(row["task"]), esc(row["metric"]), *values, shown, "-" if stderr is None else f"{100 * stderr:.1f}")
+    console.print(table)
 
 
 def _render_footer(console: Console, report: dict[str, Any]) -> None:

@@ -123,3 +123,57 @@ def linear(spec: RopeSpec, scale: float, baked: float | None = None, name: str |
 
 def renamed(variant: RopeVariant, name: str, **changes: Any) -> RopeVariant:
     return replace(variant, name=name, **changes)
+
+
+VARIANT_NAMES = "extended, baseline, paper or m=X"
+
+
+def parse_name(name: str) -> tuple[str, float | None]:
+    """(form, m) of a variant name: ("extended"|"baseline"|"paper", None) or ("m", X); refused otherwise."""
+    text = name.strip()
+    if text in ("extended", "baseline", "paper"):
+        return text, None
+    if text.startswith("m="):
+        try:
+            m = float(text[2:])
+        except ValueError:
+            m = math.nan
+        if math.isfinite(m) and m > 0:
+            return "m", m
+        raise InputError(f"variant {name!r}: m=X takes a positive number, e.g. m=1.035")
+    raise InputError(f"variant {name!r}: use {VARIANT_NAMES}")
+
+
+def parse_names(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of variant names, checked: two or more, different, each well formed."""
+    parts = [p.strip() for p in names.split(",")] if isinstance(names, str) else [str(p).strip() for p in names]
+    parts = [p for p in parts if p]
+    if len(parts) < 2 or len(set(parts)) != len(parts):
+        raise InputError(f"--variants {','.join(parts)}: name two or more different variants ({VARIANT_NAMES}), "
+                         "the one judged first, the one it is judged against second")
+    for part in parts:
+        parse_name(part)
+    return tuple(parts)
+
+
+def select(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVariant:
+    """The variant a user names: ``extended`` (as declared), ``baseline`` (scaling removed), ``paper`` (YaRN at
+    the declared s, betas and length with m = 0.1·ln s + 1) or ``m=X`` (the same with attention factor X: what
+    ``yarn tune`` proposes)."""
+    form, m = parse_name(name)
+    if form == "extended":
+        return declared(spec, baked)
+    if form == "baseline":
+        return baseline(spec, baked)
+    scaling = spec.scaling
+    if scaling is None or scaling.type != "yarn":
+        raise InputError(f"variant {name.strip()!r} re-runs the checkpoint's YaRN with another m, and this checkpoint declares "
+                         f"{'no scaling' if scaling is None else scaling.type}; extend it with YaRN first")
+    own = declared(spec, baked)
+    return yarn(spec, own.factor, m, beta_fast=own.beta_fast, beta_slow=own.beta_slow, original_context=own.original_context,
+                truncate=own.truncate, baked=baked, name=name.strip())
+
+
+def select_all(names: str | list[str] | tuple[str, ...], spec: RopeSpec, baked: float | None = None) -> list[RopeVariant]:
+    """``select`` for each name of ``parse_names`` (the first is judged against the second)."""
+    return [select(part, spec, baked) for part in parse_names(names)]

@@ -183,9 +183,15 @@ def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: i
         return Verdict(False, f"no length beyond the trained length {original:,} ran, so the extension was not tested"
                               + (f" (skipped for memory: {', '.join(f'{n:,}' for n in skipped)})" if skipped else
                                  "; ask for one with --lengths"))
+    return judged(judgements, "every length ran")
+
+
+def judged(judgements: Sequence[Judgement], nothing_said: str) -> Verdict:
+    """Fail on the first failing judgement; pass with every reason (asides in brackets after the others).
+    A run without length-based tasks (lm-eval only) is judged by this alone."""
     failed = [j.reason for j in judgements if not j.ok]
     if failed:
         return Verdict(False, failed[0])
     main = [j.reason for j in judgements if not j.aside]
     asides = "".join(f" ({j.reason})" for j in judgements if j.aside)
-    return Verdict(True, ("; ".join(main) or "every length ran") + asides)
+    return Verdict(True, ("; ".join(main) or nothing_said) + asides)

@@ -19,10 +19,13 @@ BYTE_LEVEL_BPE = "gpt2"
 
 @dataclass
 class TextTokenizer:
-    """encode(text) -> ids without special tokens; decode(ids) -> text; bos: ids to start a prompt with."""
+    """encode(text) -> ids without special tokens; decode(ids) -> text; bos: ids to start a prompt with.
+    ``bos_id``/``eos_id``: the tokenizer's own special tokens, whether or not prompts start with BOS."""
 
     backend: object
     bos: list[int]
+    bos_id: int | None = None
+    eos_id: int | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -38,17 +41,21 @@ def from_hf_folder(folder: Path) -> TextTokenizer:
     if not path.exists():
         raise UnsupportedError(f"{folder}: no tokenizer.json; the native engine needs a fast tokenizer (try --engine transformers)")
     backend = Tokenizer.from_file(str(path))
-    bos: list[int] = []
+    config: dict = {}
     config_path = folder / "tokenizer_config.json"
     if config_path.exists():
         import json
 
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        token = config.get("bos_token")
+
+    def special(key: str) -> int | None:
+        token = config.get(key)
         token = token.get("content") if isinstance(token, dict) else token
-        if config.get("add_bos_token") and isinstance(token, str) and backend.token_to_id(token) is not None:
-            bos = [backend.token_to_id(token)]
-    return TextTokenizer(backend, bos)
+        return backend.token_to_id(token) if isinstance(token, str) else None
+
+    bos_id = special("bos_token")
+    bos = [bos_id] if config.get("add_bos_token") and bos_id is not None else []
+    return TextTokenizer(backend, bos, bos_id, special("eos_token"))
 
 
 def from_gguf(gguf: GGUFFile) -> TextTokenizer:
@@ -76,7 +83,7 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
         from tokenizers import AddedToken
 
         backend.add_special_tokens([AddedToken(t, special=True) for t in specials])
-    bos = []
-    if gguf.get("tokenizer.ggml.add_bos_token") and gguf.get("tokenizer.ggml.bos_token_id") is not None:
-        bos = [int(gguf.get("tokenizer.ggml.bos_token_id"))]
-    return TextTokenizer(backend, bos)
+    bos_id, eos_id = gguf.get("tokenizer.ggml.bos_token_id"), gguf.get("tokenizer.ggml.eos_token_id")
+    bos_id, eos_id = (int(x) if x is not None else None for x in (bos_id, eos_id))
+    bos = [bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []
+    return TextTokenizer(backend, bos, bos_id, eos_id)

@@ -63,7 +63,8 @@ class NativeEngine:
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         model = self.model(variant)
         _, nll = model.prefill(ids, model.new_cache(len(ids)), self.chunk, score_from)
-        return Scored([] if nll is None else nll.double().cpu().tolist(), len(ids), model.last_prefill_seconds)
+        return Scored([] if nll is None else nll.double().cpu().tolist(), len(ids), model.last_prefill_seconds,
+                      model.last_greedy)
 
     def available_memory(self) -> int:
         if self.device.startswith("cuda"):

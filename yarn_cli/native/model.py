@@ -29,6 +29,7 @@ class NativeModel:
         self._cos = self._sin = None
         self.last_prefill_seconds = self.last_decode_seconds = 0.0
         self.last_decode_steps = 0
+        self.last_greedy: list[bool] = []
 
     # RoPE, computed as transformers does: float32 positions x float32 inv_freq, cos/sin x m
     def _cos_sin(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +113,9 @@ class NativeModel:
         return spans
 
     def prefill(self, ids: list[int], cache: torch.Tensor, chunk: int, score_from: int | None = None, score_budget: int = 512 << 20):
-        """Chunked prefill; returns (last-position logits, per-token NLL of ids[score_from+1:]) as needed."""
-        nll, last = [], None
+        """Chunked prefill; returns (last-position logits, per-token NLL of ids[score_from+1:]) as needed, and
+        leaves in ``last_greedy`` whether each of those tokens was the argmax."""
+        nll, hits, last = [], [], None
         started = time.perf_counter()
         for start, end in self._chunks(len(ids), chunk, score_budget):
             part = ids[start:end]
@@ -130,9 +132,11 @@ class NativeModel:
                 targets = torch.tensor(ids[first + 1 : end + 1], device=logits.device)
                 if targets.numel():
                     nll.append(F.cross_entropy(logits[: targets.shape[0]], targets, reduction="none"))
+                    hits.append(logits[: targets.shape[0]].argmax(-1) == targets)
             last = logits[-1]
         self._sync()
         self.last_prefill_seconds = time.perf_counter() - started
+        self.last_greedy = torch.cat(hits).tolist() if hits else []
         return last, (torch.cat(nll) if nll else None)
 
     def _sync(self) -> None:

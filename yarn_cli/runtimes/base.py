@@ -29,7 +29,9 @@ ENGINE_OPTION_DEFAULTS = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1
 
 
 class Tokenizer(Protocol):
-    bos: list[int]
+    bos: list[int]  # what a prompt starts with (empty where the tokenizer adds no BOS)
+    bos_id: int | None  # the special tokens themselves
+    eos_id: int | None
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -67,11 +69,13 @@ class Generation:
 
 @dataclass(frozen=True)
 class Scored:
-    """Next-token negative log-likelihoods of ids[score_from+1:], and the prefill that produced them."""
+    """Next-token negative log-likelihoods of ids[score_from+1:], and the prefill that produced them.
+    ``greedy``: whether each of those tokens was the engine's most likely next token (lm-eval's is_greedy)."""
 
     losses: list[float]
     prefill_tokens: int
     prefill_seconds: float
+    greedy: list[bool] | None = None
 
 
 class Engine(Protocol):
@@ -93,7 +97,10 @@ class Engine(Protocol):
 
     def generate(self, variant: RopeVariant, ids: list[int], max_new_tokens: int) -> Generation: ...
 
-    def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored: ...
+    def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
+        """Losses of ids[score_from+1:]. The last id is only a target: ``ids`` may be one longer than the
+        length the engine was sized for (lm-eval's windows are), and no engine runs a position past it."""
+        ...
 
     def available_memory(self) -> int: ...
 

@@ -148,12 +148,13 @@ class LlamaCppEngine:
         rows = self._decode(llm, ids, 0, range(score_from, len(ids) - 1))
         seconds = time.perf_counter() - started
         if not rows:
-            return Scored([], len(ids), seconds)
+            return Scored([], len(ids), seconds, [])
         logits = np.asarray(rows, dtype=np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         log_z = np.log(np.exp(logits).sum(axis=1))
         targets = np.asarray(ids[score_from + 1 :])
-        return Scored((log_z - logits[np.arange(len(targets)), targets]).tolist(), len(ids), seconds)
+        greedy = (logits.argmax(axis=1) == targets).tolist()
+        return Scored((log_z - logits[np.arange(len(targets)), targets]).tolist(), len(ids), seconds, greedy)
 
     def available_memory(self) -> int:
         return available_host_memory() + self.facts.weight_bytes
@@ -170,6 +171,7 @@ class _Tokenizer:
     def __init__(self, model):
         self.model = model
         self.bos = [model.token_bos()] if model._model.add_bos_token() else []
+        self.bos_id, self.eos_id = (x if x >= 0 else None for x in (model.token_bos(), model.token_eos()))
 
     def encode(self, text: str) -> list[int]:
         return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)

@@ -118,8 +118,9 @@ class TransformersEngine:
             logits = self.model(inputs, logits_to_keep=len(ids) - score_from).logits[0].float()
             seconds = self._elapsed(started)
         targets = inputs[0, score_from + 1 :]
-        losses = torch.nn.functional.cross_entropy(logits[: targets.shape[0]], targets, reduction="none")
-        return Scored(losses.double().cpu().tolist(), len(ids), seconds)
+        logits = logits[: targets.shape[0]]
+        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        return Scored(losses.double().cpu().tolist(), len(ids), seconds, (logits.argmax(-1) == targets).tolist())
 
     def _elapsed(self, started: float) -> float:
         if self.device.startswith("cuda"):
@@ -237,6 +238,7 @@ class _Wrapped:
     def __init__(self, tokenizer):
         self.inner = tokenizer
         self.bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+        self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
 
     def encode(self, text: str) -> list[int]:
         return self.inner.encode(text, add_special_tokens=False)

@@ -86,9 +86,10 @@ class VllmEngine:
     def unsupported(self, variant: RopeVariant) -> str | None:
         if variant.kind == "custom":
             return "vLLM takes RoPE as a config block (type, factor, YaRN's parameters), not as a frequency table"
-        if variant.kind == "yarn" and variant.factor * variant.original_context < self.max_model_len:
+        # vLLM runs at most max_model_len - 1 positions: a request must leave room for one token, which is never run
+        if variant.kind == "yarn" and variant.factor * variant.original_context < self.max_model_len - 1:
             return (f"vLLM sizes a YaRN table to original length x factor ({variant.factor * variant.original_context:,.0f} "
-                    f"positions), short of the run's {self.max_model_len:,}")
+                    f"positions), short of the run's {self.max_model_len - 1:,}")
         return None
 
     def reserve(self, tokens: int) -> None:
@@ -134,12 +135,23 @@ class VllmEngine:
         return Generation(tokens, len(ids), prefill, decode, max(len(tokens) - 1, 0))
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
+        """Prompt log-probabilities. A sequence one longer than max_model_len runs without its last token,
+        whose log-probability comes from the one token generated after the prompt (vLLM's logprob_token_ids)."""
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
-        output = self._generate(variant, ids, params)
-        losses = [-float(output.prompt_logprobs[p][ids[p]].logprob) for p in range(score_from + 1, len(ids))]
-        return Scored(losses, len(ids), _timings(output)[0])
+        whole = len(ids) < self.max_model_len  # a prompt must leave vLLM room for the one token it generates
+        prompt = ids if whole else ids[:-1]
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
+                                **({} if whole else {"logprob_token_ids": [ids[-1]]}))
+        output = self._generate(variant, prompt, params)
+        scored = [output.prompt_logprobs[p][ids[p]] for p in range(score_from + 1, len(prompt))]
+        # vLLM ranks each prompt token among the whole vocabulary: rank 1 is the greedy choice
+        losses, greedy = [-float(x.logprob) for x in scored], [x.rank == 1 for x in scored]
+        if not whole and score_from + 1 < len(ids):
+            generated = output.outputs[0]
+            losses.append(-float(generated.logprobs[0][ids[-1]].logprob))
+            greedy.append(generated.token_ids[0] == ids[-1])
+        return Scored(losses, len(ids), _timings(output)[0], greedy)
 
     def _generate(self, variant: RopeVariant, ids: list[int], params) -> Any:
         llm = self._start(variant_overrides(self.rope, variant, self.max_model_len))

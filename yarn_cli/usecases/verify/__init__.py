@@ -93,38 +93,36 @@ def prepare_verify(
     parity_only: bool = False,
     parity_length: str | int | None = None,
     tasks: str | Sequence[str] | None = None,
+    variants: str | Sequence[str] | None = None,
+    lm_eval: str | Sequence[str] | None = None,
+    lm_eval_args: str | dict[str, Any] | None = None,
+    max_task_drop: float | None = None,
     engine_options: dict[str, Any] | None = None,
     notify: Notify | None = None,
 ) -> VerifyRun:
     """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory and the parity check.
 
-    ``engine_options``: what only some engines take (vllm: tensor_parallel_size, pipeline_parallel_size,
-    dtype, gpu_memory_utilization, enforce_eager)."""
+    ``variants``: names to compare, the first judged against the second (extended, baseline, paper, m=X;
+    default extended,baseline). ``lm_eval``: lm-evaluation-harness tasks or groups to run on every variant,
+    with ``lm_eval_args`` for lm-eval's simple_evaluate (num_fewshot, limit, include_path...) and
+    ``max_task_drop`` points as a gate. ``engine_options``: what only some engines take (vllm:
+    tensor_parallel_size, pipeline_parallel_size, dtype, gpu_memory_utilization, enforce_eager)."""
     try:
         import torch  # noqa: F401
     except ImportError as exc:
         raise InputError("verify needs torch: pip install torch") from exc
-    from yarn_cli.core import verify_plan
-    from yarn_cli.core.lengths import parse_length
     from yarn_cli.runtimes.base import ENGINES, load_engine, pick_device
     from yarn_cli.usecases.verify import protocol
-    from yarn_cli.usecases.verify import tasks as task_registry
 
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
     path = Path(resolve_model(model, notify)).expanduser()
     if not path.exists():
         raise InputError(f"{model}: no such file or folder; verify runs a local HF folder or .gguf")
-    if not 0 <= min_accuracy <= 1:
-        raise InputError("--min-accuracy is a fraction between 0 and 1")
-    options = protocol.VerifyOptions(
-        lengths=_lengths(lengths),
-        max_length=parse_length(str(max_length)) if max_length else None,
-        depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
-        trials=trials, text=Path(text) if text is not None else None, ppl_windows=ppl_windows,
-        min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity or parity_only, parity_only=parity_only,
-        parity_length=_parity_length(parity_length), tasks=task_registry.parse(tasks),
-    )
+    options = _options(lengths=lengths, max_length=max_length, depths=depths, trials=trials, text=text, ppl_windows=ppl_windows,
+                       min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity, parity_only=parity_only,
+                       parity_length=parity_length, tasks=tasks, variants=variants, lm_eval=lm_eval, lm_eval_args=lm_eval_args,
+                       max_task_drop=max_task_drop)
     check_original_context(original_context)
     longest = max(options.lengths or [0]) + 16
     started = time.perf_counter()
@@ -135,6 +133,48 @@ def prepare_verify(
         loaded.close()
         raise
     return VerifyRun(loaded, options, prepared, path, time.perf_counter() - started)
+
+
+def _options(*, lengths, max_length, depths, trials, text, ppl_windows, min_accuracy, ppl_margin, parity, parity_only,
+             parity_length, tasks, variants, lm_eval, lm_eval_args, max_task_drop):
+    """Every option checked (lm-eval's tasks loaded too) before the model loads, as protocol.VerifyOptions."""
+    from yarn_cli.core import verify_plan
+    from yarn_cli.core.lengths import parse_length
+    from yarn_cli.usecases.verify import protocol
+    from yarn_cli.usecases.verify import tasks as task_registry
+
+    if not 0 <= min_accuracy <= 1:
+        raise InputError("--min-accuracy is a fraction between 0 and 1")
+    chosen_tasks = task_registry.parse(tasks)
+    harness = _lm_eval_request(lm_eval, lm_eval_args, max_task_drop)
+    if not chosen_tasks and harness is None and not parity_only:
+        raise InputError("--tasks none leaves nothing to run: add --lm-eval TASKS, or use --parity-only")
+    return protocol.VerifyOptions(
+        lengths=_lengths(lengths),
+        max_length=parse_length(str(max_length)) if max_length else None,
+        depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
+        trials=trials, text=Path(text) if text is not None else None, ppl_windows=ppl_windows,
+        min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity or parity_only, parity_only=parity_only,
+        parity_length=_parity_length(parity_length), tasks=chosen_tasks, variants=_variant_names(variants),
+        lm_eval=harness,
+    )
+
+
+def _lm_eval_request(tasks: str | Sequence[str] | None, args: str | dict[str, Any] | None, max_task_drop: float | None):
+    """The lm-eval part of the run, checked and its tasks loaded (or None when none was asked for)."""
+    if tasks is None or (isinstance(tasks, str) and not tasks.strip()):
+        if args or max_task_drop is not None:
+            raise InputError("--lm-eval-args and --max-task-drop go with --lm-eval TASKS")
+        return None
+    from yarn_cli.usecases.verify import lm_eval_suite
+
+    return lm_eval_suite.prepare(tasks if isinstance(tasks, str) else list(tasks), args, max_task_drop)
+
+
+def _variant_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    from yarn_cli.core.variants import parse_names
+
+    return None if value is None else parse_names(value if isinstance(value, str) else list(value))
 
 
 def verify(model: str | Path | None = None, *, progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:

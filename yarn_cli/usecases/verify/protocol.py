@@ -14,7 +14,7 @@ from yarn_cli.core import variants, verify_plan
 from yarn_cli.core.variants import RopeVariant
 from yarn_cli.errors import InputError, UnsupportedError
 from yarn_cli.usecases.verify import parity_check, tasks
-from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job
+from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult
 
 SCHEMA = 2  # --json: 2 replaced tokens_per_second by speed (prefill and decode apart) and added variants, tasks, cells
 
@@ -34,6 +34,8 @@ class VerifyOptions:
     parity_only: bool = False
     parity_length: int | None = None
     tasks: tuple[str, ...] = tasks.DEFAULT_TASKS
+    variants: tuple[str, ...] | None = None  # names (variants.select); None: extended and baseline
+    lm_eval: Any = None  # lm_eval_suite.LmEvalRequest: lm-eval's tasks on every variant, after the others
 
 
 def load_text(path: Path | None) -> str:
@@ -75,7 +77,8 @@ class Prepared:
         checks = self.parity.steps if self.parity else 0
         if options.parity_only:
             return checks
-        return checks + len(self.variants) * sum(len(jobs) for jobs in self.jobs.values())
+        harness = len(self.variants) if options.lm_eval else 0
+        return checks + harness + len(self.variants) * sum(len(jobs) for jobs in self.jobs.values())
 
 
 def plan_lengths(engine: Any, options: VerifyOptions, answer_tokens: int) -> tuple[list[int], list[dict[str, Any]], int | None]:
@@ -98,14 +101,18 @@ def plan_lengths(engine: Any, options: VerifyOptions, answer_tokens: int) -> tup
 
 
 def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | None = None) -> Prepared:
+    facts = engine.facts
+    if chosen is None and options.variants:
+        chosen = variants.select_all(list(options.variants), facts.rope, facts.baked_attention_factor)
     chosen = chosen or default_variants(engine)
     for variant in chosen:
         reason = engine.unsupported(variant)
         if reason:
             raise UnsupportedError(f"the {engine.name} engine cannot run variant {variant.name!r} ({variant.label}): {reason}")
     task_list = tasks.build(options.tasks)
-    answer = max(task.answer_tokens for task in task_list)
-    lengths, skipped, largest = plan_lengths(engine, options, answer)
+    answer = max((task.answer_tokens for task in task_list), default=0)
+    # --tasks none (lm-eval only): no length to plan, so none is reported as run
+    lengths, skipped, largest = plan_lengths(engine, options, answer) if task_list else ([], [], None)
     text_ids = engine.tokenizer.encode(load_text(options.text))
     context = Context(engine.tokenizer.encode, engine.tokenizer.bos, text_ids, engine.facts.original_context, options,
                       [v.name for v in chosen])
@@ -135,7 +142,14 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
     started = time.perf_counter()
     cells = _cells(engine, prepared, advance)
     timings["protocol_seconds"] = time.perf_counter() - started
-    report, columns = _report(engine, prepared, cells, notes)
+    extra = []
+    if options.lm_eval is not None:
+        from yarn_cli.usecases.verify import lm_eval_suite
+
+        started = time.perf_counter()
+        extra.append(lm_eval_suite.run(engine, prepared.variants, options.lm_eval, advance))
+        timings["lm_eval_seconds"] = time.perf_counter() - started
+    report, columns = _report(engine, prepared, cells, notes, extra)
     report["parity"] = checked.to_json() if checked else None
     report["timings"] = _timings(engine, timings)
     if checked and not checked.ok:
@@ -184,8 +198,10 @@ def speed(cells: list[Cell]) -> dict[str, dict[str, dict[str, float | None]]]:
                 for n, r in lengths.items()} for v, lengths in totals.items()}
 
 
-def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str]) -> tuple[dict[str, Any], list[Column]]:
-    results = [task.finish([c for c in cells if c.task == task.name], prepared.context) for task in prepared.tasks]
+def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str],
+            extra: list[TaskResult]) -> tuple[dict[str, Any], list[Column]]:
+    """``extra``: results computed outside the task loop (lm-eval's), judged and reported like a task's."""
+    results = [task.finish([c for c in cells if c.task == task.name], prepared.context) for task in prepared.tasks] + extra
     for result in results:
         notes += result.notes
     if prepared.skipped:
@@ -194,8 +210,11 @@ def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str]
         notes.append(f"skipped {skipped_text} tokens: the memory estimate exceeds what the device has{fits}")
     judgements = [r.judgement for r in results if r.judgement]
     facts = engine.facts
-    result = verify_plan.verdict(prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context,
-                                 facts.target_context, judgements)
+    if prepared.tasks:
+        result = verify_plan.verdict(prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context,
+                                     facts.target_context, judgements)
+    else:
+        result = verify_plan.judged(judgements, "lm-eval ran")
     report = {**_header(engine, prepared), "tasks": list(prepared.jobs), "lengths": prepared.lengths, "skipped": prepared.skipped,
               "largest_fitting_length": prepared.largest_fitting}
     for task_result in results:

@@ -11,9 +11,10 @@ DEFAULT_TASKS = ("passkey", "perplexity")
 
 
 def build(names: list[str] | tuple[str, ...]) -> list:
+    """The tasks by name; none at all is allowed here (``--tasks none``: only what else the run asks for)."""
     unknown = [name for name in names if name not in TASKS]
-    if unknown or not names:
-        raise InputError(f"--tasks {','.join(names)!s}: choose from {', '.join(TASKS)}")
+    if unknown:
+        raise InputError(f"--tasks {','.join(names)!s}: choose from {', '.join(TASKS)}, or none")
     return [TASKS[name]() for name in dict.fromkeys(names)]
 
 
@@ -22,5 +23,9 @@ def parse(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
         return DEFAULT_TASKS
     names = [part.strip() for part in text.split(",")] if isinstance(text, str) else list(text)
     names = [name for name in names if name]
+    if names == ["none"]:
+        return ()
+    if not names:
+        raise InputError(f"--tasks: choose from {', '.join(TASKS)}, or none")
     build(names)  # refuse an unknown name before anything loads
     return tuple(dict.fromkeys(names))
