@@ -168,6 +168,7 @@ def test_the_gate_judges_the_first_variant_against_the_second():
     (["--lm-eval-args", "limit=3"], "go with --lm-eval TASKS"),
     (["--tasks", "none"], "--tasks none leaves nothing to run"),
     (["--variants", "extended"], "name two or more different variants"),
+    (["--lm-eval", "yarn_mc", "--parity-only"], "--parity-only runs the parity check alone"),
 ])
 def test_bad_lm_eval_input_is_one_line_and_loads_nothing(setup, capsys, monkeypatch, args, message):
     import yarn_cli.runtimes.base as base
@@ -289,3 +290,65 @@ def test_smollm2_through_the_bridge_equals_lm_evals_hf_model(smollm2_x2, smollm2
     assert_same(responses(ours, setup, tasks), reference, 1e-4)
     # the unextended model, as lm-eval's hf model runs the original folder
     assert_same(responses(YarnLM(loaded=ours.engine, variant="baseline"), setup, tasks), responses(hf(plain), setup, tasks), 1e-4)
+
+
+CHATML = ("{% for message in messages %}{{ bos_token if loop.first else '' }}<|im_start|>{{ message['role'] }}\n"
+          "{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+HISTORIES = [
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What does len() return?"}],
+    [{"role": "user", "content": "Q: 2+2?"}, {"role": "assistant", "content": "A: 4"}, {"role": "user", "content": "Q: 3+3?"}],
+    [{"role": "user", "content": "Continue: the cat"}, {"role": "assistant", "content": "sat on the "}],
+]
+
+
+def test_chat_templates_render_as_lm_evals_hf_model_renders_them(setup, tmp_path):
+    """--apply_chat_template: the checkpoint's template through transformers' renderer, the same prompt (and the
+    same scores) as lm-eval's hf model, with and without a generation prompt (the last message then continued)."""
+    import shutil
+
+    folder = tmp_path / "chat"
+    shutil.copytree(setup["extended"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHATML}))
+    ours, theirs = YarnLM(path=str(folder), engine="native", progress=False), hf(folder)
+    for history in HISTORIES:
+        for generation_prompt in (True, False):
+            assert ours.apply_chat_template(history, generation_prompt) == theirs.apply_chat_template(history, generation_prompt)
+    assert ours.apply_chat_template(HISTORIES[0]).startswith("<|endoftext|><|im_start|>system")
+    out = {name: evaluator.simple_evaluate(model=model, tasks=["yarn_mc"], task_manager=setup["manager"], log_samples=True,
+                                           bootstrap_iters=0, apply_chat_template=True, limit=4)
+           for name, model in (("ours", ours), ("hf", theirs))}
+    prompts = [s["arguments"][0][0] for s in out["ours"]["samples"]["yarn_mc"]]
+    assert all(p.startswith("<|endoftext|><|im_start|>user") for p in prompts)
+    assert_same({"yarn_mc": [s["resps"] for s in out["ours"]["samples"]["yarn_mc"]]},
+                {"yarn_mc": [s["resps"] for s in out["hf"]["samples"]["yarn_mc"]]}, 1e-4)
+    with pytest.raises(InputError, match="no chat template"):
+        YarnLM(path=str(setup["extended"]), engine="native").apply_chat_template(HISTORIES[0])
+
+
+def test_a_gguf_chat_template_renders_and_tokenizes_alike_on_every_engine(smollm2_x2, smollm2_gguf):
+    """SmolLM2's template lives in the GGUF metadata: the same prompt as transformers' tokenizer read from the
+    GGUF renders, and the same ids from the native and the llama.cpp tokenizer (special tokens in the text parsed)."""
+    pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    native = YarnLM(path=str(smollm2_x2["model"]), engine="native", progress=False)
+    cpp = YarnLM(path=str(smollm2_x2["model"]), engine="llama.cpp", progress=False)
+    try:
+        for history in HISTORIES:
+            prompt = native.apply_chat_template(history)
+            assert prompt == reference.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+            assert prompt == cpp.apply_chat_template(history) and "<|im_start|>assistant" in prompt
+            ids = native.tok_encode(prompt)
+            assert ids == cpp.tok_encode(prompt) == reference.encode(prompt, add_special_tokens=False)
+            assert ids.count(native.tokenizer.bos_id) >= 1  # <|im_start|> is one special token, not its characters
+    finally:
+        cpp.close()
+
+
+def test_a_misspelt_model_arg_is_refused_by_name(setup):
+    with pytest.raises(InputError, match="model arg 'engnie' is not known"):
+        YarnLM(path=str(setup["extended"]), engnie="vllm")
+    with pytest.raises(InputError, match="trust_remote_code"):
+        YarnLM(path=str(setup["extended"]), trust_remote_code=True)

@@ -87,3 +87,26 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
     bos_id, eos_id = (int(x) if x is not None else None for x in (bos_id, eos_id))
     bos = [bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []
     return TextTokenizer(backend, bos, bos_id, eos_id)
+
+
+def chat_template(path: Path) -> str | None:
+    """The checkpoint's own chat template (Jinja source): an HF folder's chat_template.jinja or
+    tokenizer_config.json ``chat_template`` (the ``default`` one of a named list), a GGUF's
+    ``tokenizer.chat_template``; None when it has none."""
+    if path.suffix.lower() == ".gguf":
+        from yarn_cli.io.gguf_reader import read_gguf
+
+        value = read_gguf(path).get("tokenizer.chat_template")
+        return value if isinstance(value, str) and value else None
+    if (path / "chat_template.jinja").exists():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    config_path = path / "tokenizer_config.json"
+    if not config_path.exists():
+        return None
+    import json
+
+    value = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
+    if isinstance(value, list):  # named templates: [{"name": ..., "template": ...}]
+        named = {item.get("name"): item.get("template") for item in value if isinstance(item, dict)}
+        value = named.get("default")
+    return value if isinstance(value, str) and value else None

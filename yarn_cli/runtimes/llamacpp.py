@@ -174,7 +174,9 @@ class _Tokenizer:
         self.bos_id, self.eos_id = (x if x >= 0 else None for x in (model.token_bos(), model.token_eos()))
 
     def encode(self, text: str) -> list[int]:
-        return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        # special=True: a special token written in the text ("<|im_start|>" in a chat prompt) is that token, as
+        # the tokenizers library reads it for the native and transformers engines
+        return self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def decode(self, ids: list[int]) -> str:
         return self.model.detokenize(ids).decode("utf-8", errors="replace")

@@ -47,6 +47,7 @@ class YarnLM(TemplateLM):
         if options.get("trust_remote_code"):
             raise InputError("trust_remote_code: yarn_cli never runs code shipped with a checkpoint; drop the flag")
         engine_options = {k: v for k, v in options.items() if k not in _IGNORED}
+        _check_options(engine_options)
         self.engine = loaded if loaded is not None else _load(path or pretrained, engine, device, original_context,
                                                                max_length, str(variant), engine_options)
         self.owns_engine = loaded is None
@@ -107,6 +108,54 @@ class YarnLM(TemplateLM):
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)
 
+    # --- chat templates (lm-eval's --apply_chat_template) --------------------------------------------------------
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The checkpoint's own template, which lm-eval records with the results (one template per checkpoint:
+        a template name is not looked up)."""
+        if chat_template is False or chat_template is None:
+            return None
+        template = self._template()
+        if template is None:
+            raise InputError(f"{getattr(self.engine, 'path', 'the checkpoint')}: no chat template in the checkpoint; "
+                             "drop --apply_chat_template")
+        return template
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The history rendered by the checkpoint's template through transformers' own renderer, as lm-eval's hf
+        model renders it (also for a GGUF, whose template sits in its metadata): without a generation prompt the
+        last message is continued, and a template that rejects the system role gets the history without it."""
+        try:
+            from jinja2.exceptions import TemplateError
+            from transformers.utils.chat_template_utils import render_jinja_template
+        except ImportError as exc:
+            raise InputError("--apply_chat_template renders with transformers: pip install 'yarn-cli[transformers]'") from exc
+        template = self.chat_template(True)
+        names = {"bos_token": self._token_text(self.tokenizer.bos_id), "eos_token": self._token_text(self.tokenizer.eos_id)}
+
+        def render(history):
+            (text,), _ = render_jinja_template(conversations=[history], chat_template=template,
+                                               add_generation_prompt=add_generation_prompt,
+                                               continue_final_message=not add_generation_prompt, **names)
+            return text
+
+        try:
+            return render(chat_history)
+        except TemplateError:
+            log.warning("the chat template failed; removing the system role from the history, as lm-eval's hf model does")
+            return render([message for message in chat_history if message["role"] != "system"])
+
+    def _template(self) -> str | None:
+        if not hasattr(self, "_cached_template"):
+            from yarn_cli.io.tokenizers_io import chat_template
+
+            path = getattr(self.engine, "path", None)
+            self._cached_template = chat_template(Path(path)) if path is not None else None
+        return self._cached_template
+
+    def _token_text(self, token: int | None) -> str:
+        return "" if token is None else _token_text(self.tokenizer, token) or ""
+
     # --- scoring ---------------------------------------------------------------------------------------------
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
@@ -115,7 +164,7 @@ class YarnLM(TemplateLM):
             ids = (list(context_enc) + list(continuation_enc))[-(self._max_length + 1) :]
             count = min(len(continuation_enc), len(ids) - 1)
             scored = self.engine.score(self.variant, ids, len(ids) - count - 1)
-            answer = (-float(sum(scored.losses)), bool(all(scored.greedy or [])))
+            answer = (-float(sum(scored.losses)), scored.greedy is not None and all(scored.greedy))
             results.append(answer)
             if key is not None:
                 self.cache_hook.add_partial("loglikelihood", key, answer)
@@ -178,8 +227,24 @@ class YarnLM(TemplateLM):
             self.engine.close()
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """A model arg that is neither ours nor an engine option is a typo: refused, with the accepted ones."""
+    from yarn_cli.runtimes.base import ENGINE_OPTION_DEFAULTS
+
+    unknown = sorted(set(options) - set(ENGINE_OPTION_DEFAULTS))
+    if unknown:
+        ours = "path, engine, variant, device, max_length, max_gen_toks, add_bos_token, prefix_token_id, original_context"
+        raise InputError(f"model arg {unknown[0]!r} is not known: use {ours}, or for vllm {', '.join(ENGINE_OPTION_DEFAULTS)}")
+
+
 def _starts_with_token(string: str, tokenizer: Any, token: int) -> bool:
     """Whether ``string`` already begins with the special token's text ("<s>"), as lm-eval's hf model checks."""
+    text = _token_text(tokenizer, token)
+    return bool(text) and string.startswith(text)
+
+
+def _token_text(tokenizer: Any, token: int) -> str | None:
+    """A special token's text ("<s>", "<|im_start|>"), from whichever tokenizer the engine holds."""
     backend = getattr(tokenizer, "backend", None)  # the `tokenizers` object of HF folders and rebuilt GGUF vocabularies
     inner = getattr(tokenizer, "inner", None)  # a transformers tokenizer
     llama = getattr(tokenizer, "model", None)  # llama.cpp's vocabulary
@@ -189,7 +254,7 @@ def _starts_with_token(string: str, tokenizer: Any, token: int) -> bool:
         text = inner.convert_ids_to_tokens(token)
     else:
         text = llama.detokenize([token], special=True).decode("utf-8", errors="replace") if llama is not None else None
-    return bool(text) and string.startswith(text)
+    return text
 
 
 def default_length(kind: str, rope) -> int:

@@ -146,6 +146,8 @@ def _options(*, lengths, max_length, depths, trials, text, ppl_windows, min_accu
     if not 0 <= min_accuracy <= 1:
         raise InputError("--min-accuracy is a fraction between 0 and 1")
     chosen_tasks = task_registry.parse(tasks)
+    if parity_only and lm_eval:
+        raise InputError("--parity-only runs the parity check alone: drop it to run --lm-eval")
     harness = _lm_eval_request(lm_eval, lm_eval_args, max_task_drop)
     if not chosen_tasks and harness is None and not parity_only:
         raise InputError("--tasks none leaves nothing to run: add --lm-eval TASKS, or use --parity-only")

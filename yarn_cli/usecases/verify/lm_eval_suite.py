@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,27 +72,34 @@ def prepare(tasks: str | list[str], args: str | dict[str, Any] | None, max_task_
         raise InputError("--lm-eval: name one or more lm-eval tasks or groups, e.g. arc_easy,hellaswag")
     if max_task_drop is not None and not (math.isfinite(max_task_drop) and max_task_drop >= 0):
         raise InputError(f"--max-task-drop {max_task_drop}: give the points a task may lose, e.g. 2")
-    manager = _manager(include)
-    from pathlib import Path
-
-    unknown = [n for n in names if n not in manager.all_tasks and not Path(n).is_file()]
-    if unknown:
-        raise InputError(f"lm-eval task {unknown[0]!r} is not known to lm-eval {_version()}: list the tasks with "
-                         "`python -m yarn_cli.lm_eval ls tasks`, or add yours with include_path=DIR in --lm-eval-args")
-    for name in names:
-        try:
-            manager.load(name)
-        except Exception as exc:  # datasets/hub errors have no common base: the task is named, the cause quoted
-            raise InputError(f"lm-eval task {name!r}: its data could not be loaded ({_first_line(exc)}); {OFFLINE_HELP}") from exc
+    with _quiet():
+        manager = _manager(include)
+        names = _resolve(names, manager)
+        for name in names:
+            try:
+                manager.load(name)
+            except Exception as exc:  # datasets/hub errors have no common base: the task is named, the cause quoted
+                raise InputError(f"lm-eval task {name!r}: its data could not be loaded ({_first_line(exc)}); "
+                                 f"{OFFLINE_HELP}") from exc
     return LmEvalRequest(names, evaluate_args, include, max_task_drop, manager)
+
+
+def _resolve(names: list[str], manager: Any) -> list[str]:
+    """Task, group and tag names as lm-eval's own CLI takes them: a name, a glob (``mmlu_*``) or a YAML path."""
+    resolved: list[str] = []
+    for name in names:
+        matched = [name] if Path(name).is_file() else manager.match_tasks([name])
+        if not matched:
+            raise InputError(f"lm-eval task {name!r} is not known to lm-eval {_version()}: list the tasks with "
+                             "`python -m yarn_cli.lm_eval ls tasks`, or add yours with include_path=DIR in --lm-eval-args")
+        resolved += [m for m in matched if m not in resolved]
+    return resolved
 
 
 def _manager(include: str | None):
     from lm_eval.tasks import TaskManager
 
     if include is not None:
-        from pathlib import Path
-
         if not Path(include).is_dir():
             raise InputError(f"--lm-eval-args include_path={include}: no such folder of task YAMLs")
     return TaskManager(include_path=include)
@@ -123,16 +131,20 @@ def run(engine: Any, variants: list, request: LmEvalRequest, advance: Callable[[
 
 @contextlib.contextmanager
 def _quiet():
-    """lm-eval logs each step at INFO; verify shows its own progress, so only warnings pass (unless the user
-    set LMEVAL_LOG_LEVEL, lm-eval's own switch)."""
-    logger = logging.getLogger("lm_eval")
-    level = logger.level
+    """lm-eval logs each step at INFO, and the hub client each retry of an unreachable dataset; verify shows its
+    own progress and one line for a task it cannot load, so only lm-eval's warnings pass (unless the user set
+    LMEVAL_LOG_LEVEL, lm-eval's own switch)."""
+    levels = {"lm_eval": logging.WARNING, "huggingface_hub": logging.ERROR, "datasets": logging.ERROR}
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: logger.level for name, logger in loggers.items()}
     if not os.environ.get("LMEVAL_LOG_LEVEL"):
-        logger.setLevel(logging.WARNING)
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for name, logger in loggers.items():
+            logger.setLevel(before[name])
 
 
 def compare(results: dict[str, dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
