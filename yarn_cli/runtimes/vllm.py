@@ -135,8 +135,9 @@ class VllmEngine:
         return Generation(tokens, len(ids), prefill, decode, max(len(tokens) - 1, 0))
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
-        """Prompt log-probabilities. A sequence one longer than max_model_len runs without its last token,
-        whose log-probability comes from the one token generated after the prompt (vLLM's logprob_token_ids)."""
+        """Prompt log-probabilities. A sequence of max_model_len tokens (a full lm-eval window: max_length + 1)
+        leaves vLLM no room to generate, so it runs without its last token, whose log-probability comes from the
+        one token generated after the prompt (vLLM's logprob_token_ids)."""
         from vllm import SamplingParams
 
         whole = len(ids) < self.max_model_len  # a prompt must leave vLLM room for the one token it generates
