@@ -60,6 +60,12 @@ class FetchError(YarnError):
     exit_code = 7
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """A third-party exception quoted inside one of our one-line messages: its first line, or its type's name."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
 class Interrupted(BaseException):
     """SIGINT, SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so no ``except
     Exception`` swallows it and every cleanup on the way out runs: temporaries are removed."""

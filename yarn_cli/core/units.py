@@ -1,4 +1,5 @@
-"""Byte counts as people read them: one formatter for every message and table."""
+"""What people type and read: byte counts (one formatter for every message and table) and comma-separated
+lists of names (one reading for every flag that takes them)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,9 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def split_names(value: str | list | tuple) -> list[str]:
+    """``"a, b,,c"`` (or a sequence of names) -> ``["a", "b", "c"]``: stripped, empty parts dropped, order kept."""
+    parts = value.split(",") if isinstance(value, str) else value
+    return [str(part).strip() for part in parts if str(part).strip()]

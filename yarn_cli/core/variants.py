@@ -16,6 +16,7 @@ from typing import Any
 from yarn_cli.core import analysis, rope
 from yarn_cli.core.model import RopeSpec
 from yarn_cli.core.rope_scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
+from yarn_cli.core.units import split_names
 from yarn_cli.errors import InputError
 
 # kind: "declared" (as the checkpoint says: a runtime reads it itself), "none", "linear", "yarn", or
@@ -146,8 +147,7 @@ def parse_name(name: str) -> tuple[str, float | None]:
 
 def parse_names(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of variant names, checked: two or more, different, each well formed."""
-    parts = [p.strip() for p in names.split(",")] if isinstance(names, str) else [str(p).strip() for p in names]
-    parts = [p for p in parts if p]
+    parts = split_names(names)
     if len(parts) < 2 or len(set(parts)) != len(parts):
         raise InputError(f"--variants {','.join(parts)}: name two or more different variants ({VARIANT_NAMES}), "
                          "the one judged first, the one it is judged against second")

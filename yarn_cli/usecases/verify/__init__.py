@@ -170,13 +170,13 @@ def _lm_eval_request(tasks: str | Sequence[str] | None, args: str | dict[str, An
         return None
     from yarn_cli.usecases.verify import lm_eval_suite
 
-    return lm_eval_suite.prepare(tasks if isinstance(tasks, str) else list(tasks), args, max_task_drop)
+    return lm_eval_suite.prepare(tasks, args, max_task_drop)
 
 
 def _variant_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     from yarn_cli.core.variants import parse_names
 
-    return None if value is None else parse_names(value if isinstance(value, str) else list(value))
+    return None if value is None else parse_names(value)
 
 
 def verify(model: str | Path | None = None, *, progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:

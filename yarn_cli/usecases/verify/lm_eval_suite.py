@@ -11,13 +11,14 @@ import inspect
 import logging
 import math
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from yarn_cli.core.units import split_names
 from yarn_cli.core.verify_plan import Judgement
-from yarn_cli.errors import InputError
+from yarn_cli.errors import InputError, first_line
 from yarn_cli.usecases.verify.tasks.base import TaskResult
 
 MISSING = "--lm-eval needs lm-evaluation-harness: pip install 'yarn-cli[eval]'"
@@ -48,7 +49,7 @@ def parse_args(text: str | dict[str, Any] | None) -> tuple[dict[str, Any], str |
         pairs = dict(text)
     else:
         pairs = {}
-        for part in [p.strip() for p in (text or "").split(",") if p.strip()]:
+        for part in split_names(text or ""):
             key, sep, value = part.partition("=")
             if not sep or not key.strip():
                 raise InputError(f"--lm-eval-args {text!r}: {part!r} is not key=value (e.g. num_fewshot=5,limit=100)")
@@ -63,11 +64,10 @@ def parse_args(text: str | dict[str, Any] | None) -> tuple[dict[str, Any], str |
     return pairs, None if include is None else str(include)
 
 
-def prepare(tasks: str | list[str], args: str | dict[str, Any] | None, max_task_drop: float | None) -> LmEvalRequest:
+def prepare(tasks: str | Sequence[str], args: str | dict[str, Any] | None, max_task_drop: float | None) -> LmEvalRequest:
     """Parse and check the request, and load every task (its data too) so that nothing fails after the model loads."""
     evaluate_args, include = parse_args(args)
-    names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else [str(t).strip() for t in tasks]
-    names = list(dict.fromkeys(n for n in names if n))
+    names = list(dict.fromkeys(split_names(tasks)))
     if not names:
         raise InputError("--lm-eval: name one or more lm-eval tasks or groups, e.g. arc_easy,hellaswag")
     if max_task_drop is not None and not (math.isfinite(max_task_drop) and max_task_drop >= 0):
@@ -79,7 +79,7 @@ def prepare(tasks: str | list[str], args: str | dict[str, Any] | None, max_task_
             try:
                 manager.load(name)
             except Exception as exc:  # datasets/hub errors have no common base: the task is named, the cause quoted
-                raise InputError(f"lm-eval task {name!r}: its data could not be loaded ({_first_line(exc)}); "
+                raise InputError(f"lm-eval task {name!r}: its data could not be loaded ({first_line(exc)}); "
                                  f"{OFFLINE_HELP}") from exc
     return LmEvalRequest(names, evaluate_args, include, max_task_drop, manager)
 
@@ -218,8 +218,3 @@ def _version() -> str:
     from importlib.metadata import version
 
     return version("lm_eval")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]

@@ -19,7 +19,7 @@ from typing import Any
 
 from yarn_cli.core import diagnosis, verify_plan
 from yarn_cli.core.variants import RopeVariant
-from yarn_cli.errors import UnsupportedError
+from yarn_cli.errors import UnsupportedError, first_line
 from yarn_cli.runtimes.base import available_host_memory
 
 SHARED_FORWARD = "transformers (same forward pass, RoPE from yarn_cli's math)"
@@ -108,7 +108,7 @@ def reference_for(engine: Any) -> tuple[Any, str]:
             try:
                 return _load(name, engine.path, engine.facts.original_context), name
             except Exception as exc:  # noqa: BLE001 - a reference that fails to load is a reason, not a crash
-                reason = f"could not load the checkpoint ({(str(exc).strip() or type(exc).__name__).splitlines()[0][:200]})"
+                reason = f"could not load the checkpoint ({first_line(exc)})"
         reasons.append(f"{name}: {reason}")
     if engine.implementation == "transformers":
         return engine, SHARED_FORWARD

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from yarn_cli.core.units import split_names
 from yarn_cli.errors import InputError
 from yarn_cli.usecases.verify.tasks.passkey import PasskeyTask
 from yarn_cli.usecases.verify.tasks.perplexity import PerplexityTask
@@ -21,8 +22,7 @@ def build(names: list[str] | tuple[str, ...]) -> list:
 def parse(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
     if text is None:
         return DEFAULT_TASKS
-    names = [part.strip() for part in text.split(",")] if isinstance(text, str) else list(text)
-    names = [name for name in names if name]
+    names = split_names(text)
     if names == ["none"]:
         return ()
     if not names:
