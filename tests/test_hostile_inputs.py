@@ -249,6 +249,14 @@ CASES = {
     "hf-bake-pickled-only": (hf_pickled_only, ["extend", "{in}", "-s", "2", "--bake-temperature", "-o", "{out}"], 2,
                              "baking reads safetensors only"),
     "missing-path": (lambda r: r / "nothing-here", ["extend", "{in}", "-s", "2", "-o", "{out}"], 2, "no such file or folder"),
+    # verify's and report's own flags and files, refused before any model loads
+    "verify-unknown-task": (gguf, ["verify", "{in}", "--tasks", "passkey,niah_bogus"], 2, "unknown niah_bogus"),
+    "verify-threshold-above-100": (gguf, ["verify", "{in}", "--threshold", "150"], 2, "RULER scores are points"),
+    "verify-samples-zero": (gguf, ["verify", "{in}", "--samples", "0"], 2, "Invalid value for '--samples'"),
+    "verify-compare-unknown": (gguf, ["verify", "{in}", "--compare", "linear,dynamic"], 2, "choose from linear, ntk, none"),
+    "report-not-json": (lambda r: _put(r / "run.json", b"{nope"), ["report", "{in}", "-o", "{out}"], 3, "not JSON"),
+    "report-not-a-verify-run": (lambda r: _put(r / "run.json", b'{"a": 1}'), ["report", "{in}", "-o", "{out}"], 3,
+                                "not a verify report"),
 }
 
 

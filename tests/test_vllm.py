@@ -74,6 +74,8 @@ def test_vllm_agrees_with_the_native_engine(models, words, name):
         for length, value in native["perplexity"][variant].items():
             assert ours["perplexity"][variant][length] == pytest.approx(value, rel=0.01), (variant, length)
     assert ours["perplexity"]["extended"] != ours["perplexity"]["baseline"]  # the scaling was removed for real
+    scores = lambda report: [(c["variant"], c["depth"], c["sample"], c["score"]) for c in report["cells"] if c["task"] == "niah_single_1"]  # noqa: E731
+    assert scores(ours) == scores(native) and scores(ours)  # RULER's needle: the same prompts, the same scores
 
 
 VARIANTS = """
@@ -210,3 +212,22 @@ def test_the_lm_eval_bridge_on_vllm_equals_the_native_engine(trained_tiny, tmp_p
     assert len(choices) == 64 and len(totals) == 3
     assert max(abs(x[0] - y[0]) for x, y in choices) < 1e-3 and all(x[1] == y[1] for x, y in choices)
     assert all(abs(x - y) < 1e-6 * abs(y) + 1e-3 for x, y in totals), totals  # measured: 2e-5 on -26,167
+
+
+def test_ruler_prompts_fill_the_budget_with_vllms_tokenizer(models, words):
+    """RULER's prompts are sized with the tokenizer of the engine that runs them: on vLLM, the prompt and the
+    answer budget within the length and within 15% of it (planned before vLLM starts)."""
+    from yarn_cli.core import ruler
+    from yarn_cli.usecases.verify import prepare_verify
+
+    run = prepare_verify(models["llama-x4"], engine="vllm", device="cpu", text=words, tasks="niah_single_1,niah_multikey_2,vt,fwe",
+                         lengths=[1000], depths="0.5", parity=False, engine_options={"dtype": "float32", "enforce_eager": True})
+    try:
+        jobs = run.prepared.jobs["ruler"]
+        assert {job.expected[0] for job in jobs} == {"niah_single_1", "niah_multikey_2", "vt", "fwe"}
+        for job in jobs:
+            budget = ruler.TASKS[job.expected[0]].tokens_to_generate
+            assert 0.85 * 1000 <= len(job.ids) + budget <= 1000  # RULER shrinks by whole haystack increments
+            assert job.ids[: len(run.engine.tokenizer.bos)] == run.engine.tokenizer.bos
+    finally:
+        run.engine.close()

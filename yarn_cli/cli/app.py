@@ -135,8 +135,10 @@ def verify(
     lengths: Optional[str] = typer.Option(None, "--lengths", help="Comma-separated lengths, e.g. 4k,8k,16k (default: L/2, L, between, s·L)."),
     max_length: Optional[str] = typer.Option(None, "--max-length", help="Cap the default ladder, e.g. 32k."),
     depths: str = typer.Option("0.1,0.5,0.9", "--depths", help="Needle depths as fractions."),
-    trials: int = typer.Option(1, "--trials", min=1, help="Passkeys per length and depth."),
-    text: Optional[Path] = typer.Option(None, "--text", help="Text for perplexity (default: Python's pydoc_data.topics)."),
+    samples: int = typer.Option(1, "--samples", "--trials", min=1, help="Prompts per cell (length, and depth for single-needle tasks), seeded by --seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every generated prompt (passkeys, RULER's draws)."),
+    threshold: float = typer.Option(85.6, "--threshold", help="RULER score (points) a length must reach to count toward the effective length."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Text for perplexity and RULER's essay haystacks (default: Python's pydoc_data.topics)."),
     ppl_windows: int = typer.Option(2, "--ppl-windows", min=0, help="Perplexity windows per length (each scores its last 256 tokens)."),
     min_accuracy: float = typer.Option(0.8, "--min-accuracy", help="Passkey accuracy the extended model must reach at every length."),
     ppl_margin: float = typer.Option(0.10, "--ppl-margin", help="Allowed relative perplexity rise over the baseline at the original length."),
@@ -144,8 +146,9 @@ def verify(
     parity: bool = typer.Option(True, "--parity/--no-parity", help="First check that the engine computes the declared RoPE exactly, and name the fault if not."),
     parity_only: bool = typer.Option(False, "--parity-only", help="Run only the parity check (seconds on small models)."),
     parity_length: Optional[str] = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated tasks to run: passkey, perplexity (default: both), or none."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated tasks: passkey, perplexity, RULER's niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, fwe, ruler (all of them), or none (default: passkey,perplexity,niah_single_1)."),
     variants: Optional[str] = typer.Option(None, "--variants", help="RoPE variants to compare, the first judged against the second: extended, baseline, paper (m = 0.1 ln s + 1), m=X (default: extended,baseline)."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Add the paper's alternatives at the checkpoint's factor on the same weights: linear (Position Interpolation), ntk (NTK-aware), none."),
     lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks or groups to run on every variant, e.g. arc_easy,hellaswag (needs yarn-cli[eval])."),
     lm_eval_args: Optional[str] = typer.Option(None, "--lm-eval-args", help="lm-eval settings as key=value,..., e.g. num_fewshot=5,limit=100,include_path=DIR."),
     max_task_drop: Optional[float] = typer.Option(None, "--max-task-drop", help="Fail when an lm-eval task's score is more than this many points below the second variant's."),
@@ -154,20 +157,23 @@ def verify(
     dtype: str = typer.Option("auto", "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take."),
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write DIR/report.html (self-contained) with heatmaps, the difference heatmap and perplexity curves as PNGs."),
+    card: bool = typer.Option(False, "--card", help="Write or update the checkpoint's model card (README.md) with the scaling, the results and the heatmap."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Smoke-test an extended checkpoint at its new length: a parity check of the engine's RoPE, then passkey
-    retrieval and perplexity, extended vs baseline, and on request lm-eval's benchmarks for short-context retention."""
+    """Test an extended checkpoint at its new length: a parity check of the engine's RoPE, then passkey retrieval,
+    perplexity and RULER's synthetic tasks, extended vs baseline, and on request lm-eval's benchmarks for
+    short-context retention."""
     from yarn_cli.cli import verify_cmd
 
     code = verify_cmd.run(
         consoles.out, consoles.err, as_json, model, engine=engine, device=device, lengths=lengths, max_length=max_length,
-        depths=depths, trials=trials, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
+        depths=depths, samples=samples, seed=seed, threshold=threshold, text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin,
         original_context=original_context, parity=parity, parity_only=parity_only, parity_length=parity_length, tasks=tasks,
-        variants=variants, lm_eval=lm_eval, lm_eval_args=lm_eval_args, max_task_drop=max_task_drop,
+        variants=variants, compare=compare, lm_eval=lm_eval, lm_eval_args=lm_eval_args, max_task_drop=max_task_drop,
         engine_options=dict(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                             dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
-        notify=_note,
+        report=report, card=card, notify=_note,
     )
     if code:
         raise typer.Exit(code)
@@ -246,6 +252,24 @@ def finetune(
     plan = plan_finetune(model, out, scale=scale, to=to, data=data or (), original_context=original_context, recipe=recipe,
                          batch_tokens=batch_tokens, resume=resume, force=force, revision=revision)
     finetune_cmd.run(plan, consoles.out, consoles.err, as_json)
+
+
+@app.command()
+def report(
+    reports: list[Path] = typer.Argument(..., help="verify --json files (or --report folders) to show side by side.", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for report.html and its PNGs (new, empty, or an earlier report)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Put verify runs side by side in one self-contained report.html (heatmaps, differences, perplexity curves)."""
+    from yarn_cli.cli.output import print_json
+    from yarn_cli.cli.render import esc
+    from yarn_cli.usecases.report import compare
+
+    result = compare(reports, out)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        consoles.out.print(f"wrote {esc(result.html)} ({len(result.pictures)} pictures)")
 
 
 def _debug_requested(argv: list[str]) -> bool:

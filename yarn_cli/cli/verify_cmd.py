@@ -22,12 +22,12 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
     what = f"{esc(Path(str(model)).name) if model else 'the built-in default model'} ({esc(options.get('engine', 'native'))} engine)"
     with err_console.status(f"loading {what}", spinner="dots") if not as_json else contextlib.nullcontext():
         prepared = prepare_verify(model, **options)
-    progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
                         console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
     # lm-eval prints some of its progress to stdout, where --json output goes alone
     with progress, contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        task = progress.add_task("verify", total=prepared.total_steps)
-        report = prepared.run(lambda n: progress.advance(task, n))
+        task = progress.add_task("", total=prepared.total_steps)
+        report = prepared.run(lambda n: progress.advance(task, n), lambda text: progress.update(task, description=esc(text)))
     if as_json:
         print_json(report.to_json())
     else:

@@ -37,6 +37,7 @@ class RopeVariant:
     beta_slow: float = BETA_SLOW_DEFAULT
     truncate: bool = True
     baked: float | None = None  # the m the checkpoint's q/k weights already carry
+    described: str | None = None  # a label where the kind alone misleads (NTK-aware is plain RoPE at another base)
 
     @property
     def effective_m(self) -> float:
@@ -45,6 +46,8 @@ class RopeVariant:
 
     @property
     def label(self) -> str:
+        if self.described:
+            return self.described
         if self.kind == "yarn":
             return f"yarn x{self.factor:g} (m {self.effective_m:.4f})"
         if self.kind == "linear":
@@ -61,9 +64,9 @@ class RopeVariant:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "kind": self.kind, "label": self.label, "theta": self.theta,
                                 "attention_factor": self.attention_factor, "effective_m": self.effective_m}
-        if self.kind in ("yarn", "linear"):
+        if self.kind in ("yarn", "linear") or self.factor != 1.0:
             data["factor"] = self.factor
-        if self.kind == "yarn":
+        if self.kind == "yarn" or self.original_context is not None:
             data.update(original_context=self.original_context, beta_fast=self.beta_fast, beta_slow=self.beta_slow,
                         truncate=self.truncate)
         return data
@@ -177,3 +180,25 @@ def select(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVariant
 def select_all(names: str | list[str] | tuple[str, ...], spec: RopeSpec, baked: float | None = None) -> list[RopeVariant]:
     """``select`` for each name of ``parse_names`` (the first is judged against the second)."""
     return [select(part, spec, baked) for part in parse_names(names)]
+
+
+COMPARISONS = ("linear", "ntk", "none")
+
+
+def comparison(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVariant:
+    """The YaRN paper's alternatives at the checkpoint's own factor s, on the same weights: ``linear``
+    (Position Interpolation), ``ntk`` (NTK-aware: the base raised to b·s^(D/(D-2))) or ``none`` (plain RoPE)."""
+    if name not in COMPARISONS:
+        raise InputError(f"--compare {name!r}: choose from {', '.join(COMPARISONS)}")
+    if name == "none":
+        return baseline(spec, baked, name="none")
+    scaling = spec.scaling
+    factor = (scaling.factor if scaling is not None else None) or (spec.max_context / spec.original_context
+                                                                   if scaling is not None and spec.original_context else None)
+    if not factor or factor <= 1:
+        raise InputError(f"--compare {name}: the checkpoint declares no scaling factor to compare at; extend it first")
+    if name == "linear":
+        return linear(spec, factor, baked, name="linear")
+    base = rope.ntk_aware_base(spec.theta, spec.rotary_dim, factor)
+    return RopeVariant("ntk", "none", tuple(rope.inv_freq_values(base, spec.rotary_dim)), 1.0 / float(baked) if baked else 1.0,
+                       base, float(factor), baked=baked, described=f"NTK-aware x{factor:g} (base {base:,.0f})")

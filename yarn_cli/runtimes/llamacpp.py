@@ -54,6 +54,7 @@ class LlamaCppEngine:
         self._log_multiplier = bool(gguf_metadata(read_gguf(model)).get(f"{self.architecture}.rope.scaling.yarn_log_multiplier"))
         self._n_ctx = max(max_length, 256) + 64
         self._llm, self._key = None, None
+        self._cached: list[int] = []  # the ids whose keys and values the context holds, in order
 
     # --- variants ---------------------------------------------------------------------------------------------
 
@@ -101,11 +102,26 @@ class LlamaCppEngine:
         if self._llm is not None:
             self._llm.close()
         self._llm, self._key = None, None
+        self._cached = []
+
+    def _reuse(self, llm, ids: list[int], limit: int) -> int:
+        """Keep the KV cache of the prefix ``ids`` shares with what the cache holds (at most ``limit`` tokens: a
+        position whose logits are wanted is run again) and drop the rest; returns where the run resumes.
+        Prompts that share a haystack up to their needle (RULER's depths, lm-eval's choices) run it once."""
+        common = 0
+        for held, new in zip(self._cached, ids[:limit]):
+            if held != new:
+                break
+            common += 1
+        llm._ctx.kv_cache_seq_rm(-1, common, -1)
+        self._cached = list(ids)
+        return common
 
     # --- evaluation -------------------------------------------------------------------------------------------
 
-    def _decode(self, llm, ids: list[int], start: int, wanted: range):
-        """Run ``ids`` at positions start.. and return the logits at the positions in ``wanted`` (absolute)."""
+    def _decode(self, llm, ids: list[int], start: int, wanted: range, reduce=None):
+        """Run ``ids`` at positions start.. and return the logits at the positions in ``wanted`` (absolute), or
+        what ``reduce`` makes of each batch's rows (so a long pass never holds every position's logits)."""
         import numpy as np
 
         rows = []
@@ -117,15 +133,19 @@ class LlamaCppEngine:
             for j, flag in enumerate(flags):
                 llm._batch.batch.logits[j] = flag
             llm._ctx.decode(llm._batch)
-            rows += [np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(self.facts.vocab,)).copy()
+            batch = [np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(self.facts.vocab,)).copy()
                      for j, flag in enumerate(flags) if flag]
+            if reduce is None:
+                rows += batch
+            elif batch:
+                rows.append(reduce(batch, [first + j for j, flag in enumerate(flags) if flag]))
         return rows
 
     def generate(self, variant: RopeVariant, ids: list[int], max_new_tokens: int) -> Generation:
         llm = self._model(variant)
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        start = self._reuse(llm, ids, len(ids) - 1)
         started = time.perf_counter()
-        (logits,) = self._decode(llm, ids, 0, range(len(ids) - 1, len(ids)))
+        (logits,) = self._decode(llm, ids[start:], start, range(len(ids) - 1, len(ids)))
         prefill = time.perf_counter() - started
         out, position, eos = [], len(ids), self._eos
         started = time.perf_counter()
@@ -136,25 +156,27 @@ class LlamaCppEngine:
             out.append(token)
             if step + 1 < max_new_tokens:
                 (logits,) = self._decode(llm, [token], position, range(position, position + 1))
+                self._cached.append(token)
                 position += 1
-        return Generation(out, len(ids), prefill, time.perf_counter() - started, position - len(ids))
+        return Generation(out, len(ids) - start, prefill, time.perf_counter() - started, position - len(ids))
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         import numpy as np
 
         llm = self._model(variant)
-        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        start = self._reuse(llm, ids, min(score_from, len(ids) - 1))
+
+        def reduce(rows, positions):
+            logits = np.asarray(rows, dtype=np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            log_z = np.log(np.exp(logits).sum(axis=1))
+            targets = np.asarray([ids[p + 1] for p in positions])
+            return (log_z - logits[np.arange(len(targets)), targets]).tolist(), (logits.argmax(axis=1) == targets).tolist()
+
         started = time.perf_counter()
-        rows = self._decode(llm, ids, 0, range(score_from, len(ids) - 1))
+        parts = self._decode(llm, ids[start:], start, range(score_from, len(ids) - 1), reduce)
         seconds = time.perf_counter() - started
-        if not rows:
-            return Scored([], len(ids), seconds, [])
-        logits = np.asarray(rows, dtype=np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        log_z = np.log(np.exp(logits).sum(axis=1))
-        targets = np.asarray(ids[score_from + 1 :])
-        greedy = (logits.argmax(axis=1) == targets).tolist()
-        return Scored((log_z - logits[np.arange(len(targets)), targets]).tolist(), len(ids), seconds, greedy)
+        return Scored([x for losses, _ in parts for x in losses], len(ids) - start, seconds, [g for _, hits in parts for g in hits])
 
     def available_memory(self) -> int:
         return available_host_memory() + self.facts.weight_bytes

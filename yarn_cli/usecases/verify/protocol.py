@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import variants, verify_plan
+from yarn_cli.core import heatmap, variants, verify_plan
 from yarn_cli.core.variants import RopeVariant
 from yarn_cli.errors import InputError, UnsupportedError
 from yarn_cli.usecases.verify import parity_check, tasks
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult
 
-SCHEMA = 2  # --json: 2 replaced tokens_per_second by speed (prefill and decode apart) and added variants, tasks, cells
+# --json: 2 replaced tokens_per_second by speed (prefill and decode apart) and added variants, tasks, cells; 3 added
+# ruler, heatmaps and perplexity_curve (perplexity now read from one pass per document, windows from its start)
+SCHEMA = 3
 
 
 @dataclass
@@ -24,7 +26,8 @@ class VerifyOptions:
     lengths: list[int] | None = None
     max_length: int | None = None
     depths: list[float] = field(default_factory=lambda: list(verify_plan.DEFAULT_DEPTHS))
-    trials: int = 1
+    samples: int = 1  # prompts per cell (length, and depth where a task has one)
+    threshold: float = 85.6  # RULER's bar for effective length (points)
     text: Path | None = None
     ppl_windows: int = 2
     min_accuracy: float = 0.8
@@ -35,6 +38,7 @@ class VerifyOptions:
     parity_length: int | None = None
     tasks: tuple[str, ...] = tasks.DEFAULT_TASKS
     variants: tuple[str, ...] | None = None  # names (variants.select); None: extended and baseline
+    compare: tuple[str, ...] = ()  # the paper's alternatives added on the same weights (variants.comparison)
     lm_eval: Any = None  # lm_eval_suite.LmEvalRequest: lm-eval's tasks on every variant, after the others
 
 
@@ -81,6 +85,20 @@ class Prepared:
         return checks + harness + len(self.variants) * sum(len(jobs) for jobs in self.jobs.values())
 
 
+def _with_comparisons(chosen: list[RopeVariant], names: tuple[str, ...], facts: Any) -> tuple[list[RopeVariant], list[str]]:
+    """The run's variants with --compare's after them; one that runs the same RoPE as a variant already there
+    (``none`` beside the baseline) is that variant, so it is left out, with a note."""
+    result, notes = list(chosen), []
+    for name in names:
+        added = variants.comparison(name, facts.rope, facts.baked_attention_factor)
+        twin = next((v for v in result if v.same_rope(added)), None)
+        if twin is not None:
+            notes.append(f"--compare {name}: the same RoPE as the {twin.name} variant, shown there")
+        else:
+            result.append(added)
+    return result, notes
+
+
 def plan_lengths(engine: Any, options: VerifyOptions, answer_tokens: int) -> tuple[list[int], list[dict[str, Any]], int | None]:
     """The lengths to run, those skipped because their memory estimate does not fit, and the largest that fits
     (all from one estimate). Variants run one at a time over shared weights, so one estimate holds for each."""
@@ -105,6 +123,7 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
     if chosen is None and options.variants:
         chosen = variants.select_all(list(options.variants), facts.rope, facts.baked_attention_factor)
     chosen = chosen or default_variants(engine)
+    chosen, compare_notes = _with_comparisons(chosen, options.compare, facts)
     for variant in chosen:
         reason = engine.unsupported(variant)
         if reason:
@@ -113,10 +132,11 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
     answer = max((task.answer_tokens for task in task_list), default=0)
     # --tasks none (lm-eval only): no length to plan, so none is reported as run
     lengths, skipped, largest = plan_lengths(engine, options, answer) if task_list else ([], [], None)
-    text_ids = engine.tokenizer.encode(load_text(options.text))
+    text = load_text(options.text)
+    text_ids = engine.tokenizer.encode(text)
     context = Context(engine.tokenizer.encode, engine.tokenizer.bos, text_ids, engine.facts.original_context, options,
-                      [v.name for v in chosen])
-    notes = list(engine.notes)
+                      [v.name for v in chosen], text, [] if options.parity_only else list(lengths))
+    notes = list(engine.notes) + compare_notes
     jobs: dict[str, list[Job]] = {task.name: [] for task in task_list}
     for length in lengths if not options.parity_only else []:
         for task in task_list:
@@ -129,8 +149,8 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
 
 
 def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | None = None,
-        prepared: Prepared | None = None) -> tuple[dict[str, Any], list[Column]]:
-    """The report (the --json object) and the tasks' table columns."""
+        prepared: Prepared | None = None, describe: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[Column]]:
+    """The report (the --json object) and the tasks' table columns. ``describe`` hears which cell runs next."""
     prepared = prepared or prepare(engine, options)
     notes = list(prepared.notes)
     started = time.perf_counter()
@@ -140,7 +160,7 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
         return {**_header(engine, prepared), "parity": checked.to_json(), "notes": notes,
                 "verdict": {"ok": checked.ok, "reason": checked.line}, "timings": _timings(engine, timings)}, []
     started = time.perf_counter()
-    cells = _cells(engine, prepared, advance)
+    cells = _cells(engine, prepared, advance, describe)
     timings["protocol_seconds"] = time.perf_counter() - started
     extra = []
     if options.lm_eval is not None:
@@ -157,13 +177,16 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
     return report, columns
 
 
-def _cells(engine: Any, prepared: Prepared, advance) -> list[Cell]:
-    """Variant by variant (an engine that holds one model at a time switches once), then task by task."""
-    cells = []
+def _cells(engine: Any, prepared: Prepared, advance, describe) -> dict[str, list[Cell]]:
+    """Each task's cells (a cell names the task it scores: RULER's suite names its own tasks), variant by
+    variant (an engine that holds one model at a time switches once), then task by task."""
+    cells: dict[str, list[Cell]] = {task.name: [] for task in prepared.tasks}
     for variant in prepared.variants:
         for task in prepared.tasks:
             for job in prepared.jobs[task.name]:
-                cells.append(task.run(engine, variant, job))
+                if describe:
+                    describe(job.describe(variant.name))
+                cells[task.name].append(task.run(engine, variant, job))
                 if advance:
                     advance(1)
     return cells
@@ -198,10 +221,11 @@ def speed(cells: list[Cell]) -> dict[str, dict[str, dict[str, float | None]]]:
                 for n, r in lengths.items()} for v, lengths in totals.items()}
 
 
-def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str],
+def _report(engine: Any, prepared: Prepared, by_task: dict[str, list[Cell]], notes: list[str],
             extra: list[TaskResult]) -> tuple[dict[str, Any], list[Column]]:
     """``extra``: results computed outside the task loop (lm-eval's), judged and reported like a task's."""
-    results = [task.finish([c for c in cells if c.task == task.name], prepared.context) for task in prepared.tasks] + extra
+    results = [task.finish(by_task[task.name], prepared.context) for task in prepared.tasks] + extra
+    cells = [cell for task in prepared.tasks for cell in by_task[task.name]]
     for result in results:
         notes += result.notes
     if prepared.skipped:
@@ -215,10 +239,12 @@ def _report(engine: Any, prepared: Prepared, cells: list[Cell], notes: list[str]
                                      facts.target_context, judgements)
     else:
         result = verify_plan.judged(judgements, "lm-eval ran")
-    report = {**_header(engine, prepared), "tasks": list(prepared.jobs), "lengths": prepared.lengths, "skipped": prepared.skipped,
+    report = {**_header(engine, prepared), "tasks": list(prepared.context.options.tasks), "lengths": prepared.lengths, "skipped": prepared.skipped,
               "largest_fitting_length": prepared.largest_fitting}
     for task_result in results:
         report.update(task_result.report)
-    report.update(speed=speed(cells), cells=[c.to_json() for c in cells],
+    cell_json = [c.to_json() for c in cells]
+    pictured = [name for task in prepared.tasks for name in task.pictured]
+    report.update(heatmaps=heatmap.heatmaps(cell_json, pictured), speed=speed(cells), cells=cell_json,
                   verdict={"ok": result.ok, "reason": result.reason}, notes=notes)
     return report, [column for r in results for column in r.columns]

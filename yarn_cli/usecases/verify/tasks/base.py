@@ -22,6 +22,11 @@ class Job:
     depth: float | None = None
     sample: int = 0
     expected: Any = None  # what scoring needs: the passkey, or where a window's scored tokens start
+    title: str | None = None  # what the progress line calls it, where not ``task`` (a RULER task inside the suite)
+
+    def describe(self, variant: str) -> str:
+        depth = f", depth {self.depth:.0%}" if self.depth is not None else ""
+        return f"{variant}: {self.title or self.task} at {self.length:,}{depth}, sample {self.sample + 1}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Context:
     original_context: int
     options: Any  # protocol.VerifyOptions
     variants: list[str]  # names, in run order; the first is judged, against the second
+    text: str = ""  # the text (--text) ``text_ids`` tokenize: essay haystacks are cut from its words
+    lengths: list[int] = field(default_factory=list)  # every length the run plans (a task may run once, at the longest)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Column:
 class Task(Protocol):
     name: str
     answer_tokens: int  # the longest answer it decodes (0: it only scores)
+    pictured: tuple[str, ...]  # the task names of its cells that a heatmap shows (length x depth), if any
 
     def plan(self, context: Context, length: int) -> tuple[list[Job], list[str]]:
         """The jobs at ``length``, and notes (why a length has none)."""

@@ -14,10 +14,11 @@ from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, Task
 class PasskeyTask:
     name = "passkey"
     answer_tokens = 10  # a 5-digit key and a few tokens around it
+    pictured = ("passkey",)
 
     def plan(self, context: Context, length: int) -> tuple[list[Job], list[str]]:
         options = context.options
-        keys = verify_plan.passkeys(options.trials, options.seed)
+        keys = verify_plan.passkeys(options.samples, options.seed)
         jobs = []
         for depth in options.depths:
             for sample, key in enumerate(keys):

@@ -1,5 +1,10 @@
-"""Sliding-window perplexity: windows of each length over long natural text, each scoring its last
-PPL_STRIDE tokens (the paper's stride, at the far end of the context)."""
+"""Perplexity at every length from one pass per document. A causal model's loss at position p does not depend
+on what follows, so one pass over a document of the longest length gives, for every shorter length n, the
+losses of the window made of its first n tokens.
+
+Two readings of those losses, both reported: the YaRN paper's (and Hugging Face's) sliding-window figure,
+where a window scores only its last PPL_STRIDE tokens, the ones with the most context; and LongLoRA's, the
+mean over all of a window's tokens. The table and the verdict use the first; the numbers differ."""
 
 from __future__ import annotations
 
@@ -9,47 +14,90 @@ from typing import Any
 from yarn_cli.core import verify_plan
 from yarn_cli.core.variants import RopeVariant
 from yarn_cli.core.verify_plan import Judgement
-from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, by_variant_and_length, keyed
+from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, keyed
+
+METHODS = {
+    "last_tokens": f"each window of n tokens scores its last {verify_plan.PPL_STRIDE} (the YaRN paper's sliding window, stride "
+                   f"{verify_plan.PPL_STRIDE}; Hugging Face's perplexity guide)",
+    "all_tokens": "each window of n tokens scores all of them (LongLoRA's reading): lower, as early tokens have little context",
+}
+
+LABELS = {"last_tokens": f"last {verify_plan.PPL_STRIDE} tokens of each window (YaRN paper)",
+          "all_tokens": "all tokens of each window (LongLoRA)"}
 
 
 class PerplexityTask:
     name = "perplexity"
     answer_tokens = 0
+    pictured = ()
 
     def plan(self, context: Context, length: int) -> tuple[list[Job], list[str]]:
+        """Documents only at the pass length (the longest length the text holds); other lengths read them."""
         text = context.text_ids
-        starts = verify_plan.ppl_windows(len(text), length, context.options.ppl_windows)
-        if not starts and context.options.ppl_windows:
+        if length > len(text) and context.options.ppl_windows:
             return [], [f"the text has {len(text):,} tokens, fewer than {length:,}: no perplexity at that length"]
-        jobs = []
-        for sample, start in enumerate(starts):
-            window = text[start : start + length]
-            jobs.append(Job(self.name, length, window, None, sample, max(len(window) - 1 - verify_plan.PPL_STRIDE, 0)))
-        return jobs, []
+        if length != pass_length(context):
+            return [], []
+        starts = verify_plan.ppl_windows(len(text), length, context.options.ppl_windows)
+        return [Job(self.name, length, text[start:start + length], None, sample, 0) for sample, start in enumerate(starts)], []
 
     def run(self, engine: Any, variant: RopeVariant, job: Job) -> Cell:
-        scored = engine.score(variant, job.ids, job.expected)
+        scored = engine.score(variant, job.ids, 0)
         losses = scored.losses
         finite = all(math.isfinite(x) for x in losses)
         return Cell(self.name, variant.name, job.length, None, job.sample, sum(losses) if finite else None,
-                    {"tokens_scored": len(losses), "finite": finite}, scored.prefill_tokens, scored.prefill_seconds)
+                    {"losses": losses, "finite": finite}, scored.prefill_tokens, scored.prefill_seconds)
 
     def finish(self, cells: list[Cell], context: Context) -> TaskResult:
-        perplexity = by_variant_and_length(cells, _perplexity)
-        broken = {v: sorted({c.length for c in cells if c.variant == v and not c.detail["finite"]}) for v in context.variants}
-        notes = [f"{v} model: NaN/infinite log-probabilities at {n:,} tokens; no perplexity there" for v, lengths in broken.items() for n in lengths]
+        longest = pass_length(context)
+        grid = curve_lengths(context.original_context, longest, context.lengths)
+        curves = {method: {v: curve([c for c in cells if c.variant == v], grid, method) for v in context.variants} for method in METHODS}
+        table = {v: {n: x for n, x in curves["last_tokens"][v].items() if n in context.lengths} for v in context.variants}
+        broken = {v: first_nonfinite([c for c in cells if c.variant == v]) for v in context.variants}
+        notes = [f"{v} model: NaN/infinite log-probabilities from {bad[0]:,} tokens on; no perplexity" for v, bad in broken.items() if bad]
         judged, against = context.variants[0], context.variants[1] if len(context.variants) > 1 else None
-        column = Column("ppl", lambda v, n: perplexity.get(v, {}).get(n), lambda x: f"{x:.2f}")
-        judgement = judge(perplexity.get(judged, {}), perplexity.get(against, {}), context.original_context,
+        column = Column("ppl", lambda v, n: table.get(v, {}).get(n), lambda x: f"{x:.2f}")
+        judgement = judge(table.get(judged, {}), table.get(against, {}), context.original_context,
                           context.options.ppl_margin, broken[judged])
-        return TaskResult({"perplexity": keyed(perplexity, context.variants)}, [column], judgement, notes)
+        report = {"perplexity": keyed(table, context.variants),
+                  "perplexity_curve": {"lengths": grid, "documents": len({c.sample for c in cells}), "pass_tokens": longest,
+                                       "methods": METHODS, "labels": LABELS, **{m: keyed(curves[m], context.variants) for m in METHODS}}}
+        return TaskResult(report, [column], judgement, notes)
 
 
-def _perplexity(group: list[Cell]) -> float | None:
-    if any(c.score is None for c in group):
-        return None
-    tokens = sum(c.detail["tokens_scored"] for c in group)
-    return math.exp(sum(c.score for c in group) / tokens) if tokens else None
+def first_nonfinite(cells: list[Cell]) -> list[int]:
+    """[the shortest window length that holds a non-finite loss], or [] when every loss is finite."""
+    found = [i + 2 for c in cells if not c.detail["finite"] for i, x in enumerate(c.detail["losses"]) if not math.isfinite(x)]
+    return [min(found)] if found else []
+
+
+def pass_length(context: Context) -> int | None:
+    """The one pass's length: the longest planned length the text holds."""
+    fitting = [n for n in context.lengths if n <= len(context.text_ids)]
+    return max(fitting) if fitting else None
+
+
+def curve_lengths(original: int, longest: int | None, lengths: list[int]) -> list[int]:
+    """Every quarter of the trained length up to the pass length, and the verified lengths (all with a full
+    stride to score)."""
+    if not longest:
+        return []
+    step = max(original // 4, 1)
+    grid = set(range(step, longest + 1, step)) | {n for n in lengths if n <= longest}
+    return sorted(n for n in grid if n > verify_plan.PPL_STRIDE)
+
+
+def curve(cells: list[Cell], grid: list[int], method: str) -> dict[int, float]:
+    """Perplexity at each length of ``grid`` over the documents' passes (token-weighted, like one long text)."""
+    if not cells or any(not c.detail["finite"] for c in cells):
+        return {}
+    result = {}
+    for n in grid:
+        first = n - 1 - verify_plan.PPL_STRIDE if method == "last_tokens" else 0
+        chosen = [x for c in cells for x in c.detail["losses"][first:n - 1]]
+        if chosen:
+            result[n] = math.exp(sum(chosen) / len(chosen))
+    return result
 
 
 def judge(ours: dict[int, float], base: dict[int, float], original: int, margin: float, nonfinite: list[int]) -> Judgement | None:

@@ -1,0 +1,115 @@
+"""``verify --card``: the checkpoint's Hugging Face model card (README.md beside the weights) written or updated
+through huggingface_hub's ModelCard: front matter kept valid (tags added, the rest untouched), and one section
+of its own (the scaling, the evaluation table, the heatmap) replaced on every run, the rest of the card kept."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.errors import FormatError, InputError
+
+START, END = "<!-- yarn_cli verify: start -->", "<!-- yarn_cli verify: end -->"
+IMAGE = "yarn_verify_heatmap.png"
+TAGS = ("yarn", "long-context", "rope-scaling")
+
+
+def card_path(model: Path) -> Path:
+    """README.md inside an HF folder, or beside a .gguf (as GGUF repositories on the hub hold it)."""
+    return model / "README.md" if model.is_dir() else model.parent / "README.md"
+
+
+def check(model: Path) -> None:
+    """Before the run: an existing card must parse (its front matter is kept, so it must be valid)."""
+    path = card_path(model)
+    if path.exists():
+        _load(path)
+
+
+def _load(path: Path):
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(path)
+    except (ValueError, OSError) as exc:
+        raise FormatError(f"{path}: its front matter does not parse ({str(exc).splitlines()[0][:120]}); fix it or move it away") from exc
+
+
+def _table(report: dict[str, Any]) -> str:
+    names = [v["name"] for v in report["variants"]]
+    head, rows = ["length"], []
+    series: list[tuple[str, dict[str, dict[str, float]], str]] = []
+    if "accuracy" in report:
+        series += [(f"passkey {n}", report["accuracy"], "{:.0%}") for n in names[:2]]
+    if "perplexity" in report:
+        series += [(f"ppl {n}", report["perplexity"], "{:.2f}") for n in names[:2]]
+    if report.get("ruler"):
+        key = "average" if len(report["ruler"]["tasks"]) > 1 else None
+        source = report["ruler"]["average"] if key else {n: report["ruler"]["scores"][n][report["ruler"]["tasks"][0]] for n in names}
+        series += [(f"RULER {key or report['ruler']['tasks'][0]} {n}", source, "{:.1f}") for n in names[:2]]
+    head += [title for title, _, _ in series]
+    for length in report["lengths"]:
+        row = [f"{length:,}"]
+        for title, values, form in series:
+            variant = title.rsplit(" ", 1)[1]
+            value = values.get(variant, {}).get(str(length))
+            row.append("-" if value is None else form.format(value))
+        rows.append(row)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def section(report: dict[str, Any], image: str | None) -> str:
+    declared = report["variants"][0]
+    effective = report.get("ruler", {}).get("effective_length", {})
+    lines = [START, "## Long-context evaluation (yarn_cli verify)", "",
+             f"RoPE scaling: **{report['scaling']}**, trained length {report['original_context']:,}, "
+             f"declared length {report['target_context']:,}; {report['engine']} engine on {report['device']}.", "",
+             "```json", json.dumps({k: v for k, v in declared.items() if k != "name"}, indent=1), "```", "",
+             _table(report), "",
+             f"Verdict: **{'PASS' if report['verdict']['ok'] else 'FAIL'}**: {report['verdict']['reason']}"]
+    if effective:
+        lines += ["", "RULER effective length (score >= {:g} at every length up to it): ".format(report["ruler"]["threshold"])
+                  + ", ".join(f"{v} {'-' if x['average'] is None else format(x['average'], ',')}" for v, x in effective.items())]
+    if image:
+        lines += ["", f"![needle-in-a-haystack heatmap]({image})"]
+    return "\n".join(lines + [END])
+
+
+def write(model: Path, report: dict[str, Any], report_folder: Path | None = None) -> Path:
+    """Write or update the card (and its heatmap PNG beside it); returns the card's path."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from yarn_cli.io import report_images
+    from yarn_cli.io.atomic import atomic_path
+
+    path = card_path(model)
+    image = None
+    heatmaps = report.get("heatmaps", {})
+    first = report["variants"][0]["name"]
+    task = next((t for t, by in heatmaps.items() if first in by), None)
+    if task:
+        with atomic_path(path.parent / IMAGE) as tmp:
+            report_images.draw_heatmap(heatmaps[task][first], f"{task}: {first}", tmp)
+        image = IMAGE
+    new = section(report, image)
+    if path.exists():
+        card = _load(path)
+        body = card.content
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+        text = pattern.sub(lambda _: new, body) if pattern.search(body) else body.rstrip() + "\n\n" + new + "\n"
+        card = ModelCard(text)
+        data = card.data
+    else:
+        data = ModelCardData()
+        card = None
+    data.tags = list(dict.fromkeys([*(data.tags or []), *TAGS]))
+    if card is None:
+        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {model.name}\n\n{new}\n")
+    else:
+        card.data = data
+    with atomic_path(path) as tmp:
+        tmp.write_text(str(card), encoding="utf-8")
+    return path
