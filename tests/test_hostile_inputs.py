@@ -254,6 +254,7 @@ CASES = {
     "verify-threshold-above-100": (gguf, ["verify", "{in}", "--threshold", "150"], 2, "RULER scores are points"),
     "verify-samples-zero": (gguf, ["verify", "{in}", "--samples", "0"], 2, "Invalid value for '--samples'"),
     "verify-compare-unknown": (gguf, ["verify", "{in}", "--compare", "linear,dynamic"], 2, "choose from linear, ntk, none"),
+    "verify-base-model-without-card": (gguf, ["verify", "{in}", "--base-model", "org/name"], 2, "add --card"),
     "report-not-json": (lambda r: _put(r / "run.json", b"{nope"), ["report", "{in}", "-o", "{out}"], 3, "not JSON"),
     "report-not-a-verify-run": (lambda r: _put(r / "run.json", b'{"a": 1}'), ["report", "{in}", "-o", "{out}"], 3,
                                 "not a verify report"),

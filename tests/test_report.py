@@ -170,10 +170,13 @@ def test_card_is_written_then_updated_in_place(tiny_x4, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_x4, model)
     (model / "README.md").write_text("---\nlicense: apache-2.0\ntags:\n- mine\n---\n\n# My model\n\nMy own words.\n")
-    for _ in range(2):
-        report = verify(model, tasks="passkey", lengths=[512], depths="0.5", parity=False, card=True).to_json()
+    report = verify(model, tasks="passkey", lengths=[512], depths="0.5", parity=False, card=True).to_json()
+    assert "Base model: not recorded" in (model / "README.md").read_text()
+    report = verify(model, tasks="passkey", lengths=[512], depths="0.5", parity=False, card=True,
+                    base_model="HuggingFaceTB/SmolLM2-135M").to_json()
     card = ModelCard.load(model / "README.md")
     assert card.data.license == "apache-2.0" and card.data.tags[:1] == ["mine"] and "yarn" in card.data.tags
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M" and "Base model: HuggingFaceTB/SmolLM2-135M." in card.content
     assert card.content.count("yarn_cli verify: start") == 1 and "My own words." in card.content
     assert "![needle-in-a-haystack heatmap](yarn_verify_heatmap.png)" in card.content and (model / "yarn_verify_heatmap.png").exists()
     assert report["card"] == str(model / "README.md") and "| 512 |" in card.content

@@ -159,6 +159,7 @@ def verify(
     enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write DIR/report.html (self-contained) with heatmaps, the difference heatmap and perplexity curves as PNGs."),
     card: bool = typer.Option(False, "--card", help="Write or update the checkpoint's model card (README.md) with the scaling, the results and the heatmap."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="With --card: the hub id of the model this one extends (the card's base_model)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Test an extended checkpoint at its new length: a parity check of the engine's RoPE, then passkey retrieval,
@@ -173,7 +174,7 @@ def verify(
         variants=variants, compare=compare, lm_eval=lm_eval, lm_eval_args=lm_eval_args, max_task_drop=max_task_drop,
         engine_options=dict(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                             dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
-        report=report, card=card, notify=_note,
+        report=report, card=card, base_model=base_model, notify=_note,
     )
     if code:
         raise typer.Exit(code)

@@ -61,10 +61,12 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def section(report: dict[str, Any], image: str | None) -> str:
+def section(report: dict[str, Any], image: str | None, base_model: str | None) -> str:
     declared = report["variants"][0]
     effective = report.get("ruler", {}).get("effective_length", {})
     lines = [START, "## Long-context evaluation (yarn_cli verify)", "",
+             f"Base model: {base_model}." if base_model else
+             "Base model: not recorded; `yarn verify --card --base-model ORG/NAME` adds it.", "",
              f"RoPE scaling: **{report['scaling']}**, trained length {report['original_context']:,}, "
              f"declared length {report['target_context']:,}; {report['engine']} engine on {report['device']}.", "",
              "```json", json.dumps({k: v for k, v in declared.items() if k != "name"}, indent=1), "```", "",
@@ -78,38 +80,51 @@ def section(report: dict[str, Any], image: str | None) -> str:
     return "\n".join(lines + [END])
 
 
-def write(model: Path, report: dict[str, Any], report_folder: Path | None = None) -> Path:
-    """Write or update the card (and its heatmap PNG beside it); returns the card's path."""
-    from huggingface_hub import ModelCard, ModelCardData
+def _gguf_base_model(model: Path) -> str | None:
+    """A GGUF's own record of its base model (general.base_model.0.repo_url, a hub address), as a repo id."""
+    if model.is_dir():
+        return None
+    from yarn_cli.io.gguf_reader import read_gguf
 
+    url = read_gguf(model).get("general.base_model.0.repo_url")
+    prefix = "https://huggingface.co/"
+    return url[len(prefix):].strip("/") if isinstance(url, str) and url.startswith(prefix) else None
+
+
+def _heatmap(folder: Path, report: dict[str, Any]) -> str | None:
+    """The judged variant's first heatmap, saved beside the card; its file name (None: the run drew none)."""
     from yarn_cli.io import report_images
     from yarn_cli.io.atomic import atomic_path
 
-    path = card_path(model)
-    image = None
-    heatmaps = report.get("heatmaps", {})
     first = report["variants"][0]["name"]
-    task = next((t for t, by in heatmaps.items() if first in by), None)
-    if task:
-        with atomic_path(path.parent / IMAGE) as tmp:
-            report_images.draw_heatmap(heatmaps[task][first], f"{task}: {first}", tmp)
-        image = IMAGE
-    new = section(report, image)
-    if path.exists():
-        card = _load(path)
-        body = card.content
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-        text = pattern.sub(lambda _: new, body) if pattern.search(body) else body.rstrip() + "\n\n" + new + "\n"
-        card = ModelCard(text)
-        data = card.data
-    else:
-        data = ModelCardData()
-        card = None
+    task = next((t for t, by in report.get("heatmaps", {}).items() if first in by), None)
+    if task is None:
+        return None
+    with atomic_path(folder / IMAGE) as tmp:
+        report_images.draw_heatmap(report["heatmaps"][task][first], f"{task}: {first}", tmp)
+    return IMAGE
+
+
+def write(model: Path, report: dict[str, Any], base_model: str | None = None) -> Path:
+    """Write or update the card (and its heatmap PNG beside it); returns the card's path. The base model is
+    ``base_model``, else the card's own, else the GGUF's record of it; a card without one says how to add it."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from yarn_cli.io.atomic import atomic_path
+
+    path = card_path(model)
+    existing = _load(path) if path.exists() else None
+    data = existing.data if existing is not None else ModelCardData()
     data.tags = list(dict.fromkeys([*(data.tags or []), *TAGS]))
-    if card is None:
-        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {model.name}\n\n{new}\n")
+    data.base_model = base_model or data.base_model or _gguf_base_model(model)
+    new = section(report, _heatmap(path.parent, report), data.base_model)
+    if existing is not None:
+        body = existing.text
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+        body = pattern.sub(lambda _: new, body) if pattern.search(body) else body.rstrip() + "\n\n" + new + "\n"
     else:
-        card.data = data
+        body = f"\n# {model.name}\n\n{new}\n"
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     with atomic_path(path) as tmp:
         tmp.write_text(str(card), encoding="utf-8")
     return path

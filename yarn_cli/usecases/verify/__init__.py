@@ -37,6 +37,7 @@ class VerifyRun:
     path: Path
     report_folder: Path | None = None  # --report DIR: written after the run
     card: bool = False  # --card: the model card next to the checkpoint, after the run
+    base_model: str | None = None  # --base-model: the card's base_model
 
     @property
     def total_steps(self) -> int:
@@ -61,7 +62,7 @@ class VerifyRun:
         if self.card:
             from yarn_cli.usecases import card
 
-            written["card"] = str(card.write(self.path, report, self.report_folder))
+            written["card"] = str(card.write(self.path, report, self.base_model))
         report.update(written)
         return VerifyReport(report, columns)
 
@@ -133,6 +134,7 @@ def prepare_verify(
     engine_options: dict[str, Any] | None = None,
     report: str | Path | None = None,
     card: bool = False,
+    base_model: str | None = None,
     notify: Notify | None = None,
 ) -> VerifyRun:
     """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory and the parity check.
@@ -143,7 +145,8 @@ def prepare_verify(
     with ``lm_eval_args`` for lm-eval's simple_evaluate (num_fewshot, limit, include_path...) and
     ``max_task_drop`` points as a gate. ``engine_options``: what only some engines take (vllm:
     tensor_parallel_size, pipeline_parallel_size, dtype, gpu_memory_utilization, enforce_eager). ``report``: a
-    folder for report.html and its pictures; ``card``: write (or update) the checkpoint's model card."""
+    folder for report.html and its pictures; ``card``: write (or update) the checkpoint's model card, naming
+    ``base_model`` (a hub id)."""
     from yarn_cli.runtimes.base import load_engine, pick_device
     from yarn_cli.usecases.verify import protocol
 
@@ -154,6 +157,8 @@ def prepare_verify(
                        max_task_drop=max_task_drop)
     check_original_context(original_context)
     report_folder = _report_folder(report, path, card)
+    if base_model and not card:
+        raise InputError("--base-model names the base model in the card: add --card")
     longest = max(options.lengths or [0]) + 16
     started = time.perf_counter()
     loaded = load_engine(engine, path, pick_device(device), original_context, longest, engine_options or {})
@@ -162,7 +167,7 @@ def prepare_verify(
     except BaseException:
         loaded.close()
         raise
-    return VerifyRun(loaded, options, prepared, path, report_folder, card, time.perf_counter() - started)
+    return VerifyRun(loaded, options, prepared, path, report_folder, card, base_model, time.perf_counter() - started)
 
 
 def _options(*, lengths, max_length, depths, samples, seed, threshold, text, ppl_windows, min_accuracy, ppl_margin, parity, parity_only,
