@@ -140,13 +140,12 @@ def prepare_verify(
     """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory and the parity check.
 
     ``samples``: prompts per cell (formerly ``trials``); ``seed`` seeds every prompt; ``threshold``: RULER's bar for the
-    effective length; ``compare``: the paper's alternatives on the same weights (linear, ntk, none). names to compare, the first judged against the second (extended, baseline, paper, m=X;
+    effective length; ``compare``: the paper's alternatives on the same weights (linear, ntk, none). ``variants``: names to compare, the first judged against the second (extended, baseline, paper, m=X;
     default extended,baseline). ``lm_eval``: lm-evaluation-harness tasks or groups to run on every variant,
     with ``lm_eval_args`` for lm-eval's simple_evaluate (num_fewshot, limit, include_path...) and
     ``max_task_drop`` points as a gate. ``engine_options``: what only some engines take (vllm:
-    tensor_parallel_size, pipeline_parallel_size, dtype, gpu_memory_utilization, enforce_eager). ``report``: a
-    folder for report.html and its pictures; ``card``: write (or update) the checkpoint's model card, naming
-    ``base_model`` (a hub id)."""
+    tensor_parallel_size, pipeline_parallel_size, dtype, gpu_memory_utilization, enforce_eager). ``report``: a folder
+    for report.html; ``card``: write (or update) the model card, naming ``base_model`` (a hub id)."""
     from yarn_cli.runtimes.base import load_engine, pick_device
     from yarn_cli.usecases.verify import protocol
 
@@ -156,9 +155,7 @@ def prepare_verify(
                        parity_length=parity_length, tasks=tasks, variants=variants, compare=compare, lm_eval=lm_eval, lm_eval_args=lm_eval_args,
                        max_task_drop=max_task_drop)
     check_original_context(original_context)
-    report_folder = _report_folder(report, path, card)
-    if base_model and not card:
-        raise InputError("--base-model names the base model in the card: add --card")
+    report_folder = _report_folder(report, path, card, base_model)
     longest = max(options.lengths or [0]) + 16
     started = time.perf_counter()
     loaded = load_engine(engine, path, pick_device(device), original_context, longest, engine_options or {})
@@ -202,8 +199,10 @@ def _options(*, lengths, max_length, depths, samples, seed, threshold, text, ppl
     )
 
 
-def _report_folder(report: str | Path | None, model: Path, card: bool) -> Path | None:
-    """--report DIR and --card checked before the model loads (nothing is written before the run ends)."""
+def _report_folder(report: str | Path | None, model: Path, card: bool, base_model: str | None) -> Path | None:
+    """--report DIR, --card and --base-model checked before the model loads (nothing is written before the run ends)."""
+    if base_model and not card:
+        raise InputError("--base-model names the base model in the card: add --card")
     from yarn_cli.usecases import card as cards
     from yarn_cli.usecases import report as reports
 
