@@ -42,7 +42,7 @@ def write(reports: list[tuple[str, dict[str, Any]]], folder: Path) -> ReportResu
             run_folder = staging / prefix.rstrip("-") if prefix else staging
             run_folder.mkdir(exist_ok=True)
             pictures = report_images.pictures(report, run_folder)
-            (run_folder / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+            (run_folder / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
             sections.append(report_html.run_section(report, name, run_folder, pictures))
             written += [f"{prefix.rstrip('-') + '/' if prefix else ''}{p['file']}" for p in pictures]
         title = " vs ".join(name for name, _ in reports)
