@@ -11,7 +11,7 @@ from yarn_cli.core.ruler import build, niah
 from yarn_cli.core.variants import RopeVariant
 from yarn_cli.core.verify_plan import Judgement
 from yarn_cli.errors import InputError
-from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, keyed
+from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, by_variant_and_length, keyed
 
 COLUMNS_PER_TASK = 3  # up to this many RULER tasks get a column each; more share one "ruler" average column
 
@@ -29,14 +29,14 @@ class RulerSuite:
 
         lists = ruler_words.load()
         essay = niah.essay_words(context.text) if any(t.uses_text for t in self.tasks) else []
-        count = _counter(context)
+        encoder = _Encoder(context)
         options = context.options
         jobs, notes = [], []
         for task in self.tasks:
             try:
                 for depth in (options.depths if task.has_depth else [None]):
-                    made = build.samples(task, count, length, options.samples, options.seed, lists, essay, depth)
-                    jobs += [Job(self.name, length, context.bos + context.encode(s.text), depth, i, (task.name, s.outputs), task.name)
+                    made = build.samples(task, encoder.count, length, options.samples, options.seed, lists, essay, depth)
+                    jobs += [Job(self.name, length, encoder.ids(s.text), depth, i, (task.name, s.outputs), task.name)
                              for i, s in enumerate(made)]
             except InputError as exc:
                 notes.append(str(exc))
@@ -55,7 +55,8 @@ class RulerSuite:
     def finish(self, cells: list[Cell], context: Context) -> TaskResult:
         threshold = context.options.threshold
         names = [t.name for t in self.tasks]
-        scores = {v: {t: _mean_by(cells, v, t, lambda c: c.length) for t in names} for v in context.variants}
+        by_task = {t: by_variant_and_length([c for c in cells if c.task == t], _mean) for t in names}
+        scores = {v: {t: by_task[t].get(v, {}) for t in names} for v in context.variants}
         average = {v: _average(scores[v], names) for v in context.variants}
         effective = {v: {**{t: ruler.effective_length(scores[v][t], threshold) for t in names},
                          "average": ruler.effective_length(average[v], threshold)} for v in context.variants}
@@ -66,18 +67,24 @@ class RulerSuite:
         return TaskResult(report, _columns(names, scores, average, threshold), _judge(effective, context, threshold))
 
 
-def _counter(context: Context):
-    """Tokens of a prompt as the engine will run it: BOS, then the text."""
-    bos = len(context.bos)
-    return lambda text: bos + len(context.encode(text))
+class _Encoder:
+    """A prompt's ids as the engine will run them (BOS, then the text), the last one remembered: RULER's sizing
+    counts the prompt it keeps again, and its job needs the same ids, so each is tokenized once."""
+
+    def __init__(self, context: Context):
+        self.context, self.text, self.last = context, None, []
+
+    def ids(self, text: str) -> list[int]:
+        if text != self.text:
+            self.text, self.last = text, self.context.bos + self.context.encode(text)
+        return self.last
+
+    def count(self, text: str) -> int:
+        return len(self.ids(text))
 
 
-def _mean_by(cells: list[Cell], variant: str, task: str, key) -> dict[Any, float]:
-    groups: dict[Any, list[float]] = {}
-    for cell in cells:
-        if cell.variant == variant and cell.task == task:
-            groups.setdefault(key(cell), []).append(cell.score)
-    return {k: sum(v) / len(v) for k, v in groups.items()}
+def _mean(cells: list[Cell]) -> float:
+    return sum(c.score for c in cells) / len(cells)
 
 
 def _average(scores: dict[str, dict[int, float]], names: list[str]) -> dict[int, float]:
