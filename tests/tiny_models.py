@@ -27,13 +27,14 @@ TINY = {
     "gpt_neox": dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                      max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10000, use_parallel_residual=True,
                      tie_word_embeddings=False),
+    "smollm3": dict(COMMON, rope_theta=10000.0, no_rope_layers=[1, 0], pad_token_id=0, bos_token_id=1, eos_token_id=2),
     # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
     "gpt_oss": dict(COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1, sliding_window=32,
                     layer_types=["sliding_attention", "full_attention"],
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
 }
 # Model types of registry entries that are not causal-LM text models on their own.
-MULTIMODAL = {"gemma3"}
+MULTIMODAL = {"gemma3", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
 
 
 def build_model(model_type: str, seed: int = 0, **overrides):

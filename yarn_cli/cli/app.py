@@ -104,6 +104,7 @@ def extend(
     bake_temperature: bool = typer.Option(False, "--bake-temperature", help="HF only: multiply q/k by m in the weights and write attention_factor 1.0."),
     attention_factor: Optional[float] = typer.Option(None, "--attention-factor", help="The m to apply instead of the paper's 0.1 ln s + 1 (what `yarn tune` finds); written in each format's own form."),
     replace: bool = typer.Option(False, "--replace", help="Re-extend a checkpoint that already carries a scaling, from its original length."),
+    stack: bool = typer.Option(False, "--stack", help="GGUF with frequency factors (Llama 3.x's rope_freqs): keep them and add YaRN on top from the file's context, as llama.cpp computes the two."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the planned changes; write nothing."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the input)."),
     copy: bool = typer.Option(
@@ -123,7 +124,7 @@ def extend(
 
     plan = plan_extend(model, out, scale=scale, to=to, original_context=original_context, beta_fast=beta_fast,
                        beta_slow=beta_slow, bake_temperature=bake_temperature, replace=replace, force=force,
-                       revision=revision, modelfile=modelfile, attention_factor=attention_factor, notify=_note)
+                       revision=revision, modelfile=modelfile, attention_factor=attention_factor, notify=_note, stack=stack)
     extend_cmd.run(plan, consoles.out, consoles.err, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
 
 

@@ -57,7 +57,7 @@ def _value(value: Any) -> str:
 def render_gguf(console: Console, report: dict[str, Any], plan: Any) -> None:
     console.print(
         f"[bold]{esc(report['source'])}[/]: {esc(plan.architecture)}, trained length {plan.original_context:,} -> "
-        f"[bold]{plan.target_context:,}[/] (YaRN x{plan.scale:g}; llama.cpp applies m = {plan.attention_factor:.4f} itself)"
+        f"[bold]{plan.target_context:,}[/] (YaRN x{plan.scale:g}{_stacked(plan)}; llama.cpp applies m = {plan.attention_factor:.4f} itself)"
     )
     table = Table(title="GGUF metadata changes", title_justify="left", header_style="bold")
     for column in ("key", "type", "old", "new"):
@@ -66,7 +66,10 @@ def render_gguf(console: Console, report: dict[str, Any], plan: Any) -> None:
         new = "[red]removed[/]" if change.action == "remove" else _value(change.new)
         table.add_row(esc(change.key), change.type, _value(change.old), new)
     console.print(table)
-    console.print("[dim]every other KV record, the tensor infos and the tensor data are copied unchanged[/]")
+    for change in plan.tensor_changes:
+        console.print(f"tensor {esc(change.name)}: rewritten in place to {len(change.values)} x 1.0 ({esc(change.why)})")
+    rest = "every other tensor's data" if plan.tensor_changes else "the tensor data"
+    console.print(f"[dim]every other KV record, the tensor infos and {rest} are copied unchanged[/]")
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {esc(note)}")
     if report["dry_run"]:
@@ -77,6 +80,10 @@ def render_gguf(console: Console, report: dict[str, Any], plan: Any) -> None:
     rate = report["bytes_written"] / max(report["seconds"], 1e-9)
     console.print(f"done in {report['seconds']:.2f} s ({human_bytes(rate)}/s)")
     render_run(console, report["run"])
+
+
+def _stacked(plan: Any) -> str:
+    return f" stacked on rope_freqs' {esc(plan.stacked_on)}" if plan.stacked_on else ""
 
 
 def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from yarn_cli.core import kv_cache, lengths, rope
+from yarn_cli.core import freq_factors, kv_cache, lengths, rope
 from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
 from yarn_cli.errors import InputError
 
@@ -46,8 +46,10 @@ def existing_frequencies(spec: RopeSpec, seq_len: float | None = None) -> rope.S
     """What a runtime computes for the scaling the checkpoint already declares (transformers' conventions)."""
     scaling = spec.scaling
     base, dim = spec.theta, spec.rotary_dim
-    if scaling is None:
-        return rope.ScaledFrequencies("default", rope.inv_freq_values(base, dim), 1.0, base=base)
+    divisors = freq_factors.divisors(spec.freq_factors)
+    if scaling is None or scaling.source == freq_factors.SOURCE:  # the factors alone: θ_i / f_i
+        return rope.ScaledFrequencies("default" if scaling is None else scaling.type,
+                                      rope.linear(base, dim, 1.0, divisors).theta, 1.0, base=base)
     params = scaling.params
     original = scaling.original_context or spec.max_context
     factor = scaling.factor if scaling.factor is not None else spec.max_context / original
@@ -60,9 +62,10 @@ def existing_frequencies(spec: RopeSpec, seq_len: float | None = None) -> rope.S
             attention_factor=params.get("attention_factor"),
             mscale=params.get("mscale"),
             mscale_all_dim=params.get("mscale_all_dim"),
+            divisors=divisors,
         )
     if scaling.type == "linear":
-        return rope.linear(base, dim, factor)
+        return rope.linear(base, dim, factor, divisors)
     if scaling.type == "dynamic":
         return rope.dynamic_ntk(base, dim, factor, spec.max_context, seq_len or spec.max_context)
     if scaling.type == "llama3":

@@ -58,6 +58,7 @@ class Architecture:
     gguf_local_rope_base: float = 0.0  # llama.cpp's base for sliding layers when the GGUF does not say
     native_engine: bool = False  # the native verify engine runs this family
     rotary_dim_key: str = ""  # config key giving the rotary dims directly (GPT-J's rotary_dim)
+    rope_layers_key: str = ""  # config key with one flag per layer, 1 where it rotates (SmolLM3's no_rope_layers)
     hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family
     bake_unsupported: str = ""  # why --bake-temperature cannot locate q/k in this family
     hf4_keys: Mapping[str, str] = field(default_factory=dict)  # 4.x top-level names of rope_parameters values
@@ -81,7 +82,7 @@ _TYPES: dict[str, Any] = {
     "family": str, "model_types": list, "rope_layout": str, "layer_prefixes": list, "tensors": dict,
     "top_tensors": dict, "gguf_architectures": list, "qkv_layout": str, "norm_scope": str, "norm_offset": (int, float),
     "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
-    "rotary_dim_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
+    "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
     "context_warning": dict, "notes": str,
 }
 

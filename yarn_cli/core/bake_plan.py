@@ -50,11 +50,23 @@ def _merge(rows: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 
 
 def yarn_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architecture) -> list[int]:
-    """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only)."""
+    """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only; SmolLM3: the layers
+    that rotate at all, since m baked into a layer without RoPE would change it and nothing else would)."""
+    rotating = rope_layers(cfg, n_layers, arch)
     if arch.yarn_layers == "all":
-        return list(range(n_layers))
+        return rotating
     sliding = set(hf_config.sliding_layers({**cfg, "sliding_window": cfg.get("sliding_window") or 1}, n_layers))
-    return [i for i in range(n_layers) if i not in sliding]
+    return [i for i in rotating if i not in sliding]
+
+
+def rope_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architecture) -> list[int]:
+    """The layers that apply RoPE: all, or those the entry's per-layer flag list marks."""
+    if not arch.rope_layers_key or cfg.get(arch.rope_layers_key) is None:
+        return list(range(n_layers))
+    flags = cfg[arch.rope_layers_key]
+    if not isinstance(flags, list) or len(flags) != n_layers:
+        raise UnsupportedError(f"config.json {arch.rope_layers_key} must list one flag per layer ({n_layers}), got {flags!r}")
+    return [i for i, flag in enumerate(flags) if flag]
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from yarn_cli.core import variants
+from yarn_cli.core import freq_factors, variants
 from yarn_cli.core.model import RopeSpec
 from yarn_cli.core.variants import RopeVariant
 
-DIAGNOSES = ("exact", "no-scaling", "no-attention-factor", "attention-factor-twice", "linear", "other")
+DIAGNOSES = ("exact", "no-scaling", "no-freq-factors", "no-attention-factor", "attention-factor-twice", "linear", "other")
 # What each hypothesis means, for the one line verify prints.
 MEANINGS = {
     "exact": "the declared scaling",
     "no-scaling": "YaRN ignored",
+    "no-freq-factors": "the rope_freqs frequency factors ignored",
     "no-attention-factor": "the attention factor dropped",
     "attention-factor-twice": "the attention factor applied twice",
     "linear": "linear interpolation instead",
@@ -49,6 +50,10 @@ def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[RopeVa
     """
     exact = variants.declared(spec, baked, seq_len, name="exact")
     found = [exact]
+    if spec.freq_factors is not None:  # a GGUF loader that drops rope_freqs (transformers' does) runs the rest alone
+        alone = replace(spec, freq_factors=None, scaling=None if spec.scaling and spec.scaling.source == freq_factors.SOURCE
+                        else spec.scaling)
+        found.append(variants.declared(alone, baked, seq_len, name="no-freq-factors"))
     scaling = spec.scaling
     if scaling is None:
         return found

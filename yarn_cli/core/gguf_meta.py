@@ -7,11 +7,12 @@ rope.dimension_count = head dim, original context = context_length when no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from yarn_cli.core import architectures, kv_cache
+from yarn_cli.core import architectures, freq_factors, kv_cache
+from yarn_cli.core.freq_factors import FreqFactors
 from yarn_cli.core.model import LOCAL_ROPE_NAME, RopeSpec, Scaling
 from yarn_cli.core.rope_scalars import get_mscale
 from yarn_cli.errors import FormatError, UnsupportedError
@@ -89,9 +90,11 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
 
 
 def read_rope_specs(
-    meta: Mapping[str, Any], original_context_override: int | None = None
+    meta: Mapping[str, Any], original_context_override: int | None = None, factor_values: Sequence[float] | None = None
 ) -> tuple[tuple[RopeSpec, ...], list[str]]:
-    """The RoPE families llama.cpp runs (global, and the sliding layers' own base where it has one)."""
+    """The RoPE families llama.cpp runs (global, and the sliding layers' own base where it has one).
+
+    ``factor_values``: the ``rope_freqs`` tensor's values where the file has one (llama.cpp divides θ by them)."""
     arch = str(meta.get("general.architecture", ""))
     if not arch:
         raise FormatError("GGUF metadata has no general.architecture")
@@ -108,19 +111,44 @@ def read_rope_specs(
     if context == 0:
         raise FormatError(f"GGUF metadata {p}context_length is 0; it must be the trained length")
     scaling = _declared_scaling(meta, p, context, warnings)
+    factors = freq_factors.read(factor_values, float(theta), rotary_dim) if factor_values is not None else None
+    if factors is not None:
+        scaling = _with_factors(scaling, factors, warnings)
     if original_context_override is not None:
         original, source = original_context_override, "--original-context"
     elif scaling is not None and scaling.original_context:
-        original, source = scaling.original_context, f"{p}rope.scaling.original_context_length"
+        original = scaling.original_context
+        source = (f"{freq_factors.TENSOR} (the llama3 scaling it encodes)" if scaling.source == freq_factors.SOURCE
+                  else f"{p}rope.scaling.original_context_length")
     else:
         original, source = context, f"{p}context_length"
     spec = RopeSpec(theta=float(theta), head_dim=head_dim, rotary_dim=rotary_dim, original_context=original,
                     original_context_source=source, max_context=context, scaling=scaling,
-                    layout=architectures.gguf_rope_layout(arch))
+                    layout=architectures.gguf_rope_layout(arch), freq_factors=factors)
     local_base = _local_rope_base(meta, arch)
     if local_base is None:
         return (spec,), warnings
     return (spec, replace(spec, theta=local_base, scaling=None, name=LOCAL_ROPE_NAME)), warnings
+
+
+def _with_factors(scaling: Scaling | None, factors: FreqFactors, warnings: list[str]) -> Scaling:
+    """The scaling llama.cpp runs with frequency factors: the llama3 one they encode when the keys declare none;
+    otherwise the declared one, applied on top of the factors (a stack, said as such)."""
+    if scaling is not None:
+        warnings.append(f"{freq_factors.TENSOR} ({factors.label}) sits under the declared {scaling.label}: llama.cpp divides "
+                        "every frequency by the factors and then applies the scaling, its ramp taken from the undivided base")
+        return scaling
+    if factors.assumed_length:
+        warnings.append(f"{freq_factors.TENSOR} is a plain step ({factors.label}) that fits several trained lengths; "
+                        f"{factors.original_context} is assumed: pass --original-context if the model card names another")
+    if not factors.recognized:
+        warnings.append(f"{freq_factors.TENSOR} holds per-pair factors that no llama3 scaling reproduces; they are shown "
+                        "and applied as they are")
+        return Scaling(type="rope_freqs", factor=max(factors.values), original_context=None,
+                       params={"tensor": freq_factors.TENSOR}, source=freq_factors.SOURCE)
+    return Scaling(type="llama3", factor=factors.factor, original_context=factors.original_context,
+                   params={"low_freq_factor": factors.low_freq_factor, "high_freq_factor": factors.high_freq_factor,
+                           "tensor": freq_factors.TENSOR}, source=freq_factors.SOURCE)
 
 
 def _local_rope_base(meta: Mapping[str, Any], arch: str) -> float | None:

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from yarn_cli.core import architectures, lengths, rope_scalars
+from yarn_cli.core import architectures, freq_factors, lengths, rope_scalars
+from yarn_cli.core.freq_factors import FreqFactors
 from yarn_cli.errors import AlreadyScaledError, FormatError, InputError
 
 STRING, UINT32, FLOAT32 = "STRING", "UINT32", "FLOAT32"
@@ -33,6 +34,18 @@ class KVChange:
 
 
 @dataclass(frozen=True)
+class TensorChange:
+    """A small tensor rewritten in place (same type, shape and offset), so every other byte stays as it was."""
+
+    name: str
+    values: tuple[float, ...]
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tensor": self.name, "values": list(self.values), "why": self.why}
+
+
+@dataclass(frozen=True)
 class GGUFPlan:
     architecture: str
     original_context: int
@@ -42,9 +55,13 @@ class GGUFPlan:
     changes: tuple[KVChange, ...]
     insert_after: str | None  # new keys go after this record, keeping the rope keys together
     notes: tuple[str, ...] = field(default_factory=tuple)
+    tensor_changes: tuple[TensorChange, ...] = ()
+    stacked_on: str | None = None  # the frequency factors YaRN is stacked on (--stack), by label
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "tensor_changes": [c.to_json() for c in self.tensor_changes],
+            "stacked_on": self.stacked_on,
             "architecture": self.architecture,
             "original_context": self.original_context,
             "scale": self.scale,
@@ -141,6 +158,36 @@ def _changes(meta: Mapping[str, tuple[str, Any]], existing: dict[str, Any], want
     return changes
 
 
+def _factors_route(factors: FreqFactors | None, existing: dict[str, Any], context: int, original_context: int | None,
+                   replace: bool, stack: bool) -> tuple[int | None, list[TensorChange]]:
+    """What becomes of llama.cpp's frequency factors: refused unless ``replace`` (rewritten to ones, YaRN from the
+    length they were fitted at) or ``stack`` (kept, YaRN from the file's own context on top). Returns the length
+    the extension starts from where the route fixes it, and the tensor rewrites."""
+    if replace and stack:
+        raise InputError("--replace and --stack exclude each other: replace the frequency factors, or stack YaRN on them")
+    if factors is None:
+        if stack:
+            raise InputError(f"--stack keeps a GGUF's frequency factors ({freq_factors.TENSOR}) under YaRN, and this file has none")
+        return None, []
+    trained = f" from {factors.original_context}" if factors.recognized else ""
+    if not (replace or stack):
+        raise AlreadyScaledError(
+            f"GGUF carries a {factors.label}{trained} scaling in its {freq_factors.TENSOR} tensor, which llama.cpp applies under "
+            f"YaRN too; pass --replace to re-extend{trained} with YaRN alone (the tensor is rewritten to ones), or --stack to "
+            f"keep it and add YaRN on top from {context}, exactly as llama.cpp computes the two together")
+    if stack:
+        if existing:
+            raise InputError(f"--stack adds YaRN over {freq_factors.TENSOR} where no scaling keys are set yet, and this file "
+                             f"has {', '.join(existing)}; start from the file without them")
+        return original_context or context, []
+    if original_context is None and not factors.recognized:
+        raise InputError(f"{freq_factors.TENSOR} encodes no llama3 scaling this tool recognises, so the trained length is "
+                         "unknown: pass --original-context with it")
+    ones = tuple(1.0 for _ in factors.values)
+    why = f"{factors.label}{trained} removed: llama.cpp divides θ by these factors under any scaling"
+    return original_context or factors.original_context, [TensorChange(freq_factors.TENSOR, ones, why)]
+
+
 def plan_extension(
     meta: Mapping[str, tuple[str, Any]],
     scale: float | None,
@@ -148,11 +195,14 @@ def plan_extension(
     original_context: int | None = None,
     replace: bool = False,
     attention_factor: float | None = None,
+    factors: FreqFactors | None = None,
+    stack: bool = False,
 ) -> GGUFPlan:
     """The KV changes that make llama.cpp run a GGUF with YaRN at s·L by default.
 
     ``meta`` maps each key to (type name, value) in file order. An existing scaling is refused
-    unless ``replace``; then the new extension starts from its original_context_length.
+    unless ``replace``; then the new extension starts from its original_context_length. ``factors``: the file's
+    ``rope_freqs`` (llama3 as a tensor), refused unless ``replace`` or ``stack`` (see ``_factors_route``).
     """
     arch = meta.get("general.architecture", (None, None))[1]
     if not isinstance(arch, str) or not arch:
@@ -162,11 +212,15 @@ def plan_extension(
     if context_entry is None or not isinstance(context_entry[1], int) or isinstance(context_entry[1], bool):
         raise FormatError(f"GGUF lacks an integer {p}context_length, which llama.cpp requires")
     existing = _existing_scaling(meta, p)
-    base_length = _base_length(existing, p, context_entry[1], original_context, replace)
+    routed, tensor_changes = _factors_route(factors, existing, context_entry[1], original_context, replace, stack)
+    base_length = routed or _base_length(existing, p, context_entry[1], original_context, replace)
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
     if target > lengths.MAX_CONTEXT:
         raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
     notes: list[str] = []
+    if stack and factors is not None:
+        notes.append(f"YaRN x{s:g} stacked on {freq_factors.TENSOR} ({factors.label}): llama.cpp divides θ by the factors, "
+                     "then applies YaRN with the ramp of the undivided base")
     wanted = _wanted(arch, existing, target, s, base_length, notes, attention_factor)
     changes = _changes(meta, existing, wanted, replace, notes)
     rope_keys = [key for key in meta if key.startswith(p + "rope.")]
@@ -174,6 +228,7 @@ def plan_extension(
         architecture=arch, original_context=base_length, scale=s, target_context=target,
         attention_factor=rope_scalars.get_mscale(s) if attention_factor is None else float(attention_factor), changes=tuple(changes),
         insert_after=rope_keys[-1] if rope_keys else p + "context_length", notes=tuple(notes),
+        tensor_changes=tuple(tensor_changes), stacked_on=factors.label if stack and factors is not None else None,
     )
 
 

@@ -184,6 +184,7 @@ def plan_config(
     text_key = hf_config.text_config_key(new_config)
     cfg = new_config[text_key] if text_key else new_config
     prefix = f"{text_key}." if text_key else ""
+    block.update(_carried_keys(cfg))
     changes: list[Change] = []
     notes: list[str] = []
     original_parameters = copy.deepcopy(cfg.get("rope_parameters"))
@@ -215,6 +216,20 @@ def plan_config(
         config=new_config, changes=tuple(changes), scale=s, original_context=base_length, target_context=target,
         attention_factor=1.0 if bake else m, bake_factor=m if bake else None, replaced=replaced, notes=tuple(notes),
     )
+
+
+# Keys of a RoPE block that say how positions map onto the rotary dims, not how they are scaled: YaRN keeps them
+# (Qwen-VL's multimodal sections; the Qwen docs' YaRN recipe writes them beside rope_type yarn).
+_CARRIED_KEYS = ("mrope_section", "mrope_interleaved")
+
+
+def _carried_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    carried: dict[str, Any] = {}
+    for name in ("rope_parameters", "rope_scaling"):
+        block = cfg.get(name)
+        if isinstance(block, dict) and not hf_config.is_nested_rope_parameters(block):
+            carried.update({k: block[k] for k in _CARRIED_KEYS if k in block and k not in carried})
+    return carried
 
 
 def _legacy_rope_keys(cfg: dict[str, Any], rope_parameters: Any, specs: tuple, model_type: str) -> dict[str, Any]:

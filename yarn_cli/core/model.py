@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from yarn_cli.core.freq_factors import FreqFactors
 from yarn_cli.core.kv_cache import AttentionLayout
 
 # transformers names (plus GGUF's) for the same scalings; "su" is Phi-3's first name for longrope.
 SCALING_ALIASES = {
     "su": "longrope",
     "none": "default",
+    # Qwen-VL's multimodal RoPE: plain RoPE whose rotary dims are split into (time, height, width) sections; for
+    # text every section sees the same position, so it scales as plain RoPE does
+    "mrope": "default",
 }
 LOCAL_ROPE_NAME = "local (sliding window)"
 KNOWN_SCALING_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope", "proportional")
@@ -59,6 +63,7 @@ class RopeSpec:
     scaling: Scaling | None = None
     layout: str = "rotate_half"  # or "interleaved" (GPT-J / GGUF "normal" layout)
     name: str = "global"
+    freq_factors: FreqFactors | None = None  # per-pair divisors of θ the runtime applies first (GGUF rope_freqs)
 
     @property
     def partial_rotary_factor(self) -> float:
@@ -76,6 +81,7 @@ class RopeSpec:
             "original_context_source": self.original_context_source,
             "max_context": self.max_context,
             "scaling": self.scaling.to_json() if self.scaling else None,
+            "freq_factors": self.freq_factors.to_json() if self.freq_factors else None,
         }
 
 

@@ -53,6 +53,14 @@ def inv_freq_values(base: float, rotary_dim: int) -> Vector:
     return tuple(1.0 / (float(base) ** (float(i) / rotary_dim)) for i in range(0, rotary_dim, 2))
 
 
+def _divided(theta: Vector, divisors: Sequence[float] | None) -> Vector:
+    if divisors is None:
+        return theta
+    if len(divisors) != len(theta):
+        raise FormatError(f"{len(divisors)} frequency factors for {len(theta)} rotary pairs; a runtime needs one per pair")
+    return tuple(t / float(d) for t, d in zip(theta, divisors))
+
+
 def inv_freq(base: float, rotary_dim: int) -> Any:
     """θ_i as a numpy float64 array."""
     return _array(inv_freq_values(base, rotary_dim))
@@ -116,9 +124,13 @@ def yarn(
     attention_factor: float | None = None,
     mscale: float | None = None,
     mscale_all_dim: float | None = None,
+    divisors: Sequence[float] | None = None,
 ) -> ScaledFrequencies:
-    """YaRN: θ'_i = θ_i·(1 - ramp_i) + (θ_i / s)·ramp_i, with the attention factor m."""
-    theta = inv_freq_values(base, rotary_dim)
+    """YaRN: θ'_i = θ_i·(1 - ramp_i) + (θ_i / s)·ramp_i, with the attention factor m.
+
+    ``divisors``: per-pair factors the runtime divides θ by first (llama.cpp's rope_freqs); the ramp still comes
+    from the undivided base, as llama.cpp computes it."""
+    theta = _divided(inv_freq_values(base, rotary_dim), divisors)
     low, high = yarn_correction_range(rotary_dim, base, original_context, beta_fast, beta_slow, truncate)
     ramp = linear_ramp(low, high, rotary_dim // 2)
     scaled = tuple(t * (1.0 - r) + (t / scale) * r for t, r in zip(theta, ramp))
@@ -140,9 +152,9 @@ def ntk_by_parts(
     return ScaledFrequencies("by-parts", result.theta, 1.0, result.ramp_values, result.low, result.high, float(base))
 
 
-def linear(base: float, rotary_dim: int, scale: float) -> ScaledFrequencies:
-    """Position interpolation (PI): θ'_i = θ_i / s for every pair."""
-    theta = inv_freq_values(base, rotary_dim)
+def linear(base: float, rotary_dim: int, scale: float, divisors: Sequence[float] | None = None) -> ScaledFrequencies:
+    """Position interpolation (PI): θ'_i = θ_i / s for every pair (θ divided by ``divisors`` first)."""
+    theta = _divided(inv_freq_values(base, rotary_dim), divisors)
     return ScaledFrequencies("linear", tuple(t / scale for t in theta), 1.0, tuple(1.0 for _ in theta), base=float(base))
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from yarn_cli.core import analysis, rope
+from yarn_cli.core import analysis, freq_factors, rope
 from yarn_cli.core.model import RopeSpec
 from yarn_cli.core.rope_scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
 from yarn_cli.core.units import split_names
@@ -91,7 +91,13 @@ def baseline(spec: RopeSpec, baked: float | None = None, name: str = "baseline")
     """The model every result is compared with: the same weights under plain RoPE at the checkpoint's base.
     cos/sin carry 1, or 1/m where q/k have m baked in, so the baseline equals the unextended model either way."""
     factor = 1.0 / float(baked) if baked else 1.0
-    return RopeVariant(name, "none", tuple(rope.inv_freq_values(spec.theta, spec.rotary_dim)), factor, spec.theta, baked=baked)
+    kept = f"no scaling beyond rope_freqs' {spec.freq_factors.label}" if spec.freq_factors is not None else None
+    return RopeVariant(name, "none", _plain(spec), factor, spec.theta, baked=baked, described=kept)
+
+
+def _plain(spec: RopeSpec, base: float | None = None) -> tuple[float, ...]:
+    """Plain RoPE at ``base`` (default the spec's): θ_i, divided by any per-pair factors the runtime always applies."""
+    return rope.linear(base or spec.theta, spec.rotary_dim, 1.0, freq_factors.divisors(spec.freq_factors)).theta
 
 
 def yarn(
@@ -113,7 +119,8 @@ def yarn(
     if m is not None and not (math.isfinite(m) and m > 0):
         raise InputError(f"a YaRN variant needs a positive finite attention factor, not {m!r}")
     original = original_context or spec.original_context
-    computed = rope.yarn(spec.theta, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate)
+    computed = rope.yarn(spec.theta, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate,
+                         divisors=freq_factors.divisors(spec.freq_factors))
     effective = get_mscale(scale) if m is None else float(m)
     return RopeVariant(name or f"yarn-x{scale:g}-m{effective:.4f}", "yarn", tuple(computed.theta), effective / (baked or 1.0),
                        spec.theta, float(scale), original, beta_fast, beta_slow, truncate, baked)
@@ -121,7 +128,7 @@ def yarn(
 
 def linear(spec: RopeSpec, scale: float, baked: float | None = None, name: str | None = None) -> RopeVariant:
     """Position interpolation: every frequency divided by s; cos/sin carry 1 (a baked m stays in)."""
-    computed = rope.linear(spec.theta, spec.rotary_dim, scale)
+    computed = rope.linear(spec.theta, spec.rotary_dim, scale, freq_factors.divisors(spec.freq_factors))
     return RopeVariant(name or f"linear-x{scale:g}", "linear", tuple(computed.theta), 1.0, spec.theta, float(scale), baked=baked)
 
 
@@ -200,5 +207,5 @@ def comparison(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVar
     if name == "linear":
         return linear(spec, factor, baked, name="linear")
     base = rope.ntk_aware_base(spec.theta, spec.rotary_dim, factor)
-    return RopeVariant("ntk", "none", tuple(rope.inv_freq_values(base, spec.rotary_dim)), 1.0 / float(baked) if baked else 1.0,
+    return RopeVariant("ntk", "none", _plain(spec, base), 1.0 / float(baked) if baked else 1.0,
                        base, float(factor), baked=baked, described=f"NTK-aware x{factor:g} (base {base:,.0f})")

@@ -147,6 +147,18 @@ def gguf_metadata(gguf) -> dict[str, Any]:
     return {key: field.value for key, field in gguf.fields.items()}
 
 
+def gguf_factor_values(shards: list) -> tuple[float, ...] | None:
+    """The ``rope_freqs`` per-pair factors llama.cpp divides θ by, from whichever shard holds them."""
+    from yarn_cli.core.freq_factors import TENSOR
+    from yarn_cli.io.gguf_reader import read_small_tensor
+
+    for shard in shards:
+        values = read_small_tensor(shard, TENSOR)
+        if values is not None:
+            return values
+    return None
+
+
 def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSummary:
     from yarn_cli.core import gguf_meta  # imported for GGUF input only, like the reader
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
@@ -154,7 +166,7 @@ def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSumm
     shards = [read_gguf(p) for p in split_shards(path)]
     meta = gguf_metadata(shards[0])
     with about(path):
-        ropes, warnings = gguf_meta.read_rope_specs(meta, original_context)
+        ropes, warnings = gguf_meta.read_rope_specs(meta, original_context, gguf_factor_values(shards))
         dims = gguf_meta.model_dims(meta)
     dtypes: Counter[str] = Counter(t.type_name for shard in shards for t in shard.tensors)
     stats = TensorStats(

@@ -331,3 +331,26 @@ def split_shards(path: str | os.PathLike) -> list[Path]:
     if missing:
         raise FormatError(f"{path}: split GGUF is missing shard(s) {', '.join(missing)} next to it")
     return shards
+
+
+def find_tensor(gguf: GGUFFile, name: str) -> GGUFTensorInfo | None:
+    return next((t for t in gguf.tensors if t.name == name), None)
+
+
+def read_small_tensor(gguf: GGUFFile, name: str, limit: int = 1 << 16) -> tuple[float, ...] | None:
+    """The values of a small F32/F16 tensor (per-pair factors), read with struct, so no torch or numpy is
+    imported; None when the file has no such tensor."""
+    info = find_tensor(gguf, name)
+    if info is None:
+        return None
+    if info.type_name not in ("F32", "F16") or info.numel > limit:
+        raise FormatError(f"{gguf.path}: tensor {name} is {info.type_name} with {info.numel} values; llama.cpp's converter "
+                          "writes it as a short F32 vector")
+    start = gguf.data_start + info.offset
+    if start + info.nbytes > gguf.file_size:
+        raise FormatError(f"{gguf.path}: tensor {name} runs past the end of the file (truncated GGUF)")
+    with open(gguf.path, "rb") as handle:
+        handle.seek(start)
+        raw = handle.read(info.nbytes)
+    code = "f" if info.type_name == "F32" else "e"
+    return struct.unpack(f"<{info.numel}{code}", raw)

@@ -13,7 +13,8 @@ from yarn_cli.core.gguf_plan import GGUFPlan
 from yarn_cli.errors import FormatError
 from yarn_cli.io import atomic, fastcopy
 from yarn_cli.io.gguf_reader import (
-    ARRAY, GGUF_MAGIC, SCALAR_FORMATS, STRING, VALUE_TYPE_NAMES, GGUFFile, read_gguf, split_shards, SPLIT_PATTERN,
+    ARRAY, GGUF_MAGIC, SCALAR_FORMATS, STRING, VALUE_TYPE_NAMES, GGUFFile, find_tensor, read_gguf, read_small_tensor,
+    split_shards, SPLIT_PATTERN,
 )
 
 TYPE_IDS = {name: type_id for type_id, name in VALUE_TYPE_NAMES.items()}
@@ -73,8 +74,26 @@ def extended_file_plan(source: GGUFFile, plan: GGUFPlan, target: Path) -> fastco
     data_length = source.file_size - source.data_start
     file_plan = fastcopy.FilePlan(target=target, size=len(head) + data_length, source=source.path)
     file_plan.add_data(0, head)
-    file_plan.add_copy(len(head), source.data_start, data_length)
+    done = 0  # bytes of the data region placed so far
+    for offset, data in sorted(_tensor_rewrites(source, plan)):
+        file_plan.add_copy(len(head) + done, source.data_start + done, offset - done)
+        file_plan.add_data(len(head) + offset, data)
+        done = offset + len(data)
+    file_plan.add_copy(len(head) + done, source.data_start + done, data_length - done)
     return file_plan
+
+
+def _tensor_rewrites(source: GGUFFile, plan: GGUFPlan) -> list[tuple[int, bytes]]:
+    """(offset in the data region, new bytes) of each planned tensor rewrite: same type, same size, in place."""
+    rewrites = []
+    for change in plan.tensor_changes:
+        info = find_tensor(source, change.name)
+        if info is None or info.type_name not in ("F32", "F16") or info.numel != len(change.values):
+            raise FormatError(f"{source.path}: tensor {change.name} is not the F32/F16 vector of {len(change.values)} "
+                              "values the plan rewrites")
+        code = "f" if info.type_name == "F32" else "e"
+        rewrites.append((info.offset, struct.pack(f"<{info.numel}{code}", *change.values)))
+    return rewrites
 
 
 @dataclass(frozen=True)
@@ -139,6 +158,9 @@ def check_written(path: Path, source: GGUFFile, plan: GGUFPlan) -> None:
             raise FormatError(f"{path}: written header lacks {change.key} as planned (a bug; nothing was published)")
     if result.tensors != source.tensors or result.file_size - result.data_start != source.file_size - source.data_start:
         raise FormatError(f"{path}: tensor infos or data length differ from the source (a bug; nothing was published)")
+    for change in plan.tensor_changes:
+        if read_small_tensor(result, change.name) != tuple(change.values):
+            raise FormatError(f"{path}: tensor {change.name} was not rewritten as planned (a bug; nothing was published)")
 
 
 def default_output(source_path: Path, scale: float) -> Path:

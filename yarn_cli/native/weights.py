@@ -97,11 +97,13 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
             f"{gguf.path}: the native engine runs GGUF architectures {', '.join(architectures.native_gguf_architectures())}; "
             f"this is {arch!r}: use --engine llama.cpp"
         )
-    from yarn_cli.io.checkpoint import gguf_metadata
+    from yarn_cli.io.checkpoint import gguf_factor_values, gguf_metadata
+    from yarn_cli.io.gguf_reader import read_gguf, split_shards
 
     meta = gguf_metadata(gguf)
     with about(gguf.path):
-        specs, _ = gguf_meta.read_rope_specs(meta, original_context)
+        factors = gguf_factor_values([gguf] + [read_gguf(p) for p in split_shards(gguf.path)[1:]])
+        specs, _ = gguf_meta.read_rope_specs(meta, original_context, factors)
         dims = gguf_meta.model_dims(meta)
     _refuse_windows(gguf.path, dims["attention"])
     tokens = meta.get("tokenizer.ggml.tokens")

@@ -94,11 +94,13 @@ def plan_extend(
     modelfile: bool = False,
     attention_factor: float | None = None,
     notify: Notify | None = None,
+    stack: bool = False,
 ) -> ExtendPlan:
     """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
     scale). Reads headers and small files only; refuses what would be wrong before anything is written.
     ``attention_factor``: the m to apply instead of the paper's 0.1·ln s + 1 (what `yarn tune` chose), written
-    in the form each runtime reads (or baked into q/k with ``bake_temperature``)."""
+    in the form each runtime reads (or baked into q/k with ``bake_temperature``). ``stack``: GGUF only, keep the
+    file's frequency factors (llama3 in ``rope_freqs``) and add YaRN on top, as llama.cpp computes the two."""
     from yarn_cli.core.hf_plan import check_attention_factor
 
     check_original_context(original_context)
@@ -112,8 +114,11 @@ def plan_extend(
                 "for GGUF, so baking it in would apply it twice"
             )
         plan = _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow),
-                          attention_factor)
+                          attention_factor, stack)
         return _with_modelfile(plan) if modelfile else plan
+    if stack:
+        raise InputError("--stack is for GGUF files whose rope_freqs tensor holds a frequency scaling; a Hugging Face "
+                         "config names one scaling: use --replace to re-extend it")
     if modelfile:
         raise InputError("--modelfile is for GGUF output (Ollama); a Hugging Face folder runs in vLLM, SGLang or transformers")
     return _plan_hf(source, out_path, scale, to, original_context, beta_fast, beta_slow, bake_temperature, replace, force, revision,
@@ -121,18 +126,19 @@ def plan_extend(
 
 
 def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replace: bool, force: bool, betas,
-               attention_factor: float | None = None) -> ExtendPlan:
+               attention_factor: float | None = None, stack: bool = False) -> ExtendPlan:
     from yarn_cli.core.gguf_plan import plan_extension
     from yarn_cli.io import atomic, gguf_writer
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
     from yarn_cli.io.gguf_writer import metadata_with_types
 
     shards = split_shards(path)
-    first = read_gguf(shards[0])
-    for shard in shards[1:]:
-        read_gguf(shard)  # validate every shard before writing anything
+    parsed = [read_gguf(shard) for shard in shards]  # validate every shard before writing anything
+    first = parsed[0]
     with about(path):
-        rope = plan_extension(metadata_with_types(first), scale, to, original_context, replace, attention_factor)
+        factors = _freq_factors(parsed)
+        rope = plan_extension(metadata_with_types(first), scale, to, original_context, replace, attention_factor,
+                              factors, stack)
     notes = list(rope.notes)
     if betas != (rope_scalars.BETA_FAST_DEFAULT, rope_scalars.BETA_SLOW_DEFAULT):
         notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
@@ -147,6 +153,22 @@ def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replac
         source=str(path), format="gguf", input_path=path, output=finals[0], outputs=finals, rope=rope, notes=tuple(notes),
         total_bytes=sum(s.stat().st_size for s in shards), force=force, parsed=first,
     )
+
+
+def _freq_factors(shards: list) -> Any:
+    """The first shard's ``rope_freqs`` as a model fact (the writer rewrites only the first shard's tensors)."""
+    from yarn_cli.core import gguf_meta
+    from yarn_cli.core.freq_factors import TENSOR
+    from yarn_cli.errors import UnsupportedError
+    from yarn_cli.io.checkpoint import gguf_factor_values, gguf_metadata
+    from yarn_cli.io.gguf_reader import find_tensor
+
+    values = gguf_factor_values(shards)
+    if values is None:
+        return None
+    if find_tensor(shards[0], TENSOR) is None:
+        raise UnsupportedError(f"{TENSOR} is in a later shard of this split GGUF; merge it (llama-gguf-split --merge) first")
+    return gguf_meta.read_rope_specs(gguf_metadata(shards[0]), None, values)[0][0].freq_factors
 
 
 def _with_modelfile(plan: ExtendPlan) -> ExtendPlan:

@@ -124,6 +124,9 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
         chosen = variants.select_all(list(options.variants), facts.rope, facts.baked_attention_factor)
     chosen = chosen or default_variants(engine)
     chosen, compare_notes = _with_comparisons(chosen, options.compare, facts)
+    if len(chosen) >= 2 and chosen[0].same_rope(chosen[1]):
+        compare_notes.append(f"{chosen[0].name} and {chosen[1].name} run the same RoPE ({chosen[1].label}): nothing tells them "
+                             "apart; extend the checkpoint first, or name other --variants")
     for variant in chosen:
         reason = engine.unsupported(variant)
         if reason:
