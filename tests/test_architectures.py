@@ -93,7 +93,7 @@ def test_sliding_layers_match_transformers(model_type):
     assert hf_config.sliding_layers(raw, 7) == expected
 
 
-@pytest.mark.parametrize("model_type", ["gemma3_text", "gpt_oss", "mistral", "llama", "qwen3", "smollm3"])
+@pytest.mark.parametrize("model_type", ["gemma3_text", "gpt_oss", "mistral", "llama", "qwen3", "smollm3", "cohere2"])
 def test_kv_cache_bytes_equal_transformers_static_cache(model_type):
     """Our KV-cache size is what transformers' StaticCache allocates for the same config and length."""
     import torch

@@ -184,19 +184,24 @@ def test_bake_touches_only_rotary_rows(saved_models, tmp_path, capsys):
             assert (before[name] == after[name]).all(), name
 
 
-def test_bake_leaves_layers_without_rope_alone(tmp_path, capsys):
-    """SmolLM3's no_rope_layers: layer 1 does not rotate, so its q/k keep their bytes; layer 0's carry m. With peaked
-    attention (q/k x 10) the baked model gives transformers' own YaRN logits, and baking every layer would not."""
+@pytest.mark.parametrize("model_type", ["smollm3", "cohere2", "llama4_text"])
+def test_bake_leaves_layers_without_rope_alone(model_type, tmp_path, capsys):
+    """Layer 1 does not rotate (SmolLM3's no_rope_layers; Cohere2's global layer), so its q/k keep their bytes; layer
+    0's carry m. With peaked attention (q/k x 10) the baked model gives transformers' own YaRN logits, and baking
+    every layer would not."""
     from safetensors.numpy import load_file
 
-    source, baked = tmp_path / "smollm3", tmp_path / "baked"
-    model = build_model("smollm3", seed=1)
+    source, baked = tmp_path / model_type, tmp_path / "baked"
+    model = build_model(model_type, seed=1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 param.mul_(10.0)
     model.save_pretrained(source)
-    assert run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature"], capsys)[0] == 0
+    code, out, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature", "--json"], capsys)
+    assert code == 0, err
+    warned = any("global layers have no position encoding" in note for note in json.loads(out)["notes"])
+    assert warned == (model_type == "cohere2")  # the user is told where YaRN cannot reach
     before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
     for role in ("q_proj", "k_proj"):
         name = "model.layers.{}.self_attn.%s.weight" % role
@@ -212,6 +217,28 @@ def test_bake_leaves_layers_without_rope_alone(tmp_path, capsys):
 
     save_file(wrong, str(baked / "model.safetensors"), metadata={"format": "pt"})
     assert (logits(load(baked)) - expected).abs().max().item() > 1e-3
+
+
+def test_a_norm_after_rope_cancels_m_so_bake_is_refused_and_extend_says_so(tmp_path, capsys):
+    """Llama 4 Scout's use_qk_norm: a weightless L2 norm after RoPE. transformers' logits are the same with YaRN's m
+    and with m = 1 (the warning is true), and differ from the unextended model's (the frequencies do change)."""
+    from transformers import AutoConfig
+
+    source = tmp_path / "scout"
+    model = build_model("llama4_text", seed=1, use_qk_norm=True)
+    model.save_pretrained(source)
+    code, _, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(tmp_path / "b"), "--bake-temperature"], capsys)
+    assert code != 0 and "use_qk_norm" in err and "cancels" in err and not (tmp_path / "b").exists()
+    code, out, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(tmp_path / "plain"), "--json"], capsys)
+    assert code == 0 and any("cancels YaRN's attention factor" in note for note in json.loads(out)["notes"]), err
+    extended = logits(load(tmp_path / "plain"))
+    config = AutoConfig.from_pretrained(tmp_path / "plain")
+    config.rope_parameters = {**config.rope_parameters, "attention_factor": 1.0}
+    from transformers import AutoModelForCausalLM
+
+    without_m = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "plain", config=config, dtype=torch.float32).eval())
+    assert (extended - without_m).abs().max().item() <= 1e-5
+    assert (extended - logits(load(source))).abs().max().item() > 1e-4
 
 
 def test_second_bake_and_stacking_refused(saved_models, tmp_path, capsys):

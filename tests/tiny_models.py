@@ -28,13 +28,18 @@ TINY = {
                      max_position_embeddings=256, rotary_pct=0.5, rotary_emb_base=10000, use_parallel_residual=True,
                      tie_word_embeddings=False),
     "smollm3": dict(COMMON, rope_theta=10000.0, no_rope_layers=[1, 0], pad_token_id=0, bos_token_id=1, eos_token_id=2),
+    "cohere2": dict(COMMON, rope_theta=10000.0, sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+                    pad_token_id=0, bos_token_id=1, eos_token_id=2),
+    "llama4_text": dict(COMMON, head_dim=16, rope_theta=10000.0, no_rope_layers=[1, 0], use_qk_norm=False, num_local_experts=1,
+                        num_experts_per_tok=1, intermediate_size_mlp=128, moe_layers=[], interleave_moe_layer_step=0,
+                        attention_chunk_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2),
     # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
     "gpt_oss": dict(COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1, sliding_window=32,
                     layer_types=["sliding_attention", "full_attention"],
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
 }
 # Model types of registry entries that are not causal-LM text models on their own.
-MULTIMODAL = {"gemma3", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
+MULTIMODAL = {"gemma3", "llama4", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
 
 
 def build_model(model_type: str, seed: int = 0, **overrides):

@@ -30,7 +30,7 @@ NATIVE_ROLES = ("attn_norm", "q", "k", "v", "o", "ffn_norm", "gate", "up", "down
 LAYOUTS = ("rotate_half", "interleaved")
 QKV_LAYOUTS = ("q_k_v", "per_head_interleaved")
 NORM_SCOPES = ("head", "all_heads")
-YARN_LAYERS = ("all", "full_attention")
+YARN_LAYERS = ("all", "full_attention", "sliding_attention")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,10 @@ class Architecture:
     qkv_layout: str = ""  # fused qkv only: "q_k_v" blocks, or "per_head_interleaved" [q_h, k_h, v_h]
     norm_scope: str = ""  # qk-norm only: "head" (one norm per head) or "all_heads"
     norm_offset: float = 0.0  # 1.0 where the norm multiplies by (1 + w) (Gemma)
-    yarn_layers: str = "all"  # "full_attention": sliding-window layers keep their own unscaled RoPE
+    yarn_layers: str = "all"  # "full_attention": sliding-window layers keep their own unscaled RoPE;
+    # "sliding_attention": only the sliding-window layers rotate at all (Cohere2: the global layers have no RoPE)
+    extend_warning: str = ""  # what a user extending this family must be told (extend prints it as a note)
+    m_cancelled_by: str = ""  # config flag that puts a weightless norm after RoPE, cancelling any m (Llama 4's use_qk_norm)
     sliding_window_pattern: int = 0  # every N-th layer is full attention when the config does not say (0: none)
     gguf_local_rope_base: float = 0.0  # llama.cpp's base for sliding layers when the GGUF does not say
     native_engine: bool = False  # the native verify engine runs this family
@@ -83,7 +86,7 @@ _TYPES: dict[str, Any] = {
     "top_tensors": dict, "gguf_architectures": list, "qkv_layout": str, "norm_scope": str, "norm_offset": (int, float),
     "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
     "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
-    "context_warning": dict, "notes": str,
+    "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str,
 }
 
 

@@ -50,12 +50,15 @@ def _merge(rows: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 
 
 def yarn_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architecture) -> list[int]:
-    """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only; SmolLM3: the layers
-    that rotate at all, since m baked into a layer without RoPE would change it and nothing else would)."""
+    """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only; Cohere2: the sliding ones,
+    its only rotating layers; SmolLM3: the layers that rotate at all, since m baked into a layer without RoPE would
+    change it and nothing else would)."""
     rotating = rope_layers(cfg, n_layers, arch)
     if arch.yarn_layers == "all":
         return rotating
     sliding = set(hf_config.sliding_layers({**cfg, "sliding_window": cfg.get("sliding_window") or 1}, n_layers))
+    if arch.yarn_layers == "sliding_attention":
+        return [i for i in rotating if i in sliding]
     return [i for i in rotating if i not in sliding]
 
 
@@ -99,6 +102,9 @@ def _family(config: dict[str, Any]) -> architectures.Architecture:
         )
     if arch.bake_unsupported:
         raise UnsupportedError(f"--bake-temperature: {arch.family}: {arch.bake_unsupported} (a config-only extend works)")
+    if arch.m_cancelled_by and hf_config.text_config(config).get(arch.m_cancelled_by):
+        raise UnsupportedError(f"--bake-temperature: {arch.family}: {arch.m_cancelled_by} puts a weightless norm after RoPE, "
+                               "which cancels any factor in q/k, so a bake would change nothing (a config-only extend works)")
     return arch
 
 

@@ -217,7 +217,11 @@ def plan_extension(
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
     if target > lengths.MAX_CONTEXT:
         raise InputError(f"target length {target:,} does not fit llama.cpp's UINT32 context_length")
-    notes: list[str] = []
+    family = architectures.for_gguf(arch)
+    notes: list[str] = [family.extend_warning] if family is not None and family.extend_warning else []
+    if replace and factors is not None and factors.assumed_length and original_context is None:
+        notes.append(f"{freq_factors.TENSOR} is a plain step that fits several trained lengths; {base_length} is assumed: "
+                     "pass --original-context if the model card names another")
     if stack and factors is not None:
         notes.append(f"YaRN x{s:g} stacked on {freq_factors.TENSOR} ({factors.label}): llama.cpp divides θ by the factors, "
                      "then applies YaRN with the ramp of the undivided base")

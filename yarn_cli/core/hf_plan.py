@@ -85,6 +85,17 @@ def check_attention_factor(value: float | None) -> None:
         raise InputError(f"--attention-factor must be a number between 0 and 10 (the paper's m is 0.1·ln s + 1), not {value!r}")
 
 
+def _family_notes(config: dict[str, Any]) -> list[str]:
+    """What the family's entry says a user extending it must be told."""
+    cfg = hf_config.text_config(config)
+    family = architectures.for_model_type(str(cfg.get("model_type") or config.get("model_type") or ""))
+    notes = [family.extend_warning] if family is not None and family.extend_warning else []
+    if family is not None and family.m_cancelled_by and cfg.get(family.m_cancelled_by):
+        notes.append(f"{family.m_cancelled_by} is set: a weightless norm follows RoPE and cancels YaRN's attention factor in "
+                     "every runtime, so only the frequencies change")
+    return notes
+
+
 def _refuse(config: dict[str, Any]) -> None:
     """Configs that must not be extended: a family whose runtimes ignore YaRN, or q/k already baked."""
     family = architectures.for_model_type(str(hf_config.text_config(config).get("model_type") or config.get("model_type") or ""))
@@ -186,7 +197,7 @@ def plan_config(
     prefix = f"{text_key}." if text_key else ""
     block.update(_carried_keys(cfg))
     changes: list[Change] = []
-    notes: list[str] = []
+    notes = _family_notes(config)
     original_parameters = copy.deepcopy(cfg.get("rope_parameters"))
     _set_rope_parameters(cfg, block, spec.theta, prefix, changes)
     _set(cfg, "rope_scaling", block, prefix, changes)
