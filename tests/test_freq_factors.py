@@ -58,21 +58,19 @@ def test_factors_that_are_no_llama3_are_shown_as_they_are():
     assert not odd.recognized and odd.label == "per-pair factors 1..8"
 
 
-@pytest.fixture(scope="module")
-def llama3_gguf(tmp_path_factory, smollm2_gguf) -> dict[str, Path]:
-    """A tiny llama with llama3 x8 from 64, as an HF folder and as llama.cpp's converter writes it. q/k are scaled
+def _converted_llama(folder: Path, smollm2_gguf: Path, rope_parameters: dict) -> dict[str, Path]:
+    """A tiny llama with these RoPE parameters, as an HF folder and as llama.cpp's converter writes it. q/k are scaled
     up so attention is peaked and every RoPE difference shows in the log-probabilities."""
     from llama_cpp_converter import convert
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     pytest.importorskip("llama_cpp")
-    folder = tmp_path_factory.mktemp("llama3") / "hf"
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
-                         tie_word_embeddings=False, rope_parameters=dict(LLAMA3), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+                         tie_word_embeddings=False, rope_parameters=dict(rope_parameters),
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
@@ -80,7 +78,42 @@ def llama3_gguf(tmp_path_factory, smollm2_gguf) -> dict[str, Path]:
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 param.mul_(10.0)
     model.save_pretrained(folder)
-    return {"hf": folder, "gguf": convert(folder, folder.parent / "tiny-llama3.gguf")}
+    return {"hf": folder, "gguf": convert(folder, folder.parent / "tiny.gguf")}
+
+
+@pytest.fixture(scope="module")
+def llama3_gguf(tmp_path_factory, smollm2_gguf) -> dict[str, Path]:
+    """llama3 x8 from 64."""
+    return _converted_llama(tmp_path_factory.mktemp("llama3") / "hf", smollm2_gguf, LLAMA3)
+
+
+def test_llama_cpp_reads_no_beta_key_and_inspect_says_so(tmp_path, smollm2_gguf, capsys):
+    """Kimi-K2 ships β_fast = β_slow = 1. The converter writes them into the GGUF; llama.cpp's loader reads neither and
+    runs 32 and 1: its parity is exact against YaRN with β_fast 32, which differs clearly from β_fast 1."""
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0, "original_max_position_embeddings": 64,
+            "beta_fast": 1.0, "beta_slow": 1.0}
+    made = _converted_llama(tmp_path / "hf", smollm2_gguf, yarn)
+    assert read_gguf(made["gguf"]).get("llama.rope.scaling.yarn_beta_fast") == 1.0  # the converter wrote it
+    warnings = _json(["inspect", str(made["gguf"])], capsys)["warnings"]
+    assert any("yarn_beta_fast = 1 is not read by llama.cpp" in w and "--yarn-beta-fast 1" in w for w in warnings)
+    assert _parity(made["gguf"], "llama.cpp", capsys)["diagnosis"] == "exact"
+    from yarn_cli.core import variants
+    from yarn_cli.native.engine import NativeEngine
+    from yarn_cli.runtimes.llamacpp import LlamaCppEngine
+
+    engine, reference = LlamaCppEngine(made["gguf"], "cpu"), NativeEngine(made["gguf"], "cpu")
+    try:
+        ids = [1] + [(7 * i + 3) % 4000 + 20 for i in range(300)]
+        engine.reserve(len(ids))
+        spec = engine.facts.rope
+        ran = engine.score(variants.declared(spec), ids, 0).losses
+        distance = {}
+        for beta_fast, beta_slow in ((32.0, 1.0), (1.0, 1.0)):
+            expected = reference.score(variants.yarn(spec, 8.0, beta_fast=beta_fast, beta_slow=beta_slow), ids, 0).losses
+            distance[beta_fast] = sum(abs(a - b) for a, b in zip(ran, expected)) / len(ran)
+    finally:
+        engine.close()
+    assert distance[32.0] * 100 < distance[1.0], distance  # llama.cpp ran β_fast 32, not the file's 1
 
 
 def _json(args, capsys) -> dict:

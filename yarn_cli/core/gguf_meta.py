@@ -74,6 +74,7 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
     if kind == "yarn" and factor and isinstance(multiplier, (int, float)) and "scaling.yarn_log_multiplier" not in params:
         # llama.cpp multiplies its own m by this key: the m it runs, in the form the math core reads
         params["attention_factor"] = float(multiplier) * get_mscale(float(factor))
+    _warn_betas(params, p, warnings)
     scaling = Scaling(type=str(kind), factor=float(factor) if factor is not None else None, original_context=original,
                       params=params, source="gguf")
     if scaling.type == "yarn" and not original:
@@ -87,6 +88,15 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
             "Ollama and llama-server cap the context at context_length"
         )
     return scaling
+
+
+def _warn_betas(params: Mapping[str, Any], p: str, warnings: list[str]) -> None:
+    """llama.cpp's loader reads no β key: it runs β_fast 32 and β_slow 1 whatever the file says (Kimi-K2 ships 1 and 1)."""
+    for name, default in (("yarn_beta_fast", 32.0), ("yarn_beta_slow", 1.0)):
+        value = params.get("scaling." + name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value != default:
+            warnings.append(f"{p}rope.scaling.{name} = {value:g} is not read by llama.cpp, which runs {default:g}: pass "
+                            f"--yarn-{name.split('_', 1)[1].replace('_', '-')} {value:g} to llama-cli or llama-server")
 
 
 def read_rope_specs(
