@@ -33,7 +33,7 @@ def saved_models(tmp_path_factory):
     folders = {}
     for model_type in MODEL_TYPES:
         folder = root / model_type
-        build_model(model_type, seed=1).save_pretrained(folder)
+        build_model(model_type, seed=1, qk_scale=8.0).save_pretrained(folder)
         (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": ORIGINAL, "padding_side": "left"}, indent=2))
         (folder / "README.md").write_text("# tiny\n")
         folders[model_type] = folder
@@ -219,6 +219,20 @@ def test_bake_leaves_layers_without_rope_alone(model_type, tmp_path, capsys):
     assert (logits(load(baked)) - expected).abs().max().item() > 1e-3
 
 
+def test_exaone4_without_windows_rotates_every_layer(tmp_path, capsys):
+    """Exaone 4 rotates only its sliding layers when it has windows (32B), and every layer when it has none (1.2B)."""
+    from safetensors.numpy import load_file
+
+    source, baked = tmp_path / "exaone4", tmp_path / "baked"
+    build_model("exaone4", seed=1, qk_scale=8.0, sliding_window=None, layer_types=["full_attention"] * 2).save_pretrained(source)
+    assert run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature"], capsys)[0] == 0
+    before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
+    for layer in range(2):
+        name = f"model.layers.{layer}.self_attn.q_norm.weight"
+        assert not (before[name] == after[name]).all(), name
+    assert (logits(load(baked)) - logits(reference_yarn_model(source))).abs().max().item() <= 1e-4
+
+
 def test_a_norm_after_rope_cancels_m_so_bake_is_refused_and_extend_says_so(tmp_path, capsys):
     """Llama 4 Scout's use_qk_norm: a weightless L2 norm after RoPE. transformers' logits are the same with YaRN's m
     and with m = 1 (the warning is true), and differ from the unextended model's (the frequencies do change)."""
@@ -261,7 +275,7 @@ def test_unknown_family_and_quantized_refused(tmp_path, capsys):
     import numpy as np
 
     folder = tmp_path / "m"
-    write_config(folder, {"model_type": "starcoder2", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+    write_config(folder, {"model_type": "glm4_moe", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
                           "max_position_embeddings": 256, "rope_theta": 10000.0})
     save_file({"x": np.zeros(4, np.float32)}, str(folder / "model.safetensors"))
     code, _, err = run(["extend", str(folder), "-s", "2", "--bake-temperature", "-o", str(tmp_path / "o")], capsys)

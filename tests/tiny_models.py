@@ -7,6 +7,7 @@ COMMON = dict(
     num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
 )
 
+IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)  # inside the tiny vocabulary
 TINY = {
     "llama": dict(COMMON, rope_theta=10000.0),
     "mistral": dict(COMMON, rope_theta=10000.0, sliding_window=None),
@@ -33,6 +34,12 @@ TINY = {
     "llama4_text": dict(COMMON, head_dim=16, rope_theta=10000.0, no_rope_layers=[1, 0], use_qk_norm=False, num_local_experts=1,
                         num_experts_per_tok=1, intermediate_size_mlp=128, moe_layers=[], interleave_moe_layer_step=0,
                         attention_chunk_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+    "starcoder2": dict(COMMON, rope_theta=10000.0, **IDS),
+    "stablelm": dict(COMMON, rope_theta=10000.0, partial_rotary_factor=0.25, **IDS),
+    "granite": dict(COMMON, rope_theta=10000.0, attention_multiplier=0.1, **IDS),
+    "seed_oss": dict(COMMON, head_dim=16, rope_theta=10000.0, **IDS),
+    "ernie4_5": dict(COMMON, head_dim=16, rope_theta=10000.0, **IDS),
+    "exaone4": dict(COMMON, rope_theta=10000.0, sliding_window=64, layer_types=["sliding_attention", "full_attention"], **IDS),
     # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
     "gpt_oss": dict(COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1, sliding_window=32,
                     layer_types=["sliding_attention", "full_attention"],
@@ -42,7 +49,9 @@ TINY = {
 MULTIMODAL = {"gemma3", "llama4", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
 
 
-def build_model(model_type: str, seed: int = 0, **overrides):
+def build_model(model_type: str, seed: int = 0, qk_scale: float = 1.0, **overrides):
+    """A tiny random model of ``model_type``. ``qk_scale`` multiplies the q/k projections: peaked attention, so that
+    a bake into the wrong rows or layers shows in the logits instead of vanishing in near-uniform attention."""
     import torch
     from transformers import AutoModelForCausalLM, CONFIG_MAPPING
 
@@ -54,4 +63,6 @@ def build_model(model_type: str, seed: int = 0, **overrides):
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.add_(torch.randn_like(param) * 0.1)
+            elif any(part in name for part in ("q_proj", "k_proj", "query_key_value", "qkv_proj")):
+                param.mul_(qk_scale)
     return model

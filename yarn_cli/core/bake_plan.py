@@ -57,8 +57,8 @@ def yarn_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architec
     if arch.yarn_layers == "all":
         return rotating
     sliding = set(hf_config.sliding_layers({**cfg, "sliding_window": cfg.get("sliding_window") or 1}, n_layers))
-    if arch.yarn_layers == "sliding_attention":
-        return [i for i in rotating if i in sliding]
+    if arch.yarn_layers == "sliding_attention":  # without a window every layer rotates (Exaone 4 1.2B)
+        return [i for i in rotating if i in sliding] if cfg.get("sliding_window") else rotating
     return [i for i in rotating if i not in sliding]
 
 
