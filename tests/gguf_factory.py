@@ -19,6 +19,7 @@ def write_tiny_gguf(
     alignment: int | None = None,
     split_max_tensors: int = 0,
     blocks: int = 2,
+    tensors: dict | None = None,
 ) -> Path:
     """A llama-shaped GGUF with tensors in several quant types and a real-looking (tiny) vocabulary."""
     import gguf
@@ -48,6 +49,8 @@ def write_tiny_gguf(
             writer.add_float32(key, value)
         elif isinstance(value, int):
             writer.add_uint32(key, value)
+    for name, values in (tensors or {}).items():  # extra float32 tensors, such as rope_freqs.weight
+        writer.add_tensor(name, np.asarray(values, dtype=np.float32))
     rng = np.random.default_rng(0)
     for i, type_name in enumerate(QUANT_TYPES):
         qtype = gguf.GGMLQuantizationType[type_name]

@@ -28,6 +28,11 @@ def gguf(root: Path, **extra) -> Path:
     return write_tiny_gguf(root / "m.gguf", extra=extra or None)
 
 
+def gguf_rope_freqs(root: Path, values: list[float]) -> Path:
+    """A GGUF with a rope_freqs tensor (llama.cpp's per-pair divisors; this file rotates 32 pairs)."""
+    return write_tiny_gguf(root / "m.gguf", tensors={"rope_freqs.weight": values})
+
+
 def _string(text: str) -> bytes:
     raw = text.encode()
     return struct.pack("<Q", len(raw)) + raw
@@ -135,6 +140,15 @@ F32_16 = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
 
 # id: (make input under root, args with {in} and {out}, exit code, what the one line must say)
 CASES = {
+    # frequency factors (rope_freqs) and --stack
+    "stack-without-factors": (gguf, ["extend", "{in}", "-s", "2", "--stack", "-o", "{out}"], 2, "this file has none"),
+    "stack-on-hf": (hf, ["extend", "{in}", "-s", "2", "--stack", "-o", "{out}"], 2, "--stack is for GGUF"),
+    "rope-freqs-too-few": (lambda root: gguf_rope_freqs(root, [1.0, 2.0, 4.0]), ["inspect", "{in}"], 3,
+                           "rope_freqs.weight has 3 factors for 32 rotary pairs"),
+    "rope-freqs-zero": (lambda root: gguf_rope_freqs(root, [0.0] + [1.0] * 31), ["extend", "{in}", "-s", "2", "-o", "{out}"],
+                        3, "not a positive number"),
+    "rope-freqs-stacked-silently": (lambda root: gguf_rope_freqs(root, [1.0] * 16 + [8.0] * 16),
+                                    ["extend", "{in}", "-s", "2", "-o", "{out}"], 5, "--replace"),
     # the command line
     "unknown-option-inspect": (gguf, ["inspect", "{in}", "--bogus"], 2, "No such option"),
     "unknown-option-extend": (gguf, ["extend", "{in}", "-s", "2", "-o", "{out}", "--bogus"], 2, "No such option"),
