@@ -233,6 +233,25 @@ def test_exaone4_without_windows_rotates_every_layer(tmp_path, capsys):
     assert (logits(load(baked)) - logits(reference_yarn_model(source))).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("use_qk_norm", [True, False])
+def test_glm4_moe_bakes_into_its_norms_or_its_projections(use_qk_norm, tmp_path, capsys):
+    """GLM-4.5's q/k norms exist only with use_qk_norm; then they carry m (the projections before them cannot), and
+    without it q_proj/k_proj and their biases do. Partial rotary 0.5: only the first half of each head."""
+    from safetensors.numpy import load_file
+
+    source, baked = tmp_path / "glm", tmp_path / "baked"
+    build_model("glm4_moe", seed=1, qk_scale=8.0, use_qk_norm=use_qk_norm).save_pretrained(source)
+    code, out, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature", "--json"], capsys)
+    assert code == 0, err
+    planned = {name.split("self_attn.")[1] for name in json.loads(out)["baked_tensors"] if "layers.0." in name}
+    assert planned == ({"q_norm.weight", "k_norm.weight"} if use_qk_norm else
+                       {"q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias"})
+    before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
+    weight = "model.layers.0.self_attn." + ("q_norm.weight" if use_qk_norm else "q_proj.weight")
+    assert not (before[weight] == after[weight]).all()
+    assert (logits(load(baked)) - logits(reference_yarn_model(source))).abs().max().item() <= 1e-4
+
+
 def test_a_norm_after_rope_cancels_m_so_bake_is_refused_and_extend_says_so(tmp_path, capsys):
     """Llama 4 Scout's use_qk_norm: a weightless L2 norm after RoPE. transformers' logits are the same with YaRN's m
     and with m = 1 (the warning is true), and differ from the unextended model's (the frequencies do change)."""
@@ -275,7 +294,7 @@ def test_unknown_family_and_quantized_refused(tmp_path, capsys):
     import numpy as np
 
     folder = tmp_path / "m"
-    write_config(folder, {"model_type": "glm4_moe", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+    write_config(folder, {"model_type": "minimax_m2", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
                           "max_position_embeddings": 256, "rope_theta": 10000.0})
     save_file({"x": np.zeros(4, np.float32)}, str(folder / "model.safetensors"))
     code, _, err = run(["extend", str(folder), "-s", "2", "--bake-temperature", "-o", str(tmp_path / "o")], capsys)

@@ -40,6 +40,9 @@ TINY = {
     "seed_oss": dict(COMMON, head_dim=16, rope_theta=10000.0, **IDS),
     "ernie4_5": dict(COMMON, head_dim=16, rope_theta=10000.0, **IDS),
     "exaone4": dict(COMMON, rope_theta=10000.0, sliding_window=64, layer_types=["sliding_attention", "full_attention"], **IDS),
+    "glm4_moe": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True, attention_bias=True, n_routed_experts=2,
+                     num_experts_per_tok=1, first_k_dense_replace=1, moe_intermediate_size=32, n_shared_experts=1, n_group=1,
+                     topk_group=1, rope_theta=10000.0, **IDS),
     # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
     "gpt_oss": dict(COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1, sliding_window=32,
                     layer_types=["sliding_attention", "full_attention"],

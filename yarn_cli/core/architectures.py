@@ -57,6 +57,7 @@ class Architecture:
     # "sliding_attention": only the sliding-window layers rotate at all (Cohere2: the global layers have no RoPE)
     extend_warning: str = ""  # what a user extending this family must be told (extend prints it as a note)
     m_cancelled_by: str = ""  # config flag that puts a weightless norm after RoPE, cancelling any m (Llama 4's use_qk_norm)
+    norm_flag: str = ""  # config flag that switches the entry's q/k norms on; off, the projections carry m (GLM-4.5)
     sliding_window_pattern: int = 0  # every N-th layer is full attention when the config does not say (0: none)
     gguf_local_rope_base: float = 0.0  # llama.cpp's base for sliding layers when the GGUF does not say
     native_engine: bool = False  # the native verify engine runs this family
@@ -77,6 +78,11 @@ class Architecture:
             return "qk_norm"
         return "separate"
 
+    def attention_kind_for(self, cfg: Mapping[str, Any]) -> str:
+        """``attention_kind`` for one config: q/k norms that its ``norm_flag`` switches off leave q and k to carry m."""
+        kind = self.attention_kind
+        return "separate" if kind == "qk_norm" and self.norm_flag and not cfg.get(self.norm_flag) else kind
+
     def layer_tensor(self, role: str, layer: int, prefix: int = 0) -> str:
         return self.layer_prefixes[prefix].format(layer=layer) + self.tensors[role]
 
@@ -86,7 +92,7 @@ _TYPES: dict[str, Any] = {
     "top_tensors": dict, "gguf_architectures": list, "qkv_layout": str, "norm_scope": str, "norm_offset": (int, float),
     "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
     "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
-    "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str,
+    "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str, "norm_flag": str,
 }
 
 

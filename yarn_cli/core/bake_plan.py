@@ -118,9 +118,8 @@ def _fused_rows(arch: architectures.Architecture, shape: _Shape) -> list[tuple[i
     return _head_rows(heads, head_dim, rotary, stride=3 * head_dim) + _head_rows(heads, head_dim, rotary, start=head_dim, stride=3 * head_dim)
 
 
-def _layer_targets(arch: architectures.Architecture, shape: _Shape) -> list[tuple[str, list[tuple[int, int]], bool]]:
-    """(role, rows, required) for every tensor of a layer that carries m."""
-    kind = arch.attention_kind
+def _layer_targets(arch: architectures.Architecture, shape: _Shape, kind: str) -> list[tuple[str, list[tuple[int, int]], bool]]:
+    """(role, rows, required) for every tensor of a layer that carries m (``kind``: the entry's attention kind)."""
     if kind == "fused":
         rows = _fused_rows(arch, shape)
         return [("qkv", rows, True)] + ([("qkv_bias", rows, False)] if "qkv_bias" in arch.tensors else [])
@@ -147,10 +146,11 @@ def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int
     parameters = cfg.get("rope_parameters")
     head_dim, rotary_dim = hf_config.head_dims(cfg, None if hf_config.is_nested_rope_parameters(parameters) else parameters)
     shape = _Shape(heads, kv_heads, head_dim, rotary_dim)
-    offset = arch.norm_offset if arch.attention_kind == "qk_norm" else 0.0
+    kind = arch.attention_kind_for(cfg)
+    offset = arch.norm_offset if kind == "qk_norm" else 0.0
     ops: list[BakeOp] = []
     for layer in yarn_layers(cfg, layers, arch):
-        for role, rows, required in _layer_targets(arch, shape):
+        for role, rows, required in _layer_targets(arch, shape, kind):
             name = _find(arch, tensors, layer, role, required)
             if name is not None:
                 ops.append(_op(name, tensors[name], rows, factor, offset, role.replace("_", " "), shape))
