@@ -45,7 +45,9 @@ def reference_yarn_model(folder: Path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(folder)
-    yarn = {"rope_type": "yarn", "factor": SCALE, "original_max_position_embeddings": ORIGINAL}
+    family = architectures.for_model_type(config.model_type)
+    # the family's own YaRN form (DeepSeek's mscale pair), which its runtimes agree on
+    yarn = {"rope_type": "yarn", "factor": SCALE, "original_max_position_embeddings": ORIGINAL, **family.yarn_block_keys}
     parameters = copy.deepcopy(config.rope_parameters)
     if "full_attention" in parameters:
         parameters["full_attention"].update(yarn)

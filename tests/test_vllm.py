@@ -137,6 +137,43 @@ def test_a_tuned_attention_factor_is_applied_exactly(models, words, name):
     assert min(faults.values()) > 20 * parity["mean_abs_diff"], faults  # m 1, m twice...: each told apart
 
 
+@pytest.fixture(scope="module")
+def mla(tmp_path_factory):
+    """A tiny DeepSeek-V3 that vLLM's CPU MLA runs: latent + rotary key = 320 wide, dense layers only. Extended x4,
+    with a tuned m (written as DeepSeek's mscale pair) and baked."""
+    from yarn_cli.api import apply_extend, plan_extend
+
+    root = tmp_path_factory.mktemp("mla")
+    plain = root / "deepseek_v3"
+    build_model("deepseek_v3", seed=3, initializer_range=0.2, hidden_size=128, num_attention_heads=2, num_key_value_heads=2,
+                kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=64, v_head_dim=64, attention_bias=False,
+                first_k_dense_replace=2).save_pretrained(plain)
+    word_tokenizer(plain)
+    folders = {"plain": plain}
+    for name, options in (("x4", {}), ("m", {"attention_factor": 1.05}), ("baked", {"bake_temperature": True})):
+        folders[name] = root / name
+        apply_extend(plan_extend(plain, folders[name], scale=4, **options))
+    return folders
+
+
+@pytest.mark.parametrize("name", ["x4", "m", "baked"])
+def test_deepseek_mla_is_exact_on_vllm(mla, words, name):
+    """vLLM's deepseek_yarn reads the mscale pair extend writes: the paper's m and a tuned m reach every dim of q·k
+    as transformers applies them (the reference here), and each fault is told apart. A baked checkpoint's baseline
+    needs a softmax factor vLLM cannot put into plain RoPE: the refusal says so, and other variants run exactly."""
+    extra = ["--variants", "extended,m=1"] if name == "baked" else []
+    result = yarn("verify", str(mla[name]), "--engine", "vllm", *FAST, "--text", str(words), "--parity-only", *extra, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["reference"].startswith("transformers") and parity["diagnosis"] == "exact", parity["line"]
+    assert parity["max_abs_diff"] < 1e-3
+    faults = {k: v for k, v in parity["hypotheses_mean"].items() if k != "exact"}
+    assert min(faults.values()) > 20 * parity["mean_abs_diff"], faults
+    if name == "baked":
+        refused = yarn("verify", str(mla[name]), "--engine", "vllm", *FAST, "--text", str(words), "--parity-only")
+        assert refused.returncode == 4 and "--variants extended,m=1" in refused.stderr  # 4: unsupported
+
+
 def test_tensor_parallel_two_ranks(models, words):
     result = yarn("verify", str(models["qwen3-x4"]), "--engine", "vllm", *FAST, "--tensor-parallel-size", "2",
                   "--text", str(words), "--parity-only", "--json")

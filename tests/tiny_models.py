@@ -8,6 +8,9 @@ COMMON = dict(
 )
 
 IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)  # inside the tiny vocabulary
+MLA = dict(kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, attention_bias=True, moe_intermediate_size=32,
+           n_routed_experts=2, num_experts_per_tok=1, first_k_dense_replace=1, n_shared_experts=1, n_group=1, topk_group=1,
+           rope_theta=10000.0, **IDS)
 TINY = {
     "llama": dict(COMMON, rope_theta=10000.0),
     "mistral": dict(COMMON, rope_theta=10000.0, sliding_window=None),
@@ -43,12 +46,18 @@ TINY = {
     "glm4_moe": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True, attention_bias=True, n_routed_experts=2,
                      num_experts_per_tok=1, first_k_dense_replace=1, moe_intermediate_size=32, n_shared_experts=1, n_group=1,
                      topk_group=1, rope_theta=10000.0, **IDS),
+    # MLA: heads of 16 no-RoPE + 8 rotary dims, one shared rotary key after a 16-wide latent
+    "deepseek_v3": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, **MLA),
+    "deepseek_v2": dict(COMMON, num_key_value_heads=4, q_lora_rank=None, **MLA),
+    "glm4_moe_lite": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, **MLA),
     # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
     "gpt_oss": dict(COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1, sliding_window=32,
                     layer_types=["sliding_attention", "full_attention"],
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
 }
 # Model types of registry entries that are not causal-LM text models on their own.
+# Model types that name a family's config but have no transformers class of their own (Kimi-K2 runs as DeepSeek-V3).
+NO_TRANSFORMERS_CLASS = {"kimi_k2"}
 MULTIMODAL = {"gemma3", "llama4", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
 
 
@@ -66,6 +75,6 @@ def build_model(model_type: str, seed: int = 0, qk_scale: float = 1.0, **overrid
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.add_(torch.randn_like(param) * 0.1)
-            elif any(part in name for part in ("q_proj", "k_proj", "query_key_value", "qkv_proj")):
+            elif any(part in name for part in ("q_proj", "k_proj", "query_key_value", "qkv_proj", "q_b_proj", "kv_a_proj_with_mqa")):
                 param.mul_(qk_scale)
     return model

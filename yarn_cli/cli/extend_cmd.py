@@ -103,11 +103,13 @@ def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:
     console.print(table)
     if plan.bake_factor is not None:
         console.print(
-            f"baking m = {plan.bake_factor:.6f} into {report['tensors_changed']} q/k tensors (rotary rows only); "
+            f"baking m = {plan.bake_factor:.6f} into {report['tensors_changed']} q/k tensors "
+            f"({'MLA: every q row; the shared rotary key only for a cos/sin ratio' if plan.softmax_mscale is not None else 'rotary rows only'}); "
             "attention_factor 1.0 in the config"
         )
     else:
-        console.print(f"the runtime applies m = {plan.attention_factor:.4f} to cos/sin; no tensor bytes change")
+        where = "to q·k" if plan.softmax_mscale is not None else "to cos/sin"
+        console.print(f"the runtime applies m = {plan.attention_factor:.4f} {where}; no tensor bytes change")
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {esc(note)}")
     if report["dry_run"]:

@@ -169,8 +169,14 @@ def inspect_report(console: Console, model: ModelSummary, report: dict[str, Any]
             "below keeps θ, above gets θ/s, linear in the pair index between."
         )
     if report["attention_factor"] is not None:
-        m = report["attention_factor"]
-        console.print(f"attention factor m = {m:.4f} on cos/sin, so q and k each carry m: logits x m² = {m * m:.4f}")
+        m, big = report["attention_factor"], report.get("softmax_mscale")
+        if big is None:
+            console.print(f"attention factor m = {m:.4f} on cos/sin, so q and k each carry m: logits x m² = {m * m:.4f}")
+        else:
+            console.print(
+                f"attention factor {m:.4f} on cos/sin and M = {big:.4f} in the softmax scale (multi-head latent attention): "
+                f"logits x {(m * big) ** 2:.4f} on the rotary dims, x {big * big:.4f} on the others"
+            )
     if "methods" in report:
         per_method = {name: [{"scaled_wavelength": w} for w in data["scaled_wavelength"]] for name, data in report["methods"].items()}
         console.print(comparison_table(report["dimensions"], per_method, scale))

@@ -139,6 +139,8 @@ def _declared(spec: RopeSpec) -> dict[str, Any]:
               "existing_factor": shown_scale, "dimensions": dimension_rows(spec, result, shown_scale)}
     if result.low is not None:
         report["correction_range"] = {"low": result.low, "high": result.high}
+    if spec.softmax_mscale_key:
+        report["softmax_mscale"] = spec.softmax_mscale()
     return report
 
 
@@ -157,6 +159,8 @@ def _fresh(spec: RopeSpec, scale: float, method: str, options: YarnOptions) -> d
     }
     if primary.low is not None:
         report["correction_range"] = {"low": primary.low, "high": primary.high}
+    if spec.softmax_mscale_key and primary_name == "yarn":  # extend writes the family's pair: cos/sin 1, softmax m²
+        report.update(attention_factor=1.0, softmax_mscale=spec.softmax_mscale(scale))
     if method == "all":
         report["methods"] = {
             name: {

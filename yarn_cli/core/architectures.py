@@ -66,25 +66,39 @@ class Architecture:
     hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family
     bake_unsupported: str = ""  # why --bake-temperature cannot locate q/k in this family
     hf4_keys: Mapping[str, str] = field(default_factory=dict)  # 4.x top-level names of rope_parameters values
+    tensor_alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # role -> other names it may have
+    # MLA (DeepSeek): each q head is [no-RoPE dims | rotary dims], the second size named by this config key's sibling
+    q_rotary_offset_key: str = ""  # config key: dims of each q head before its rotary dims (qk_nope_head_dim)
+    shared_rotary_key_offset_key: str = ""  # config key: rows of the k tensor before its one shared rotary key (kv_lora_rank)
+    softmax_mscale_key: str = ""  # yarn key whose get_mscale(s, value)² multiplies the softmax scale on every dim
+    yarn_block_keys: Mapping[str, float] = field(default_factory=dict)  # keys extend writes into a new yarn block
     context_warning: ContextWarning | None = None
     notes: str = ""
 
     @property
     def attention_kind(self) -> str:
-        """"fused" (one qkv tensor), "qk_norm" (norm weights carry the scale) or "separate" (q and k)."""
+        """"fused" (one qkv tensor), "qk_norm" (norm weights carry the scale), "mla" or "separate" (q and k)."""
+        if self.is_mla:
+            return "mla"
         if "qkv" in self.tensors:
             return "fused"
         if "q_norm" in self.tensors:
             return "qk_norm"
         return "separate"
 
+    @property
+    def is_mla(self) -> bool:
+        """Multi-head latent attention: rotary dims at the end of each q head, one rotary key shared by all heads."""
+        return bool(self.shared_rotary_key_offset_key)
+
+    def tensor_names(self, role: str) -> tuple[str, ...]:
+        """The names (after the layer prefix) a role's tensor may have, the usual one first."""
+        return (self.tensors[role], *self.tensor_alternatives.get(role, ()))
+
     def attention_kind_for(self, cfg: Mapping[str, Any]) -> str:
         """``attention_kind`` for one config: q/k norms that its ``norm_flag`` switches off leave q and k to carry m."""
         kind = self.attention_kind
         return "separate" if kind == "qk_norm" and self.norm_flag and not cfg.get(self.norm_flag) else kind
-
-    def layer_tensor(self, role: str, layer: int, prefix: int = 0) -> str:
-        return self.layer_prefixes[prefix].format(layer=layer) + self.tensors[role]
 
 
 _TYPES: dict[str, Any] = {
@@ -93,6 +107,8 @@ _TYPES: dict[str, Any] = {
     "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
     "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
     "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str, "norm_flag": str,
+    "tensor_alternatives": dict, "q_rotary_offset_key": str, "shared_rotary_key_offset_key": str,
+    "softmax_mscale_key": str, "yarn_block_keys": dict,
 }
 
 
@@ -128,6 +144,14 @@ def parse_entry(data: Any, name: str) -> Architecture:
     if data.get("native_engine"):
         missing = set(NATIVE_ROLES) - set(tensors) | {"embed", "norm"} - set(top)
         _check(not missing, name, f"native_engine needs roles {sorted(missing)}")
+    alternatives = data.get("tensor_alternatives", {})
+    _check(set(alternatives) <= set(tensors) and all(isinstance(v, list) and all(isinstance(n, str) for n in v)
+                                                     for v in alternatives.values()),
+           name, "tensor_alternatives must map roles of tensors to lists of names")
+    mla = [data.get(k) for k in ("q_rotary_offset_key", "shared_rotary_key_offset_key", "softmax_mscale_key")]
+    _check(all(mla) or not any(mla), name, "MLA needs q_rotary_offset_key, shared_rotary_key_offset_key and softmax_mscale_key together")
+    _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("yarn_block_keys", {}).values()),
+           name, "yarn_block_keys values must be numbers")
     warning = data.get("context_warning")
     if warning is not None:
         _check(set(warning) == {"max_position_embeddings", "message"}, name, "context_warning needs max_position_embeddings and message")
@@ -140,6 +164,7 @@ def parse_entry(data: Any, name: str) -> Architecture:
             "norm_offset": float(data.get("norm_offset", 0.0)),
             "gguf_local_rope_base": float(data.get("gguf_local_rope_base", 0.0)),
             "context_warning": ContextWarning(**warning) if warning else None,
+            "tensor_alternatives": {role: tuple(names) for role, names in alternatives.items()},
         }
     )
 

@@ -132,10 +132,12 @@ def _layer_targets(arch: architectures.Architecture, shape: _Shape, kind: str) -
     return targets + biases
 
 
-def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]], factor: float) -> list[BakeOp]:
+def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]], factor: float,
+              softmax_mscale: float | None = None) -> list[BakeOp]:
     """Every tensor operation that bakes ``factor`` into q and k, validated against the headers.
 
-    ``tensors`` maps each tensor name to (safetensors dtype, shape).
+    ``tensors`` maps each tensor name to (safetensors dtype, shape). ``softmax_mscale`` (MLA only): the part of
+    ``factor`` that the family's runtimes put into the softmax scale, so onto every dim of q·k, not only the rotary ones.
     """
     arch = _family(config)
     cfg = hf_config.text_config(config)
@@ -147,6 +149,8 @@ def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int
     head_dim, rotary_dim = hf_config.head_dims(cfg, None if hf_config.is_nested_rope_parameters(parameters) else parameters)
     shape = _Shape(heads, kv_heads, head_dim, rotary_dim)
     kind = arch.attention_kind_for(cfg)
+    if kind == "mla":
+        return _plan_mla(arch, cfg, tensors, shape, layers, factor, softmax_mscale or 1.0)
     offset = arch.norm_offset if kind == "qk_norm" else 0.0
     ops: list[BakeOp] = []
     for layer in yarn_layers(cfg, layers, arch):
@@ -157,14 +161,36 @@ def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int
     return ops
 
 
+def _plan_mla(arch: architectures.Architecture, cfg: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]],
+              shape: _Shape, layers: int, factor: float, softmax_mscale: float) -> list[BakeOp]:
+    """MLA: the softmax factor M² goes on every row of q (each q·k dim carries it once), and the cos/sin ratio r =
+    factor / M, squared, on the rotary key all heads share (it meets the rotary q dims only). q_a_proj is left alone:
+    the norm after it would cancel a scale."""
+    offset = cfg.get(arch.shared_rotary_key_offset_key)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise UnsupportedError(f"config.json {arch.shared_rotary_key_offset_key} must be a whole number to locate the rotary key, got {offset!r}")
+    ratio = factor / softmax_mscale
+    q_rows, k_rows = [(0, shape.heads * shape.head_dim)], [(offset, offset + shape.rotary_dim)]
+    targets = [("q", q_rows, softmax_mscale**2, True)]
+    if ratio != 1.0:
+        targets += [("k", k_rows, ratio**2, True), ("k_bias", k_rows, ratio**2, False)]
+    ops: list[BakeOp] = []
+    for layer in yarn_layers(cfg, layers, arch):
+        for role, rows, value, required in targets:
+            name = _find(arch, tensors, layer, role, required)
+            if name is not None:
+                ops.append(_op(name, tensors[name], rows, value, 0.0, role.replace("_", " "), shape))
+    return ops
+
+
 def _find(arch: architectures.Architecture, tensors: Mapping[str, Any], layer: int, role: str, required: bool) -> str | None:
-    for prefix in range(len(arch.layer_prefixes)):
-        name = arch.layer_tensor(role, layer, prefix)
-        if name in tensors:
-            return name
+    for prefix in arch.layer_prefixes:
+        for name in arch.tensor_names(role):
+            if prefix.format(layer=layer) + name in tensors:
+                return prefix.format(layer=layer) + name
     if required:
         raise UnsupportedError(
-            f"{arch.family}: expected tensor ...{arch.tensors[role]} for layer {layer} under "
+            f"{arch.family}: expected tensor ...{' or ...'.join(arch.tensor_names(role))} for layer {layer} under "
             f"{' or '.join(p.format(layer=layer) for p in arch.layer_prefixes)}; the checkpoint does not have it"
         )
     return None

@@ -64,6 +64,9 @@ def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[RopeVa
         found.append(variants.yarn(spec, s, 1.0 * (baked or 1.0), truncate=exact.truncate, name="no-attention-factor", **common))
         found.append(variants.yarn(spec, s, model_m**2, truncate=exact.truncate, name="attention-factor-twice", **common))
         found.append(variants.yarn(spec, s, model_m, truncate=not exact.truncate, name="truncate-flipped", **common))
+        if spec.softmax_mscale_key:  # MLA read without its mscale pair: the paper's m on cos/sin, the rotary dims only
+            plain = variants.yarn(replace(spec, softmax_mscale_key=""), s, None, truncate=exact.truncate, **common)
+            found.append(variants.renamed(plain, "m-on-rotary-dims-only"))
     factor = scaling.factor or spec.max_context / (scaling.original_context or spec.max_context)
     if scaling.type != "linear" and factor > 1:
         found.append(variants.linear(spec, factor, baked, name="linear"))

@@ -14,7 +14,7 @@ from typing import Any
 from yarn_cli.core import architectures, freq_factors, kv_cache
 from yarn_cli.core.freq_factors import FreqFactors
 from yarn_cli.core.model import LOCAL_ROPE_NAME, RopeSpec, Scaling
-from yarn_cli.core.rope_scalars import get_mscale
+from yarn_cli.core.rope_scalars import get_mscale, mscale_for
 from yarn_cli.errors import FormatError, UnsupportedError
 
 # llama.cpp's LLAMA_ROPE_SCALING_TYPES; any other string aborts its loader.
@@ -71,7 +71,10 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
         warnings.append(f"both {p}rope.scale_linear and {p}rope.scaling.type are set: stacked scalings")
     params = {key[len(p) + len("rope.") :]: value for key, value in meta.items() if key.startswith(p + "rope.scal")}
     multiplier = params.get("scaling.attn_factor")
-    if kind == "yarn" and factor and isinstance(multiplier, (int, float)) and "scaling.yarn_log_multiplier" not in params:
+    family = architectures.for_gguf(p[:-1])
+    if kind == "yarn" and isinstance(factor, (int, float)) and factor > 1 and family is not None and family.softmax_mscale_key:
+        params.update(_mla_params(float(factor), params, family.softmax_mscale_key))
+    elif kind == "yarn" and factor and isinstance(multiplier, (int, float)) and "scaling.yarn_log_multiplier" not in params:
         # llama.cpp multiplies its own m by this key: the m it runs, in the form the math core reads
         params["attention_factor"] = float(multiplier) * get_mscale(float(factor))
     _warn_betas(params, p, warnings)
@@ -88,6 +91,22 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
             "Ollama and llama-server cap the context at context_length"
         )
     return scaling
+
+
+def _mla_params(factor: float, params: Mapping[str, Any], softmax_key: str) -> dict[str, float]:
+    """What llama.cpp's deepseek2 runs, in the HF keys the math core reads: cos/sin x ``attention_factor``, the softmax
+    scale x get_mscale(s, ``softmax_key``)². With yarn_log_multiplier = 0.1·x (x = mscale_all_dim; llama.cpp takes
+    mscale = x too) cos/sin carry the attn_factor key a and the softmax (a·get_mscale(s, x))². Without it, both carry
+    a·m: m lands twice on the rotary dims."""
+    a = params.get("scaling.attn_factor")
+    a = float(a) if isinstance(a, (int, float)) else 1.0
+    log_multiplier = params.get("scaling.yarn_log_multiplier")
+    if isinstance(log_multiplier, (int, float)) and log_multiplier:
+        rope, softmax = a, a * get_mscale(factor, float(log_multiplier) / 0.1)
+    else:
+        rope = softmax = a * get_mscale(factor)
+    x = mscale_for(factor, softmax)
+    return {"attention_factor": rope, "mscale": x, softmax_key: x}
 
 
 def _warn_betas(params: Mapping[str, Any], p: str, warnings: list[str]) -> None:
@@ -134,7 +153,8 @@ def read_rope_specs(
         original, source = context, f"{p}context_length"
     spec = RopeSpec(theta=float(theta), head_dim=head_dim, rotary_dim=rotary_dim, original_context=original,
                     original_context_source=source, max_context=context, scaling=scaling,
-                    layout=architectures.gguf_rope_layout(arch), freq_factors=factors)
+                    layout=architectures.gguf_rope_layout(arch), freq_factors=factors,
+                    softmax_mscale_key=family.softmax_mscale_key if (family := architectures.for_gguf(arch)) else "")
     local_base = _local_rope_base(meta, arch)
     if local_base is None:
         return (spec,), warnings

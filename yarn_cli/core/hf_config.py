@@ -249,10 +249,12 @@ def read_rope_specs(
         cfg.get("rope_scaling") or cfg.get("rope_parameters") or "rope_theta" in cfg or "rotary_emb_base" in cfg
     ):
         warnings.append(f"model type {model_type!r} names no RoPE keys; assuming RoPE with base 10000 as transformers does")
-    interleaved = cfg.get("rope_interleave") or (arch is not None and arch.rope_layout == "interleaved")
+    # DeepSeek-V3's rope_interleave says how its checkpoint lays out the rotary dims; without it the family decides
+    interleaved = cfg["rope_interleave"] if "rope_interleave" in cfg else (arch is not None and arch.rope_layout == "interleaved")
     spec = RopeSpec(
         theta=theta, head_dim=head_dim, rotary_dim=rotary_dim, original_context=original, original_context_source=source,
         max_context=max_context, scaling=scaling, layout="interleaved" if interleaved else "rotate_half", name="global",
+        softmax_mscale_key=arch.softmax_mscale_key if arch else "",
     )
     local = _local_rope(cfg, cfg.get("rope_parameters") if nested else None, spec)
     return ((spec, local) if local is not None else (spec,)), warnings

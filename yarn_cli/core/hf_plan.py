@@ -47,6 +47,7 @@ class ConfigPlan:
     bake_factor: float | None  # m multiplied into q/k weights, when baking
     replaced: str | None = None  # description of a scaling that --replace dropped
     notes: tuple[str, ...] = field(default_factory=tuple)
+    softmax_mscale: float | None = None  # MLA: the part of m on every q·k dim (through the softmax scale), else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class ConfigPlan:
             "replaced": self.replaced,
             "config_changes": [c.to_json() for c in self.changes],
             "notes": list(self.notes),
+            "softmax_mscale": self.softmax_mscale,
         }
 
 
@@ -85,10 +87,14 @@ def check_attention_factor(value: float | None) -> None:
         raise InputError(f"--attention-factor must be a number between 0 and 10 (the paper's m is 0.1·ln s + 1), not {value!r}")
 
 
+def _family(config: dict[str, Any]) -> architectures.Architecture | None:
+    return architectures.for_model_type(str(hf_config.text_config(config).get("model_type") or config.get("model_type") or ""))
+
+
 def _family_notes(config: dict[str, Any]) -> list[str]:
     """What the family's entry says a user extending it must be told."""
     cfg = hf_config.text_config(config)
-    family = architectures.for_model_type(str(cfg.get("model_type") or config.get("model_type") or ""))
+    family = _family(config)
     notes = [family.extend_warning] if family is not None and family.extend_warning else []
     if family is not None and family.m_cancelled_by and cfg.get(family.m_cancelled_by):
         notes.append(f"{family.m_cancelled_by} is set: a weightless norm follows RoPE and cancels YaRN's attention factor in "
@@ -98,7 +104,7 @@ def _family_notes(config: dict[str, Any]) -> list[str]:
 
 def _refuse(config: dict[str, Any]) -> None:
     """Configs that must not be extended: a family whose runtimes ignore YaRN, or q/k already baked."""
-    family = architectures.for_model_type(str(hf_config.text_config(config).get("model_type") or config.get("model_type") or ""))
+    family = _family(config)
     if family is not None and family.hf_yarn_unsupported:
         raise UnsupportedError(f"{family.family}: {family.hf_yarn_unsupported}")
     record = baked_record(config)
@@ -149,6 +155,28 @@ def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast:
     return block
 
 
+def _mla_factors(block: dict[str, Any], s: float, family: architectures.Architecture, bake: bool,
+                 attention_factor: float | None) -> tuple[float, float]:
+    """(m, M) for an MLA block, completed in place. Its runtimes multiply cos/sin by get_mscale(s, mscale) /
+    get_mscale(s, mscale_all_dim) and the softmax scale by M² = get_mscale(s, mscale_all_dim)², so m = ratio·M on the
+    rotary dims and M on the others. A chosen m is written as the pair (x, x) with get_mscale(s, x) = m: the ratio is 1
+    and every dim carries m, in transformers, vLLM and SGLang alike. No attention_factor goes with it: vLLM takes
+    attention_factor 1.0 as "no softmax factor" for this family. Only m = 1 (x = 0) needs attention_factor 1.0, since
+    transformers would fall back to the paper's m on cos/sin. After a bake the pair is (0, 0) and attention_factor
+    1.0: no runtime adds anything."""
+    key = family.softmax_mscale_key
+    for name, value in family.yarn_block_keys.items():
+        block.setdefault(name, float(value))  # a model's own pair (kept on --replace) wins
+    if attention_factor is not None:
+        x = rope_scalars.mscale_for(s, float(attention_factor))
+        block.update({"mscale": x, key: x, **({"attention_factor": 1.0} if x == 0 else {})})
+    softmax = rope_scalars.softmax_mscale(s, block.get(key))
+    ratio = rope_scalars.yarn_attention_factor(s, block.get("attention_factor"), block.get("mscale"), block.get(key))
+    if bake:
+        block.update({"mscale": 0.0, key: 0.0, "attention_factor": 1.0})
+    return ratio * softmax, softmax
+
+
 def _set_rope_parameters(cfg: dict[str, Any], block: dict[str, Any], theta: float, prefix: str, changes: list[Change]) -> None:
     """Keep a 5.x rope_parameters block consistent with rope_scaling (its global block, when nested by layer type)."""
     rope_parameters = cfg.get("rope_parameters")
@@ -188,8 +216,8 @@ def plan_config(
     replaced = _replaced(spec.scaling, replace, original_context)
     base_length = spec.original_context
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(scale, to, base_length))
-    block = _yarn_block(s, base_length, spec.scaling, beta_fast, beta_slow, bake, attention_factor)
-    m = rope_scalars.yarn_attention_factor(s, attention_factor, block.get("mscale"), block.get("mscale_all_dim"))
+    family = _family(config)
+    block, m, softmax = _new_block(family, s, base_length, spec.scaling, beta_fast, beta_slow, bake, attention_factor)
 
     new_config = copy.deepcopy(config)
     text_key = hf_config.text_config_key(new_config)
@@ -211,22 +239,52 @@ def plan_config(
     if "original_max_position_embeddings" in cfg:
         # transformers 5.x prefers this top-level key (Phi-3 style) over the block's
         _set(cfg, "original_max_position_embeddings", base_length, prefix, changes)
-    if attention_factor is not None and not bake:
+    notes.extend(_factor_notes(family, block, m, softmax, bake, attention_factor))
+    if bake:
+        record = {"baked_attention_factor": m, "scale": s, "original_context": base_length}
+        if softmax is not None:
+            record["softmax_mscale"] = softmax
+        _set(new_config, BAKE_RECORD_KEY, record, "", changes)
+    return ConfigPlan(
+        config=new_config, changes=tuple(changes), scale=s, original_context=base_length, target_context=target,
+        attention_factor=1.0 if bake else m, bake_factor=m if bake else None, replaced=replaced, notes=tuple(notes),
+        softmax_mscale=softmax,
+    )
+
+
+def _new_block(family: architectures.Architecture | None, s: float, base_length: int, existing: Scaling | None, beta_fast: float,
+               beta_slow: float, bake: bool, attention_factor: float | None) -> tuple[dict[str, Any], float, float | None]:
+    """(the yarn block, the m the model ends up with, MLA's softmax part of it or None)."""
+    if family is not None and family.is_mla:
+        block = _yarn_block(s, base_length, existing, beta_fast, beta_slow, False)
+        return (block, *_mla_factors(block, s, family, bake, attention_factor))
+    block = _yarn_block(s, base_length, existing, beta_fast, beta_slow, bake, attention_factor)
+    return block, rope_scalars.yarn_attention_factor(s, attention_factor, block.get("mscale"), block.get("mscale_all_dim")), None
+
+
+def _factor_notes(family: architectures.Architecture | None, block: dict[str, Any], m: float, softmax: float | None, bake: bool,
+                  attention_factor: float | None) -> list[str]:
+    """What the user must know about where m goes and which runtimes read it so."""
+    notes = []
+    if softmax is not None:
+        notes.append(
+            f"{family.family}: multi-head latent attention; m = {m:.6f} reaches every dim of q·k "
+            + ("through the baked q rows; the config's mscale pair is (0, 0) with attention_factor 1.0, so no runtime "
+               "adds a factor" if bake else f"through the softmax scale ({family.softmax_mscale_key} "
+               f"{block[family.softmax_mscale_key]:g}), as in DeepSeek's own configs and llama.cpp's deepseek2")
+        )
+    elif attention_factor is not None and not bake:
         notes.append(
             f"attention_factor {m:.6f} is written verbatim: transformers and vLLM 0.32 apply it as m; SGLang reads only "
             "attn_factor (a multiplier on its own m) and vLLM releases that drop attention_factor apply the paper's m; "
             "verify --engine <yours> --parity-only shows which"
         )
-    if bake:
-        _set(new_config, BAKE_RECORD_KEY, {"baked_attention_factor": m, "scale": s, "original_context": base_length}, "", changes)
+    if bake and softmax is None:
         notes.append(
             f"q/k weights carry m = {m:.6f}; the config says attention_factor 1.0. transformers honours that; vLLM releases "
             "before the fix for its issue #48621 ignore attention_factor and would apply m again"
         )
-    return ConfigPlan(
-        config=new_config, changes=tuple(changes), scale=s, original_context=base_length, target_context=target,
-        attention_factor=1.0 if bake else m, bake_factor=m if bake else None, replaced=replaced, notes=tuple(notes),
-    )
+    return notes
 
 
 # Keys of a RoPE block that say how positions map onto the rotary dims, not how they are scaled: YaRN keeps them

@@ -7,6 +7,7 @@ from typing import Any
 
 from yarn_cli.core.freq_factors import FreqFactors
 from yarn_cli.core.kv_cache import AttentionLayout
+from yarn_cli.core.rope_scalars import get_mscale, softmax_mscale
 
 # transformers names (plus GGUF's) for the same scalings; "su" is Phi-3's first name for longrope.
 SCALING_ALIASES = {
@@ -64,6 +65,19 @@ class RopeSpec:
     layout: str = "rotate_half"  # or "interleaved" (GPT-J / GGUF "normal" layout)
     name: str = "global"
     freq_factors: FreqFactors | None = None  # per-pair divisors of θ the runtime applies first (GGUF rope_freqs)
+    softmax_mscale_key: str = ""  # MLA: the yarn key whose get_mscale(s, value)² multiplies the softmax scale
+
+    def softmax_mscale(self, scale: float | None = None) -> float | None:
+        """MLA only: M, whose square the softmax scale carries on every dim, for the declared scaling or a fresh one
+        at ``scale`` (which extend writes with the family's pair); None for other families."""
+        if not self.softmax_mscale_key:
+            return None
+        if scale is not None:
+            return get_mscale(scale)
+        if self.scaling is None or self.scaling.type != "yarn":
+            return 1.0
+        factor = self.scaling.factor or self.max_context / self.original_context
+        return softmax_mscale(factor, self.scaling.params.get(self.softmax_mscale_key))
 
     @property
     def partial_rotary_factor(self) -> float:

@@ -61,6 +61,19 @@ def yarn_attention_factor(
     return get_mscale(scale)
 
 
+def softmax_mscale(scale: float, mscale_all_dim: float | None) -> float:
+    """MLA (DeepSeek): the factor M whose square multiplies the softmax scale, get_mscale(s, mscale_all_dim); 1 when the
+    key is unset or zero (transformers' and vLLM's ``yarn_apply_mscale`` test it for truth)."""
+    return get_mscale(scale, mscale_all_dim) if mscale_all_dim else 1.0
+
+
+def mscale_for(scale: float, m: float) -> float:
+    """The x with get_mscale(s, x) = m: the mscale/mscale_all_dim value that gives an MLA model the factor m (s > 1)."""
+    if scale <= 1:
+        raise ValueError("an mscale needs a scale factor above 1")
+    return (m - 1.0) / (0.1 * math.log(scale))
+
+
 def longrope_attention_factor(scale: float, original_context: float, attention_factor: float | None = None) -> float:
     """LongRoPE/Phi-3: sqrt(1 + ln(s)/ln(L)), 1 when s <= 1; an explicit value wins."""
     if attention_factor is not None:

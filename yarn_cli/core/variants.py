@@ -38,11 +38,13 @@ class RopeVariant:
     truncate: bool = True
     baked: float | None = None  # the m the checkpoint's q/k weights already carry
     described: str | None = None  # a label where the kind alone misleads (NTK-aware is plain RoPE at another base)
+    # MLA (DeepSeek): M, whose square multiplies the softmax scale, so every dim of q·k, not only the rotary ones
+    softmax_mscale: float = 1.0
 
     @property
     def effective_m(self) -> float:
-        """The attention factor the model ends up with: cos/sin's factor times any m baked into q/k."""
-        return self.attention_factor * (self.baked or 1.0)
+        """The attention factor the rotary dims end up with: cos/sin's factor, MLA's softmax factor, any m baked in."""
+        return self.attention_factor * self.softmax_mscale * (self.baked or 1.0)
 
     @property
     def label(self) -> str:
@@ -58,7 +60,8 @@ class RopeVariant:
 
     def same_rope(self, other: RopeVariant) -> bool:
         """Whether both run the same frequencies and factor (then no evaluation can tell them apart)."""
-        return math.isclose(self.attention_factor, other.attention_factor, rel_tol=1e-12) and len(self.inv_freq) == len(
+        return math.isclose(self.attention_factor, other.attention_factor, rel_tol=1e-12) and math.isclose(
+            self.softmax_mscale, other.softmax_mscale, rel_tol=1e-12) and len(self.inv_freq) == len(
             other.inv_freq) and all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(self.inv_freq, other.inv_freq))
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +72,8 @@ class RopeVariant:
         if self.kind == "yarn" or self.original_context is not None:
             data.update(original_context=self.original_context, beta_fast=self.beta_fast, beta_slow=self.beta_slow,
                         truncate=self.truncate)
+        if self.softmax_mscale != 1.0:
+            data["softmax_mscale"] = self.softmax_mscale
         return data
 
 
@@ -84,14 +89,18 @@ def declared(spec: RopeSpec, baked: float | None = None, seq_len: int | None = N
         fields.update(original_context=scaling.original_context or spec.max_context,
                       beta_fast=params.get("beta_fast") or BETA_FAST_DEFAULT, beta_slow=params.get("beta_slow") or BETA_SLOW_DEFAULT,
                       truncate=params.get("truncate") if params.get("truncate") is not None else True)
-    return RopeVariant(name, "declared", tuple(computed.theta), computed.attention_factor, spec.theta, baked=baked, **fields)
+    return RopeVariant(name, "declared", tuple(computed.theta), computed.attention_factor, spec.theta, baked=baked,
+                       softmax_mscale=spec.softmax_mscale() or 1.0, **fields)
 
 
 def baseline(spec: RopeSpec, baked: float | None = None, name: str = "baseline") -> RopeVariant:
     """The model every result is compared with: the same weights under plain RoPE at the checkpoint's base.
-    cos/sin carry 1, or 1/m where q/k have m baked in, so the baseline equals the unextended model either way."""
+    cos/sin carry 1, or 1/m where q/k have m baked in, so the baseline equals the unextended model either way (MLA:
+    the softmax factor undoes the m its bake put into every q row)."""
     factor = 1.0 / float(baked) if baked else 1.0
     kept = f"no scaling beyond rope_freqs' {spec.freq_factors.label}" if spec.freq_factors is not None else None
+    if spec.softmax_mscale_key:
+        return RopeVariant(name, "none", _plain(spec), 1.0, spec.theta, baked=baked, described=kept, softmax_mscale=factor)
     return RopeVariant(name, "none", _plain(spec), factor, spec.theta, baked=baked, described=kept)
 
 
@@ -113,7 +122,8 @@ def yarn(
     name: str | None = None,
 ) -> RopeVariant:
     """YaRN by ``scale`` from the trained length, with the effective attention factor ``m`` (default the
-    paper's 0.1·ln s + 1); on baked weights cos/sin carry m divided by the baked one."""
+    paper's 0.1·ln s + 1); on baked weights cos/sin carry m divided by the baked one. MLA carries it in the softmax
+    scale instead, on every dim, as the extend of those families writes it (DeepSeek's mscale pair)."""
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise InputError(f"a YaRN variant needs a positive finite scale, not {scale!r}")
     if m is not None and not (math.isfinite(m) and m > 0):
@@ -122,8 +132,11 @@ def yarn(
     computed = rope.yarn(spec.theta, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate,
                          divisors=freq_factors.divisors(spec.freq_factors))
     effective = get_mscale(scale) if m is None else float(m)
-    return RopeVariant(name or f"yarn-x{scale:g}-m{effective:.4f}", "yarn", tuple(computed.theta), effective / (baked or 1.0),
-                       spec.theta, float(scale), original, beta_fast, beta_slow, truncate, baked)
+    carried = effective / (baked or 1.0)
+    mla = bool(spec.softmax_mscale_key)
+    return RopeVariant(name or f"yarn-x{scale:g}-m{effective:.4f}", "yarn", tuple(computed.theta), 1.0 if mla else carried,
+                       spec.theta, float(scale), original, beta_fast, beta_slow, truncate, baked,
+                       softmax_mscale=carried if mla else 1.0)
 
 
 def linear(spec: RopeSpec, scale: float, baked: float | None = None, name: str | None = None) -> RopeVariant:

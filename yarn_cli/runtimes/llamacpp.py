@@ -65,6 +65,8 @@ class LlamaCppEngine:
             return "llama.cpp takes RoPE as parameters (type, base, scale, YaRN's betas), not as a frequency table"
         if variant.kind == "yarn" and not variant.truncate:
             return "llama.cpp always rounds YaRN's ramp bounds (truncate), so a ramp without rounding cannot run there"
+        if variant.softmax_mscale != 1.0:
+            return "llama.cpp's deepseek2 derives its softmax factor from the file's keys; it takes none as a parameter"
         if variant.kind == "yarn" and self._log_multiplier:
             return "this GGUF sets rope.scaling.yarn_log_multiplier, which makes llama.cpp compute its own attention factor"
         return None

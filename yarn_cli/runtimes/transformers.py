@@ -48,6 +48,7 @@ class TransformersEngine:
         self.facts = _facts(path, original_context, self.model, dtype)
         self.tokenizer = None if is_gguf else _tokenizer(path)
         self._modules: dict[tuple, Any] = {}
+        self._softmax = _softmax_slots(self.decoder, self.facts.rope)
 
     # --- variants ---------------------------------------------------------------------------------------------
 
@@ -77,10 +78,13 @@ class TransformersEngine:
         return self._modules[key]
 
     def _use(self, variant: RopeVariant | None) -> None:
-        """Put ``variant``'s rotary module in every slot (None: transformers' own modules back)."""
+        """Put ``variant``'s rotary module in every slot (None: transformers' own modules back), and MLA's softmax
+        factor into every attention module's scale."""
         replacement = None if variant is None else self._rotary(variant)
         for parent, attr, original in self._slots:
             setattr(parent, attr, replacement if replacement is not None else original)
+        for module, declared, plain in self._softmax:
+            module.scaling = declared if replacement is None else plain * variant.softmax_mscale**2
 
     # --- evaluation -------------------------------------------------------------------------------------------
 
@@ -181,6 +185,16 @@ def rotary_slots(decoder) -> list[tuple[Any, str, Any]]:
             if "Rotary" in type(child).__name__ and hasattr(child, _prefix(child) + "inv_freq"):
                 slots.append((parent, attr, child))
     return slots
+
+
+def _softmax_slots(decoder, spec) -> list[tuple[Any, float, float]]:
+    """MLA only: (attention module, its loaded softmax scale, that scale without the declared factor M²). transformers
+    bakes M² into each attention module's ``scaling`` when it loads the config, so a variant must set it there."""
+    declared = spec.softmax_mscale() if spec is not None else None
+    if declared is None:
+        return []
+    return [(module, module.scaling, module.scaling / declared**2) for module in decoder.modules()
+            if type(module).__name__.endswith("Attention") and isinstance(getattr(module, "scaling", None), float)]
 
 
 def _prefix(module) -> str:

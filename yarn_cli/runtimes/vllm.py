@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.core.rope_scalars import mscale_for
 from yarn_cli.core.variants import RopeVariant
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
 from yarn_cli.errors import InputError, UnsupportedError, first_line
@@ -86,6 +87,13 @@ class VllmEngine:
     def unsupported(self, variant: RopeVariant) -> str | None:
         if variant.kind == "custom":
             return "vLLM takes RoPE as a config block (type, factor, YaRN's parameters), not as a frequency table"
+        if self.facts.rope.softmax_mscale_key and variant.kind != "declared":
+            if variant.kind == "linear":
+                return "vLLM runs every scaled RoPE of a DeepSeek-style model as its deepseek_yarn, so not as linear"
+            if variant.kind == "none" and variant.softmax_mscale != 1.0:
+                return ("vLLM cannot put a softmax factor into plain RoPE for a DeepSeek-style model, so the baseline of a "
+                        "baked one cannot run there: verify the unbaked checkpoint, or name other variants "
+                        "(--variants extended,m=1)")
         # vLLM runs at most max_model_len - 1 positions: a request must leave room for one token, which is never run
         if variant.kind == "yarn" and variant.factor * variant.original_context < self.max_model_len - 1:
             return (f"vLLM sizes a YaRN table to original length x factor ({variant.factor * variant.original_context:,.0f} "
@@ -187,10 +195,17 @@ def variant_overrides(spec, variant: RopeVariant, max_model_len: int) -> dict[st
         block.update(factor=variant.factor, original_max_position_embeddings=variant.original_context,
                      attention_factor=variant.attention_factor, beta_fast=variant.beta_fast, beta_slow=variant.beta_slow,
                      truncate=variant.truncate)
+        if spec.softmax_mscale_key:
+            # MLA: deepseek_yarn reads the softmax factor from the pair and cos/sin from their ratio; attention_factor
+            # 1.0 would switch it to deepseek_llama_scaling, which drops the softmax factor
+            x = mscale_for(variant.factor, variant.softmax_mscale) if variant.factor > 1 else 0.0
+            block.update({"mscale": x, spec.softmax_mscale_key: x})
+            if x != 0:
+                del block["attention_factor"]
     elif variant.attention_factor != 1.0:
         block.update(rope_type="yarn", factor=1.0, original_max_position_embeddings=max_model_len,
                      attention_factor=variant.attention_factor)
-    if spec.rotary_dim != spec.head_dim:
+    if spec.rotary_dim != spec.head_dim and not spec.softmax_mscale_key:  # MLA sizes its rotary dims itself
         block["partial_rotary_factor"] = spec.rotary_dim / spec.head_dim
     return {"rope_parameters": block, "rope_scaling": None if block["rope_type"] == "default" else dict(block)}
 

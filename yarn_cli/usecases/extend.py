@@ -192,7 +192,7 @@ def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fa
     with about(folder / "config.json"):
         rope = plan_config(config, scale, to, original_context, beta_fast, beta_slow, replace, bake, attention_factor)
     headers = hf_writer.read_shards(folder)
-    ops = _bake_ops(folder, config, headers, rope.bake_factor) if bake else []
+    ops = _bake_ops(folder, config, headers, rope.bake_factor, rope.softmax_mscale) if bake else []
     out = out or _default_hf_output(source, folder, name, rope.scale)
     atomic.check_output(out, folder, force)
     caps, cap_files = plan_cap_files(hf_writer.read_cap_files(folder), rope.target_context)
@@ -203,7 +203,7 @@ def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fa
     )
 
 
-def _bake_ops(folder: Path, config: dict[str, Any], headers: list, factor: float) -> list:
+def _bake_ops(folder: Path, config: dict[str, Any], headers: list, factor: float, softmax_mscale: float | None = None) -> list:
     """The q/k rows that carry m, after the checks a bake needs: safetensors weights, not baked before."""
     from yarn_cli.core.bake_plan import plan_bake
     from yarn_cli.io.hf_writer import METADATA_PREFIX
@@ -215,7 +215,7 @@ def _bake_ops(folder: Path, config: dict[str, Any], headers: list, factor: float
         raise AlreadyScaledError(f"{folder}: safetensors metadata records an earlier bake ({already}); extend the original checkpoint")
     tensors = {name: (info.dtype, info.shape) for h in headers for name, info in h.tensors.items()}
     with about(folder / "config.json"):
-        return plan_bake(config, tensors, factor)
+        return plan_bake(config, tensors, factor, softmax_mscale)
 
 
 def _default_hf_output(source: str, folder: Path, name: str, scale: float) -> Path:
