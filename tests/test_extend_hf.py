@@ -442,3 +442,39 @@ def test_run_hints_and_modelfile_refused_for_hf(saved_models, tmp_path, capsys):
     assert hints["sglang"].endswith("--context-length 1024") and "from_pretrained" in hints["transformers"]
     code, _, err = run(["extend", str(source), "-s", "4", "-o", str(tmp_path / "p"), "--modelfile"], capsys)
     assert code == 2 and "GGUF" in err and not (tmp_path / "p").exists()
+
+
+def test_minimax_m2_bakes_the_rotary_rows_of_its_whole_projection_norm(tmp_path, capsys):
+    """MiniMax-M2 normalises all heads of q (and of k) at once before RoPE, and rotates only rotary_dim of each head:
+    the bake goes into those entries of the norm weights. With peaked attention (norms x 8) the bake gives
+    transformers' own YaRN, and scaling every entry of the norms would not. Its shipped configs name the rotary
+    part with the legacy key rotary_dim."""
+    from safetensors.numpy import load_file, save_file
+
+    source, baked = tmp_path / "minimax", tmp_path / "baked"
+    model = build_model("minimax_m2", seed=1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                param.mul_(8.0)
+    model.save_pretrained(source)
+    assert run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature"], capsys)[0] == 0
+    expected = logits(reference_yarn_model(source))
+    assert (logits(load(baked)) - expected).abs().max().item() <= 1e-4
+    before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
+    name = "model.layers.0.self_attn.q_norm.weight"
+    rotary = [h * 16 + i for h in range(4) for i in range(8)]
+    passthrough = [h * 16 + i for h in range(4) for i in range(8, 16)]
+    assert (after[name][passthrough] == before[name][passthrough]).all() and not (after[name][rotary] == before[name][rotary]).any()
+    wrong = dict(after)
+    for layer in range(2):
+        for role in ("q_norm", "k_norm"):
+            key = f"model.layers.{layer}.self_attn.{role}.weight"
+            wrong[key] = (before[key].astype("float32") * rope.get_mscale(SCALE)).astype(before[key].dtype)
+    save_file(wrong, str(baked / "model.safetensors"), metadata={"format": "pt"})
+    assert (logits(load(baked)) - expected).abs().max().item() > 1e-3
+    shipped = {"model_type": "minimax_m2", "hidden_size": 3072, "num_attention_heads": 48, "num_key_value_heads": 8,
+               "head_dim": 128, "rotary_dim": 64, "max_position_embeddings": 196608, "rope_theta": 5000000}
+    write_config(tmp_path / "shipped", shipped)
+    code, out, err = run(["inspect", str(tmp_path / "shipped"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["rope"]["rotary_dim"] == 64, err

@@ -46,6 +46,8 @@ TINY = {
     "glm4_moe": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, use_qk_norm=True, attention_bias=True, n_routed_experts=2,
                      num_experts_per_tok=1, first_k_dense_replace=1, moe_intermediate_size=32, n_shared_experts=1, n_group=1,
                      topk_group=1, rope_theta=10000.0, **IDS),
+    "glm4": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, attention_bias=True, rope_theta=10000.0, **IDS),
+    "minimax_m2": dict(COMMON, head_dim=16, rotary_dim=8, num_local_experts=2, num_experts_per_tok=1, rope_theta=10000.0, **IDS),
     # MLA: heads of 16 no-RoPE + 8 rotary dims, one shared rotary key after a 16-wide latent
     "deepseek_v3": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, **MLA),
     "deepseek_v2": dict(COMMON, num_key_value_heads=4, q_lora_rank=None, **MLA),
