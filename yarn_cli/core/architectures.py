@@ -67,8 +67,7 @@ class Architecture:
     bake_unsupported: str = ""  # why --bake-temperature cannot locate q/k in this family
     hf4_keys: Mapping[str, str] = field(default_factory=dict)  # 4.x top-level names of rope_parameters values
     tensor_alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # role -> other names it may have
-    # MLA (DeepSeek): each q head is [no-RoPE dims | rotary dims], the second size named by this config key's sibling
-    q_rotary_offset_key: str = ""  # config key: dims of each q head before its rotary dims (qk_nope_head_dim)
+    # MLA (DeepSeek): each q head is [no-RoPE dims | rotary dims] (a bake scales all of q), one rotary key for all heads
     shared_rotary_key_offset_key: str = ""  # config key: rows of the k tensor before its one shared rotary key (kv_lora_rank)
     softmax_mscale_key: str = ""  # yarn key whose get_mscale(s, value)² multiplies the softmax scale on every dim
     yarn_block_keys: Mapping[str, float] = field(default_factory=dict)  # keys extend writes into a new yarn block
@@ -107,7 +106,7 @@ _TYPES: dict[str, Any] = {
     "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
     "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
     "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str, "norm_flag": str,
-    "tensor_alternatives": dict, "q_rotary_offset_key": str, "shared_rotary_key_offset_key": str,
+    "tensor_alternatives": dict, "shared_rotary_key_offset_key": str,
     "softmax_mscale_key": str, "yarn_block_keys": dict,
 }
 
@@ -148,8 +147,8 @@ def parse_entry(data: Any, name: str) -> Architecture:
     _check(set(alternatives) <= set(tensors) and all(isinstance(v, list) and all(isinstance(n, str) for n in v)
                                                      for v in alternatives.values()),
            name, "tensor_alternatives must map roles of tensors to lists of names")
-    mla = [data.get(k) for k in ("q_rotary_offset_key", "shared_rotary_key_offset_key", "softmax_mscale_key")]
-    _check(all(mla) or not any(mla), name, "MLA needs q_rotary_offset_key, shared_rotary_key_offset_key and softmax_mscale_key together")
+    mla = [data.get(k) for k in ("shared_rotary_key_offset_key", "softmax_mscale_key")]
+    _check(all(mla) or not any(mla), name, "MLA needs shared_rotary_key_offset_key and softmax_mscale_key together")
     _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("yarn_block_keys", {}).values()),
            name, "yarn_block_keys values must be numbers")
     warning = data.get("context_warning")

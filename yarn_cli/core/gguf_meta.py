@@ -54,7 +54,8 @@ def _check_scaling_numbers(meta: Mapping[str, Any], p: str) -> None:
             raise FormatError(f"GGUF metadata {key} must be a positive number, got {value!r}")
 
 
-def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: list[str]) -> Scaling | None:
+def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: list[str],
+                      family: architectures.Architecture | None) -> Scaling | None:
     """The scaling llama.cpp would run: rope.scaling.*, or the legacy rope.scale_linear."""
     _check_scaling_numbers(meta, p)
     kind = meta.get(p + "rope.scaling.type")
@@ -71,7 +72,6 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
         warnings.append(f"both {p}rope.scale_linear and {p}rope.scaling.type are set: stacked scalings")
     params = {key[len(p) + len("rope.") :]: value for key, value in meta.items() if key.startswith(p + "rope.scal")}
     multiplier = params.get("scaling.attn_factor")
-    family = architectures.for_gguf(p[:-1])
     if kind == "yarn" and isinstance(factor, (int, float)) and factor > 1 and family is not None and family.softmax_mscale_key:
         params.update(_mla_params(float(factor), params, family.softmax_mscale_key))
     elif kind == "yarn" and factor and isinstance(multiplier, (int, float)) and "scaling.yarn_log_multiplier" not in params:
@@ -139,7 +139,8 @@ def read_rope_specs(
     context = _int(meta, p + "context_length", required=True)
     if context == 0:
         raise FormatError(f"GGUF metadata {p}context_length is 0; it must be the trained length")
-    scaling = _declared_scaling(meta, p, context, warnings)
+    family = architectures.for_gguf(arch)
+    scaling = _declared_scaling(meta, p, context, warnings, family)
     factors = freq_factors.read(factor_values, float(theta), rotary_dim) if factor_values is not None else None
     if factors is not None:
         scaling = _with_factors(scaling, factors, warnings)
@@ -154,7 +155,7 @@ def read_rope_specs(
     spec = RopeSpec(theta=float(theta), head_dim=head_dim, rotary_dim=rotary_dim, original_context=original,
                     original_context_source=source, max_context=context, scaling=scaling,
                     layout=architectures.gguf_rope_layout(arch), freq_factors=factors,
-                    softmax_mscale_key=family.softmax_mscale_key if (family := architectures.for_gguf(arch)) else "")
+                    softmax_mscale_key=family.softmax_mscale_key if family else "")
     local_base = _local_rope_base(meta, arch)
     if local_base is None:
         return (spec,), warnings
