@@ -47,11 +47,11 @@ def converter() -> Path:
     return script
 
 
-def convert(folder: Path, out: Path, outtype: str = "f32") -> Path:
-    """Run the converter on an HF folder, with its own gguf-py first on the path."""
+def convert(folder: Path, out: Path, outtype: str = "f32", *flags: str) -> Path:
+    """Run the converter on an HF folder, with its own gguf-py first on the path (``flags``: more of its options)."""
     script = converter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(script.parent / "gguf-py"), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, str(script), str(folder), "--outfile", str(out), "--outtype", outtype],
+    result = subprocess.run([sys.executable, str(script), str(folder), "--outfile", str(out), "--outtype", outtype, *flags],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"convert_hf_to_gguf.py failed: {result.stderr.strip()[-800:]}")

@@ -66,8 +66,10 @@ def test_entry_names_real_tensors(family):
     for model_type in arch.model_types:
         if model_type in MULTIMODAL | NO_TRANSFORMERS_CLASS or not arch.tensors:
             continue
-        names = set(build_model(model_type).state_dict())
-        for layer in range(2):
+        model = build_model(model_type)
+        names = set(model.state_dict())
+        # attention-free layers (Qwen3-Next's linear attention) have none of the roles
+        for layer in arch.rope_layers(json.loads(model.config.to_json_string()), 2):
             for role in arch.tensors:
                 found = [p.format(layer=layer) + name for p in arch.layer_prefixes for name in arch.tensor_names(role)]
                 assert set(found) & names, f"{model_type}: no tensor for role {role} among {found}"
@@ -93,7 +95,7 @@ def test_sliding_layers_match_transformers(model_type):
     assert hf_config.sliding_layers(raw, 7) == expected
 
 
-@pytest.mark.parametrize("model_type", ["gemma3_text", "gpt_oss", "mistral", "llama", "qwen3", "smollm3", "cohere2", "deepseek_v3"])
+@pytest.mark.parametrize("model_type", sorted(TINY))
 def test_kv_cache_bytes_equal_transformers_static_cache(model_type):
     """Our KV-cache size is what transformers' StaticCache allocates for the same config and length."""
     import torch
@@ -105,7 +107,9 @@ def test_kv_cache_bytes_equal_transformers_static_cache(model_type):
     cache = StaticCache(config=model.config, max_cache_len=tokens)
     with torch.no_grad():
         model(torch.tensor([[1, 2, 3]]), past_key_values=cache, use_cache=True)
-    allocated = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    # linear-attention layers (Qwen3-Next) keep a fixed-size state, no per-token keys and values
+    allocated = sum(t.numel() * t.element_size() for layer in cache.layers if hasattr(layer, "keys") for t in (layer.keys, layer.values))
+    assert allocated
     raw = json.loads(model.config.to_json_string())
     layout = hf_config.model_dims(raw)["attention"]
     assert kv_cache.kv_cache_bytes(layout, tokens, bytes_per_value=4) == allocated

@@ -49,6 +49,11 @@ def reference_yarn_model(folder: Path):
     # the family's own YaRN form (DeepSeek's mscale pair), which its runtimes agree on
     yarn = {"rope_type": "yarn", "factor": SCALE, "original_max_position_embeddings": ORIGINAL, **family.yarn_block_keys}
     parameters = copy.deepcopy(config.rope_parameters)
+    if parameters.get("alpha"):  # HunYuan's NTK-alpha: YaRN scales the fixed base transformers' own model runs
+        inv_freq = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).model.rotary_emb.inv_freq.double()
+        parameters["rope_theta"] = float(inv_freq[1] ** (-len(inv_freq)))  # inv_freq[1] = θ^(-2/D), D = 2·len
+        for key in ("alpha", "type"):
+            parameters.pop(key)
     if "full_attention" in parameters:
         parameters["full_attention"].update(yarn)
     else:
@@ -106,12 +111,25 @@ def test_extend_matches_transformers_yarn(model_type, saved_models, tmp_path, ca
     warnings = caplog.text
     assert "does not match" not in warnings and "Unrecognized keys" not in warnings, warnings
     assert (got_plain - expected).abs().max().item() <= 1e-4
+    if architectures.for_model_type(model_type).norm_after_rope:
+        expected = logits(norms_times_m(reference_yarn_model(source)))  # m lives in the norm weights, after RoPE
     assert (got_baked - expected).abs().max().item() <= 1e-4
 
     from transformers import AutoConfig
 
     parameters = AutoConfig.from_pretrained(baked).rope_parameters
     assert parameters.get("full_attention", parameters)["attention_factor"] == 1.0
+
+
+def norms_times_m(model):
+    """transformers' model with its q/k norm weights (after RoPE, HunYuan) times m, in memory: where the paper's m must
+    go when those norms cancel any factor in cos/sin."""
+    family = architectures.for_model_type(model.config.model_type)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith((family.tensors["q_norm"], family.tensors["k_norm"])):
+                param.mul_(rope.get_mscale(SCALE))
+    return model
 
 
 def set_rotary(model, inv_freq, attention_scaling):
@@ -296,7 +314,7 @@ def test_unknown_family_and_quantized_refused(tmp_path, capsys):
     import numpy as np
 
     folder = tmp_path / "m"
-    write_config(folder, {"model_type": "minimax_m2", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+    write_config(folder, {"model_type": "acme_lm", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
                           "max_position_embeddings": 256, "rope_theta": 10000.0})
     save_file({"x": np.zeros(4, np.float32)}, str(folder / "model.safetensors"))
     code, _, err = run(["extend", str(folder), "-s", "2", "--bake-temperature", "-o", str(tmp_path / "o")], capsys)

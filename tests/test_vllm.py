@@ -174,6 +174,36 @@ def test_deepseek_mla_is_exact_on_vllm(mla, words, name):
         assert refused.returncode == 4 and "--variants extended,m=1" in refused.stderr  # 4: unsupported
 
 
+# Families vLLM's CPU build runs natively, each extended x4 (its own q/k layout, norms and partial rotary).
+FAMILY_SHAPES = {
+    "smollm3": {},
+    "glm4": {"head_dim": 64},
+    "glm4_moe": {"head_dim": 64},
+    "falcon": {"num_kv_heads": 1, "bias": False},
+    "hunyuan_v1_dense": {"head_dim": 64},
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILY_SHAPES))
+def test_newer_families_are_exact_on_vllm(model_type, words, tmp_path):
+    """vLLM runs each family's extended checkpoint as transformers does (the reference). HunYuan's q/k norms after
+    RoPE cancel the attention factor in both, so there parity cannot tell 'exact' from the m faults, and says so."""
+    from yarn_cli.api import apply_extend, plan_extend
+
+    shape = {k: v for k, v in SHAPE.items() if not (model_type == "falcon" and k == "num_key_value_heads")}
+    plain, extended = tmp_path / model_type, tmp_path / "x4"
+    build_model(model_type, seed=3, **shape, **FAMILY_SHAPES[model_type]).save_pretrained(plain)
+    word_tokenizer(plain)
+    apply_extend(plan_extend(plain, extended, scale=4))
+    result = yarn("verify", str(extended), "--engine", "vllm", *FAST, "--text", str(words), "--parity-only", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["reference"].startswith("transformers") and parity["diagnosis"] == "exact", parity["line"]
+    assert parity["max_abs_diff"] < 1e-3
+    if model_type == "hunyuan_v1_dense":
+        assert "cannot tell it from 'no-attention-factor'" in parity["line"]
+
+
 def test_tensor_parallel_two_ranks(models, words):
     result = yarn("verify", str(models["qwen3-x4"]), "--engine", "vllm", *FAST, "--tensor-parallel-size", "2",
                   "--text", str(words), "--parity-only", "--json")

@@ -48,6 +48,20 @@ TINY = {
                      topk_group=1, rope_theta=10000.0, **IDS),
     "glm4": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, attention_bias=True, rope_theta=10000.0, **IDS),
     "minimax_m2": dict(COMMON, head_dim=16, rotary_dim=8, num_local_experts=2, num_experts_per_tok=1, rope_theta=10000.0, **IDS),
+    # hybrid: a linear-attention (Gated DeltaNet) layer without RoPE, then a full-attention one with it
+    "qwen3_next": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, layer_types=["linear_attention", "full_attention"],
+                       linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                       num_experts=2, num_experts_per_tok=1, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                       rope_theta=10000.0, **IDS),
+    # Falcon-40B's grouped qkv; the other two layouts are tested on overrides of this one
+    "falcon": dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+                   new_decoder_architecture=True, bias=True, max_position_embeddings=256, rope_theta=10000.0,
+                   tie_word_embeddings=False, **IDS),
+    # ships NTK-alpha as its own checkpoints do ("dynamic" with a fixed alpha); q/k norms after RoPE
+    "hunyuan_v1_dense": dict(COMMON, head_dim=16, rope_theta=10000.0, use_qk_norm=True,
+                             rope_scaling={"type": "dynamic", "alpha": 1000.0, "factor": 1.0}, **IDS),
+    "hunyuan_v1_moe": dict(COMMON, head_dim=16, rope_theta=10000.0, num_experts=2, moe_topk=1, use_qk_norm=True,
+                           rope_scaling={"type": "dynamic", "alpha": 1000.0, "factor": 1.0}, **IDS),
     # MLA: heads of 16 no-RoPE + 8 rotary dims, one shared rotary key after a 16-wide latent
     "deepseek_v3": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, **MLA),
     "deepseek_v2": dict(COMMON, num_key_value_heads=4, q_lora_rank=None, **MLA),

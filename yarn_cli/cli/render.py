@@ -97,9 +97,11 @@ def describe_kv_cache(kv: dict[str, Any], original: int, target: int | None) -> 
     line = f"{human_bytes(kv['bytes_per_token_16bit'])}/token fp16/bf16 ({human_bytes(kv['bytes_per_token_8bit'])} 8-bit)"
     if kv["sliding_window_layers"]:
         line += (
-            f" on {kv['full_attention_layers']} full-attention layers; {kv['sliding_window_layers']} sliding-window layers "
+            f" on {kv['full_attention_layers']} full-attention layers; {kv['sliding_window_layers']} sliding-window (or chunked) layers "
             f"hold {kv['sliding_window']:,} tokens at most"
         )
+    if kv.get("linear_attention_layers"):
+        line += f" on {kv['full_attention_layers']} attention layers; {kv['linear_attention_layers']} linear-attention layers cache no tokens"
     line += f"; at {original:,}: {human_bytes(kv['bytes_at_original_16bit'])}"
     if target and kv.get("bytes_at_target_16bit") is not None:
         line += f"; at {target:,}: {human_bytes(kv['bytes_at_target_16bit'])}"

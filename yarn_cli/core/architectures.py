@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from yarn_cli.errors import FormatError
+from yarn_cli.errors import FormatError, UnsupportedError
 
 _PACKAGE = "yarn_cli.architectures"
 
@@ -28,7 +28,7 @@ TOP_ROLES = ("embed", "norm", "lm_head")
 # What the native engine's forward pass reads (biases and qk-norms when an entry has them).
 NATIVE_ROLES = ("attn_norm", "q", "k", "v", "o", "ffn_norm", "gate", "up", "down")
 LAYOUTS = ("rotate_half", "interleaved")
-QKV_LAYOUTS = ("q_k_v", "per_head_interleaved")
+QKV_LAYOUTS = ("q_k_v", "per_head_interleaved", "grouped")
 NORM_SCOPES = ("head", "all_heads")
 YARN_LAYERS = ("all", "full_attention", "sliding_attention")
 
@@ -50,19 +50,26 @@ class Architecture:
     tensors: Mapping[str, str] = field(default_factory=dict)  # layer role -> name after the layer prefix
     top_tensors: Mapping[str, str] = field(default_factory=dict)  # model-wide role -> full name
     gguf_architectures: tuple[str, ...] = ()
-    qkv_layout: str = ""  # fused qkv only: "q_k_v" blocks, or "per_head_interleaved" [q_h, k_h, v_h]
+    qkv_layout: str = ""  # fused qkv only: "q_k_v" blocks, "per_head_interleaved" [q_h, k_h, v_h], or "grouped":
+    # per KV group [its q heads, k, v] (Falcon's new decoder architecture)
+    qkv_layout_flags: Mapping[str, str] = field(default_factory=dict)  # config flag -> the qkv_layout it selects, first set wins
     norm_scope: str = ""  # qk-norm only: "head" (one norm per head) or "all_heads"
     norm_offset: float = 0.0  # 1.0 where the norm multiplies by (1 + w) (Gemma)
     yarn_layers: str = "all"  # "full_attention": sliding-window layers keep their own unscaled RoPE;
     # "sliding_attention": only the sliding-window layers rotate at all (Cohere2: the global layers have no RoPE)
     extend_warning: str = ""  # what a user extending this family must be told (extend prints it as a note)
     m_cancelled_by: str = ""  # config flag that puts a weightless norm after RoPE, cancelling any m (Llama 4's use_qk_norm)
+    norm_after_rope: bool = False  # the q/k norms (with weights) follow RoPE: they cancel m in cos/sin, their weights carry it
     norm_flag: str = ""  # config flag that switches the entry's q/k norms on; off, the projections carry m (GLM-4.5)
     sliding_window_pattern: int = 0  # every N-th layer is full attention when the config does not say (0: none)
     gguf_local_rope_base: float = 0.0  # llama.cpp's base for sliding layers when the GGUF does not say
     native_engine: bool = False  # the native verify engine runs this family
     rotary_dim_key: str = ""  # config key giving the rotary dims directly (GPT-J's rotary_dim)
     rope_layers_key: str = ""  # config key with one flag per layer, 1 where it rotates (SmolLM3's no_rope_layers)
+    rope_layer_types: tuple[str, ...] = ()  # when rope_layers_key lists layer types: those that rotate (Qwen3-Next)
+    no_rope_interval: int = 0  # an empty or missing rope_layers_key list: every N-th layer has no RoPE (Llama 4: 4)
+    no_rope_interval_key: str = ""  # the config key that overrides no_rope_interval
+    chunked_attention_key: str = ""  # config key: the chunk the rotating layers attend within (Llama 4), bounding their KV
     hf_yarn_unsupported: str = ""  # why a YaRN config.json would not be honoured for this family
     bake_unsupported: str = ""  # why --bake-temperature cannot locate q/k in this family
     hf4_keys: Mapping[str, str] = field(default_factory=dict)  # 4.x top-level names of rope_parameters values
@@ -94,6 +101,28 @@ class Architecture:
         """The names (after the layer prefix) a role's tensor may have, the usual one first."""
         return (self.tensors[role], *self.tensor_alternatives.get(role, ()))
 
+    def rope_layers(self, cfg: Mapping[str, Any], n_layers: int) -> list[int]:
+        """The layers that apply RoPE: all, or those the per-layer flag (or layer type) list marks; an empty or missing
+        list means every ``no_rope_interval``-th layer has none, as transformers builds Llama 4's config."""
+        flags = cfg.get(self.rope_layers_key) if self.rope_layers_key else None
+        if not flags and self.no_rope_interval:
+            interval = cfg.get(self.no_rope_interval_key)
+            interval = self.no_rope_interval if interval is None else interval
+            if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+                raise FormatError(f"config.json {self.no_rope_interval_key} must be a whole number >= 1, got {interval!r}")
+            flags = [int((i + 1) % interval != 0) for i in range(n_layers)]
+        if flags is None:
+            return list(range(n_layers))
+        if not isinstance(flags, list) or len(flags) != n_layers:
+            raise UnsupportedError(f"config.json {self.rope_layers_key} must list one flag per layer ({n_layers}), got {flags!r}")
+        if self.rope_layer_types:  # a list of layer types (Qwen3-Next: only full_attention layers have RoPE)
+            return [i for i, kind in enumerate(flags) if kind in self.rope_layer_types]
+        return [i for i, flag in enumerate(flags) if flag]
+
+    def qkv_layout_for(self, cfg: Mapping[str, Any]) -> str:
+        """The fused qkv layout of one config: the first of ``qkv_layout_flags`` it sets, else ``qkv_layout``."""
+        return next((layout for flag, layout in self.qkv_layout_flags.items() if cfg.get(flag)), self.qkv_layout)
+
     def attention_kind_for(self, cfg: Mapping[str, Any]) -> str:
         """``attention_kind`` for one config: q/k norms that its ``norm_flag`` switches off leave q and k to carry m."""
         kind = self.attention_kind
@@ -106,8 +135,10 @@ _TYPES: dict[str, Any] = {
     "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
     "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
     "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str, "norm_flag": str,
+    "norm_after_rope": bool,
     "tensor_alternatives": dict, "shared_rotary_key_offset_key": str,
-    "softmax_mscale_key": str, "yarn_block_keys": dict,
+    "softmax_mscale_key": str, "yarn_block_keys": dict, "qkv_layout_flags": dict, "rope_layer_types": list,
+    "chunked_attention_key": str, "no_rope_interval": int, "no_rope_interval_key": str,
 }
 
 
@@ -135,6 +166,7 @@ def parse_entry(data: Any, name: str) -> Architecture:
     _check(not tensors or data.get("layer_prefixes"), name, "tensors need layer_prefixes")
     if "qkv" in tensors:
         _check(data.get("qkv_layout") in QKV_LAYOUTS, name, f"a fused qkv needs qkv_layout, one of {QKV_LAYOUTS}")
+        _check(set(data.get("qkv_layout_flags", {}).values()) <= set(QKV_LAYOUTS), name, f"qkv_layout_flags select one of {QKV_LAYOUTS}")
     elif "q_norm" in tensors:
         _check(data.get("norm_scope") in NORM_SCOPES and "k_norm" in tensors, name,
                f"qk-norm needs q_norm, k_norm and norm_scope, one of {NORM_SCOPES}")
@@ -143,6 +175,7 @@ def parse_entry(data: Any, name: str) -> Architecture:
     if data.get("native_engine"):
         missing = set(NATIVE_ROLES) - set(tensors) | {"embed", "norm"} - set(top)
         _check(not missing, name, f"native_engine needs roles {sorted(missing)}")
+    _check(not data.get("norm_after_rope") or "q_norm" in tensors, name, "norm_after_rope needs q_norm and k_norm")
     alternatives = data.get("tensor_alternatives", {})
     _check(set(alternatives) <= set(tensors) and all(isinstance(v, list) and all(isinstance(n, str) for n in v)
                                                      for v in alternatives.values()),
@@ -164,6 +197,7 @@ def parse_entry(data: Any, name: str) -> Architecture:
             "gguf_local_rope_base": float(data.get("gguf_local_rope_base", 0.0)),
             "context_warning": ContextWarning(**warning) if warning else None,
             "tensor_alternatives": {role: tuple(names) for role, names in alternatives.items()},
+            "rope_layer_types": tuple(data.get("rope_layer_types", ())),
         }
     )
 

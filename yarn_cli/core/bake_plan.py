@@ -53,23 +53,13 @@ def yarn_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architec
     """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only; Cohere2: the sliding ones,
     its only rotating layers; SmolLM3: the layers that rotate at all, since m baked into a layer without RoPE would
     change it and nothing else would)."""
-    rotating = rope_layers(cfg, n_layers, arch)
+    rotating = arch.rope_layers(cfg, n_layers)
     if arch.yarn_layers == "all":
         return rotating
     sliding = set(hf_config.sliding_layers({**cfg, "sliding_window": cfg.get("sliding_window") or 1}, n_layers))
     if arch.yarn_layers == "sliding_attention":  # without a window every layer rotates (Exaone 4 1.2B)
         return [i for i in rotating if i in sliding] if cfg.get("sliding_window") else rotating
     return [i for i in rotating if i not in sliding]
-
-
-def rope_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architecture) -> list[int]:
-    """The layers that apply RoPE: all, or those the entry's per-layer flag list marks."""
-    if not arch.rope_layers_key or cfg.get(arch.rope_layers_key) is None:
-        return list(range(n_layers))
-    flags = cfg[arch.rope_layers_key]
-    if not isinstance(flags, list) or len(flags) != n_layers:
-        raise UnsupportedError(f"config.json {arch.rope_layers_key} must list one flag per layer ({n_layers}), got {flags!r}")
-    return [i for i, flag in enumerate(flags) if flag]
 
 
 @dataclass(frozen=True)
@@ -108,20 +98,29 @@ def _family(config: dict[str, Any]) -> architectures.Architecture:
     return arch
 
 
-def _fused_rows(arch: architectures.Architecture, shape: _Shape) -> list[tuple[int, int]]:
+def _fused_rows(arch: architectures.Architecture, cfg: dict[str, Any], shape: _Shape) -> list[tuple[int, int]]:
     """q and k rows inside one fused qkv tensor."""
     heads, head_dim, rotary = shape.heads, shape.head_dim, shape.rotary_dim
-    if arch.qkv_layout == "q_k_v":
+    layout = arch.qkv_layout_for(cfg)
+    if layout == "q_k_v":
         return shape.q_rows() + _head_rows(shape.kv_heads, head_dim, rotary, start=heads * head_dim)
+    if layout == "grouped":  # per KV group [q heads of the group, k, v]
+        if heads % shape.kv_heads:
+            raise UnsupportedError(f"{arch.family}: {heads} heads do not split into {shape.kv_heads} KV groups")
+        per_group = heads // shape.kv_heads
+        stride = (per_group + 2) * head_dim
+        return [(g * stride + j * head_dim, g * stride + j * head_dim + rotary)
+                for g in range(shape.kv_heads) for j in range(per_group + 1)]  # j = per_group: the group's k
     if heads != shape.kv_heads:  # per head [q_h, k_h, v_h]
         raise UnsupportedError(f"{arch.family}: per-head interleaved qkv needs as many KV heads as heads")
     return _head_rows(heads, head_dim, rotary, stride=3 * head_dim) + _head_rows(heads, head_dim, rotary, start=head_dim, stride=3 * head_dim)
 
 
-def _layer_targets(arch: architectures.Architecture, shape: _Shape, kind: str) -> list[tuple[str, list[tuple[int, int]], bool]]:
+def _layer_targets(arch: architectures.Architecture, cfg: dict[str, Any], shape: _Shape,
+                   kind: str) -> list[tuple[str, list[tuple[int, int]], bool]]:
     """(role, rows, required) for every tensor of a layer that carries m (``kind``: the entry's attention kind)."""
     if kind == "fused":
-        rows = _fused_rows(arch, shape)
+        rows = _fused_rows(arch, cfg, shape)
         return [("qkv", rows, True)] + ([("qkv_bias", rows, False)] if "qkv_bias" in arch.tensors else [])
     if kind == "qk_norm":
         per_head = [(0, shape.rotary_dim)]
@@ -154,7 +153,7 @@ def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int
     offset = arch.norm_offset if kind == "qk_norm" else 0.0
     ops: list[BakeOp] = []
     for layer in yarn_layers(cfg, layers, arch):
-        for role, rows, required in _layer_targets(arch, shape, kind):
+        for role, rows, required in _layer_targets(arch, cfg, shape, kind):
             name = _find(arch, tensors, layer, role, required)
             if name is not None:
                 ops.append(_op(name, tensors[name], rows, factor, offset, role.replace("_", " "), shape))

@@ -66,9 +66,28 @@ def scaling_type(block: dict[str, Any] | None) -> str:
     return name
 
 
+def _ntk_alpha_of(block: Any) -> float | None:
+    """HunYuan's NTK-alpha: a "dynamic" block with a fixed ``alpha``, which makes the base θ·α^(D/(D-2)) whatever the
+    length (transformers' HunYuan reads it so, and llama.cpp's converter writes that base)."""
+    if not isinstance(block, dict) or scaling_type(block) != "dynamic" or block.get("alpha") is None:
+        return None
+    if not _is_number(block["alpha"]) or block["alpha"] <= 0:
+        raise FormatError(f"config.json: the dynamic block's alpha must be a positive number, got {block['alpha']!r}")
+    return float(block["alpha"])
+
+
+def ntk_alpha(cfg: dict[str, Any]) -> float | None:
+    """The NTK-alpha a config ships (rope_scaling first, as transformers reads it), or None."""
+    for name in ("rope_scaling", "rope_parameters"):
+        alpha = _ntk_alpha_of(cfg.get(name))
+        if alpha is not None:
+            return alpha
+    return None
+
+
 def _scaling_from_block(block: dict[str, Any] | None, source: str, cfg: dict[str, Any]) -> Scaling | None:
     kind = scaling_type(block)
-    if kind == "default" or block is None:
+    if kind == "default" or block is None or _ntk_alpha_of(block) is not None:
         return None
     if kind not in KNOWN_SCALING_TYPES:
         raise UnsupportedError(
@@ -235,6 +254,12 @@ def read_rope_specs(
     scaling, parameters, nested = _declared_scaling(cfg, warnings)
     theta = _theta(cfg, parameters)
     head_dim, rotary_dim = head_dims(cfg, parameters)
+    alpha = ntk_alpha(cfg)
+    if alpha is not None:
+        theta = theta * alpha ** (head_dim / (head_dim - 2))
+        warnings.append(f"the rope block labelled \"dynamic\" carries alpha {alpha:g}: a fixed NTK base, read as "
+                        f"θ = {theta:.6g} at every length (transformers' HunYuan and llama.cpp's converter do the same); "
+                        "extend writes that base as rope_theta")
     if rotary_dim < 2 or rotary_dim % 2:
         raise FormatError(f"config.json: rotary dimension {rotary_dim} (head_dim {head_dim}) must be even")
     max_context = _positive_int(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
@@ -318,12 +343,31 @@ def _kv_dims(cfg: dict[str, Any], kv_heads: int | None) -> int | None:
     return kv_heads * (head_dim + (_positive_int(cfg, "v_head_dim") or head_dim))
 
 
+def _chunked_layers(cfg: dict[str, Any], n_layers: int) -> tuple[tuple[int, ...], int]:
+    """(the layers that attend within fixed chunks, the chunk size): ``layer_types`` when listed, else the layers
+    that rotate, as transformers builds Llama 4's config (the family's ``chunked_attention_key`` names the size)."""
+    arch = architectures.for_model_type(str(cfg.get("model_type") or ""))
+    size = _positive_int(cfg, arch.chunked_attention_key) if arch and arch.chunked_attention_key else None
+    if not size:
+        return (), 0
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == n_layers:
+        return tuple(i for i, kind in enumerate(types) if kind == "chunked_attention"), size
+    return tuple(arch.rope_layers(cfg, n_layers)), size
+
+
+# layer_types values of layers that keep a fixed-size recurrent state instead of a KV cache
+_STATE_LAYER_TYPES = ("linear_attention",)
+
+
 def model_dims(config: dict[str, Any]) -> dict[str, Any]:
     """Layer, head and width counts, and the attention layout the KV cache follows."""
     cfg = text_config(config)
     layers = _positive_int(cfg, "num_hidden_layers", "n_layer", "num_layers")
     heads = _positive_int(cfg, "num_attention_heads", "n_head", "num_heads")
     kv_heads = _positive_int(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv")
+    if cfg.get("multi_query") and not cfg.get("new_decoder_architecture"):  # Falcon-7B: one KV head whatever else it says
+        kv_heads = 1
     if kv_heads is None and heads is not None:
         kv_heads = 1 if cfg.get("multi_query") else heads
     kv_dims = _kv_dims(cfg, kv_heads)
@@ -331,7 +375,11 @@ def model_dims(config: dict[str, Any]) -> dict[str, Any]:
     if layers and kv_dims:
         sliding = sliding_layers(cfg, layers)
         window = _positive_int(cfg, "sliding_window") if sliding else 0
-        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else ())
+        if not window:  # chunked attention bounds a layer's cache as a window does
+            sliding, window = _chunked_layers(cfg, layers)
+        types = cfg.get("layer_types") if isinstance(cfg.get("layer_types"), list) else []
+        linear = tuple(i for i, kind in enumerate(types) if kind in _STATE_LAYER_TYPES)
+        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else (), linear)
     return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": _positive_int(cfg, "hidden_size", "n_embd", "d_model"),
             "attention": layout}
 

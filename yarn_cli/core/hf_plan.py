@@ -229,6 +229,8 @@ def plan_config(
     original_parameters = copy.deepcopy(cfg.get("rope_parameters"))
     _set_rope_parameters(cfg, block, spec.theta, prefix, changes)
     _set(cfg, "rope_scaling", block, prefix, changes)
+    if hf_config.ntk_alpha(hf_config.text_config(config)) is not None:
+        _fold_ntk_alpha(cfg, spec.theta, prefix, changes, notes)
     for key, value in _legacy_rope_keys(cfg, original_parameters, specs, str(cfg.get("model_type") or "")).items():
         _set(cfg, key, value, prefix, changes)
     _set(cfg, "max_position_embeddings", target, prefix, changes)
@@ -250,6 +252,15 @@ def plan_config(
         attention_factor=1.0 if bake else m, bake_factor=m if bake else None, replaced=replaced, notes=tuple(notes),
         softmax_mscale=softmax,
     )
+
+
+def _fold_ntk_alpha(cfg: dict[str, Any], theta: float, prefix: str, changes: list[Change], notes: list[str]) -> None:
+    """The yarn block replaces the NTK-alpha one, so its fixed base must become rope_theta, which YaRN scales."""
+    _set(cfg, "rope_theta", theta, prefix, changes)
+    parameters = cfg.get("rope_parameters")
+    if isinstance(parameters, dict) and not hf_config.is_nested_rope_parameters(parameters):
+        _set(parameters, "rope_theta", theta, prefix + "rope_parameters.", changes)
+    notes.append(f"the NTK-alpha base is now rope_theta {theta:.6g}; YaRN scales the frequencies of that base")
 
 
 def _new_block(family: architectures.Architecture | None, s: float, base_length: int, existing: Scaling | None, beta_fast: float,
@@ -279,7 +290,10 @@ def _factor_notes(family: architectures.Architecture | None, block: dict[str, An
             "attn_factor (a multiplier on its own m) and vLLM releases that drop attention_factor apply the paper's m; "
             "verify --engine <yours> --parity-only shows which"
         )
-    if bake and softmax is None:
+    if bake and family is not None and family.norm_after_rope:
+        notes.append(f"the q/k norm weights after RoPE carry m = {m:.6f}: every runtime applies it, and no factor in "
+                     "cos/sin can add to it, since those norms cancel it")
+    elif bake and softmax is None:
         notes.append(
             f"q/k weights carry m = {m:.6f}; the config says attention_factor 1.0. transformers honours that; vLLM releases "
             "before the fix for its issue #48621 ignore attention_factor and would apply m again"

@@ -3,6 +3,8 @@
 Full-attention layers cache every token; sliding-window layers cache at most the window (what
 transformers' static cache, vLLM and llama.cpp keep for them; llama.cpp adds one batch on top).
 MLA models (DeepSeek) cache the compressed latent plus the shared rotary key instead of K and V.
+Chunked-attention layers (Llama 4) hold at most one chunk, as a window. Linear-attention layers (Qwen3-Next's Gated
+DeltaNet) keep a fixed-size state and cache no tokens.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ class AttentionLayout:
     kv_dims: int  # numbers cached per token per layer (K and V together, or the MLA latent)
     sliding_window: int = 0
     sliding_layers: tuple[int, ...] = ()  # indices of the sliding-window layers
+    linear_layers: tuple[int, ...] = ()  # indices of the layers without attention (a recurrent state instead)
 
     @property
     def full_layers(self) -> int:
-        return self.layers - len(self.sliding_layers)
+        return self.layers - len(self.sliding_layers) - len(self.linear_layers)
 
 
 def kv_cache_bytes(layout: AttentionLayout, tokens: int, bytes_per_value: float = BYTES_16BIT) -> int:
@@ -46,6 +49,7 @@ def kv_cache_report(layout: AttentionLayout | None, original: int, target: int |
         "full_attention_layers": layout.full_layers,
         "sliding_window_layers": len(layout.sliding_layers),
         "sliding_window": layout.sliding_window or None,
+        "linear_attention_layers": len(layout.linear_layers),
     }
     if target:
         report["bytes_at_target_16bit"] = kv_cache_bytes(layout, target)
