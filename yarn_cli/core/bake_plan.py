@@ -109,8 +109,8 @@ def _fused_rows(arch: architectures.Architecture, cfg: dict[str, Any], shape: _S
             raise UnsupportedError(f"{arch.family}: {heads} heads do not split into {shape.kv_heads} KV groups")
         per_group = heads // shape.kv_heads
         stride = (per_group + 2) * head_dim
-        return [(g * stride + j * head_dim, g * stride + j * head_dim + rotary)
-                for g in range(shape.kv_heads) for j in range(per_group + 1)]  # j = per_group: the group's k
+        # the group's q heads and then its k: per_group + 1 consecutive heads at the start of each group
+        return [row for g in range(shape.kv_heads) for row in _head_rows(per_group + 1, head_dim, rotary, start=g * stride)]
     if heads != shape.kv_heads:  # per head [q_h, k_h, v_h]
         raise UnsupportedError(f"{arch.family}: per-head interleaved qkv needs as many KV heads as heads")
     return _head_rows(heads, head_dim, rotary, stride=3 * head_dim) + _head_rows(heads, head_dim, rotary, start=head_dim, stride=3 * head_dim)

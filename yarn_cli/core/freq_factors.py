@@ -25,8 +25,8 @@ SOURCE = "gguf rope_freqs"  # Scaling.source of a scaling read from the tensor a
 _TOLERANCE = 1e-5
 # Trained lengths tried when the factors are a plain step (no pair in the blend region) and so cannot name L themselves:
 # the released models' first, then every other power of two (the first that reproduces the step is taken).
-_STEP_LENGTHS = (8192, 4096, 2048, 16384, 32768, 1024, 65536) + tuple(
-    2**k for k in range(4, 21) if 2**k not in (8192, 4096, 2048, 16384, 32768, 1024, 65536))
+_RELEASED_LENGTHS = (8192, 4096, 2048, 16384, 32768, 1024, 65536)
+_STEP_LENGTHS = _RELEASED_LENGTHS + tuple(2**k for k in range(4, 21) if 2**k not in _RELEASED_LENGTHS)
 
 
 @dataclass(frozen=True)

@@ -368,8 +368,8 @@ def model_dims(config: dict[str, Any]) -> dict[str, Any]:
     kv_heads = _positive_int(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv")
     if cfg.get("multi_query") and not cfg.get("new_decoder_architecture"):  # Falcon-7B: one KV head whatever else it says
         kv_heads = 1
-    if kv_heads is None and heads is not None:
-        kv_heads = 1 if cfg.get("multi_query") else heads
+    if kv_heads is None:
+        kv_heads = heads
     kv_dims = _kv_dims(cfg, kv_heads)
     layout = None
     if layers and kv_dims:
