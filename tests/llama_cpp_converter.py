@@ -56,3 +56,18 @@ def convert(folder: Path, out: Path, outtype: str = "f32", *flags: str) -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"convert_hf_to_gguf.py failed: {result.stderr.strip()[-800:]}")
     return out
+
+
+def llama_cpp_logprobs(path: Path, ids: list[int], n_ctx: int = 512, **overrides):
+    """llama.cpp's log-probability of each next token of ``ids`` (float64 torch tensor, one per position after the
+    first); ``overrides``: GGUF metadata kv_overrides."""
+    import llama_cpp
+    import torch
+
+    llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False, kv_overrides=overrides or None)
+    try:
+        llm.eval(ids)
+        scores = torch.log_softmax(torch.tensor(llm.scores[: len(ids)], dtype=torch.float64), -1)
+    finally:
+        llm.close()
+    return scores[:-1][torch.arange(len(ids) - 1), torch.tensor(ids[1:])]

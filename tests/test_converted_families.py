@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_cpp_converter import convert
+from llama_cpp_converter import convert, llama_cpp_logprobs
 from test_cli_inspect import run
 from tiny_models import TINY
 
@@ -72,18 +72,6 @@ def transformers_logprobs(folder: Path, attention_factor: float | None = None) -
     return scores[:-1][torch.arange(len(IDS) - 1), torch.tensor(IDS[1:])]
 
 
-def llama_cpp_logprobs(path: Path) -> torch.Tensor:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=512, logits_all=True, verbose=False)
-    try:
-        llm.eval(IDS)
-        scores = torch.log_softmax(torch.tensor(llm.scores[: len(IDS)], dtype=torch.float64), -1)
-    finally:
-        llm.close()
-    return scores[:-1][torch.arange(len(IDS) - 1), torch.tensor(IDS[1:])]
-
-
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
 def test_llama_cpp_runs_the_extended_gguf_as_transformers_runs_the_extended_folder(model_type, tokenizer, tmp_path, capsys):
     folder, gguf = converted(model_type, tokenizer, tmp_path)
@@ -93,7 +81,7 @@ def test_llama_cpp_runs_the_extended_gguf_as_transformers_runs_the_extended_fold
         assert code == 0, err
     reports = [json.loads(run(["inspect", str(path), "--json"], capsys)[1]) for path in (hf_out, gguf_out)]
     assert reports[0]["attention_factor"] == pytest.approx(reports[1]["attention_factor"])
-    theirs, ours = transformers_logprobs(hf_out), llama_cpp_logprobs(gguf_out)
+    theirs, ours = transformers_logprobs(hf_out), llama_cpp_logprobs(gguf_out, IDS)
     assert float((ours - theirs).abs().max()) < 1e-3
     # what a runtime that missed the extension, or its attention factor, would have given
     for other in (transformers_logprobs(folder), transformers_logprobs(hf_out, attention_factor=1.0)):
@@ -114,12 +102,12 @@ def test_llama4_step_factors_are_read_and_replaced_as_transformers_runs_them(tok
     assert code == 0, err
     found = json.loads(out)["rope"]["freq_factors"]["llama3"]
     assert (found["factor"], found["original_context"], found["high_freq_factor"], found["length_assumed"]) == (16.0, 64, 1.0, True)
-    assert float((llama_cpp_logprobs(gguf) - transformers_logprobs(folder)).abs().max()) < 1e-3
+    assert float((llama_cpp_logprobs(gguf, IDS) - transformers_logprobs(folder)).abs().max()) < 1e-3
     hf_out, gguf_out = tmp_path / "r", tmp_path / "r.gguf"
     for source, out_path in ((folder, hf_out), (gguf, gguf_out)):
         code, _, err = run(["extend", str(source), "-s", "4", "--replace", "-o", str(out_path)], capsys)
         assert code == 0, err
-    ours = llama_cpp_logprobs(gguf_out)
+    ours = llama_cpp_logprobs(gguf_out, IDS)
     assert float((ours - transformers_logprobs(hf_out)).abs().max()) < 1e-3
     assert float((ours - transformers_logprobs(folder)).abs().max()) > 2e-2
 
@@ -160,6 +148,6 @@ def test_qwen2_5_vl_gguf_keeps_its_sections_and_runs_as_transformers(tokenizer, 
             scores = torch.log_softmax(loaded(input_ids=torch.tensor([IDS])).logits[0].double(), -1)
         return scores[:-1][torch.arange(len(IDS) - 1), torch.tensor(IDS[1:])]
 
-    ours, theirs = llama_cpp_logprobs(tmp_path / "x4.gguf"), transformers_scores(tmp_path / "x4")
+    ours, theirs = llama_cpp_logprobs(tmp_path / "x4.gguf", IDS), transformers_scores(tmp_path / "x4")
     assert float((ours - theirs).abs().max()) < 2e-3
     assert float((ours - transformers_scores(folder)).abs().max()) > 2e-2

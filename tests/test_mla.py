@@ -211,7 +211,7 @@ def test_llama_cpp_runs_the_extended_gguf_as_transformers_runs_the_extended_fold
     """The same model extended x4 both ways: llama.cpp's deepseek2 on the GGUF (yarn_log_multiplier 0.1) and
     transformers on the folder (mscale pair 1, 1) agree past the trained length. A bare yarn block, or a GGUF
     without the multiplier (llama.cpp then applies m twice on the rotary dims), is far off."""
-    import llama_cpp
+    from llama_cpp_converter import llama_cpp_logprobs
 
     gguf_out, hf_out = tmp_path / "x4.gguf", tmp_path / "x4"
     for source, out in ((converted["gguf"], gguf_out), (converted["hf"], hf_out)):
@@ -229,23 +229,15 @@ def test_llama_cpp_runs_the_extended_gguf_as_transformers_runs_the_extended_fold
         with torch.no_grad():
             return torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)[:-1][picked]
 
-    def llama_cpp_logprobs(path: Path, **overrides) -> torch.Tensor:
-        llm = llama_cpp.Llama(str(path), n_ctx=512, logits_all=True, verbose=False, kv_overrides=overrides or None)
-        try:
-            llm.eval(ids)
-            return torch.log_softmax(torch.tensor(llm.scores[: len(ids)], dtype=torch.float64), -1)[:-1][picked]
-        finally:
-            llm.close()
-
     for path in (gguf_out, hf_out):  # inspect reads both forms as the same temperature: M in the softmax, cos/sin 1
         code, out, err = run(["inspect", str(path), "--json"], capsys)
         report = json.loads(out)
         assert (report["attention_factor"], report["softmax_mscale"]) == (pytest.approx(1.0), pytest.approx(rope_scalars.get_mscale(4)))
     theirs = transformers_logprobs(hf_out)
-    ours = llama_cpp_logprobs(gguf_out)
+    ours = llama_cpp_logprobs(gguf_out, ids)
     assert float((ours - theirs).abs().max()) < 1e-3
     bare = transformers_logprobs(converted["hf"], yarn(factor=4.0, original_max_position_embeddings=128))
-    twice = llama_cpp_logprobs(gguf_out, **{"deepseek2.rope.scaling.yarn_log_multiplier": 0.0})
+    twice = llama_cpp_logprobs(gguf_out, ids, **{"deepseek2.rope.scaling.yarn_log_multiplier": 0.0})
     for other in (bare, twice):
         assert float((ours - other).abs().max()) > 2e-2
 
