@@ -61,13 +61,19 @@ def whole(args) -> None:
 
     model = Path(args.model) if args.model else default_model_path()
     started = time.perf_counter()
-    result = tune(model, scale=args.scale, device="cpu", engine=args.engine)
+    result = tune(model, scale=args.scale, device="cpu", engine=args.engine, plot=args.plot, force=True)
     tune_seconds = time.perf_counter() - started
+    if args.report:
+        import json
+
+        Path(args.report).write_text(json.dumps(result.to_json(), indent=1))
     lengths = result.options.lengths
     count = len(result.candidates)
     chosen = result.decision.chosen if result.decision else None
     print(f"tune: {count} candidates + the unextended reference in {tune_seconds / 60:.1f} min (target <= 15 min); "
           f"chosen m {chosen.m if chosen else None}")
+    if args.tune_only:
+        return
     with_m = Path(args.work) / "candidate"
     if not with_m.exists():
         from yarn_cli.api import apply_extend, plan_extend
@@ -92,6 +98,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=4, help="curve: how many lengths (the last of the L/4 ladder)")
     parser.add_argument("--scale", type=float, default=2.0, help="whole: the factor tuned")
     parser.add_argument("--work", default="/tmp/bench-tune", help="whole: where the verify candidate is written")
+    parser.add_argument("--plot", help="whole: also write tune's plot here (.png)")
+    parser.add_argument("--report", help="whole: also write tune's --json report here")
+    parser.add_argument("--tune-only", action="store_true", help="whole: time the tune alone, not the verify runs beside it")
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     {"curve": curve, "whole": whole}[args.what](args)

@@ -65,6 +65,20 @@ def test_fit_equals_numpy_least_squares_with_its_standard_errors():
     assert tune_plan.fit_log(points[:2]).a_stderr is None  # two points: a line, no uncertainty
 
 
+def test_the_beta_search_moves_beta_fast_then_beta_slow_and_keeps_slow_below_fast():
+    def value(betas):  # a bowl with its floor at (16, 2)
+        return (math.log2(betas[0]) - 4) ** 2 + (math.log2(betas[1]) - 1) ** 2
+
+    seen = []
+    values = tune_plan.search_betas(lambda b: seen.append(b) or value(b), (32.0, 1.0), value((32.0, 1.0)))
+    assert seen == [(16.0, 1.0), (64.0, 1.0), (16.0, 0.5), (16.0, 2.0)]
+    assert min(values, key=values.get) == (16.0, 2.0)
+    # beta_slow never reaches beta_fast, and the stop ends the search at once
+    near = tune_plan.search_betas(lambda b: value(b), (2.0, 1.0), 9.0)
+    assert all(slow < fast for fast, slow in near)
+    assert tune_plan.search_betas(lambda b: 0.0, (32.0, 1.0), 1.0, stop=lambda: True) == {(32.0, 1.0): 1.0}
+
+
 @pytest.mark.parametrize("bad", ["1.2", "2", "a,b", "0.5,2", "2,inf"])
 def test_fit_scales_are_checked(bad):
     with pytest.raises(InputError):
@@ -221,6 +235,37 @@ def test_fit_and_plot(trained_tiny, tmp_path, capsys):
         assert image.size == (1440, 540)  # 12 x 4.5 inches at 120 dpi: the sweep and the fit side by side
 
 
+def test_the_beta_search_writes_the_chosen_betas_that_transformers_then_applies(trained_tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from yarn_cli.core import variants
+    from yarn_cli.core.tune_plan import Measure
+    from yarn_cli.runtimes.base import load_engine
+    from yarn_cli.usecases.tune import _writer, tune
+
+    result = tune(trained_tiny["model"], scale=4, text=trained_tiny["tune_text"], docs=2, passkeys=0, short=256,
+                  objective="long", device="cpu", refinements=0, search_betas=True)
+    chosen = result.decision.chosen
+    at_best = [c for c in result.candidates if c.betas != (32.0, 1.0)]
+    assert len(at_best) == 4 and {c.m for c in at_best} == {min(result.candidates[:5], key=lambda c: c.long_ppl).m}
+    assert chosen.long_ppl == min(c.long_ppl for c in result.candidates)
+    # the writer puts a candidate's betas and m into the config, and transformers runs exactly that candidate
+    out = tmp_path / "betas"
+    picked = Measure("x", 4.0, 1.2, None, 9.0, betas=(16.0, 2.0))
+    _writer(Path(trained_tiny["model"]), out, 32.0, 1.0, False, None, False, 4.0, None)(picked)
+    scaling = json.loads((out / "config.json").read_text())["rope_scaling"]
+    assert (scaling["beta_fast"], scaling["beta_slow"], scaling["attention_factor"]) == (16.0, 2.0, 1.2)
+    engine = load_engine("native", trained_tiny["model"], "cpu", None, 1100)
+    ids = engine.tokenizer.bos + engine.tokenizer.encode(trained_tiny["check_text"].read_text())[:899]
+    ours = torch.tensor(engine.score(variants.yarn(engine.facts.rope, 4.0, 1.2, beta_fast=16, beta_slow=2), ids, 0).losses)
+    default = torch.tensor(engine.score(variants.yarn(engine.facts.rope, 4.0, 1.2), ids, 0).losses)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    theirs = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none").double()
+    assert (ours - theirs).abs().max().item() < 1e-4 and (default - theirs).abs().max().item() > 1e-3
+
+
 def test_interrupting_leaves_no_output(trained_tiny, tmp_path):
     from yarn_cli.usecases.tune import tune
 
@@ -244,6 +289,8 @@ def test_interrupting_leaves_no_output(trained_tiny, tmp_path):
     (["--scale", "4", "--passkeys", "1"], "pass a longer --short, or --passkeys 0"),
     (["--fit", "-o", "OUT"], "--fit reports the fitted law"),
     (["--scale", "4", "--to", "1k"], "exactly one of --scale S or --to N"),
+    (["--fit", "--search-betas", "--passkeys", "0"], "--fit fits m alone"),
+    (["--scale", "4", "--passkeys", "13"], "--passkeys 13 asks for 26 probes; at most 12 per length"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(trained_tiny, tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -292,6 +339,13 @@ def test_a_gguf_written_with_a_chosen_m_runs_that_m_in_llama_cpp_and_natively(sm
     code, stdout, _ = run(["verify", str(out), "--engine", "llama.cpp", "--parity-only", "--json"], capsys)
     parity = json.loads(stdout)["parity"]
     assert code == 0 and parity["diagnosis"] == "exact", parity["line"]
+
+
+def test_a_beta_search_is_refused_where_the_output_cannot_carry_betas(smollm2_gguf, tmp_path, capsys):
+    out = tmp_path / "out.gguf"
+    code, _, err = run(["tune", str(smollm2_gguf), "--scale", "2", "--search-betas", "-o", str(out)], capsys)
+    assert code == 2 and "a GGUF cannot carry YaRN's betas" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_extend_attention_factor_is_checked_and_refused_where_llama_cpp_ignores_it(tmp_path, capsys):

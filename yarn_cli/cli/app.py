@@ -194,14 +194,15 @@ def tune(
     max_short_loss: Optional[float] = typer.Option(None, "--max-short-loss", help="short-guard: allowed relative rise of short-input perplexity (default 0.02 = 2%); implies short-guard."),
     short: Optional[int] = typer.Option(None, "--short", help="The short input length the guard protects (default: L/2)."),
     docs: int = typer.Option(1, "--docs", help="Documents of the long length scored per candidate."),
-    passkeys: int = typer.Option(1, "--passkeys", help="Passkeys at the short and at the long length per candidate (0: perplexity only)."),
+    passkeys: int = typer.Option(1, "--passkeys", help="Pass keys hidden in the text, answered at the short and at the long length (0: perplexity only)."),
     refinements: int = typer.Option(3, "--refinements", help="1-D refinement steps after the grid of m."),
     fit: bool = typer.Option(False, "--fit", help="Sweep m at each of --fit-scales and fit m = a ln s + b (the paper's way)."),
     fit_scales: str = typer.Option("2,4,8", "--fit-scales", help="Scales for --fit."),
+    search_betas: bool = typer.Option(False, "--search-betas", help="Then search beta_fast (x0.5, x2) and beta_slow (x0.5, x2) at the best m (4 more candidates; HF output only)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write perplexity against m (and the fit) as .png/.svg/.pdf (needs matplotlib)."),
     budget: Optional[float] = typer.Option(None, "--budget", help="Minutes: stop the search there and decide on the best so far."),
-    beta_fast: float = typer.Option(32.0, "--beta-fast", help="YaRN beta_fast of every candidate."),
-    beta_slow: float = typer.Option(1.0, "--beta-slow", help="YaRN beta_slow of every candidate."),
+    beta_fast: float = typer.Option(32.0, "--beta-fast", help="YaRN beta_fast of the candidates (where --search-betas starts)."),
+    beta_slow: float = typer.Option(1.0, "--beta-slow", help="YaRN beta_slow of the candidates (where --search-betas starts)."),
     bake_temperature: bool = typer.Option(False, "--bake-temperature", help="HF only: bake the chosen m into q/k (as extend does)."),
     original_context: Optional[int] = typer.Option(None, "--original-context", help="Override the trained length L."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT or plot."),
@@ -213,7 +214,7 @@ def tune(
     code = tune_cmd.run(
         consoles.out, consoles.err, as_json, model, out, scale=scale, to=to, text=text, engine=engine, device=device,
         objective=objective, max_short_loss=max_short_loss, short=short, docs=docs, passkeys=passkeys, refinements=refinements,
-        fit=fit, fit_scales=fit_scales, plot=plot, budget=budget, beta_fast=beta_fast, beta_slow=beta_slow,
+        fit=fit, fit_scales=fit_scales, search_betas=search_betas, plot=plot, budget=budget, beta_fast=beta_fast, beta_slow=beta_slow,
         bake_temperature=bake_temperature, original_context=original_context, force=force, notify=_note,
     )
     if code:

@@ -51,15 +51,18 @@ def render(console: Console, report: dict[str, Any]) -> None:
                   f"{report['engine']} engine, {report['docs']} document(s); objective {report['objective']['name']}")
     table = Table(header_style="bold", title_justify="left",
                   title=f"short: an input of {lengths['short']:,} tokens; long: tokens {lengths['original']:,}..{lengths['long']:,}")
-    for title in ("s", "m", "short ppl (vs unextended)", "long ppl", "retrieval short", "retrieval long", ""):
+    betas = len({(c["beta_fast"], c["beta_slow"]) for c in report["candidates"]}) > 1
+    for title in ("s", "m", *(("beta fast/slow",) if betas else ()), "short ppl (vs unextended)", "long ppl", "retrieval short",
+                  "retrieval long", ""):
         table.add_column(title, justify="right")
-    table.add_row("-", "-", _ppl(reference["short_ppl"], None), _ppl(reference["long_ppl"], None),
+    table.add_row("-", "-", *(("-",) if betas else ()), _ppl(reference["short_ppl"], None), _ppl(reference["long_ppl"], None),
                   _share(reference["short_retrieval"]), "-", "unextended")
     chosen = report["chosen"]
-    for c in sorted(report["candidates"], key=lambda c: (c["scale"], c["m"])):
+    for c in sorted(report["candidates"], key=lambda c: (c["scale"], c["m"], c["beta_fast"] or 0, c["beta_slow"] or 0)):
         mark = "[bold green]chosen[/]" if chosen and c["name"] == chosen["name"] else ""
         paper = abs(c["m"] - report["paper_m"][str(c["scale"])]) < 1e-6
-        table.add_row(f"{c['scale']:g}", f"{c['m']:.4f}" + (" (paper)" if paper else ""), _ppl(c["short_ppl"], reference["short_ppl"]),
+        table.add_row(f"{c['scale']:g}", f"{c['m']:.4f}" + (" (paper)" if paper else ""),
+                      *((f"{c['beta_fast']:g}/{c['beta_slow']:g}",) if betas else ()), _ppl(c["short_ppl"], reference["short_ppl"]),
                       _ppl(c["long_ppl"], None), _share(c["short_retrieval"]), _share(c["long_retrieval"]), mark)
     console.print(table)
     fit = report["fit"]

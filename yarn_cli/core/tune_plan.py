@@ -25,17 +25,21 @@ GRID_POINTS = 5
 REFINE_TOLERANCE = 0.002  # m values closer than this are not told apart by a few thousand tokens
 PENALTY = 100.0  # a broken guard outweighs any perplexity gain in the search's value
 SCALE_MULTIPLES = (1.0, 1.5, 2.0)  # --to N: s = N/L (Qwen's advice: typical length / L), and larger
+# --search-betas: a coordinate search at the chosen m, beta_fast first (it moves the most pairs), then beta_slow
+BETA_FAST_STEPS = (0.5, 2.0)  # x the base beta_fast: 16 and 64 around the paper's 32
+BETA_SLOW_STEPS = (0.5, 2.0)  # x the base beta_slow: 0.5 and 2 around the paper's 1
 
 
 # -- perplexity out of one pass -------------------------------------------------------------------------
 
-def band(docs: Sequence[Sequence[float]], start: int, stop: int) -> float | None:
+def band(docs: Sequence[Sequence[float | None]], start: int, stop: int) -> float | None:
     """Perplexity of the tokens at positions [start, stop) of every document (position t is predicted from
-    the t tokens before it); None when no document reaches that far or a loss is not finite."""
+    the t tokens before it; a None loss is a token that is not text, skipped); None when no document reaches
+    that far or a loss is not finite."""
     start = max(start, 1)
     total, count = 0.0, 0
     for losses in docs:
-        part = losses[start - 1 : stop - 1]
+        part = [x for x in losses[start - 1 : stop - 1] if x is not None]
         total += sum(part)
         count += len(part)
     if not count or not math.isfinite(total):
@@ -43,13 +47,13 @@ def band(docs: Sequence[Sequence[float]], start: int, stop: int) -> float | None
     return math.exp(total / count)
 
 
-def chunk_losses(docs: Sequence[Sequence[float]], start: int, stop: int, chunk: int) -> tuple[float, ...]:
+def chunk_losses(docs: Sequence[Sequence[float | None]], start: int, stop: int, chunk: int) -> tuple[float, ...]:
     """Mean loss of each ``chunk``-token piece of [start, stop) in every document: paired samples, the same
     pieces of text for every candidate, so two candidates can be told apart beyond the text's own noise."""
     means = []
     for losses in docs:
         for begin in range(max(start, 1), stop, chunk):
-            part = losses[begin - 1 : min(begin + chunk, stop) - 1]
+            part = [x for x in losses[begin - 1 : min(begin + chunk, stop) - 1] if x is not None]
             if part:
                 means.append(sum(part) / len(part))
     return tuple(means)
@@ -72,7 +76,7 @@ def worse_beyond_noise(candidate: Sequence[float], best: Sequence[float], z: flo
     return mean > z * spread / math.sqrt(n) if spread > 0 else mean > 0
 
 
-def input_perplexity(docs: Sequence[Sequence[float]], length: int) -> float | None:
+def input_perplexity(docs: Sequence[Sequence[float | None]], length: int) -> float | None:
     """What an input of ``length`` tokens scores: every token of it (the paper's truncated-document perplexity)."""
     return band(docs, 1, length)
 
@@ -84,7 +88,7 @@ def curve_points(original: int, target: int) -> list[int]:
     return points if points and points[-1] == target else [*points, target]
 
 
-def curve(docs: Sequence[Sequence[float]], points: Sequence[int]) -> dict[int, float]:
+def curve(docs: Sequence[Sequence[float | None]], points: Sequence[int]) -> dict[int, float]:
     """Perplexity per chunk: the tokens between the previous point and each point (the paper's App. A.2 way)."""
     result, previous = {}, 1
     for point in points:
@@ -121,9 +125,12 @@ class Measure:
     long_retrieval: float | None = None
     seconds: float = 0.0
     long_chunks: tuple[float, ...] = ()  # mean loss per chunk beyond L, document by document (paired samples)
+    betas: tuple[float, float] | None = None  # (beta_fast, beta_slow) of a candidate
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale, "m": self.m, "short_ppl": self.short_ppl, "long_ppl": self.long_ppl,
+        return {"name": self.name, "scale": self.scale, "m": self.m,
+                "beta_fast": self.betas[0] if self.betas else None, "beta_slow": self.betas[1] if self.betas else None,
+                "short_ppl": self.short_ppl, "long_ppl": self.long_ppl,
                 "short_retrieval": self.short_retrieval, "long_retrieval": self.long_retrieval,
                 "curve": {str(k): v for k, v in self.curve.items()}, "seconds": round(self.seconds, 2)}
 
@@ -247,6 +254,24 @@ def search_m(evaluate: Callable[[float], float], scale: float, refinements: int,
     return values
 
 
+def search_betas(evaluate: Callable[[tuple[float, float]], float], base: tuple[float, float], base_value: float,
+                 stop: Callable[[], bool] = lambda: False) -> dict[tuple[float, float], float]:
+    """--search-betas at one (s, m): beta_fast at BETA_FAST_STEPS times the base, the best of those and the
+    base kept; then beta_slow likewise. ``evaluate(betas)`` returns the value to minimise."""
+    values = {base: base_value}
+    best = base
+    for position, steps in ((0, BETA_FAST_STEPS), (1, BETA_SLOW_STEPS)):
+        for factor in steps:
+            betas = (best[0] * factor, best[1]) if position == 0 else (best[0], best[1] * factor)
+            if betas[1] >= betas[0] or betas in values:
+                continue  # beta_slow must stay below beta_fast
+            if stop():
+                return values
+            values[betas] = evaluate(betas)
+        best = min(values, key=values.__getitem__)
+    return values
+
+
 def scale_candidates(target: int, original: int) -> list[float]:
     """--to N: the smallest s that reaches N, and larger ones (more interpolation, less extrapolation at N)."""
     if target <= original:
@@ -278,7 +303,7 @@ def choose(candidates: Sequence[Measure], reference: Measure, objective: Objecti
             f"{why}); options: a smaller --scale, `yarn finetune` at the new length, or serve the unextended model for "
             "inputs within its trained length"))
     best = min(passing, key=lambda c: c.long_ppl)
-    same_scale = sorted((c for c in passing if c.scale == best.scale), key=lambda c: c.m)
+    same_scale = sorted((c for c in passing if c.scale == best.scale and c.betas == best.betas), key=lambda c: c.m)
     below = [c for c in reversed(same_scale) if c.m < best.m and worse_beyond_noise(c.long_chunks, best.long_chunks)]
     above = [c for c in same_scale if c.m > best.m and worse_beyond_noise(c.long_chunks, best.long_chunks)]
     low, high = (below[0].m if below else None), (above[0].m if above else None)
@@ -286,7 +311,9 @@ def choose(candidates: Sequence[Measure], reference: Measure, objective: Objecti
     neighbours = tuple(x for x in (low, high) if x is not None)
     what = {"long": "lowest perplexity beyond L", "balanced": "lowest perplexity beyond L that keeps short-input retrieval",
             "short-guard": f"lowest perplexity beyond L within {objective.max_short_loss:.1%} short-perplexity loss"}[objective.name]
-    reason = f"s {best.scale:g}, m {best.m:.4f}: {what} ({best.long_ppl:.3f} beyond L)"
+    searched = best.betas and len({c.betas for c in candidates}) > 1
+    betas = f", beta_fast {best.betas[0]:g}, beta_slow {best.betas[1]:g}" if searched else ""
+    reason = f"s {best.scale:g}, m {best.m:.4f}{betas}: {what} ({best.long_ppl:.3f} beyond L)"
     if len(tied) > 1:
         reason += f"; this text cannot tell m {min(tied):.4f}..{max(tied):.4f} apart"
     return Decision(best, reason, neighbours, (min(tied), max(tied)))

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from yarn_cli.native.weights import NativeSpec
 
+HEAD_ROWS = 2048  # positions whose logits are computed at once when scoring
+
 
 @dataclass
 class Rope:
@@ -89,9 +91,11 @@ class NativeModel:
         return x + F.linear(F.silu(F.linear(h, w[p + "gate"])) * F.linear(h, w[p + "up"]), w[p + "down"])
 
     @torch.inference_mode()
-    def forward(self, ids: list[int], cache: torch.Tensor, start: int, logits_from: int | None = None) -> torch.Tensor | None:
+    def forward(self, ids: list[int], cache: torch.Tensor, start: int, logits_from: int | None = None,
+                head: bool = True) -> torch.Tensor | None:
         """Run ``ids`` at positions start.. into ``cache``; return float32 logits for positions >= logits_from
-        (relative to ``ids``), or None when ``logits_from`` is None."""
+        (relative to ``ids``), or None when ``logits_from`` is None. ``head=False``: the final hidden states
+        instead, for the caller to take the logits a slice at a time."""
         cos, sin = self._cos_sin(start + len(ids))
         x = self.w["embed"][torch.tensor(ids, device=self.device)][None]
         for i in range(self.spec.layers):
@@ -99,7 +103,10 @@ class NativeModel:
         if logits_from is None or logits_from >= len(ids):
             return None
         x = self._rms(x[:, logits_from:], self.w["norm"])
-        return F.linear(x, self.w["lm_head"]).float()[0]
+        return self.logits(x[0]) if head else x[0]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.w["lm_head"]).float()
 
     def _chunks(self, total: int, first_chunk: int, score_budget: int) -> list[tuple[int, int]]:
         """The first chunk runs causal SDPA (fused kernels, no score matrix); later chunks need a mask,
@@ -124,16 +131,18 @@ class NativeModel:
                 want = max(score_from - start, 0)
             if end == len(ids) and want is None:
                 want = len(part) - 1  # generation needs only the last position's logits
-            logits = self.forward(part, cache, start, want)
-            if logits is None:
+            hidden = self.forward(part, cache, start, want, head=False)
+            if hidden is None:
                 continue
             first = start + want
-            if score_from is not None:
-                targets = torch.tensor(ids[first + 1 : end + 1], device=logits.device)
-                if targets.numel():
-                    nll.append(F.cross_entropy(logits[: targets.shape[0]], targets, reduction="none"))
-                    hits.append(logits[: targets.shape[0]].argmax(-1) == targets)
-            last = logits[-1]
+            targets = torch.tensor(ids[first + 1 : end + 1] if score_from is not None else [], device=hidden.device)
+            # the logits a slice of rows at a time: a 16k-token pass never holds positions x vocabulary floats
+            for row in range(0, targets.shape[0], HEAD_ROWS):
+                logits = self.logits(hidden[row : row + HEAD_ROWS])[: targets.shape[0] - row]
+                nll.append(F.cross_entropy(logits, targets[row : row + HEAD_ROWS], reduction="none"))
+                hits.append(logits.argmax(-1) == targets[row : row + HEAD_ROWS])
+            if end == len(ids):
+                last = self.logits(hidden[-1:])[0]
         self._sync()
         self.last_prefill_seconds = time.perf_counter() - started
         self.last_greedy = torch.cat(hits).tolist() if hits else []

@@ -1,9 +1,10 @@
 """`tune`: fit YaRN's attention factor m (and, for --to, the factor s) to the user's model, engine and text,
 choose by an objective with a guard for short inputs, and write OUT through the same plan `extend` uses.
 
-Each candidate is a RoPE variant run on the already loaded weights: one pass per document gives its
-perplexity at every length (short inputs, the tokens beyond L, the curve), and passkeys at the short and the
-long length give its retrieval. The unextended model (same weights, no scaling) is the reference.
+Each candidate is a RoPE variant run on the already loaded weights. One pass per document gives its
+perplexity at every length (short inputs, the tokens beyond L, the curve) and its retrieval, read from pass
+keys hidden in the document (core.tune_probe). The unextended model (same weights, no scaling) is the
+reference, up to L.
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import tune_plan, variants, verify_plan
+from yarn_cli.core import tune_plan, tune_probe, variants
 from yarn_cli.core.rope_scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
 from yarn_cli.core.tune_plan import Decision, Lengths, LogFit, Measure, Objective
 from yarn_cli.errors import InputError
 from yarn_cli.usecases.models import Notify, resolve_model
 
 Progress = Callable[[int, int, str], None]  # (candidates done, expected total, what runs now)
-ANSWER_TOKENS = 10
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TuneOptions:
     passkeys: int = 1
     refinements: int = 3
     fit: bool = False  # sweep m at every s and fit m = a·ln s + b
+    search_betas: bool = False  # after m, a coordinate search over beta_fast and beta_slow at the best m
     beta_fast: float = BETA_FAST_DEFAULT
     beta_slow: float = BETA_SLOW_DEFAULT
     budget_seconds: float | None = None
@@ -66,8 +68,12 @@ class TuneResult:
             "model": self.model, "engine": self.engine, "ok": self.ok, "mode": "fit" if self.options.fit else "choose",
             "objective": Objective("long").to_json() if self.options.fit else self.options.objective.to_json(),
             "lengths": self.options.lengths.to_json(), "scales": list(self.options.scales), "docs": self.options.docs,
-            "method": "perplexity from one pass per document: short = every token of an input of the short length; long = "
-                      "the tokens beyond L up to the long length; curve = per chunk of L/4 tokens",
+            "method": "one pass per document (the unextended reference's stops at L). Perplexity of the text tokens: short = "
+                      "an input of the short length; long = the tokens beyond L up to the long length; curve = per chunk of "
+                      "L/4 tokens. Retrieval: named pass keys hidden in the text, each question answered where its input "
+                      "length ends (short, long); a hit when every digit token of the key is the model's top choice, the "
+                      "answer's lead-in given (teacher-forced); probe tokens are left out of the perplexity",
+            "search_betas": self.options.search_betas,
             "reference": self.reference.to_json(), "candidates": [c.to_json() for c in self.candidates],
             "chosen": decision.chosen.to_json() if decision and decision.chosen else None,
             "reason": decision.reason if decision else None,
@@ -98,6 +104,7 @@ def tune(
     refinements: int = 3,
     fit: bool = False,
     fit_scales: str = "2,4,8",
+    search_betas: bool = False,
     plot: str | Path | None = None,
     budget: float | None = None,
     beta_fast: float = BETA_FAST_DEFAULT,
@@ -109,13 +116,16 @@ def tune(
     notify: Notify | None = None,
 ) -> TuneResult:
     """Measure YaRN candidates for MODEL on ``engine`` and ``text``; choose by ``objective``; write OUT (when
-    given) with the chosen s and m. ``fit``: sweep m at each of ``fit_scales`` and fit m = a·ln s + b instead."""
+    given) with the chosen s and m. ``fit``: sweep m at each of ``fit_scales`` and fit m = a·ln s + b instead.
+    ``search_betas``: then search beta_fast and beta_slow at the best m (HF output only: a GGUF cannot carry them)."""
     started = time.perf_counter()
-    goal = _check_request(engine, out, fit, scale, to, docs, passkeys, refinements, budget, objective, max_short_loss)
+    goal = _check_request(engine, out, fit, search_betas, scale, to, docs, passkeys, refinements, budget, objective,
+                          max_short_loss)
     path = Path(resolve_model(model, notify)).expanduser()
     if not path.exists():
         raise InputError(f"{model}: no such file or folder; tune runs a local HF folder or .gguf")
-    write = _writer(path, out, beta_fast, beta_slow, bake_temperature, original_context, force, scale, to) if out else None
+    write = None if out is None else _writer(path, out, beta_fast, beta_slow, bake_temperature, original_context, force, scale,
+                                             to, search_betas)
     if plot is not None:
         _check_plot(Path(plot), force, path)
     from yarn_cli.io.checkpoint import summarize
@@ -124,12 +134,20 @@ def tune(
 
     source_text = load_text(Path(text) if text is not None else None)
     trained = summarize(str(path), None, original_context).ropes[0].original_context
-    options = _options(trained, scale, to, fit, fit_scales, goal, short, docs, passkeys, refinements, beta_fast, beta_slow, budget)
-    loaded = load_engine(engine, path, pick_device(device), original_context, options.lengths.long + ANSWER_TOKENS + 8)
+    options = _options(trained, scale, to, fit, fit_scales, goal, short, docs, passkeys, refinements, search_betas, beta_fast,
+                       beta_slow, budget)
+    loaded = load_engine(engine, path, pick_device(device), original_context, options.lengths.long + 8)
     try:
         result = Session(loaded, options, source_text, progress).run(str(path), engine)
     finally:
         loaded.close()
+    _finish(result, write, plot, force)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _finish(result: TuneResult, write, plot, force: bool) -> None:
+    """The plot, then OUT: written only when a candidate met the objective."""
     if plot is not None:
         from yarn_cli.io.plot import plot_tune
 
@@ -138,17 +156,17 @@ def tune(
         result.written = write(result.decision.chosen)
     elif write is not None:
         result.notes.append("nothing written: no candidate met the objective")
-    result.seconds = time.perf_counter() - started
-    return result
 
 
-def _check_request(engine: str, out, fit: bool, scale, to, docs: int, passkeys: int, refinements: int, budget: float | None,
-                   objective: str, max_short_loss: float | None) -> Objective:
+def _check_request(engine: str, out, fit: bool, search_betas: bool, scale, to, docs: int, passkeys: int, refinements: int,
+                   budget: float | None, objective: str, max_short_loss: float | None) -> Objective:
     """Everything checkable before a file is read; the objective (--max-short-loss alone means short-guard)."""
     from yarn_cli.runtimes.base import ENGINES
 
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if search_betas and fit:
+        raise InputError("--fit fits m alone; --search-betas refines one chosen configuration: drop one of them")
     if fit and out is not None:
         raise InputError("--fit reports the fitted law and writes no checkpoint: drop -o, or tune one --scale without --fit")
     if not fit and (scale is None) == (to is None):
@@ -163,6 +181,7 @@ def _check_counts(docs: int, passkeys: int, refinements: int, budget: float | No
         raise InputError("--docs must be at least 1")
     if passkeys < 0 or refinements < 0:
         raise InputError("--passkeys and --refinements must be 0 or more")
+    tune_probe.check_count(passkeys)
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise InputError("--budget is minutes, a number above 0")
 
@@ -178,7 +197,7 @@ def _check_plot(path: Path, force: bool, model: Path) -> None:
 
 
 def _options(original: int, scale, to, fit: bool, fit_scales: str, goal: Objective, short: int | None, docs: int, passkeys: int,
-             refinements: int, beta_fast: float, beta_slow: float, budget: float | None) -> TuneOptions:
+             refinements: int, search_betas: bool, beta_fast: float, beta_slow: float, budget: float | None) -> TuneOptions:
     from yarn_cli.core import lengths as length_math
 
     if fit:
@@ -192,21 +211,28 @@ def _options(original: int, scale, to, fit: bool, fit_scales: str, goal: Objecti
     short = short or original // 2
     if not 0 < short <= original:
         raise InputError(f"--short {short:,} must be a length within the trained length {original:,}")
-    return TuneOptions(tuple(scales), Lengths(original, short, target), goal, docs, passkeys, refinements, fit, beta_fast,
-                       beta_slow, budget * 60 if budget else None)
+    return TuneOptions(tuple(scales), Lengths(original, short, target), goal, docs=docs, passkeys=passkeys,
+                       refinements=refinements, fit=fit, search_betas=search_betas, beta_fast=beta_fast, beta_slow=beta_slow,
+                       budget_seconds=budget * 60 if budget else None)
 
 
-def _writer(path: Path, out, beta_fast, beta_slow, bake: bool, original_context, force: bool, scale, to):
+def _writer(path: Path, out, beta_fast, beta_slow, bake: bool, original_context, force: bool, scale, to,
+            search_betas: bool = False):
     """Plan OUT now with the paper's values, so a bad output or checkpoint fails before minutes of measuring;
-    the returned function writes it with the chosen s and m."""
+    the returned function writes it with the chosen s, m and betas."""
     from yarn_cli.usecases.extend import apply_extend, plan_extend
+
+    if search_betas and path.suffix.lower() == ".gguf":
+        raise InputError("--search-betas: a GGUF cannot carry YaRN's betas (llama.cpp applies 32 and 1); tune the HF folder, "
+                         "or drop --search-betas")
 
     common = dict(original_context=original_context, beta_fast=beta_fast, beta_slow=beta_slow, bake_temperature=bake, force=force)
     plan_extend(path, out, scale=scale, to=to, **common)
 
     def write(chosen: Measure):
         m = None if math.isclose(chosen.m, get_mscale(chosen.scale), rel_tol=0, abs_tol=1e-9) else chosen.m
-        return apply_extend(plan_extend(path, out, scale=chosen.scale, attention_factor=m, **common))
+        betas = dict(zip(("beta_fast", "beta_slow"), chosen.betas)) if chosen.betas else {}
+        return apply_extend(plan_extend(path, out, scale=chosen.scale, attention_factor=m, **{**common, **betas}))
 
     return write
 
@@ -221,33 +247,35 @@ class Session:
         self.started = time.perf_counter()
         self.stopped = False
         self.done = 0
-        self.expected = 1 + len(options.scales) * (tune_plan.GRID_POINTS + options.refinements)
+        betas = len(tune_plan.BETA_FAST_STEPS) + len(tune_plan.BETA_SLOW_STEPS) if options.search_betas else 0
+        self.expected = 1 + len(options.scales) * (tune_plan.GRID_POINTS + options.refinements + betas)
         self.notes: list[str] = []
         lengths = options.lengths
-        self.docs = self._documents(engine.tokenizer.encode(text), lengths.long, options.docs)
-        engine.reserve(lengths.long + ANSWER_TOKENS + 8)
-        self.prompts = {n: self._prompts(n) for n in (lengths.short, lengths.long)} if options.passkeys else {}
+        self.docs = self._documents(engine.tokenizer, text, lengths, options)
+        engine.reserve(lengths.long + 8)
 
-    def _documents(self, ids: list[int], length: int, count: int) -> list[list[int]]:
-        bos = self.engine.tokenizer.bos
-        usable = length - len(bos)
-        available = len(ids) // usable
-        if available < 1:
-            raise InputError(f"the tuning text has {len(ids):,} tokens, fewer than the longest length {length:,}: give a longer "
-                             "--text, or a smaller --scale/--to")
-        if available < count:
-            self.notes.append(f"the text holds {available} document(s) of {length:,} tokens, not the {count} asked for")
-        return [bos + ids[k * usable : (k + 1) * usable] for k in range(min(count, available))]
-
-    def _prompts(self, length: int) -> list[tuple[list[int], int]]:
-        count = self.options.passkeys
-        keys = verify_plan.passkeys(count, self.options.seed)
-        depths = [(k + 0.5) / count for k in range(count)]
-        encode, bos = self.engine.tokenizer.encode, self.engine.tokenizer.bos
-        try:
-            return [(verify_plan.passkey_prompt(encode, length, d, key, bos).ids, key) for d, key in zip(depths, keys)]
-        except InputError as exc:
-            raise InputError(f"{exc}: pass a longer --short, or --passkeys 0 to tune on perplexity alone") from None
+    def _documents(self, tokenizer: Any, text: str, lengths: Lengths, options: TuneOptions) -> list[tune_probe.ProbeDocument]:
+        """The tuning text cut into documents of the long length, each with its retrieval probes."""
+        ids = tokenizer.encode(text)
+        if len(ids) + len(tokenizer.bos) < lengths.long:
+            raise InputError(f"the tuning text has {len(ids):,} tokens, fewer than the longest length {lengths.long:,}: give a "
+                             "longer --text, or a smaller --scale/--to")
+        plan = tune_probe.plan_probes(options.passkeys, (lengths.short, lengths.long), options.seed) if options.passkeys else []
+        docs: list[tune_probe.ProbeDocument] = []
+        used = 0
+        while len(docs) < options.docs:
+            try:
+                doc, taken = tune_probe.build(ids[used:], tokenizer.bos, tokenizer.encode, tokenizer.decode, lengths.long, plan)
+            except tune_probe.TextRanOut:
+                break
+            docs.append(doc)
+            used += taken
+        if not docs:
+            raise InputError(f"the tuning text has {len(ids):,} tokens, too few for one document of {lengths.long:,} with its "
+                             "retrieval probes: give a longer --text, or --passkeys 0")
+        if len(docs) < options.docs:
+            self.notes.append(f"the text holds {len(docs)} document(s) of {lengths.long:,} tokens, not the {options.docs} asked for")
+        return docs
 
     def _over_budget(self) -> bool:
         budget = self.options.budget_seconds
@@ -256,41 +284,50 @@ class Session:
             self.stopped = True
         return self.stopped
 
-    def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None, retrieval_long: bool = True) -> Measure:
+    def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None) -> Measure:
+        """One pass per document. The unextended reference runs only up to L: beyond it is not its range."""
         started = time.perf_counter()
         lengths = self.options.lengths
         if self.progress:
             self.progress(self.done, self.expected, variant.label if scale else "unextended reference")
-        losses = [self.engine.score(variant, doc, 0).losses for doc in self.docs]
-        short = self._retrieval(variant, lengths.short)
-        long = self._retrieval(variant, lengths.long) if retrieval_long else None
+        upto = lengths.long if scale else lengths.original
+        losses, hits = [], {}
+        for doc in self.docs:
+            scored = self.engine.score(variant, doc.ids[:upto], 0)
+            losses.append(doc.text_losses(scored.losses))
+            for length, found in doc.hits(scored.greedy or [], upto).items():
+                hits.setdefault(length, []).extend(found)
         self.done += 1
+
+        def share(length: int) -> float | None:
+            found = hits.get(length)
+            return sum(found) / len(found) if found else None
+
         return Measure(variant.name, scale, m, tune_plan.input_perplexity(losses, lengths.short),
-                       tune_plan.band(losses, lengths.original, lengths.long), tune_plan.curve(
-                           losses, tune_plan.curve_points(lengths.original, lengths.long)), short, long,
-                       time.perf_counter() - started,
-                       tune_plan.chunk_losses(losses, lengths.original, lengths.long, tune_plan.noise_chunk(lengths)))
+                       tune_plan.band(losses, lengths.original, upto), tune_plan.curve(
+                           losses, tune_plan.curve_points(lengths.original, upto)), share(lengths.short),
+                       share(lengths.long), time.perf_counter() - started,
+                       tune_plan.chunk_losses(losses, lengths.original, upto, tune_plan.noise_chunk(lengths)))
 
-    def _retrieval(self, variant: variants.RopeVariant, length: int) -> float | None:
-        prompts = self.prompts.get(length)
-        if not prompts:
-            return None
-        tokenizer = self.engine.tokenizer
-        hits = [verify_plan.score_answer(tokenizer.decode(self.engine.generate(variant, ids, ANSWER_TOKENS).tokens), key)
-                for ids, key in prompts]
-        return sum(hits) / len(hits)
-
-    def candidate(self, scale: float, m: float) -> variants.RopeVariant:
+    def candidate(self, scale: float, m: float, betas: tuple[float, float] | None = None) -> variants.RopeVariant:
         options = self.options
-        return variants.yarn(self.spec, scale, m, beta_fast=options.beta_fast, beta_slow=options.beta_slow,
-                             original_context=options.lengths.original, baked=self.baked, name=f"yarn-x{scale:g}-m{m:.4f}")
+        fast, slow = betas or (options.beta_fast, options.beta_slow)
+        name = f"yarn-x{scale:g}-m{m:.4f}" + (f"-b{fast:g}-{slow:g}" if betas else "")
+        return variants.yarn(self.spec, scale, m, beta_fast=fast, beta_slow=slow, original_context=options.lengths.original,
+                             baked=self.baked, name=name)
+
+    def evaluate(self, goal: Objective, reference: Measure, here: list[Measure], scale: float, m: float,
+                 betas: tuple[float, float] | None = None) -> float:
+        measure = self.measure(self.candidate(scale, m, betas), scale, m)
+        here.append(replace(measure, betas=betas or (self.options.beta_fast, self.options.beta_slow)))
+        return goal.value(here[-1], reference)
 
     def run(self, model: str, engine_name: str) -> TuneResult:
         options = self.options
         refusal = self.engine.unsupported(self.candidate(options.scales[0], 1.0))
         if refusal:
             raise InputError(f"--engine {engine_name} cannot run the YaRN candidates: {refusal}")
-        reference = self.measure(variants.baseline(self.spec, self.baked), None, None, retrieval_long=False)
+        reference = self.measure(variants.baseline(self.spec, self.baked), None, None)
         goal = Objective("long") if options.fit else options.objective
         measured: list[Measure] = []
         best_by_scale: dict[float, Measure] = {}
@@ -298,13 +335,11 @@ class Session:
             if self.stopped:
                 break
             here: list[Measure] = []
-
-            def evaluate(m: float, scale: float = scale, here: list[Measure] = here) -> float:
-                measure = self.measure(self.candidate(scale, m), scale, m)
-                here.append(measure)
-                return goal.value(measure, reference)
-
-            tune_plan.search_m(evaluate, scale, options.refinements, self._over_budget)
+            tune_plan.search_m(partial(self.evaluate, goal, reference, here, scale), scale, options.refinements, self._over_budget)
+            if options.search_betas and here and not self.stopped:
+                best = min(here, key=lambda c: goal.value(c, reference))
+                tune_plan.search_betas(partial(self.evaluate, goal, reference, here, scale, best.m), best.betas,
+                                       goal.value(best, reference), self._over_budget)
             measured.extend(here)
             if here:
                 best_by_scale[scale] = min(here, key=lambda c: goal.value(c, reference))
