@@ -238,7 +238,7 @@ def _writer(path: Path, out, beta_fast, beta_slow, bake: bool, original_context,
 
 
 class Session:
-    """One tune: the documents and prompts tokenized once, the reference measured once, then the search."""
+    """One tune: the documents and their probes built once, the reference measured once, then the search."""
 
     def __init__(self, engine: Any, options: TuneOptions, text: str, progress: Progress | None) -> None:
         self.engine, self.options, self.progress = engine, options, progress
