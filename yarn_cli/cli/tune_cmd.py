@@ -58,7 +58,7 @@ def render(console: Console, report: dict[str, Any]) -> None:
     table.add_row("-", "-", *(("-",) if betas else ()), _ppl(reference["short_ppl"], None), _ppl(reference["long_ppl"], None),
                   _share(reference["short_retrieval"]), "-", "unextended")
     chosen = report["chosen"]
-    for c in sorted(report["candidates"], key=lambda c: (c["scale"], c["m"], c["beta_fast"] or 0, c["beta_slow"] or 0)):
+    for c in sorted(report["candidates"], key=lambda c: (c["scale"], c["m"], c["beta_fast"], c["beta_slow"])):
         mark = "[bold green]chosen[/]" if chosen and c["name"] == chosen["name"] else ""
         paper = abs(c["m"] - report["paper_m"][str(c["scale"])]) < 1e-6
         table.add_row(f"{c['scale']:g}", f"{c['m']:.4f}" + (" (paper)" if paper else ""),

@@ -135,12 +135,13 @@ class NativeModel:
             if hidden is None:
                 continue
             first = start + want
-            targets = torch.tensor(ids[first + 1 : end + 1] if score_from is not None else [], device=hidden.device)
-            # the logits a slice of rows at a time: a 16k-token pass never holds positions x vocabulary floats
-            for row in range(0, targets.shape[0], HEAD_ROWS):
-                logits = self.logits(hidden[row : row + HEAD_ROWS])[: targets.shape[0] - row]
-                nll.append(F.cross_entropy(logits, targets[row : row + HEAD_ROWS], reduction="none"))
-                hits.append(logits.argmax(-1) == targets[row : row + HEAD_ROWS])
+            if score_from is not None:
+                targets = torch.tensor(ids[first + 1 : end + 1], device=hidden.device)
+                # the logits a slice of rows at a time: a 16k-token pass never holds positions x vocabulary floats
+                for row in range(0, targets.shape[0], HEAD_ROWS):
+                    logits = self.logits(hidden[row : row + HEAD_ROWS])[: targets.shape[0] - row]
+                    nll.append(F.cross_entropy(logits, targets[row : row + HEAD_ROWS], reduction="none"))
+                    hits.append(logits.argmax(-1) == targets[row : row + HEAD_ROWS])
             if end == len(ids):
                 last = self.logits(hidden[-1:])[0]
         self._sync()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -284,7 +284,8 @@ class Session:
             self.stopped = True
         return self.stopped
 
-    def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None) -> Measure:
+    def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None,
+                betas: tuple[float, float] | None = None) -> Measure:
         """One pass per document. The unextended reference runs only up to L: beyond it is not its range."""
         started = time.perf_counter()
         lengths = self.options.lengths
@@ -307,7 +308,7 @@ class Session:
                        tune_plan.band(losses, lengths.original, upto), tune_plan.curve(
                            losses, tune_plan.curve_points(lengths.original, upto)), share(lengths.short),
                        share(lengths.long), time.perf_counter() - started,
-                       tune_plan.chunk_losses(losses, lengths.original, upto, tune_plan.noise_chunk(lengths)))
+                       tune_plan.chunk_losses(losses, lengths.original, upto, tune_plan.noise_chunk(lengths)), betas)
 
     def candidate(self, scale: float, m: float, betas: tuple[float, float] | None = None) -> variants.RopeVariant:
         options = self.options
@@ -318,8 +319,8 @@ class Session:
 
     def evaluate(self, goal: Objective, reference: Measure, here: list[Measure], scale: float, m: float,
                  betas: tuple[float, float] | None = None) -> float:
-        measure = self.measure(self.candidate(scale, m, betas), scale, m)
-        here.append(replace(measure, betas=betas or (self.options.beta_fast, self.options.beta_slow)))
+        betas_used = betas or (self.options.beta_fast, self.options.beta_slow)
+        here.append(self.measure(self.candidate(scale, m, betas), scale, m, betas_used))
         return goal.value(here[-1], reference)
 
     def run(self, model: str, engine_name: str) -> TuneResult:
