@@ -231,6 +231,11 @@ def test_fit_and_plot(trained_tiny, tmp_path, capsys):
     a, b = np.polyfit(np.log(list(best)), list(best.values()), 1)
     assert report["fit"]["a"] == pytest.approx(a) and report["fit"]["b"] == pytest.approx(b)
     assert report["fit"]["a_stderr"] is not None and report["output"] is None
+    # each s is judged on L..s·L, its own range, though the documents are as long as the largest s needs
+    original = report["lengths"]["original"]
+    for c in report["candidates"]:
+        assert max(int(n) for n in c["curve"]) == round(c["scale"] * original)
+    assert report["lengths"]["long"] == 4 * original
     with Image.open(plot) as image:
         assert image.size == (1440, 540)  # 12 x 4.5 inches at 120 dpi: the sweep and the fit side by side
 

@@ -50,7 +50,8 @@ def render(console: Console, report: dict[str, Any]) -> None:
     console.print(f"[bold]{esc(report['model'])}[/]: trained {lengths['original']:,}; tuning for {lengths['long']:,} on the "
                   f"{report['engine']} engine, {report['docs']} document(s); objective {report['objective']['name']}")
     table = Table(header_style="bold", title_justify="left",
-                  title=f"short: an input of {lengths['short']:,} tokens; long: tokens {lengths['original']:,}..{lengths['long']:,}")
+                  title=f"short: an input of {lengths['short']:,} tokens; long: tokens {lengths['original']:,}.."
+                  + ("s·L for each s" if report["mode"] == "fit" else f"{lengths['long']:,}"))
     betas = len({(c["beta_fast"], c["beta_slow"]) for c in report["candidates"]}) > 1
     for title in ("s", "m", *(("beta fast/slow",) if betas else ()), "short ppl (vs unextended)", "long ppl", "retrieval short",
                   "retrieval long", ""):

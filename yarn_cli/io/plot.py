@@ -37,7 +37,8 @@ def plot_wavelengths(spec: RopeSpec, scale: float, path: Path, options: YarnOpti
 
 def plot_tune(report: dict, path: Path, force: bool = False) -> Path:
     """`tune --plot`: perplexity beyond L against m for each s (the paper's App. A.2 sweep), the unextended
-    model's and the paper's m marked; with --fit, a second panel of the best m per s and the fitted line."""
+    model's and the paper's m marked; with --fit, relative to each s's best, and a second panel of the best m
+    per s and the fitted line."""
     plt = pyplot()
     from yarn_cli.io.atomic import atomic_path
 
@@ -48,6 +49,9 @@ def plot_tune(report: dict, path: Path, force: bool = False) -> Path:
         points = sorted((c["m"], c["long_ppl"]) for c in report["candidates"] if c["scale"] == scale and c["long_ppl"])
         if not points:
             continue
+        if fit:  # each s is judged on its own range, L..s·L: compare the curves' shapes, not their levels
+            low = min(p for _, p in points)
+            points = [(m, 100 * (p / low - 1)) for m, p in points]
         line = ax.plot([m for m, _ in points], [p for _, p in points], marker="o", label=f"s = {scale:g}")[0]
         ax.axvline(report["paper_m"][str(scale)], color=line.get_color(), linestyle=":", linewidth=1)
     chosen = report.get("chosen")
@@ -56,8 +60,12 @@ def plot_tune(report: dict, path: Path, force: bool = False) -> Path:
                 label=f"chosen: s {chosen['scale']:g}, m {chosen['m']:.4f}")
     lengths = report["lengths"]
     ax.set_xlabel("attention factor m (on each of q and k); dotted: the paper's 0.1 ln s + 1")
-    ax.set_ylabel(f"perplexity, tokens {lengths['original']:,}..{lengths['long']:,}")
-    ax.set_title(f"{Path(report['model']).name}: perplexity beyond L against m")
+    if fit:
+        ax.set_ylabel("perplexity above the best m's (%)")
+        ax.set_title(f"{Path(report['model']).name}: tokens {lengths['original']:,}..s·L", fontsize=10)
+    else:
+        ax.set_ylabel(f"perplexity, tokens {lengths['original']:,}..{lengths['long']:,}")
+        ax.set_title(f"{Path(report['model']).name}: perplexity beyond L against m")
     ax.legend(fontsize=8)
     if fit:
         _fit_panel(axes[0][1], fit)
@@ -83,6 +91,8 @@ def _fit_panel(ax, fit: dict) -> None:
             label=f"fit: m = {fit['a']:.3f}{stderr}·ln s + {fit['b']:.3f}")
     ax.plot(grid, [0.1 * math.log(s) + 1 for s in grid], linestyle="--", label="paper: m = 0.1·ln s + 1")
     ax.set_xscale("log")
+    ax.minorticks_off()  # a narrow range of s would otherwise get labels like 1.3x10^0
+    ax.set_xticks(scales, [f"{s:g}" for s in scales])
     ax.set_xlabel("scale s")
     ax.set_ylabel("attention factor m")
     ax.set_title("best m against s")

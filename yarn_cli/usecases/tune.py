@@ -69,7 +69,8 @@ class TuneResult:
             "objective": Objective("long").to_json() if self.options.fit else self.options.objective.to_json(),
             "lengths": self.options.lengths.to_json(), "scales": list(self.options.scales), "docs": self.options.docs,
             "method": "one pass per document (the unextended reference's stops at L). Perplexity of the text tokens: short = "
-                      "an input of the short length; long = the tokens beyond L up to the long length; curve = per chunk of "
+                      "an input of the short length; long = the tokens beyond L up to the long length (--fit: up to s·L for "
+                      "each s); curve = per chunk of "
                       "L/4 tokens. Retrieval: named pass keys hidden in the text, each question answered where its input "
                       "length ends (short, long); a hit when every digit token of the key is the model's top choice, the "
                       "answer's lead-in given (teacher-forced); probe tokens are left out of the perplexity",
@@ -286,12 +287,12 @@ class Session:
 
     def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None,
                 betas: tuple[float, float] | None = None) -> Measure:
-        """One pass per document. The unextended reference runs only up to L: beyond it is not its range."""
+        """One pass per document, up to ``reach(scale)``."""
         started = time.perf_counter()
         lengths = self.options.lengths
         if self.progress:
             self.progress(self.done, self.expected, variant.label if scale else "unextended reference")
-        upto = lengths.long if scale else lengths.original
+        upto = self.reach(scale)
         losses, hits = [], {}
         for doc in self.docs:
             scored = self.engine.score(variant, doc.ids[:upto], 0)
@@ -309,6 +310,15 @@ class Session:
                            losses, tune_plan.curve_points(lengths.original, upto)), share(lengths.short),
                        share(lengths.long), time.perf_counter() - started,
                        tune_plan.chunk_losses(losses, lengths.original, upto, tune_plan.noise_chunk(lengths)), betas)
+
+    def reach(self, scale: float | None) -> int:
+        """How far a pass goes. The reference stops at L, beyond which it serves nothing. In --fit mode each s is
+        judged on the range it extends to, L..s·L (the paper's s = 8 on 16k documents for L = 2k): a smaller s
+        measured past s·L would be fitted on how it fails there."""
+        lengths = self.options.lengths
+        if scale is None:
+            return lengths.original
+        return min(lengths.long, int(round(scale * lengths.original))) if self.options.fit else lengths.long
 
     def candidate(self, scale: float, m: float, betas: tuple[float, float] | None = None) -> variants.RopeVariant:
         options = self.options
