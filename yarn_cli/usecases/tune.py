@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import tune_plan, tune_probe, variants
+from yarn_cli.core import lengths as length_math, tune_plan, tune_probe, variants
 from yarn_cli.core.rope_scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
 from yarn_cli.core.tune_plan import Decision, Lengths, LogFit, Measure, Objective
 from yarn_cli.errors import InputError
@@ -199,15 +199,13 @@ def _check_plot(path: Path, force: bool, model: Path) -> None:
 
 def _options(original: int, scale, to, fit: bool, fit_scales: str, goal: Objective, short: int | None, docs: int, passkeys: int,
              refinements: int, search_betas: bool, beta_fast: float, beta_slow: float, budget: float | None) -> TuneOptions:
-    from yarn_cli.core import lengths as length_math
-
     if fit:
         scales = tune_plan.parse_scales(fit_scales)
-        target = int(round(max(scales) * original))
+        target = length_math.target_length(original, max(scales))
     else:
         # the one scale rule every verb applies (checks, --to parsing), then tune's own candidates for --to
         base = length_math.resolve_scale(scale, None if to is None else str(to), original)
-        target = int(round(base * original))
+        target = length_math.target_length(original, base)
         scales = tune_plan.scale_candidates(target, original) if to is not None else [base]
     short = short or original // 2
     if not 0 < short <= original:
@@ -318,7 +316,7 @@ class Session:
         lengths = self.options.lengths
         if scale is None:
             return lengths.original
-        return min(lengths.long, int(round(scale * lengths.original))) if self.options.fit else lengths.long
+        return min(lengths.long, length_math.target_length(lengths.original, scale)) if self.options.fit else lengths.long
 
     def candidate(self, scale: float, m: float, betas: tuple[float, float] | None = None) -> variants.RopeVariant:
         options = self.options
