@@ -30,7 +30,7 @@ def child(mode: str, length: int, work: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainerCallback, TrainingArguments
 
-    from yarn_cli.core.finetune_plan import Batching, Recipe
+    from yarn_cli.core.finetune.plan import Batching, Recipe
     from yarn_cli.training import trainer as engine
 
     torch.manual_seed(0)

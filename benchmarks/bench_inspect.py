@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import LLAMA2_70B, llama_tensor_shapes, write_checkpoint  # noqa: E402
 
-
 TARGET = 25.0  # inspect at least this many times faster than AutoConfig on the same folder
 
 

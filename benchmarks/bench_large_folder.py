@@ -73,7 +73,8 @@ def main() -> None:
         holding = {m for m, s in json.loads((small / "model.safetensors.index.json").read_text())["weight_map"].items()
                    if "q_proj" in m or "k_proj" in m}
         shards_with_qk = {json.loads((small / "model.safetensors.index.json").read_text())["weight_map"][m] for m in holding}
-        print(f"narrow 405B layout: {len(list(small.glob('*.safetensors')))} shards, {small_size / 1e9:.2f} GB; {len(shards_with_qk)} shards hold q/k")
+        n_shards = len(list(small.glob('*.safetensors')))
+        print(f"narrow 405B layout: {n_shards} shards, {small_size / 1e9:.2f} GB; {len(shards_with_qk)} shards hold q/k")
         print(f"bake: {len(baked)} shards rewritten, {len(linked)} linked "
               f"({'exactly the q/k shards' if {Path(f['path']).name for f in baked} == shards_with_qk else 'MISMATCH'})")
         for workers, seconds in results.items():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def short_inputs(args, model: Path) -> None:
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.verify.protocol import load_text
 
@@ -77,17 +77,18 @@ def crossing(args, model: Path) -> None:
     from transformers import AutoTokenizer
 
     from yarn_cli.api import inspect
-    from yarn_cli.core import rope, rope_scalars
+    from yarn_cli.core.rope import frequencies as rope
+    from yarn_cli.core.rope import scalars as rope_scalars
     from yarn_cli.usecases.verify.protocol import load_text
 
     spec = inspect(model).summary.rope
     length = spec.original_context
-    yarn = rope.yarn(spec.theta, spec.rotary_dim, length, args.scale)
-    plain = rope.inv_freq_values(spec.theta, spec.rotary_dim)
+    yarn = rope.yarn(spec.base, spec.rotary_dim, length, args.scale)
+    plain = rope.inv_freq_values(spec.base, spec.rotary_dim)
     m = rope_scalars.get_mscale(args.scale)
-    common = {"rope_theta": spec.theta, "original_max_position_embeddings": length, "factor": args.scale, "attention_factor": m}
+    common = {"rope_theta": spec.base, "original_max_position_embeddings": length, "factor": args.scale, "attention_factor": m}
     longrope = {"rope_type": "longrope", "short_factor": [1.0] * len(plain),
-                "long_factor": [a / b for a, b in zip(plain, yarn.theta)], **common}
+                "long_factor": [a / b for a, b in zip(plain, yarn.inv_freq_values)], **common}
     static = {"rope_type": "yarn", **common}
     tokenizer = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name)
     ids = tokenizer(load_text(None))["input_ids"][: length + args.after]

@@ -23,7 +23,8 @@ from pathlib import Path
 
 
 def curve(args) -> None:
-    from yarn_cli.core import tune_plan, variants
+    from yarn_cli.core.rope import variants
+    from yarn_cli.core.tune import plan as tune_plan
     from yarn_cli.io.default_model import default_model_path
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.verify.protocol import load_text

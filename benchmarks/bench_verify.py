@@ -49,7 +49,7 @@ def reset_peak(device: str) -> None:
 
 def make_checkpoint(folder: Path, shape: str, dtype) -> None:
     from tokenizers import Tokenizer, models
-    from transformers import AutoModelForCausalLM, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
     params = dict(SHAPES[shape])
     config = CONFIG_MAPPING[params.pop("model_type")](**params)
@@ -69,7 +69,7 @@ def measure(args) -> dict:
     folder = Path(args.checkpoint)
     reset_peak(args.device)
     if args.engines == "native":
-        from yarn_cli.core import variants
+        from yarn_cli.core.rope import variants
         from yarn_cli.native.engine import NativeEngine
 
         native = NativeEngine(folder, args.device)

@@ -26,7 +26,7 @@ def main() -> None:
     import tempfile
 
     from yarn_cli.api import apply_extend, plan_extend, prepare_verify
-    from yarn_cli.core import verify_plan
+    from yarn_cli.core.verify import plan as verify_plan
     from yarn_cli.io.default_model import default_model_path
 
     with tempfile.TemporaryDirectory() as work:

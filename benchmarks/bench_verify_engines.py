@@ -81,7 +81,7 @@ def main() -> None:
             print(f"{engine:<13}{wall:>9.1f}{wall / native:>10.2f}x{timings['load_seconds']:>9.1f}"
                   f"{timings['parity_seconds']:>10.1f}{timings['protocol_seconds']:>12.1f}"
                   f"{'' if startup is None else f'{startup:.1f}':>12}{prefill or 0:>15,.0f}{decode or 0:>14,.1f}")
-        for engine, _, _, line, _ in rows:
+        for _, _, _, line, _ in rows:
             print(f"  {line}")
 
 

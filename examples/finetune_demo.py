@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from yarn_cli import api
-from yarn_cli.core.finetune_plan import Recipe
+from yarn_cli.core.finetune.plan import Recipe
 from yarn_cli.io.corpus import default_documents
 from yarn_cli.usecases.finetune import finetune
 

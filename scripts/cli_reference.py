@@ -44,14 +44,9 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not TARGET.exists() or TARGET.read_text(encoding="utf-8") != text:
-            print(f"{TARGET} is stale: run python scripts/cli_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text, encoding="utf-8")
-    return 0
+    from generated import write_or_check
+
+    return write_or_check(TARGET, render(), "cli_reference.py")
 
 
 if __name__ == "__main__":

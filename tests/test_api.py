@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import tree_digest
 from test_cli_inspect import run, subprocess_env
 from test_verify import word_tokenizer
+
 from yarn_cli import api
 from yarn_cli.errors import OutputError, UnsupportedError
 
@@ -92,16 +92,15 @@ def test_verify_report(tiny_llama, tmp_path):
 
 
 def _readme_python_block() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Python API"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
 
 
 @pytest.mark.slow
 def test_readme_python_api_example_runs(smollm2_gguf, tmp_path):
-    """The README's example, run as written, in a fresh interpreter."""
+    """The Python API page's example, run as written, in a fresh interpreter."""
     result = subprocess.run([sys.executable, "-c", _readme_python_block()], cwd=tmp_path, capture_output=True, text=True,
                             env=subprocess_env(), timeout=600)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "smollm2-yarn2x.gguf").exists()
-    assert "True {'extended': {'10240': 1.0}, 'baseline': {'10240': 0.0}}" in result.stdout  # the verdict, as the README shows it
+    assert "True {'extended': {'10240': 1.0}, 'baseline': {'10240': 0.0}}" in result.stdout  # the verdict, as the page shows it

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tiny_models import MULTIMODAL, NO_TRANSFORMERS_CLASS, TINY, build_model
-from yarn_cli.core import architectures, hf_config, kv_cache
+
+from yarn_cli.core.checkpoint import architectures, hf_config, hf_layout, kv_cache
 from yarn_cli.errors import FormatError
 
 ENTRIES = sorted(architectures.registry())
@@ -92,7 +92,7 @@ def test_sliding_layers_match_transformers(model_type):
     config = CONFIG_MAPPING[model_type](**raw)
     expected = tuple(i for i, kind in enumerate(config.layer_types) if kind == "sliding_attention") if getattr(
         config, "layer_types", None) else (tuple(range(7)) if getattr(config, "sliding_window", None) else ())
-    assert hf_config.sliding_layers(raw, 7) == expected
+    assert hf_layout.sliding_layers(raw, 7) == expected
 
 
 @pytest.mark.parametrize("model_type", sorted(TINY))
@@ -111,7 +111,7 @@ def test_kv_cache_bytes_equal_transformers_static_cache(model_type):
     allocated = sum(t.numel() * t.element_size() for layer in cache.layers if hasattr(layer, "keys") for t in (layer.keys, layer.values))
     assert allocated
     raw = json.loads(model.config.to_json_string())
-    layout = hf_config.model_dims(raw)["attention"]
+    layout = hf_layout.model_dims(raw)["attention"]
     assert kv_cache.kv_cache_bytes(layout, tokens, bytes_per_value=4) == allocated
 
 

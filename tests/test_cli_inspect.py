@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_config
 from real_configs import LLAMA2_7B, QWEN3_8B_YARN
+
 from yarn_cli.cli.app import main
 
 

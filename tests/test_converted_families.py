@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from llama_cpp_converter import convert, llama_cpp_logprobs
 from test_cli_inspect import run
 from tiny_models import TINY

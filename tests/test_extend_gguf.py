@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from gguf_factory import write_tiny_gguf
 from test_cli_inspect import run, subprocess_env
+
 from yarn_cli.io import fastcopy
 from yarn_cli.io.gguf_reader import read_gguf
 

@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import tree_digest, write_config
 from real_configs import DEEPSEEK_V3, GEMMA3_4B, GPT_OSS_20B, LLAMA31_8B, PHI3_MINI_128K, QWEN3_8B_YARN
 from test_cli_inspect import run
 from tiny_models import TINY, build_model
-from yarn_cli.core import architectures, hf_plan, rope
+
+from yarn_cli.core.checkpoint import architectures
+from yarn_cli.core.extend import hf_plan
+from yarn_cli.core.extend.options import ExtendRequest
+from yarn_cli.core.rope import frequencies as rope
 from yarn_cli.errors import AlreadyScaledError, UnsupportedError
 
 torch = pytest.importorskip("torch")
@@ -145,7 +148,8 @@ def test_bake_math_where_transformers_has_no_yarn(model_type, saved_models, tmp_
     """The same weights-vs-runtime equality, with YaRN's θ' and m put into the rotary module by hand."""
     from transformers import AutoModelForCausalLM
 
-    from yarn_cli.core import bake_plan, hf_config
+    from yarn_cli.core.checkpoint import hf_config
+    from yarn_cli.core.extend import bake_plan
     from yarn_cli.io import hf_writer
 
     source = saved_models[model_type]
@@ -154,16 +158,16 @@ def test_bake_math_where_transformers_has_no_yarn(model_type, saved_models, tmp_
 
     config = json.loads((source / "config.json").read_text())
     with pytest.raises(UnsupportedError, match="longrope"):  # the core planner refuses it too, not only the CLI
-        hf_plan.plan_config(config, SCALE, bake=True)
+        hf_plan.plan_config(config, ExtendRequest(scale=SCALE, bake_temperature=True))
     # The config plan as for a family that accepts it; the bake ops below come from this family's own entry.
-    plan = hf_plan.plan_config({**config, "model_type": "llama"}, SCALE, bake=True)
+    plan = hf_plan.plan_config({**config, "model_type": "llama"}, ExtendRequest(scale=SCALE, bake_temperature=True))
     headers = hf_writer.read_shards(source)
     tensors = {n: (i.dtype, i.shape) for h in headers for n, i in h.tensors.items()}
     ops = bake_plan.plan_bake(config, tensors, plan.bake_factor)
     baked = tmp_path / "baked"
     hf_writer.write_extension(source, plan, ops, baked)
     spec = hf_config.read_rope_specs(config)[0][0]
-    yarn = rope.yarn(spec.theta, spec.rotary_dim, spec.original_context, SCALE)
+    yarn = rope.yarn(spec.base, spec.rotary_dim, spec.original_context, SCALE)
     reference = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     set_rotary(reference, yarn.inv_freq, yarn.attention_factor)
     ours = AutoModelForCausalLM.from_pretrained(baked, config=reference.config, dtype=torch.float32).eval()
@@ -224,7 +228,7 @@ def test_bake_leaves_layers_without_rope_alone(model_type, tmp_path, capsys):
     assert warned == (model_type == "cohere2")  # the user is told where YaRN cannot reach
     before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
     for role in ("q_proj", "k_proj"):
-        name = "model.layers.{}.self_attn.%s.weight" % role
+        name = "model.layers.{}.self_attn." + role + ".weight"
         assert (after[name.format(1)] == before[name.format(1)]).all()
         assert not (after[name.format(0)] == before[name.format(0)]).all()
     expected = logits(reference_yarn_model(source))
@@ -310,8 +314,8 @@ def test_second_bake_and_stacking_refused(saved_models, tmp_path, capsys):
 
 
 def test_unknown_family_and_quantized_refused(tmp_path, capsys):
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     folder = tmp_path / "m"
     write_config(folder, {"model_type": "acme_lm", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
@@ -396,12 +400,12 @@ def test_config_keys_and_order_kept(saved_models, tmp_path, capsys):
 def test_real_configs(config, expected):
     if config is PHI3_MINI_128K:  # its family reaches long context with longrope; a YaRN config would not be honoured
         with pytest.raises(UnsupportedError, match="longrope"):
-            hf_plan.plan_config(config, 2.0, replace=True)
+            hf_plan.plan_config(config, ExtendRequest(scale=2.0, replace=True))
         return
     if expected is None:
         with pytest.raises(AlreadyScaledError, match="--replace"):
-            hf_plan.plan_config(config, 2.0)
-        plan = hf_plan.plan_config(config, 2.0, replace=True)
+            hf_plan.plan_config(config, ExtendRequest(scale=2.0))
+        plan = hf_plan.plan_config(config, ExtendRequest(scale=2.0, replace=True))
         block = plan.config.get("rope_scaling")
         if config is DEEPSEEK_V3:  # model keys of the yarn block survive a replace
             assert block["mscale"] == 1.0 and block["mscale_all_dim"] == 1.0 and plan.original_context == 4096
@@ -410,7 +414,7 @@ def test_real_configs(config, expected):
         assert plan.config["max_position_embeddings"] == plan.target_context == 2 * plan.original_context
         return
     with pytest.raises(AlreadyScaledError, match="linear x8"):
-        hf_plan.plan_config(config, 2.0)  # Gemma 3's global layers already carry linear x8
+        hf_plan.plan_config(config, ExtendRequest(scale=2.0))  # Gemma 3's global layers already carry linear x8
 
 
 def test_gemma3_nested_text_config_read_by_transformers():
@@ -418,7 +422,7 @@ def test_gemma3_nested_text_config_read_by_transformers():
 
     config = copy.deepcopy(GEMMA3_4B)
     config["text_config"].pop("rope_scaling")
-    plan = hf_plan.plan_config(config, 4.0, original_context=32768)
+    plan = hf_plan.plan_config(config, ExtendRequest(scale=4.0, original_context=32768))
     text = plan.config["text_config"]
     assert text["rope_scaling"]["factor"] == 4.0 and text["max_position_embeddings"] == 131072
     assert "rope_scaling" not in plan.config  # the block lands in the nested text model
@@ -437,7 +441,7 @@ def test_registry_covers_every_family_in_these_tests():
 @pytest.mark.parametrize("dtype", ["BF16", "F16", "F32", "F64"])
 def test_torch_free_casts_match_torch(dtype):
     """bf16/f16 decode-scale-encode without torch gives torch's bytes (round to nearest even)."""
-    from yarn_cli.core.bake_plan import BakeOp
+    from yarn_cli.core.extend.bake_plan import BakeOp
     from yarn_cli.io.bake_cast import scaled_rows
 
     torch_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}[dtype]

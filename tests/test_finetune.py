@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import tree_digest
 from test_cli_inspect import run, subprocess_env
 
@@ -94,7 +93,7 @@ def test_lora_merges_into_plain_weights(tiny, tmp_path, capsys):
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
     from transformers import TrainerCallback
 
-    from yarn_cli.core.finetune_plan import Recipe
+    from yarn_cli.core.finetune.plan import Recipe
     from yarn_cli.usecases.finetune import finetune
 
     recipe = Recipe(steps=4, grad_accum=1, lr=1e-3, warmup=0, save_steps=2)
@@ -136,7 +135,7 @@ def _launch(tiny: Path, out: Path, flags: list[str]) -> subprocess.CompletedProc
 def test_interrupted_before_any_checkpoint_leaves_nothing(tiny, tmp_path):
     from transformers import TrainerCallback
 
-    from yarn_cli.core.finetune_plan import Recipe
+    from yarn_cli.core.finetune.plan import Recipe
     from yarn_cli.usecases.finetune import finetune
 
     class Crash(TrainerCallback):

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_cli_inspect import run
 from test_extend_gguf import sha
-from yarn_cli.core import freq_factors
+
+from yarn_cli.core.rope import freq_factors
 from yarn_cli.io.gguf_reader import read_gguf, read_small_tensor
 
 torch = pytest.importorskip("torch")
@@ -97,7 +97,7 @@ def test_llama_cpp_reads_no_beta_key_and_inspect_says_so(tmp_path, smollm2_gguf,
     warnings = _json(["inspect", str(made["gguf"])], capsys)["warnings"]
     assert any("yarn_beta_fast = 1 is not read by llama.cpp" in w and "--yarn-beta-fast 1" in w for w in warnings)
     assert _parity(made["gguf"], "llama.cpp", capsys)["diagnosis"] == "exact"
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.native.engine import NativeEngine
     from yarn_cli.runtimes.llamacpp import LlamaCppEngine
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from real_configs import DEEPSEEK_V3, GEMMA3_4B, LLAMA2_7B, LLAMA31_8B, MISTRAL_7B, PHI2, QWEN3_8B_YARN
-from yarn_cli.core import hf_config
+
+from yarn_cli.core.checkpoint import hf_config, hf_layout
 from yarn_cli.errors import FormatError, UnsupportedError
 
 
@@ -15,7 +15,7 @@ def specs(config, **kw):
 
 def test_llama2_defaults():
     (spec,), warnings = specs(LLAMA2_7B)
-    assert (spec.theta, spec.head_dim, spec.rotary_dim, spec.original_context) == (10000.0, 128, 128, 4096)
+    assert (spec.base, spec.head_dim, spec.rotary_dim, spec.original_context) == (10000.0, 128, 128, 4096)
     assert spec.scaling is None and spec.original_context_source == "max_position_embeddings" and not warnings
 
 
@@ -28,13 +28,13 @@ def test_gpt_neox_rotary_pct_and_base():
     config = {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 8, "rotary_pct": 0.25,
               "rotary_emb_base": 20000, "max_position_embeddings": 2048, "num_hidden_layers": 2}
     (spec,), _ = specs(config)
-    assert (spec.theta, spec.head_dim, spec.rotary_dim) == (20000.0, 64, 16)
+    assert (spec.base, spec.head_dim, spec.rotary_dim) == (20000.0, 64, 16)
 
 
 def test_deepseek_rotates_only_rope_head_dim():
     (spec,), _ = specs(DEEPSEEK_V3)
     assert (spec.head_dim, spec.rotary_dim, spec.original_context) == (192, 64, 4096)
-    dims = hf_config.model_dims(DEEPSEEK_V3)
+    dims = hf_layout.model_dims(DEEPSEEK_V3)
     assert dims["attention"].kv_dims == 512 + 64  # MLA caches the latent and the rotary key
 
 
@@ -53,8 +53,8 @@ def test_llama31_is_not_flagged():
 def test_gemma3_nested_text_config_has_two_rope_families():
     ropes, _ = specs(GEMMA3_4B)
     assert [r.name for r in ropes] == ["global", "local (sliding window)"]
-    assert ropes[0].theta == 1e6 and ropes[0].scaling.type == "linear" and ropes[0].scaling.factor == 8.0
-    assert ropes[1].theta == 1e4 and ropes[1].scaling is None
+    assert ropes[0].base == 1e6 and ropes[0].scaling.type == "linear" and ropes[0].scaling.factor == 8.0
+    assert ropes[1].base == 1e4 and ropes[1].scaling is None
     assert ropes[0].head_dim == 256
 
 
@@ -68,7 +68,7 @@ def test_transformers5_nested_rope_parameters():
         },
     }
     ropes, _ = specs(config)
-    assert [(r.name, r.theta) for r in ropes] == [("global", 1e6), ("local (sliding window)", 1e4)]
+    assert [(r.name, r.base) for r in ropes] == [("global", 1e6), ("local (sliding window)", 1e4)]
 
 
 def test_rope_parameters_only_warns_about_4x_readers():

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_config
 from gguf_factory import write_tiny_gguf
 from test_cli_inspect import run

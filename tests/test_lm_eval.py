@@ -16,8 +16,8 @@ pytest.importorskip("transformers")
 
 from lm_eval import evaluator  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
-
 from lm_eval_local_tasks import write_tasks  # noqa: E402
+
 from yarn_cli import api  # noqa: E402
 from yarn_cli.cli.app import main  # noqa: E402
 from yarn_cli.errors import InputError  # noqa: E402
@@ -96,7 +96,7 @@ def test_rolling_windows_stay_within_the_variants_length(setup):
         model = YarnLM(path=str(setup["extended"]), engine="native", variant=variant)
         seen: list[int] = []
         score = model.engine.score
-        model.engine.score = lambda v, ids, start: seen.append(len(ids)) or score(v, ids, start)
+        model.engine.score = lambda v, ids, start, seen=seen, score=score: seen.append(len(ids)) or score(v, ids, start)
         responses(model, setup, ["yarn_rolling"])
         assert max(seen) == limit + 1 and seen.count(limit + 1) >= 2, (variant, sorted(seen)[-5:])
 
@@ -220,7 +220,7 @@ def test_the_python_api_offers_the_bridge():
 
 
 def test_variant_names():
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
 
     assert variants.parse_name("m=1.25") == ("m", 1.25)
     for bad in ("m=0", "m=-1", "m=nan", "x2", ""):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_cli_inspect import run
 from test_verify import word_tokenizer
 from tiny_models import build_model
-from yarn_cli.core import rope_scalars
+
+from yarn_cli.core.rope import scalars as rope_scalars
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -156,7 +156,7 @@ def test_inspect_equals_transformers_rope_init(sources, tmp_path, capsys):
 
 def test_kimi_k2_is_the_deepseek_family(tmp_path, capsys):
     """Kimi-K2 ships model_type kimi_k2 with DeepSeek-V3's tensors: the same entry serves it (data, not a branch)."""
-    from yarn_cli.core import architectures
+    from yarn_cli.core.checkpoint import architectures
 
     assert architectures.for_model_type("kimi_k2") is architectures.for_model_type("deepseek_v3")
     source = tmp_path / "kimi"
@@ -185,9 +185,8 @@ def converted(tmp_path_factory, smollm2_gguf) -> dict[str, Path]:
     """A tiny DeepSeek-V3 with SmolLM2's vocabulary, as an HF folder and as llama.cpp's own converter writes it
     (architecture deepseek2). Trained length 128; q and the shared key x6, so every RoPE difference shows."""
     from llama_cpp_converter import convert
-    from transformers import AutoTokenizer, DeepseekV3Config, DeepseekV3ForCausalLM
-
     from tiny_models import MLA
+    from transformers import AutoTokenizer, DeepseekV3Config, DeepseekV3ForCausalLM
 
     pytest.importorskip("llama_cpp")
     folder = tmp_path_factory.mktemp("deepseek") / "hf"
@@ -247,7 +246,7 @@ def test_verify_variants_on_transformers_apply_the_softmax_factor(sources, tmp_p
     scale, so the baseline of an extended (or baked) checkpoint must take it out there: it then scores exactly as the
     unextended model, and the paper's YaRN variant on the unextended model scores as the extended checkpoint. Parity
     on the extended folder is exact and tells the faults apart."""
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.transformers import TransformersEngine
 
     source = sources["deepseek_v3"]

@@ -8,9 +8,9 @@ import copy
 import json
 
 import pytest
-
 from test_cli_inspect import run
-from yarn_cli.core import rope
+
+from yarn_cli.core.rope import frequencies as rope
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_cli_inspect import run
 from test_extend_hf import HF_YARN_TYPES, SCALE, load, logits, reference_yarn_model, saved_models  # noqa: F401 (fixture)
 from tiny_models import build_model
-from yarn_cli.core import hf_config, rope
+
+from yarn_cli.core.checkpoint import hf_layout
+from yarn_cli.core.rope import frequencies as rope
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -39,15 +40,15 @@ def test_falcon_bakes_each_fused_qkv_layout(layout, overrides, tmp_path, capsys)
     before, after = load_file(source / "model.safetensors")[name], load_file(baked / "model.safetensors")[name]
     assert (before[-16:] == after[-16:]).all() and not (before[:16] == after[:16]).all()
     config = json.loads((source / "config.json").read_text())
-    assert hf_config.model_dims(config)["kv_heads"] == model.config.num_key_value_heads
+    assert hf_layout.model_dims(config)["kv_heads"] == model.config.num_key_value_heads
 
 
 def test_falcon_kv_heads_from_a_hub_config_without_counts():
     """Falcon-7B's own config.json names no KV-head count: multi_query means one."""
     config = {"model_type": "falcon", "hidden_size": 4544, "n_head": 71, "n_layer": 32, "multi_query": True,
               "new_decoder_architecture": False, "alibi": False}
-    assert hf_config.model_dims(config)["kv_heads"] == 1
-    assert hf_config.model_dims({**config, "num_kv_heads": 71})["kv_heads"] == 1  # transformers 4.x saved the head count
+    assert hf_layout.model_dims(config)["kv_heads"] == 1
+    assert hf_layout.model_dims({**config, "num_kv_heads": 71})["kv_heads"] == 1  # transformers 4.x saved the head count
 
 
 def test_qwen3_next_bakes_its_zero_centred_norms_on_attention_layers_only(tmp_path, capsys):

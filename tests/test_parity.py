@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_cli_inspect import run
 from test_verify import word_tokenizer
 from tiny_models import build_model
@@ -62,8 +61,9 @@ def parity_run(folder: Path, words: Path, engine: str = "native", **options):
 
 
 def test_hypotheses_of_a_yarn_spec_and_of_a_baked_one():
-    from yarn_cli.core import diagnosis as parity, rope
-    from yarn_cli.core.model import RopeSpec, Scaling
+    from yarn_cli.core.rope import frequencies as rope
+    from yarn_cli.core.rope.spec import RopeSpec, Scaling
+    from yarn_cli.core.verify import diagnosis as parity
 
     scaling = Scaling("yarn", 4.0, 4096, {}, "rope_parameters")
     spec = RopeSpec(10000.0, 128, 128, 4096, "config", 16384, scaling)
@@ -84,7 +84,7 @@ def test_hypotheses_of_a_yarn_spec_and_of_a_baked_one():
 
 
 def test_diagnosis_is_relative():
-    from yarn_cli.core.diagnosis import parity
+    from yarn_cli.core.verify.diagnosis import parity
 
     n, rng = 400, random.Random(0)
     noise = [rng.gauss(0.0, 0.05) for _ in range(n)]  # quantization-like: large, and aligned with no fault
@@ -146,7 +146,7 @@ def test_llama_cpp_applies_yarn_on_the_quantized_smollm2(smollm2_gguf, tmp_path,
 
 def _rope(engine, inv_freq, factor):
     """Inject a fault into the native engine's declared RoPE (the variant parity measures it under)."""
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.native.model import Rope
 
     model = engine.model(variants.declared(engine.facts.rope, engine.facts.baked_attention_factor))
@@ -155,16 +155,17 @@ def _rope(engine, inv_freq, factor):
 
 
 def test_native_engine_faults_are_named(tiny, words):
-    from yarn_cli.core import analysis, rope
+    from yarn_cli.core.rope import analysis
+    from yarn_cli.core.rope import frequencies as rope
 
     prepared = parity_run(tiny["llama-x4"], words)
     engine, spec = prepared.engine, prepared.engine.facts.rope
     declared = analysis.existing_frequencies(spec)
     faults = {
-        "no-attention-factor": (declared.theta, 1.0),
-        "attention-factor-twice": (declared.theta, declared.attention_factor**2),
-        "linear": ([t / 4 for t in rope.inv_freq_values(spec.theta, spec.rotary_dim)], 1.0),
-        "no-scaling": (rope.inv_freq_values(spec.theta, spec.rotary_dim), 1.0),
+        "no-attention-factor": (declared.inv_freq_values, 1.0),
+        "attention-factor-twice": (declared.inv_freq_values, declared.attention_factor**2),
+        "linear": ([t / 4 for t in rope.inv_freq_values(spec.base, spec.rotary_dim)], 1.0),
+        "no-scaling": (rope.inv_freq_values(spec.base, spec.rotary_dim), 1.0),
     }
     for name, (inv_freq, factor) in faults.items():
         _rope(engine, inv_freq, factor)
@@ -182,9 +183,8 @@ def test_transformers_engine_applying_m_twice_is_named(tiny, words):
 
 
 def test_baked_checkpoint_in_an_engine_that_adds_m_again(tiny, words):
-    from yarn_cli.core import rope
-
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import frequencies as rope
+    from yarn_cli.core.rope import variants
 
     prepared = parity_run(tiny["llama-baked"], words)
     inv_freq = variants.declared(prepared.engine.facts.rope).inv_freq
@@ -305,9 +305,8 @@ from yarn_cli.usecases.verify.parity_check import SHARED_FORWARD  # noqa: E402
 def _gemma3_multimodal(folder: Path) -> None:
     """A tiny Gemma 3 with its vision tower: transformers loads it as Gemma3ForConditionalGeneration, whose
     rotary module sits in the language model, not at ``model.rotary_emb``."""
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
-
     from tiny_models import TINY
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     text = {k: v for k, v in TINY["gemma3_text"].items()}
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from gguf_factory import write_tiny_gguf
+
 from yarn_cli.errors import FormatError
 from yarn_cli.io import gguf_reader
 from yarn_cli.io.gguf_reader import read_gguf, split_shards

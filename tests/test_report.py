@@ -184,8 +184,8 @@ def test_card_is_written_then_updated_in_place(tiny_x4, tmp_path):
 
 def test_compare_adds_the_papers_alternatives_on_the_same_weights(tiny_x4):
     import transformers  # noqa: F401
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
     from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     from yarn_cli.usecases.verify import prepare_verify
 
@@ -199,14 +199,14 @@ def test_compare_adds_the_papers_alternatives_on_the_same_weights(tiny_x4):
         theirs, _ = ROPE_INIT_FUNCTIONS["linear"](config, "cpu")
         assert chosen["linear"].inv_freq == pytest.approx(theirs.tolist(), rel=1e-6)
         dim = len(chosen["ntk"].inv_freq) * 2
-        assert chosen["ntk"].theta == pytest.approx(config.rope_parameters["rope_theta"] * 4 ** (dim / (dim - 2)))
+        assert chosen["ntk"].base == pytest.approx(config.rope_parameters["rope_theta"] * 4 ** (dim / (dim - 2)))
     finally:
         run_.engine.close()
 
 
 def test_one_pass_curve_equals_separate_passes(tiny_x4):
     """The curve from one pass per document equals each length's own window pass (the loss at p ignores what follows)."""
-    from yarn_cli.core import verify_plan
+    from yarn_cli.core.verify import plan as verify_plan
     from yarn_cli.usecases.verify import prepare_verify
 
     run_ = prepare_verify(tiny_x4, tasks="perplexity", lengths=[1024], ppl_windows=1, parity=False)

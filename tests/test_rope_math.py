@@ -6,7 +6,6 @@ import copy
 
 import numpy as np
 import pytest
-
 from real_configs import (
     BASE_CONFIGS,
     DEEPSEEK_V3,
@@ -15,7 +14,10 @@ from real_configs import (
     PHI3_MINI_128K,
     QWEN3_8B_YARN,
 )
-from yarn_cli.core import analysis, hf_config, rope
+
+from yarn_cli.core.checkpoint import hf_config
+from yarn_cli.core.rope import analysis
+from yarn_cli.core.rope import frequencies as rope
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -38,8 +40,8 @@ def transformers_rope(config: dict, rope_type: str, seq_len=None):
     return inv_freq.double().numpy(), float(attention_factor)
 
 
-def our_spec(config: dict):
-    specs, _ = hf_config.read_rope_specs(config)
+def our_spec(config: dict, original_context: int | None = None):
+    specs, _ = hf_config.read_rope_specs(config, original_context)
     return specs[0]
 
 
@@ -102,7 +104,7 @@ def test_linear_and_dynamic_match_transformers(name):
     dynamic_config = {**config, "rope_scaling": {"rope_type": "dynamic", "factor": scale}}
     for seq_len in (spec.max_context // 2, spec.max_context, spec.max_context * 3):
         expected, _ = transformers_rope(dynamic_config, "dynamic", seq_len=seq_len)
-        ours = rope.dynamic_ntk(spec.theta, spec.rotary_dim, scale, spec.max_context, seq_len)
+        ours = rope.dynamic_ntk(spec.base, spec.rotary_dim, scale, spec.max_context, seq_len)
         np.testing.assert_allclose(ours.inv_freq, expected, rtol=RTOL)
 
 
@@ -136,6 +138,35 @@ def test_existing_yarn_matches_transformers(config):
     result = analysis.existing_frequencies(our_spec(config))
     np.testing.assert_allclose(result.inv_freq, expected, rtol=RTOL)
     assert result.attention_factor == pytest.approx(m, rel=1e-12)
+
+
+# The declared factor when a yarn block leaves things out: one rule (Scaling.declared_factor) for every reader of it
+DECLARED = {
+    "factor-and-original": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192},
+    "original-only": {"rope_type": "yarn", "factor": None, "original_max_position_embeddings": 8192},
+    "factor-only": {"rope_type": "yarn", "factor": 4.0},
+}
+
+
+@pytest.mark.parametrize("block", sorted(DECLARED))
+def test_declared_factor_is_the_one_transformers_computes(block):
+    """transformers' _compute_yarn_parameters on a block with and without factor and original length: its attention
+    factor is 0.1·ln s + 1 of the s it took, and its inv_freq uses that s; ours must be the same s everywhere."""
+    from yarn_cli.core.rope import variants
+    from yarn_cli.core.rope.scalars import get_mscale
+
+    config = {**QWEN3_8B_YARN, "max_position_embeddings": 32768, "rope_scaling": dict(DECLARED[block])}
+    expected, m = transformers_rope(config, "yarn")
+    spec = our_spec(config)
+    factor = spec.scaling.declared_factor(spec.max_context)
+    assert get_mscale(factor) == pytest.approx(m, rel=1e-12)
+    result = analysis.existing_frequencies(spec)
+    np.testing.assert_allclose(result.inv_freq, expected, rtol=RTOL)
+    assert result.attention_factor == pytest.approx(m, rel=1e-12)
+    assert variants.declared(spec).factor == factor
+    # an --original-context override changes the L shown, not the s a runtime computes
+    overridden = our_spec(config, original_context=4096)
+    assert overridden.scaling.declared_factor(overridden.max_context) == factor
 
 
 def test_deepseek_mscale_and_softmax_scale():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from yarn_cli.core import ruler
-from yarn_cli.core.ruler import build, niah
+from yarn_cli.core.verify import ruler
+from yarn_cli.core.verify.ruler import build, niah
 
 REFERENCE = Path(__file__).parent / "reference" / "ruler"
 SCRIPTS = {"niah": "niah.py", "vt": "variable_tracking.py", "cwe": "common_words_extraction.py", "fwe": "freq_words_extraction.py"}
@@ -23,7 +23,7 @@ SCRIPTS = {"niah": "niah.py", "vt": "variable_tracking.py", "cwe": "common_words
 RUNNER = """
 import runpy, sys
 import nltk.tokenize
-from yarn_cli.core.ruler.niah import split_sentences
+from yarn_cli.core.verify.ruler.niah import split_sentences
 nltk.tokenize.sent_tokenize = split_sentences
 script = sys.argv[1]
 sys.path.insert(0, script.rsplit('/', 1)[0])
@@ -78,7 +78,7 @@ def lists():
 CASES = [(name, 2048, 42) for name in ruler.TASKS] + [(name, 4096, 7) for name in ("niah_multikey_2", "vt", "cwe", "fwe")]
 
 
-@pytest.mark.parametrize("name,length,seed", CASES, ids=[f"{n}-{l}" for n, l, _ in CASES])
+@pytest.mark.parametrize("name,length,seed", CASES, ids=[f"{n}-{length}" for n, length, _ in CASES])
 def test_generators_write_rulers_own_prompts(name, length, seed, smollm2_gguf, smollm2_counter, lists, tmp_path):
     """Same seed, length and tokenizer: RULER's script and ours write the same prompts (template, haystack size,
     needles and their places, answer prefix), the same references and the same token counts."""
@@ -112,7 +112,7 @@ def test_depths_and_constants_are_rulers():
     np = pytest.importorskip("numpy")
     assert niah.DEPTHS == [int(x) for x in np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int)]
     scipy_special = pytest.importorskip("scipy.special")
-    from yarn_cli.core.ruler.words import ZETA_2
+    from yarn_cli.core.verify.ruler.words import ZETA_2
 
     assert ZETA_2 == scipy_special.zeta(2.0)
     sys.path.insert(0, str(REFERENCE / "synthetic"))

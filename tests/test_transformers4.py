@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_cli_inspect import run
 from tiny_models import build_model
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from yarn_cli.cli.app import main
-from yarn_cli.core import tune_plan
-from yarn_cli.core.rope_scalars import get_mscale
+from yarn_cli.core.rope.scalars import get_mscale
+from yarn_cli.core.tune import plan as tune_plan
 from yarn_cli.errors import InputError
 
 torch = pytest.importorskip("torch")
@@ -87,7 +87,7 @@ def test_fit_scales_are_checked(bad):
 
 def test_one_pass_gives_every_length_as_separate_passes_do(trained_tiny):
     """The curve's premise, on a real causal model: the loss at a position does not depend on what follows."""
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.base import load_engine
 
     engine = load_engine("native", trained_tiny["model"], "cpu", None, 1100)
@@ -114,7 +114,7 @@ def tuned(trained_tiny, tmp_path_factory):
 
 
 def _long_ppl(engine, check_text: Path, scale: float, m: float) -> float:
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
 
     ids = engine.tokenizer.encode(check_text.read_text())
     docs = [engine.tokenizer.bos + ids[k * 1023 : (k + 1) * 1023] for k in range(len(ids) // 1023)]
@@ -139,7 +139,7 @@ def test_the_chosen_m_beats_both_neighbours_on_held_out_text(tuned, trained_tiny
 def test_the_written_config_gives_the_tuned_candidates_log_probabilities_in_transformers(tuned, trained_tiny):
     from transformers import AutoModelForCausalLM
 
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.base import load_engine
 
     result, out = tuned
@@ -243,8 +243,9 @@ def test_fit_and_plot(trained_tiny, tmp_path, capsys):
 def test_the_beta_search_writes_the_chosen_betas_that_transformers_then_applies(trained_tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from yarn_cli.core import variants
-    from yarn_cli.core.tune_plan import Measure
+    from yarn_cli.core.rope import variants
+    from yarn_cli.core.tune.options import TuneRequest
+    from yarn_cli.core.tune.plan import Measure
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.tune import _writer, tune
 
@@ -257,7 +258,7 @@ def test_the_beta_search_writes_the_chosen_betas_that_transformers_then_applies(
     # the writer puts a candidate's betas and m into the config, and transformers runs exactly that candidate
     out = tmp_path / "betas"
     picked = Measure("x", 4.0, 1.2, None, 9.0, betas=(16.0, 2.0))
-    _writer(Path(trained_tiny["model"]), out, 32.0, 1.0, False, None, False, 4.0, None)(picked)
+    _writer(Path(trained_tiny["model"]), out, TuneRequest(scale=4.0))(picked)
     scaling = json.loads((out / "config.json").read_text())["rope_scaling"]
     assert (scaling["beta_fast"], scaling["beta_slow"], scaling["attention_factor"]) == (16.0, 2.0, 1.2)
     engine = load_engine("native", trained_tiny["model"], "cpu", None, 1100)
@@ -321,7 +322,7 @@ def test_an_engine_that_cannot_run_the_candidates_is_refused(trained_tiny, monke
 
 def test_a_gguf_written_with_a_chosen_m_runs_that_m_in_llama_cpp_and_natively(smollm2_gguf, tmp_path, capsys):
     pytest.importorskip("llama_cpp")
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.base import load_engine
 
     out = tmp_path / "smol-m.gguf"
@@ -368,7 +369,7 @@ def test_tuning_the_real_smollm2_reports_what_its_text_can_tell_apart(smollm2_gg
     """SmolLM2-135M x1.25 (10,240 tokens), tuned on one 10k-token document. The grid's m values lie 0.011 apart;
     one document cannot separate most of them, and the decision must say so rather than claim a winner.
     Any m it does call worse must be worse on the next 10k tokens of the text too."""
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.tune import tune
     from yarn_cli.usecases.verify.protocol import load_text

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from yarn_cli.core import tune_plan, tune_probe
+from yarn_cli.core.tune import plan as tune_plan
+from yarn_cli.core.tune import probe as tune_probe
 from yarn_cli.errors import InputError
 
 
@@ -80,7 +81,7 @@ def test_too_short_a_length_or_text_or_too_many_probes_is_refused():
 def test_a_teacher_forced_hit_is_what_greedy_generation_answers(smollm2_gguf):
     """On the real model: when the probe's lead-in is given, greedy decoding writes the key exactly when every
     checked flag of the pass says so, probe by probe."""
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.verify.protocol import load_text
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from test_rope_math import hf_config_object
 from test_verify import word_tokenizer
 from tiny_models import build_model
-from yarn_cli.core import diagnosis, variants
-from yarn_cli.core.model import RopeSpec
+
+from yarn_cli.core.rope import variants
+from yarn_cli.core.rope.spec import RopeSpec
+from yarn_cli.core.verify import diagnosis
 
 torch = pytest.importorskip("torch")
 SPEC = RopeSpec(100000.0, 64, 64, 8192, "config", 8192)

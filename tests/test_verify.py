@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_cli_inspect import run
 from tiny_models import build_model
-from yarn_cli.core import architectures, variants, verify_plan
+
+from yarn_cli.core.checkpoint import architectures
+from yarn_cli.core.rope import variants
+from yarn_cli.core.verify import plan as verify_plan
 
 torch = pytest.importorskip("torch")
 NATIVE_TYPES = architectures.native_model_types()  # the registry says which families the native engine runs
@@ -143,6 +145,25 @@ def test_verify_table_and_failure_exit(tiny_folders, capsys):
     assert code == 1  # a random tiny model cannot retrieve a passkey
     flat = " ".join(out.split())
     assert "passkey" in flat and "ppl" in flat and "FAIL" in flat and "below --min-accuracy" in flat
+
+
+def test_the_table_and_verdict_fit_80_columns(tiny_folders):
+    """In an 80-column terminal (and in a log file, which rich sizes as 80) no header is cut short with an ellipsis,
+    and the verdict is one word on its own line with its reasons indented below it."""
+    import subprocess
+    import sys
+
+    from test_cli_inspect import subprocess_env
+
+    result = subprocess.run([sys.executable, "-m", "yarn_cli", "verify", str(tiny_folders["llama"]), "--lengths", "300",
+                             "--depths", "0.5", "--ppl-windows", "1"], capture_output=True, text=True,
+                            env=subprocess_env(COLUMNS="80"), timeout=600)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and max(map(len, lines)) <= 80, result.stdout
+    assert all(title in result.stdout for title in ("passkey", "ppl", "niah_single_1", "prefill", "decode", "tok/s")), result.stdout
+    verdict = lines.index("FAIL")
+    assert lines[verdict + 1].startswith("  ") and "below --min-accuracy" in lines[verdict + 1], lines[verdict:]
 
 
 def test_memory_check_skips_lengths(tiny_folders, capsys, monkeypatch):
@@ -287,7 +308,8 @@ def _digit_prompts(count: int) -> list[str]:
         lambda: f"One of the special magic numbers for {rng.choice(['apple', 'zebra', 'x'])} is: {rng.randint(10**6, 10**7 - 1)}.",
         lambda: "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 40))),
         lambda: f"{rng.randint(0, 9999):,}.{rng.randint(0, 99):02d} and {rng.random():.6f} or -{rng.randint(1, 10**12)}",
-        lambda: f"v{rng.randint(0, 9)}.{rng.randint(0, 99)}.{rng.randint(0, 999)} on {rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        lambda: (f"v{rng.randint(0, 9)}.{rng.randint(0, 99)}.{rng.randint(0, 999)} on "
+                 f"{rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"),
         lambda: f"abc{rng.randint(0, 10**6)}def {rng.randint(0, 99)}x{rng.randint(0, 99)} 0x{rng.randint(0, 2**32):X}",
         lambda: " ".join(str(rng.randint(0, 10**rng.randint(1, 9))) for _ in range(rng.randint(2, 12))),
         lambda: f"\n{rng.randint(0, 999)}\t{rng.randint(0, 999)}  {rng.randint(0, 999)}\n\n(#{rng.randint(0, 99)})",
@@ -347,3 +369,49 @@ def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, length
     assert code == 0 and report["verdict"]["ok"], report["verdict"]
     speed = report["speed"]["extended"][n]
     assert speed["prefill_tokens_per_second"] > 0 and speed["decode_tokens_per_second"] > 0
+
+
+BOS_CASES = {  # how a tokenizer puts BOS before a text: its tokenizer.json post-processor, its config, or neither
+    "post-processor (Llama 3)": (True, {}),
+    "post-processor, config says no": (True, {"add_bos_token": False}),
+    "config only": (False, {"add_bos_token": True}),
+    "none (SmolLM2, Qwen)": (False, {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOS_CASES))
+def test_prompts_start_as_transformers_tokenizer_starts_them(case, tmp_path):
+    """The one BOS rule: a prompt starts with what transformers' tokenizer adds with add_special_tokens=True."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import AutoTokenizer
+
+    from yarn_cli.io.tokenizers_io import from_hf_folder
+
+    post, config = BOS_CASES[case]
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{w: 3 + i for i, w in enumerate("The pass key is 12345 .".split())}}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    if post:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", **config}))
+    reference = AutoTokenizer.from_pretrained(str(tmp_path))
+    text = "The pass key is 12345 ."
+    full, plain = reference(text, add_special_tokens=True)["input_ids"], reference(text, add_special_tokens=False)["input_ids"]
+    ours = from_hf_folder(tmp_path)
+    assert ours.encode(text) == plain
+    assert ours.bos + plain == full  # BOS (or nothing), then the text, exactly as transformers starts it
+
+
+def test_perplexity_windows_start_with_bos_like_every_other_prompt():
+    from yarn_cli.usecases.verify.protocol import VerifyOptions
+    from yarn_cli.usecases.verify.tasks.base import Context
+    from yarn_cli.usecases.verify.tasks.perplexity import PerplexityTask
+
+    text = list(range(10, 1010))
+    for bos in ([], [1]):
+        context = Context(lambda s: [], bos, text, 256, VerifyOptions(lengths=[512], ppl_windows=2), ["extended", "baseline"],
+                          lengths=[512])
+        jobs, _ = PerplexityTask().plan(context, 512)
+        assert len(jobs) == 2 and all(len(job.ids) == 512 and job.ids[:len(bos)] == bos for job in jobs)
+        assert jobs[0].ids[len(bos)] == text[0]  # the first window starts at the text's start, after the BOS

@@ -83,7 +83,7 @@ import json, sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.native.engine import NativeEngine
     from yarn_cli.runtimes.vllm import VllmEngine
 
@@ -261,6 +261,7 @@ def test_the_lm_eval_bridge_on_vllm_equals_the_native_engine(trained_tiny, tmp_p
     generates), agree with the native float32 engine, which itself equals lm-eval's hf model."""
     pytest.importorskip("lm_eval")
     from lm_eval_local_tasks import write_tasks
+
     from yarn_cli.api import apply_extend, plan_extend
 
     extended = tmp_path / "tiny-x4"
@@ -284,7 +285,7 @@ def test_the_lm_eval_bridge_on_vllm_equals_the_native_engine(trained_tiny, tmp_p
 def test_ruler_prompts_fill_the_budget_with_vllms_tokenizer(models, words):
     """RULER's prompts are sized with the tokenizer of the engine that runs them: on vLLM, the prompt and the
     answer budget within the length and within 15% of it (planned before vLLM starts)."""
-    from yarn_cli.core import ruler
+    from yarn_cli.core.verify import ruler
     from yarn_cli.usecases.verify import prepare_verify
 
     run = prepare_verify(models["llama-x4"], engine="vllm", device="cpu", text=words, tasks="niah_single_1,niah_multikey_2,vt,fwe",

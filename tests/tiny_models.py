@@ -81,7 +81,7 @@ def build_model(model_type: str, seed: int = 0, qk_scale: float = 1.0, **overrid
     """A tiny random model of ``model_type``. ``qk_scale`` multiplies the q/k projections: peaked attention, so that
     a bake into the wrong rows or layers shows in the logits instead of vanishing in near-uniform attention."""
     import torch
-    from transformers import AutoModelForCausalLM, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
     config = CONFIG_MAPPING[model_type](**{**TINY[model_type], **overrides})
     torch.manual_seed(seed)

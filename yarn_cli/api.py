@@ -9,10 +9,21 @@
     tuned = api.finetune("path/to/model", "path/to/tuned", scale=4, data=["corpus.jsonl"])  # the [finetune] extra
     model = api.YarnLM(path="path/to/out", engine="native", variant="extended")  # an lm-eval model: the [eval] extra
 
+Each verb takes its options object (``InspectRequest``, ``ExtendRequest``, ``VerifyRequest``, ``TuneRequest``,
+``FinetuneRequest``: the command's flags, with the same defaults) or keyword arguments that change single fields:
+
+    request = api.VerifyRequest(lengths=[16384], samples=4, engine="transformers")
+    verdict = api.verify("path/to/out", request)
+
 Errors are ``yarn_cli.errors.YarnError`` subclasses, each with a one-line message and an exit code.
 """
 
-from yarn_cli.core.finetune_plan import Recipe
+from yarn_cli.core.extend.options import ExtendRequest
+from yarn_cli.core.finetune.options import FinetuneRequest
+from yarn_cli.core.finetune.plan import Recipe
+from yarn_cli.core.inspect.options import InspectRequest
+from yarn_cli.core.tune.options import TuneRequest
+from yarn_cli.core.verify.options import EngineOptions, VerifyRequest
 from yarn_cli.usecases.extend import ExtendPlan, ExtendResult, apply_extend, plan_extend
 from yarn_cli.usecases.finetune import FinetunePlan, FinetuneResult, finetune, plan_finetune, run_finetune
 from yarn_cli.usecases.inspect import InspectReport, inspect
@@ -20,9 +31,10 @@ from yarn_cli.usecases.tune import TuneResult, tune
 from yarn_cli.usecases.verify import VerifyReport, VerifyRun, prepare_verify, verify
 
 __all__ = [
+    "EngineOptions", "ExtendRequest", "FinetuneRequest", "InspectRequest", "TuneRequest", "VerifyRequest",
     "ExtendPlan", "ExtendResult", "FinetunePlan", "FinetuneResult", "InspectReport", "Recipe", "TuneResult", "VerifyReport", "VerifyRun",
     "apply_extend", "finetune", "inspect", "plan_extend", "plan_finetune", "prepare_verify", "run_finetune", "tune", "verify",
-    "YarnLM",
+    "YarnLM",  # noqa: F822 (served by __getattr__ below, so that lm-eval is imported only when asked for)
 ]
 
 

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from yarn_cli.core import architectures
+from yarn_cli.core.checkpoint import architectures
+from yarn_cli.core.rope.spec import ModelSummary, RopeSpec, Scaling
 from yarn_cli.core.units import human_bytes  # noqa: F401  (used here and by the command modules)
-from yarn_cli.core.model import ModelSummary, RopeSpec, Scaling
 
 
 def esc(value: Any) -> str:
@@ -44,7 +44,7 @@ def describe_scaling(scaling: Scaling | None) -> str:
 
 def describe_rope(spec: RopeSpec) -> str:
     rotary = "full" if spec.rotary_dim == spec.head_dim else f"partial {spec.partial_rotary_factor:g}"
-    base = f"{spec.theta:,.0f}" if spec.theta == int(spec.theta) else f"{spec.theta:g}"
+    base = f"{spec.base:,.0f}" if spec.base == int(spec.base) else f"{spec.base:g}"
     layout = spec.layout.replace("_", "-")
     return f"base {base}, head dim {spec.head_dim}, rotary dim {spec.rotary_dim} ({rotary}, {layout})"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -10,9 +11,11 @@ from rich.table import Table
 
 from yarn_cli.cli.output import print_json
 from yarn_cli.cli.render import esc
+from yarn_cli.core.tune.options import TuneRequest
 
 
-def run(console: Console, err_console: Console, as_json: bool, model: str | None, out: Any, **options: Any) -> int:
+def run(console: Console, err_console: Console, as_json: bool, model: str | None, out: Any, request: TuneRequest,
+        notify: Callable[[str], None]) -> int:
     from yarn_cli.usecases.tune import tune
 
     progress = Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -23,7 +26,7 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
         def advance(done: int, expected: int, label: str) -> None:
             progress.update(task, completed=done, total=max(expected, done + 1), description=esc(label))
 
-        result = tune(model, out, progress=advance, **options)
+        result = tune(model, out, request, progress=advance, notify=notify)
     report = result.to_json()
     if as_json:
         print_json(report)

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from yarn_cli.cli.output import print_json
 from yarn_cli.cli.render import esc, human_bytes
+from yarn_cli.core.verify.options import VerifyRequest
 
 
-def run(console: Console, err_console: Console, as_json: bool, model: str | None, **options: Any) -> int:
+def run(console: Console, err_console: Console, as_json: bool, model: str | None, request: VerifyRequest,
+        notify: Callable[[str], None]) -> int:
     """Load the engine under a spinner, run under a progress bar, render; returns the exit code."""
     from yarn_cli.usecases.verify import prepare_verify
 
-    what = f"{esc(Path(str(model)).name) if model else 'the built-in default model'} ({esc(options.get('engine', 'native'))} engine)"
+    what = f"{esc(Path(str(model)).name) if model else 'the built-in default model'} ({esc(request.engine)} engine)"
     with err_console.status(f"loading {what}", spinner="dots") if not as_json else contextlib.nullcontext():
-        prepared = prepare_verify(model, **options)
+        prepared = prepare_verify(model, request, notify=notify)
     progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
                         console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
     # lm-eval prints some of its progress to stdout, where --json output goes alone
@@ -46,9 +50,9 @@ def _format(column: Any, variant: str, length: int) -> str:
     return f"[{'green' if column.good(value) else 'red'}]{text}[/]" if column.good else text
 
 
-def _speed(report: dict[str, Any], kind: str, length: int) -> str:
-    values = [report["speed"].get(v["name"], {}).get(str(length), {}).get(f"{kind}_tokens_per_second") for v in report["variants"]]
-    return " / ".join("-" if x is None else f"{x:,.0f}" for x in values)
+def _speed(report: dict[str, Any], kind: str, variant: str, length: int) -> str:
+    value = report["speed"].get(variant, {}).get(str(length), {}).get(f"{kind}_tokens_per_second")
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def render(console: Console, report: dict[str, Any], columns: list, path: Path) -> None:
@@ -71,19 +75,22 @@ def render(console: Console, report: dict[str, Any], columns: list, path: Path) 
 
 
 def _render_lengths(console: Console, report: dict[str, Any], columns: list, names: list[str]) -> None:
-    table = Table(header_style="bold", title=" vs ".join(esc(n) for n in names) + " (same weights; baseline: scaling removed)",
-                  title_justify="left")
-    table.add_column("length", justify="right")
-    for column in columns:
-        for name in names:
-            table.add_column(f"{column.title} {esc(SHORT.get(name, name))}", justify="right")
-    speed_names = " / ".join(SHORT.get(n, esc(n)) for n in names)
-    table.add_column(f"prefill tok/s {speed_names}", justify="right")
-    table.add_column(f"decode tok/s {speed_names}", justify="right")
+    """One row per length and variant, one column per task: it fits 80 columns with the default tasks, and a header
+    too long for the terminal folds onto a second line instead of being cut."""
+    # the title on a line of its own: as a table title it would wrap at the (narrow) table's width
+    console.print(" vs ".join(esc(n) for n in names) + " (same weights; baseline: scaling removed)")
+    table = Table(header_style="bold")
+    table.add_column("length", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for title in [column.title for column in columns] + ["prefill\ntok/s", "decode\ntok/s"]:
+        table.add_column(title, justify="right", overflow="fold")
     for length in report["lengths"]:
-        cells = [_format(column, name, length) for column in columns for name in names]
         marker = " *" if length > report["original_context"] else ""
-        table.add_row(f"{length:,}{marker}", *cells, _speed(report, "prefill", length), _speed(report, "decode", length))
+        for i, name in enumerate(names):
+            table.add_row(f"{length:,}{marker}" if i == 0 else "", esc(SHORT.get(name, name)),
+                          *[_format(column, name, length) for column in columns],
+                          _speed(report, "prefill", name, length), _speed(report, "decode", name, length),
+                          end_section=i == len(names) - 1)
     console.print(table)
     console.print("[dim]* beyond the trained length[/]")
 
@@ -110,7 +117,10 @@ def _render_footer(console: Console, report: dict[str, Any]) -> None:
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {esc(note)}")
     for item in report.get("skipped", []):
-        console.print(f"[yellow]skipped[/] {item['length']:,}: needs ~{human_bytes(item['needs_bytes'])}, {human_bytes(item['available_bytes'])} available")
+        console.print(f"[yellow]skipped[/] {item['length']:,}: needs ~{human_bytes(item['needs_bytes'])}, "
+                      f"{human_bytes(item['available_bytes'])} available")
     verdict = report["verdict"]
     colour = "green" if verdict["ok"] else "red"
-    console.print(f"[bold {colour}]{'PASS' if verdict['ok'] else 'FAIL'}[/]: {esc(verdict['reason'])}")
+    console.print(f"[bold {colour}]{'PASS' if verdict['ok'] else 'FAIL'}[/]")
+    for reason in verdict.get("reasons") or [verdict["reason"]]:  # reports written before the list had one sentence
+        console.print(Padding(esc(reason), (0, 0, 0, 2), expand=False))

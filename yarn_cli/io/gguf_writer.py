@@ -5,16 +5,26 @@ region copied byte for byte (offsets are relative to the data start, so they sta
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.gguf_plan import GGUFPlan
+from yarn_cli.core.extend.gguf_plan import GGUFPlan
+from yarn_cli.core.extend.naming import extended_name
 from yarn_cli.errors import FormatError
 from yarn_cli.io import atomic, fastcopy
+from yarn_cli.io.atomic import WrittenFile
 from yarn_cli.io.gguf_reader import (
-    ARRAY, GGUF_MAGIC, SCALAR_FORMATS, STRING, VALUE_TYPE_NAMES, GGUFFile, find_tensor, read_gguf, read_small_tensor,
-    split_shards, SPLIT_PATTERN,
+    ARRAY,
+    GGUF_MAGIC,
+    SCALAR_FORMATS,
+    SPLIT_PATTERN,
+    STRING,
+    VALUE_TYPE_NAMES,
+    GGUFFile,
+    find_tensor,
+    read_gguf,
+    read_small_tensor,
+    split_shards,
 )
 
 TYPE_IDS = {name: type_id for type_id, name in VALUE_TYPE_NAMES.items()}
@@ -96,13 +106,6 @@ def _tensor_rewrites(source: GGUFFile, plan: GGUFPlan) -> list[tuple[int, bytes]
     return rewrites
 
 
-@dataclass(frozen=True)
-class WrittenFile:
-    path: str
-    action: str  # "rewritten", "reflinked", "linked" or "copied"
-    bytes: int
-
-
 def output_shard_paths(out: Path, count: int) -> list[Path]:
     """Names for a split output: OUT may be given as name.gguf or as name-00001-of-0000N.gguf."""
     if count == 1:
@@ -166,4 +169,4 @@ def check_written(path: Path, source: GGUFFile, plan: GGUFPlan) -> None:
 def default_output(source_path: Path, scale: float) -> Path:
     match = SPLIT_PATTERN.match(source_path.name)
     stem = match["stem"] if match else source_path.name.removesuffix(".gguf")
-    return source_path.with_name(f"{stem}-yarn{scale:g}x.gguf")
+    return source_path.with_name(extended_name(stem, scale) + ".gguf")

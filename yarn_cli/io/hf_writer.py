@@ -14,14 +14,14 @@ import math
 import shutil
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.bake_plan import BakeOp
-from yarn_cli.core.hf_plan import LENGTH_CAP_FILES, ConfigPlan
+from yarn_cli.core.extend.bake_plan import BakeOp
+from yarn_cli.core.extend.hf_plan import LENGTH_CAP_FILES, ConfigPlan
 from yarn_cli.errors import FormatError
 from yarn_cli.io import atomic, fastcopy
+from yarn_cli.io.atomic import WrittenFile
 from yarn_cli.io.checkpoint import read_json, safetensors_files
 from yarn_cli.io.safetensors_header import DTYPE_BYTES, SafetensorsHeader, read_header
 
@@ -29,13 +29,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", "
 # Bytes of q/k rows read, scaled and written per piece: the unit of work one worker takes at a time.
 BAKE_PIECE_BYTES = 4 * 1024 * 1024
 METADATA_PREFIX = "yarn_cli."
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    path: str
-    action: str  # "rewritten", "baked", "reflinked", "linked", "copied"
-    bytes: int
 
 
 def json_text(original_text: str, data: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from yarn_cli.core.model import TensorStats
+from yarn_cli.core.rope.spec import TensorStats
 from yarn_cli.errors import FetchError, FormatError
 
 

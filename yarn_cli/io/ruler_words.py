@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from yarn_cli.core.ruler.build import WordLists
-from yarn_cli.core.ruler.words import WordPairs
+from yarn_cli.core.verify.ruler.build import WordLists
+from yarn_cli.core.verify.ruler.words import WordPairs
 from yarn_cli.errors import InputError
 
 

@@ -6,10 +6,11 @@ tokenizer.ggml.tokens and .merges; the pre-tokenizer follows tokenizer.ggml.pre 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from yarn_cli.core import architectures
+from yarn_cli.core.checkpoint import architectures
 from yarn_cli.errors import UnsupportedError
 from yarn_cli.io.gguf_reader import GGUFFile, read_array
 
@@ -34,6 +35,18 @@ class TextTokenizer:
         return self.backend.decode(ids, skip_special_tokens=True)
 
 
+def prompt_prefix(encode_special: Callable[[str], list[int]], encode_plain: Callable[[str], list[int]]) -> list[int]:
+    """The one BOS rule: a prompt starts with the special tokens the tokenizer itself puts before a text when asked
+    for them (transformers' ``add_special_tokens=True``), whether its config says ``add_bos_token`` or its
+    tokenizer.json post-processor adds them (Llama 3 folders); none when it adds none (SmolLM2, Qwen)."""
+    probe = "The pass key is 12345."
+    plain, full = encode_plain(probe), encode_special(probe)
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
 def from_hf_folder(folder: Path) -> TextTokenizer:
     from tokenizers import Tokenizer
 
@@ -53,9 +66,9 @@ def from_hf_folder(folder: Path) -> TextTokenizer:
         token = token.get("content") if isinstance(token, dict) else token
         return backend.token_to_id(token) if isinstance(token, str) else None
 
-    bos_id = special("bos_token")
-    bos = [bos_id] if config.get("add_bos_token") and bos_id is not None else []
-    return TextTokenizer(backend, bos, bos_id, special("eos_token"))
+    bos = prompt_prefix(lambda text: backend.encode(text, add_special_tokens=True).ids,
+                        lambda text: backend.encode(text, add_special_tokens=False).ids)
+    return TextTokenizer(backend, bos, special("bos_token"), special("eos_token"))
 
 
 def from_gguf(gguf: GGUFFile) -> TextTokenizer:

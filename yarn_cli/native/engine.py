@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from yarn_cli.core import hf_plan
-from yarn_cli.core.model import scaling_label
-from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.extend import hf_plan
+from yarn_cli.core.rope.spec import scaling_label
+from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.native import weights
 from yarn_cli.native.model import NativeModel, Rope
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype
 
 
 class NativeEngine:
@@ -21,7 +21,7 @@ class NativeEngine:
     def __init__(self, model: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None,
                  chunk: int = 16384, dtype: torch.dtype | None = None):
         self.device, self.path = device, model
-        self.dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        self.dtype = dtype or compute_dtype(device)
         self.chunk = chunk
         self.notes: list[str] = []
         self.spec, self.tokenizer, self.weights, eos, baked = _load(model, device, self.dtype, original_context, progress)

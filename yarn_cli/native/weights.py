@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import architectures, gguf_meta, hf_config
-from yarn_cli.core.kv_cache import AttentionLayout
-from yarn_cli.core.model import RopeSpec
+from yarn_cli.core.checkpoint import architectures, gguf_meta, hf_config, hf_layout
+from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
+from yarn_cli.core.rope.spec import RopeSpec
 from yarn_cli.errors import UnsupportedError, about
-
 
 
 def _hf_names(arch: architectures.Architecture) -> tuple[dict[str, str], dict[str, str], str]:
@@ -81,7 +80,7 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
         )
     with about(folder / "config.json"):
         specs, _ = hf_config.read_rope_specs(config, original_context)
-        dims = hf_config.model_dims(config)
+        dims = hf_layout.model_dims(config)
     _refuse_windows(folder, dims["attention"])
     return NativeSpec(
         family=arch.family, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],

@@ -12,9 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from yarn_cli.core.kv_cache import AttentionLayout
-from yarn_cli.core.model import RopeSpec
-from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
+from yarn_cli.core.rope.spec import RopeSpec
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify.options import EngineOptions
 
 # --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
 ENGINES = {
@@ -24,8 +25,14 @@ ENGINES = {
     "vllm": ("yarn_cli.runtimes.vllm", "VllmEngine"),
 }
 # The vLLM-only options and their defaults (a value other than these, given to another engine, is refused).
-ENGINE_OPTION_DEFAULTS = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "dtype": "auto",
-                          "gpu_memory_utilization": 0.9, "enforce_eager": False}
+ENGINE_OPTION_DEFAULTS = EngineOptions().to_dict()
+
+
+def compute_dtype(device: str):
+    """bfloat16 on a GPU, float32 on a CPU: the one rule for the dtype every torch engine (and the fine-tune) runs in."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
 class Tokenizer(Protocol):

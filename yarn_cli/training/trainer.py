@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from yarn_cli.core.finetune_plan import window_count
+from yarn_cli.core.finetune.plan import window_count
+from yarn_cli.runtimes.base import compute_dtype
 
 LOSS_CHUNK = 1024  # positions per logits chunk
 
@@ -97,7 +98,7 @@ class Windows(torch.utils.data.Dataset):
 
 def training_dtype() -> torch.dtype:
     """bf16 on GPU, float32 on CPU: what the model is loaded in, and what the memory estimate counts."""
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return compute_dtype("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def pack(tokenizer: Any, documents: Sequence[str] | Any, seq_len: int) -> tuple[torch.Tensor, int]:
@@ -161,7 +162,7 @@ def write_rank_record(work_dir: Path, rank: int, dataset: Windows, model: torch.
 
 def load_model(folder: Path, config: dict[str, Any], device_dtype: torch.dtype) -> Any:
     """The causal LM from ``folder``'s weights under ``config`` (the YaRN config it trains with)."""
-    from transformers import AutoModelForCausalLM, CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
     from yarn_cli.errors import UnsupportedError
 

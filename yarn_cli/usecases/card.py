@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.errors import FormatError, InputError
+from yarn_cli.errors import FormatError
 
 START, END = "<!-- yarn_cli verify: start -->", "<!-- yarn_cli verify: end -->"
 IMAGE = "yarn_verify_heatmap.png"
@@ -93,8 +93,8 @@ def _gguf_base_model(model: Path) -> str | None:
 
 def _heatmap(folder: Path, report: dict[str, Any]) -> str | None:
     """The judged variant's first heatmap, saved beside the card; its file name (None: the run drew none)."""
-    from yarn_cli.io import report_images
     from yarn_cli.io.atomic import atomic_path
+    from yarn_cli.report import images as report_images
 
     first = report["variants"][0]["name"]
     task = next((t for t, by in report.get("heatmaps", {}).items() if first in by), None)

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import rope_scalars
-from yarn_cli.core.run_hints import modelfile_path, modelfile_text, run_hints
+from yarn_cli.core.extend.naming import extended_name, modelfile_path
+from yarn_cli.core.extend.options import EXTEND, ExtendRequest
+from yarn_cli.core.extend.run_hints import modelfile_text, run_hints
+from yarn_cli.core.rope.lengths import check_original_context
 from yarn_cli.errors import AlreadyScaledError, InputError, about
-from yarn_cli.core.lengths import check_original_context
+from yarn_cli.io.atomic import WrittenFile
 from yarn_cli.usecases.models import Notify, is_gguf, resolve_hf_folder, resolve_model
 
 Progress = Callable[[int], None]  # called with the bytes just written
@@ -59,7 +61,7 @@ class ExtendPlan:
 @dataclass(frozen=True)
 class ExtendResult:
     plan: ExtendPlan
-    files: tuple[Any, ...]  # io writers' WrittenFile: path, action, bytes
+    files: tuple[WrittenFile, ...]
     seconds: float
     workers: int
     reclaimed: tuple[str, ...] = ()  # notices about leftovers of an interrupted run that were removed
@@ -78,56 +80,39 @@ class ExtendResult:
         return report
 
 
-def plan_extend(
-    model: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    scale: float | None = None,
-    to: str | None = None,
-    original_context: int | None = None,
-    beta_fast: float = rope_scalars.BETA_FAST_DEFAULT,
-    beta_slow: float = rope_scalars.BETA_SLOW_DEFAULT,
-    bake_temperature: bool = False,
-    replace: bool = False,
-    force: bool = False,
-    revision: str | None = None,
-    modelfile: bool = False,
-    attention_factor: float | None = None,
-    notify: Notify | None = None,
-    stack: bool = False,
-) -> ExtendPlan:
+def plan_extend(model: str | Path | None = None, out: str | Path | None = None, request: ExtendRequest | None = None, *,
+                notify: Notify | None = None, **options: Any) -> ExtendPlan:
     """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
     scale). Reads headers and small files only; refuses what would be wrong before anything is written.
-    ``attention_factor``: the m to apply instead of the paper's 0.1·ln s + 1 (what `yarn tune` chose), written
+    ``request`` holds every choice (``yarn_cli.core.extend.options.ExtendRequest``); keyword arguments change single
+    ones. ``attention_factor``: the m to apply instead of the paper's 0.1·ln s + 1 (what `yarn tune` chose), written
     in the form each runtime reads (or baked into q/k with ``bake_temperature``). ``stack``: GGUF only, keep the
     file's frequency factors (llama3 in ``rope_freqs``) and add YaRN on top, as llama.cpp computes the two."""
-    from yarn_cli.core.hf_plan import check_attention_factor
+    from yarn_cli.core.extend.hf_plan import check_attention_factor
 
-    check_original_context(original_context)
-    check_attention_factor(attention_factor)
+    r = ExtendRequest.build(request, **options)
+    check_original_context(r.original_context)
+    check_attention_factor(r.attention_factor)
     source = resolve_model(model, notify)
     out_path = Path(out).expanduser() if out is not None else None
     if is_gguf(source):
-        if bake_temperature:
+        if r.bake_temperature:
             raise InputError(
                 "--bake-temperature is for Hugging Face checkpoints: llama.cpp applies the YaRN attention factor itself "
                 "for GGUF, so baking it in would apply it twice"
             )
-        plan = _plan_gguf(Path(source), out_path, scale, to, original_context, replace, force, (beta_fast, beta_slow),
-                          attention_factor, stack)
-        return _with_modelfile(plan) if modelfile else plan
-    if stack:
+        plan = _plan_gguf(Path(source), out_path, r)
+        return _with_modelfile(plan) if r.modelfile else plan
+    if r.stack:
         raise InputError("--stack is for GGUF files whose rope_freqs tensor holds a frequency scaling; a Hugging Face "
                          "config names one scaling: use --replace to re-extend it")
-    if modelfile:
+    if r.modelfile:
         raise InputError("--modelfile is for GGUF output (Ollama); a Hugging Face folder runs in vLLM, SGLang or transformers")
-    return _plan_hf(source, out_path, scale, to, original_context, beta_fast, beta_slow, bake_temperature, replace, force, revision,
-                    attention_factor)
+    return _plan_hf(source, out_path, r)
 
 
-def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replace: bool, force: bool, betas,
-               attention_factor: float | None = None, stack: bool = False) -> ExtendPlan:
-    from yarn_cli.core.gguf_plan import plan_extension
+def _plan_gguf(path: Path, out: Path | None, r: ExtendRequest) -> ExtendPlan:
+    from yarn_cli.core.extend.gguf_plan import plan_extension
     from yarn_cli.io import atomic, gguf_writer
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
     from yarn_cli.io.gguf_writer import metadata_with_types
@@ -137,10 +122,10 @@ def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replac
     first = parsed[0]
     with about(path):
         factors = _freq_factors(parsed)
-        rope = plan_extension(metadata_with_types(first), scale, to, original_context, replace, attention_factor,
-                              factors, stack)
+        rope = plan_extension(metadata_with_types(first), r.scale, r.to, r.original_context, r.replace, r.attention_factor,
+                              factors, r.stack)
     notes = list(rope.notes)
-    if betas != (rope_scalars.BETA_FAST_DEFAULT, rope_scalars.BETA_SLOW_DEFAULT):
+    if r.betas != EXTEND.betas:
         notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
     out = out or gguf_writer.default_output(path, rope.scale)
     if out.is_dir():
@@ -148,17 +133,17 @@ def _plan_gguf(path: Path, out: Path | None, scale, to, original_context, replac
     finals = tuple(gguf_writer.output_shard_paths(out, len(shards)))
     for final in finals:
         for shard in shards:
-            atomic.check_output(final, shard, force)
+            atomic.check_output(final, shard, r.force)
     return ExtendPlan(
         source=str(path), format="gguf", input_path=path, output=finals[0], outputs=finals, rope=rope, notes=tuple(notes),
-        total_bytes=sum(s.stat().st_size for s in shards), force=force, parsed=first,
+        total_bytes=sum(s.stat().st_size for s in shards), force=r.force, parsed=first,
     )
 
 
 def _freq_factors(shards: list) -> Any:
     """The first shard's ``rope_freqs`` as a model fact (the writer rewrites only the first shard's tensors)."""
-    from yarn_cli.core import gguf_meta
-    from yarn_cli.core.freq_factors import TENSOR
+    from yarn_cli.core.checkpoint import gguf_meta
+    from yarn_cli.core.rope.freq_factors import TENSOR
     from yarn_cli.errors import UnsupportedError
     from yarn_cli.io.checkpoint import gguf_factor_values, gguf_metadata
     from yarn_cli.io.gguf_reader import find_tensor
@@ -181,31 +166,30 @@ def _with_modelfile(plan: ExtendPlan) -> ExtendPlan:
     return replace(plan, modelfile=path)
 
 
-def _plan_hf(source: str, out: Path | None, scale, to, original_context, beta_fast, beta_slow, bake: bool, replace: bool,
-             force: bool, revision: str | None, attention_factor: float | None = None) -> ExtendPlan:
-    from yarn_cli.core.hf_plan import plan_cap_files, plan_config
+def _plan_hf(source: str, out: Path | None, r: ExtendRequest) -> ExtendPlan:
+    from yarn_cli.core.extend.hf_plan import plan_cap_files, plan_config
     from yarn_cli.io import atomic, hf_writer
     from yarn_cli.io.checkpoint import read_json
 
-    folder, name = resolve_hf_folder(source, revision)
+    folder, name = resolve_hf_folder(source, r.revision)
     config = read_json(folder / "config.json")
     with about(folder / "config.json"):
-        rope = plan_config(config, scale, to, original_context, beta_fast, beta_slow, replace, bake, attention_factor)
+        rope = plan_config(config, r)
     headers = hf_writer.read_shards(folder)
-    ops = _bake_ops(folder, config, headers, rope.bake_factor, rope.softmax_mscale) if bake else []
+    ops = _bake_ops(folder, config, headers, rope.bake_factor, rope.softmax_mscale) if r.bake_temperature else []
     out = out or _default_hf_output(source, folder, name, rope.scale)
-    atomic.check_output(out, folder, force)
+    atomic.check_output(out, folder, r.force)
     caps, cap_files = plan_cap_files(hf_writer.read_cap_files(folder), rope.target_context)
     return ExtendPlan(
         source=str(source), format="hf", input_path=folder, output=out, outputs=(out,), rope=rope, notes=tuple(rope.notes),
-        total_bytes=hf_writer.total_bytes(folder), force=force, bake_ops=tuple(ops), length_caps=tuple(caps),
+        total_bytes=hf_writer.total_bytes(folder), force=r.force, bake_ops=tuple(ops), length_caps=tuple(caps),
         cap_files=cap_files, parsed=headers,
     )
 
 
 def _bake_ops(folder: Path, config: dict[str, Any], headers: list, factor: float, softmax_mscale: float | None = None) -> list:
     """The q/k rows that carry m, after the checks a bake needs: safetensors weights, not baked before."""
-    from yarn_cli.core.bake_plan import plan_bake
+    from yarn_cli.core.extend.bake_plan import plan_bake
     from yarn_cli.io.hf_writer import METADATA_PREFIX
 
     if not headers:
@@ -221,8 +205,8 @@ def _bake_ops(folder: Path, config: dict[str, Any], headers: list, factor: float
 def _default_hf_output(source: str, folder: Path, name: str, scale: float) -> Path:
     """A sibling of a local folder; for a hub repo, a folder in the current directory."""
     if Path(source).expanduser().exists():
-        return folder.with_name(f"{folder.name}-yarn{scale:g}x")
-    return Path.cwd() / f"{name}-yarn{scale:g}x"
+        return folder.with_name(extended_name(folder.name, scale))
+    return Path.cwd() / extended_name(name, scale)
 
 
 def apply_extend(
@@ -262,7 +246,6 @@ def apply_extend(
 
 def _write_modelfile(plan: ExtendPlan, notify: Notify) -> Any:
     from yarn_cli.io.atomic import atomic_path
-    from yarn_cli.io.gguf_writer import WrittenFile
 
     text = modelfile_text(plan.output.name, plan.target_context)
     with atomic_path(plan.modelfile, plan.force, notify) as tmp:

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import finetune_plan, hf_plan, lengths
+from yarn_cli.core.extend import hf_plan
+from yarn_cli.core.extend.options import ExtendRequest
+from yarn_cli.core.finetune import plan as finetune_plan
+from yarn_cli.core.finetune.options import FinetuneRequest
+from yarn_cli.core.rope import lengths
 from yarn_cli.errors import AlreadyScaledError, InputError, about
 from yarn_cli.usecases.models import is_gguf, resolve_hf_folder
 
@@ -75,12 +79,13 @@ def _default_corpus_name() -> str:
 def _training_config(config: dict[str, Any], scale: float | None, to: str | None, original_context: int | None) -> tuple[dict, Any]:
     """(the config to train under, the ConfigPlan that extends a plain model, or (s, L, s·L) for a model that
     already declares YaRN: it keeps its own)."""
-    from yarn_cli.core import hf_config, hf_plan
+    from yarn_cli.core.checkpoint import hf_config
+    from yarn_cli.core.extend import hf_plan
 
     specs, _ = hf_config.read_rope_specs(config, original_context)
     declared = specs[0].scaling
     if declared is None:
-        plan = hf_plan.plan_config(config, scale, to, original_context)
+        plan = hf_plan.plan_config(config, ExtendRequest(scale=scale, to=to, original_context=original_context))
         return plan.config, plan
     if declared.type != "yarn":
         raise AlreadyScaledError(f"config.json declares a {declared.label} scaling; finetune trains YaRN: start from the unextended model")
@@ -93,37 +98,27 @@ def _training_config(config: dict[str, Any], scale: float | None, to: str | None
     return copy.deepcopy(config), (declared.factor, specs[0].original_context, target)
 
 
-def plan_finetune(
-    model: str | Path,
-    out: str | Path,
-    *,
-    scale: float | None = None,
-    to: str | None = None,
-    data: Sequence[str | Path] = (),
-    original_context: int | None = None,
-    recipe: finetune_plan.Recipe = finetune_plan.Recipe(),
-    batch_tokens: int | None = None,
-    resume: bool = False,
-    force: bool = False,
-    revision: str | None = None,
-) -> FinetunePlan:
-    """Check everything that can be checked before loading a weight, and refuse what cannot fit."""
+def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest | None = None, **options: Any) -> FinetunePlan:
+    """Check everything that can be checked before loading a weight, and refuse what cannot fit. ``request`` holds
+    every choice (``yarn_cli.core.finetune.options.FinetuneRequest``); keyword arguments change single ones."""
     from yarn_cli.io import atomic
     from yarn_cli.io.checkpoint import read_json
 
+    r = FinetuneRequest.build(request, **options)
+    recipe = r.recipe
     if is_gguf(str(model)):
         raise InputError(f"{model}: finetune trains Hugging Face weights; fine-tune the HF checkpoint, then convert it to GGUF")
-    lengths.check_original_context(original_context)
+    lengths.check_original_context(r.original_context)
     if recipe.steps < 1 or recipe.lr <= 0 or recipe.warmup < 0 or recipe.lora_rank < 0:
         raise InputError("--steps must be >= 1, --lr > 0, --warmup >= 0 and --lora-rank >= 0")
     from yarn_cli.io.corpus import check_sources
 
-    check_sources(data)
-    folder, _ = resolve_hf_folder(str(model), revision)
+    check_sources(r.data)
+    folder, _ = resolve_hf_folder(str(model), r.revision)
     config = read_json(folder / "config.json")
     _check_loadable(folder, config)
     with about(folder / "config.json"):
-        train_config, planned = _training_config(config, scale, to, original_context)
+        train_config, planned = _training_config(config, r.scale, r.to, r.original_context)
     if isinstance(planned, tuple):
         factor, base, target = planned
     else:
@@ -132,16 +127,16 @@ def plan_finetune(
     if seq_len < 2:
         raise InputError(f"--seq-len {seq_len} is too short to train on")
     output = Path(out).expanduser()
-    atomic.check_output(output, folder, force)
+    atomic.check_output(output, folder, r.force)
     work_dir = output.parent / f".{output.name}.yarn-finetune"
-    _check_work_dir(work_dir, resume)
+    _check_work_dir(work_dir, r.resume)
     batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size, recipe.grad_accum,
-                                      batch_tokens)
+                                      r.batch_tokens)
     estimate = _check_memory(folder, config, seq_len, recipe)
     return FinetunePlan(
         source=str(model), folder=folder, output=output, work_dir=work_dir, config=train_config, scale=factor,
-        original_context=base, target_context=target, recipe=_with_seq_len(recipe, seq_len), data=tuple(map(str, data)),
-        batching=batching, resume=resume, force=force, estimated_bytes=estimate,
+        original_context=base, target_context=target, recipe=_with_seq_len(recipe, seq_len), data=tuple(map(str, r.data)),
+        batching=batching, resume=r.resume, force=r.force, estimated_bytes=estimate,
     )
 
 
@@ -190,12 +185,12 @@ def _check_work_dir(work_dir: Path, resume: bool) -> None:
 def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> int:
     """Refuse a window that cannot fit before loading anything (one device's estimate, with what FSDP or
     ZeRO shards across the launched processes taken off)."""
-    from yarn_cli.core import hf_config
-    from yarn_cli.runtimes.base import available_host_memory
+    from yarn_cli.core.checkpoint import hf_config, hf_layout
     from yarn_cli.io.checkpoint import summarize_hf_folder
+    from yarn_cli.runtimes.base import available_host_memory
 
     summary = summarize_hf_folder(folder)
-    dims = hf_config.model_dims(config)
+    dims = hf_layout.model_dims(config)
     cfg = hf_config.text_config(config)
     parameters = summary.tensors.parameters or 0
     trainable = parameters // 100 if recipe.lora_rank else parameters
@@ -230,8 +225,8 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     import torch
     from transformers import Trainer
 
-    from yarn_cli.training import trainer as engine
     from yarn_cli.io import corpus
+    from yarn_cli.training import trainer as engine
 
     recipe, seq_len = plan.recipe, plan.recipe.seq_len
     on_gpu = torch.cuda.is_available()
@@ -349,7 +344,7 @@ def _write_output(plan: FinetunePlan, lm: Any, state: dict[str, Any] | None, tok
         atomic.fsync_tree(tmp)
 
 
-def finetune(model: str | Path, out: str | Path, *, progress: Progress | None = None, callbacks: Sequence[Any] = (),
-             **options: Any) -> FinetuneResult:
-    """plan_finetune(model, out, **options), then run it."""
-    return run_finetune(plan_finetune(model, out, **options), progress=progress, callbacks=callbacks)
+def finetune(model: str | Path, out: str | Path, request: FinetuneRequest | None = None, *, progress: Progress | None = None,
+             callbacks: Sequence[Any] = (), **options: Any) -> FinetuneResult:
+    """plan_finetune(model, out, request, **options), then run it."""
+    return run_finetune(plan_finetune(model, out, request, **options), progress=progress, callbacks=callbacks)

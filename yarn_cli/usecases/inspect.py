@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.model import ModelSummary
+from yarn_cli.core.inspect.options import InspectRequest
+from yarn_cli.core.rope.lengths import check_original_context
+from yarn_cli.core.rope.spec import ModelSummary
 from yarn_cli.errors import InputError
-from yarn_cli.core.lengths import check_original_context
 from yarn_cli.usecases.models import Notify, resolve_model
 
 
@@ -21,33 +22,25 @@ class InspectReport:
         return self.data
 
 
-def inspect(
-    model: str | Path | None = None,
-    *,
-    scale: float | None = None,
-    original_context: int | None = None,
-    method: str = "yarn",
-    beta_fast: float = 32.0,
-    beta_slow: float = 1.0,
-    revision: str | None = None,
-    plot: Path | None = None,
-    notify: Notify | None = None,
-) -> InspectReport:
+def inspect(model: str | Path | None = None, request: InspectRequest | None = None, *, notify: Notify | None = None,
+            **options: Any) -> InspectReport:
     """Read MODEL's headers (never its weights) and report its RoPE state; with ``scale``, the per-pair
-    table of ``method`` ("yarn", "linear", "ntk", "dynamic", "by-parts", or "all" to compare)."""
-    from yarn_cli.core.analysis import METHODS, YarnOptions, inspect_report
+    table of ``method`` ("yarn", "linear", "ntk", "dynamic", "by-parts", or "all" to compare). ``request`` holds every
+    choice (``yarn_cli.core.inspect.options.InspectRequest``); keyword arguments change single ones."""
+    from yarn_cli.core.rope.analysis import METHODS, YarnOptions, inspect_report
     from yarn_cli.io.checkpoint import summarize
 
-    if method != "all" and method not in METHODS:
-        raise InputError(f"--method {method!r} is not one of {', '.join(METHODS)}, all")
-    if plot is not None and scale is None:
+    r = InspectRequest.build(request, **options)
+    if r.method != "all" and r.method not in METHODS:
+        raise InputError(f"--method {r.method!r} is not one of {', '.join(METHODS)}, all")
+    if r.plot is not None and r.scale is None:
         raise InputError("--plot needs --scale: the plot compares methods at that scale")
-    summary = summarize(resolve_model(model, notify), revision, check_original_context(original_context))
-    options = YarnOptions(beta_fast, beta_slow)
-    data = inspect_report(summary, scale, method, options)
-    if plot is not None:
-        from yarn_cli.io.plot import plot_wavelengths
+    summary = summarize(resolve_model(model, notify), r.revision, check_original_context(r.original_context))
+    yarn = YarnOptions(r.beta_fast, r.beta_slow)
+    data = inspect_report(summary, r.scale, r.method, yarn)
+    if r.plot is not None:
+        from yarn_cli.report.plots import plot_wavelengths
 
-        plot_wavelengths(summary.rope, scale, plot, options)
-        data["plot"] = str(plot)
+        plot_wavelengths(summary.rope, r.scale, r.plot, yarn)
+        data["plot"] = str(r.plot)
     return InspectReport(summary, data)

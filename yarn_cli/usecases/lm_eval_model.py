@@ -52,7 +52,7 @@ class YarnLM(TemplateLM):
                                                                max_length, str(variant), engine_options)
         self.owns_engine = loaded is None
         facts = self.engine.facts
-        from yarn_cli.core import variants
+        from yarn_cli.core.rope import variants
 
         # a name from the command line, or a RopeVariant from verify's own run
         self.variant = variants.select(str(variant), facts.rope, facts.baked_attention_factor) if isinstance(variant, str) else variant
@@ -266,18 +266,17 @@ def _load(path: str | None, engine: str, device: str | None, original_context: i
           variant: str, options: dict[str, Any]):
     """The engine, sized before it starts (vLLM fixes its length at start-up) to the variant's length plus the
     one scored-only token of a full window, from the checkpoint's header."""
-    from yarn_cli.core import variants
+    from yarn_cli.core.rope import variants
     from yarn_cli.io.checkpoint import summarize
     from yarn_cli.runtimes.base import load_engine, pick_device
-    from yarn_cli.usecases.models import resolve_model
+    from yarn_cli.usecases.models import resolve_local_model
 
     if path is None:
         raise InputError("--model yarn needs the checkpoint: --model_args path=FOLDER_OR_GGUF")
-    where = Path(resolve_model(str(path))).expanduser()
-    if not where.exists():
-        raise InputError(f"path={path}: no such file or folder; give a local HF folder or .gguf")
+    where = resolve_local_model(str(path), "--model yarn")
     form, _ = variants.parse_name(variant)
-    longest = int(max_length or default_length("none" if form == "baseline" else "yarn", summarize(str(where), original_context=original_context).rope))
+    rope = summarize(str(where), original_context=original_context).rope
+    longest = int(max_length or default_length("none" if form == "baseline" else "yarn", rope))
     return load_engine(engine, where, pick_device(_device(device)), original_context, longest + 1, options)
 
 

@@ -25,6 +25,15 @@ def resolve_model(model: str | Path | None, notify: Notify | None = None) -> str
     return str(path)
 
 
+def resolve_local_model(model: str | Path | None, verb: str, notify: Notify | None = None) -> Path:
+    """MODEL (or the built-in default) as a local path for the verbs that load weights; ``verb`` names the verb in
+    the one message for a path that is not there."""
+    path = Path(resolve_model(model, notify)).expanduser()
+    if not path.exists():
+        raise InputError(f"{model}: no such file or folder; {verb} runs a local HF folder or .gguf")
+    return path
+
+
 def is_gguf(source: str) -> bool:
     return Path(source).suffix.lower() == ".gguf"
 

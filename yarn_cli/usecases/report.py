@@ -29,8 +29,9 @@ def check_folder(folder: Path) -> None:
 
 def write(reports: list[tuple[str, dict[str, Any]]], folder: Path) -> ReportResult:
     """report.html with every run's section side by side, their PNGs and JSON, published at once."""
-    from yarn_cli.io import report_html, report_images
     from yarn_cli.io.atomic import atomic_path
+    from yarn_cli.report import html as report_html
+    from yarn_cli.report import images as report_images
 
     check_folder(folder)
     written: list[str] = []

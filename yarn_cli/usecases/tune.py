@@ -17,11 +17,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import lengths as length_math, tune_plan, tune_probe, variants
-from yarn_cli.core.rope_scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
-from yarn_cli.core.tune_plan import Decision, Lengths, LogFit, Measure, Objective
+from yarn_cli.core.rope import lengths as length_math
+from yarn_cli.core.rope import variants
+from yarn_cli.core.rope.scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
+from yarn_cli.core.tune import plan as tune_plan
+from yarn_cli.core.tune import probe as tune_probe
+from yarn_cli.core.tune.options import TuneRequest
+from yarn_cli.core.tune.plan import Decision, Lengths, LogFit, Measure, Objective
 from yarn_cli.errors import InputError
-from yarn_cli.usecases.models import Notify, resolve_model
+from yarn_cli.usecases.models import Notify, resolve_local_model
 
 Progress = Callable[[int, int, str], None]  # (candidates done, expected total, what runs now)
 
@@ -88,61 +92,32 @@ class TuneResult:
         }
 
 
-def tune(
-    model: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    scale: float | None = None,
-    to: str | None = None,
-    engine: str = "native",
-    device: str = "auto",
-    text: str | Path | None = None,
-    objective: str = tune_plan.DEFAULT_OBJECTIVE,
-    max_short_loss: float | None = None,
-    short: int | None = None,
-    docs: int = 1,
-    passkeys: int = 1,
-    refinements: int = 3,
-    fit: bool = False,
-    fit_scales: str = "2,4,8",
-    search_betas: bool = False,
-    plot: str | Path | None = None,
-    budget: float | None = None,
-    beta_fast: float = BETA_FAST_DEFAULT,
-    beta_slow: float = BETA_SLOW_DEFAULT,
-    bake_temperature: bool = False,
-    original_context: int | None = None,
-    force: bool = False,
-    progress: Progress | None = None,
-    notify: Notify | None = None,
-) -> TuneResult:
-    """Measure YaRN candidates for MODEL on ``engine`` and ``text``; choose by ``objective``; write OUT (when
+def tune(model: str | Path | None = None, out: str | Path | None = None, request: TuneRequest | None = None, *,
+         progress: Progress | None = None, notify: Notify | None = None, **options: Any) -> TuneResult:
+    """Measure YaRN candidates for MODEL on the request's engine and text; choose by its objective; write OUT (when
     given) with the chosen s and m. ``fit``: sweep m at each of ``fit_scales`` and fit m = a·ln s + b instead.
-    ``search_betas``: then search beta_fast and beta_slow at the best m (HF output only: a GGUF cannot carry them)."""
+    ``search_betas``: then search beta_fast and beta_slow at the best m (HF output only: a GGUF cannot carry them).
+    ``request`` holds every choice (``yarn_cli.core.tune.options.TuneRequest``); keyword arguments change single ones."""
     started = time.perf_counter()
-    goal = _check_request(engine, out, fit, search_betas, scale, to, docs, passkeys, refinements, budget, objective,
-                          max_short_loss)
-    path = Path(resolve_model(model, notify)).expanduser()
-    if not path.exists():
-        raise InputError(f"{model}: no such file or folder; tune runs a local HF folder or .gguf")
-    write = None if out is None else _writer(path, out, beta_fast, beta_slow, bake_temperature, original_context, force, scale,
-                                             to, search_betas)
-    if plot is not None:
-        _check_plot(Path(plot), force, path)
+    r = TuneRequest.build(request, **options)
+    goal = _check_request(r, out)
+    path = resolve_local_model(model, "tune", notify)
+    write = None if out is None else _writer(path, out, r)
+    if r.plot is not None:
+        _check_plot(Path(r.plot), r.force, path)
     from yarn_cli.io.checkpoint import summarize
     from yarn_cli.runtimes.base import load_engine, pick_device
     from yarn_cli.usecases.verify.protocol import load_text
 
-    source_text = load_text(Path(text) if text is not None else None)
-    trained = summarize(str(path), None, original_context).ropes[0].original_context
-    options = _options(trained, scale, to, fit, fit_scales, goal, short, docs, passkeys, refinements, search_betas, beta_fast,
-                       beta_slow, budget)
-    loaded = load_engine(engine, path, pick_device(device), original_context, options.lengths.long + 8)
+    source_text = load_text(Path(r.text) if r.text is not None else None)
+    trained = summarize(str(path), None, r.original_context).ropes[0].original_context
+    checked = _options(trained, r, goal)
+    loaded = load_engine(r.engine, path, pick_device(r.device), r.original_context, checked.lengths.long + 8)
     try:
-        result = Session(loaded, options, source_text, progress).run(str(path), engine)
+        result = Session(loaded, checked, source_text, progress).run(str(path), r.engine)
     finally:
         loaded.close()
-    _finish(result, write, plot, force)
+    _finish(result, write, r.plot, r.force)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -150,7 +125,7 @@ def tune(
 def _finish(result: TuneResult, write, plot, force: bool) -> None:
     """The plot, then OUT: written only when a candidate met the objective."""
     if plot is not None:
-        from yarn_cli.io.plot import plot_tune
+        from yarn_cli.report.plots import plot_tune
 
         result.plot = str(plot_tune(result.to_json(), Path(plot), force))
     if write is not None and result.ok:
@@ -159,22 +134,21 @@ def _finish(result: TuneResult, write, plot, force: bool) -> None:
         result.notes.append("nothing written: no candidate met the objective")
 
 
-def _check_request(engine: str, out, fit: bool, search_betas: bool, scale, to, docs: int, passkeys: int, refinements: int,
-                   budget: float | None, objective: str, max_short_loss: float | None) -> Objective:
+def _check_request(r: TuneRequest, out: str | Path | None) -> Objective:
     """Everything checkable before a file is read; the objective (--max-short-loss alone means short-guard)."""
     from yarn_cli.runtimes.base import ENGINES
 
-    if engine not in ENGINES:
-        raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if search_betas and fit:
+    if r.engine not in ENGINES:
+        raise InputError(f"--engine {r.engine!r} is not one of {', '.join(ENGINES)}")
+    if r.search_betas and r.fit:
         raise InputError("--fit fits m alone; --search-betas refines one chosen configuration: drop one of them")
-    if fit and out is not None:
+    if r.fit and out is not None:
         raise InputError("--fit reports the fitted law and writes no checkpoint: drop -o, or tune one --scale without --fit")
-    if not fit and (scale is None) == (to is None):
+    if not r.fit and (r.scale is None) == (r.to is None):
         raise InputError("give exactly one of --scale S or --to N (or --fit)")
-    _check_counts(docs, passkeys, refinements, budget)
-    implied = objective if max_short_loss is None or objective != tune_plan.DEFAULT_OBJECTIVE else "short-guard"
-    return Objective(implied, tune_plan.DEFAULT_MAX_SHORT_LOSS if max_short_loss is None else max_short_loss)
+    _check_counts(r.docs, r.passkeys, r.refinements, r.budget)
+    implied = r.objective if r.max_short_loss is None or r.objective != tune_plan.DEFAULT_OBJECTIVE else "short-guard"
+    return Objective(implied, tune_plan.DEFAULT_MAX_SHORT_LOSS if r.max_short_loss is None else r.max_short_loss)
 
 
 def _check_counts(docs: int, passkeys: int, refinements: int, budget: float | None) -> None:
@@ -189,7 +163,7 @@ def _check_counts(docs: int, passkeys: int, refinements: int, budget: float | No
 
 def _check_plot(path: Path, force: bool, model: Path) -> None:
     from yarn_cli.io import atomic
-    from yarn_cli.io.plot import pyplot
+    from yarn_cli.report.plots import pyplot
 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise InputError(f"--plot {path}: name a .png, .svg or .pdf file")
@@ -197,36 +171,35 @@ def _check_plot(path: Path, force: bool, model: Path) -> None:
     pyplot()  # a missing matplotlib fails now, not after the measuring
 
 
-def _options(original: int, scale, to, fit: bool, fit_scales: str, goal: Objective, short: int | None, docs: int, passkeys: int,
-             refinements: int, search_betas: bool, beta_fast: float, beta_slow: float, budget: float | None) -> TuneOptions:
-    if fit:
-        scales = tune_plan.parse_scales(fit_scales)
+def _options(original: int, r: TuneRequest, goal: Objective) -> TuneOptions:
+    if r.fit:
+        scales = tune_plan.parse_scales(r.fit_scales)
         target = length_math.target_length(original, max(scales))
     else:
         # the one scale rule every verb applies (checks, --to parsing), then tune's own candidates for --to
-        base = length_math.resolve_scale(scale, None if to is None else str(to), original)
+        base = length_math.resolve_scale(r.scale, None if r.to is None else str(r.to), original)
         target = length_math.target_length(original, base)
-        scales = tune_plan.scale_candidates(target, original) if to is not None else [base]
-    short = short or original // 2
+        scales = tune_plan.scale_candidates(target, original) if r.to is not None else [base]
+    short = r.short or original // 2
     if not 0 < short <= original:
         raise InputError(f"--short {short:,} must be a length within the trained length {original:,}")
-    return TuneOptions(tuple(scales), Lengths(original, short, target), goal, docs=docs, passkeys=passkeys,
-                       refinements=refinements, fit=fit, search_betas=search_betas, beta_fast=beta_fast, beta_slow=beta_slow,
-                       budget_seconds=budget * 60 if budget else None)
+    return TuneOptions(tuple(scales), Lengths(original, short, target), goal, docs=r.docs, passkeys=r.passkeys,
+                       refinements=r.refinements, fit=r.fit, search_betas=r.search_betas, beta_fast=r.beta_fast,
+                       beta_slow=r.beta_slow, budget_seconds=r.budget * 60 if r.budget else None)
 
 
-def _writer(path: Path, out, beta_fast, beta_slow, bake: bool, original_context, force: bool, scale, to,
-            search_betas: bool = False):
+def _writer(path: Path, out: str | Path, r: TuneRequest):
     """Plan OUT now with the paper's values, so a bad output or checkpoint fails before minutes of measuring;
     the returned function writes it with the chosen s, m and betas."""
     from yarn_cli.usecases.extend import apply_extend, plan_extend
 
-    if search_betas and path.suffix.lower() == ".gguf":
+    if r.search_betas and path.suffix.lower() == ".gguf":
         raise InputError("--search-betas: a GGUF cannot carry YaRN's betas (llama.cpp applies 32 and 1); tune the HF folder, "
                          "or drop --search-betas")
 
-    common = dict(original_context=original_context, beta_fast=beta_fast, beta_slow=beta_slow, bake_temperature=bake, force=force)
-    plan_extend(path, out, scale=scale, to=to, **common)
+    common = dict(original_context=r.original_context, beta_fast=r.beta_fast, beta_slow=r.beta_slow,
+                  bake_temperature=r.bake_temperature, force=r.force)
+    plan_extend(path, out, scale=r.scale, to=r.to, **common)
 
     def write(chosen: Measure):
         m = None if math.isclose(chosen.m, get_mscale(chosen.scale), rel_tol=0, abs_tol=1e-9) else chosen.m

@@ -4,15 +4,18 @@ RoPE variant (the extended model and its baseline), and judge."""
 from __future__ import annotations
 
 import time
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.core.rope.lengths import check_original_context
+from yarn_cli.core.verify.options import VerifyRequest
+from yarn_cli.core.verify.ruler import THRESHOLD
 from yarn_cli.errors import InputError
-from yarn_cli.core.lengths import check_original_context
-from yarn_cli.usecases.models import Notify, resolve_model
+from yarn_cli.usecases.models import Notify, resolve_local_model
+from yarn_cli.usecases.verify import protocol
+
 
 @dataclass(frozen=True)
 class VerifyReport:
@@ -31,9 +34,9 @@ class VerifyReport:
 class VerifyRun:
     """A loaded engine and a planned protocol; ``total_steps`` sizes a progress bar before ``run``."""
 
-    engine: Any
-    options: Any  # protocol.VerifyOptions
-    prepared: Any  # protocol.Prepared
+    engine: Any  # runtimes.base.Engine
+    options: protocol.VerifyOptions
+    prepared: protocol.Prepared
     path: Path
     report_folder: Path | None = None  # --report DIR: written after the run
     card: bool = False  # --card: the model card next to the checkpoint, after the run
@@ -47,8 +50,6 @@ class VerifyRun:
 
     def run(self, progress: Callable[[int], None] | None = None, describe: Callable[[str], None] | None = None) -> VerifyReport:
         """Run the protocol; ``progress`` hears each finished step, ``describe`` which cell runs next."""
-        from yarn_cli.usecases.verify import protocol
-
         try:
             report, columns = protocol.run(self.engine, self.options, progress, self.prepared, describe)
         finally:
@@ -77,14 +78,11 @@ def _model_path(model: str | Path | None, engine: str, notify: Notify | None) ->
 
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    path = Path(resolve_model(model, notify)).expanduser()
-    if not path.exists():
-        raise InputError(f"{model}: no such file or folder; verify runs a local HF folder or .gguf")
-    return path
+    return resolve_local_model(model, "verify", notify)
 
 
 def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
-    from yarn_cli.core import verify_plan
+    from yarn_cli.core.verify import plan as verify_plan
 
     if value is None or isinstance(value, str):
         return verify_plan.parse_lengths(value) if value else None
@@ -95,7 +93,7 @@ def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
 
 
 def _parity_length(value: str | int | None) -> int | None:
-    from yarn_cli.core.lengths import parse_length
+    from yarn_cli.core.rope.lengths import parse_length
 
     if value is None:
         return None
@@ -105,97 +103,58 @@ def _parity_length(value: str | int | None) -> int | None:
     return length
 
 
-def prepare_verify(
-    model: str | Path | None = None,
-    *,
-    engine: str = "native",
-    device: str = "auto",
-    lengths: str | Sequence[int] | None = None,
-    max_length: str | int | None = None,
-    depths: str | Sequence[float] = "0.1,0.5,0.9",
-    samples: int | None = None,
-    trials: int = 1,
-    seed: int = 0,
-    threshold: float = 85.6,
-    text: str | Path | None = None,
-    ppl_windows: int = 2,
-    min_accuracy: float = 0.8,
-    ppl_margin: float = 0.10,
-    original_context: int | None = None,
-    parity: bool = True,
-    parity_only: bool = False,
-    parity_length: str | int | None = None,
-    tasks: str | Sequence[str] | None = None,
-    variants: str | Sequence[str] | None = None,
-    compare: str | Sequence[str] | None = None,
-    lm_eval: str | Sequence[str] | None = None,
-    lm_eval_args: str | dict[str, Any] | None = None,
-    max_task_drop: float | None = None,
-    engine_options: dict[str, Any] | None = None,
-    report: str | Path | None = None,
-    card: bool = False,
-    base_model: str | None = None,
-    notify: Notify | None = None,
-) -> VerifyRun:
-    """Check the request, load MODEL on ``engine`` and plan the lengths that fit in memory and the parity check.
+def prepare_verify(model: str | Path | None = None, request: VerifyRequest | None = None, *, notify: Notify | None = None,
+                   **options: Any) -> VerifyRun:
+    """Check the request, load MODEL on its engine and plan the lengths that fit in memory and the parity check.
 
-    ``samples``: prompts per cell (formerly ``trials``); ``seed`` seeds every prompt; ``threshold``: RULER's bar for the
-    effective length; ``compare``: the paper's alternatives on the same weights (linear, ntk, none). ``variants``: names to compare, the first judged against the second (extended, baseline, paper, m=X;
-    default extended,baseline). ``lm_eval``: lm-evaluation-harness tasks or groups to run on every variant,
-    with ``lm_eval_args`` for lm-eval's simple_evaluate (num_fewshot, limit, include_path...) and
-    ``max_task_drop`` points as a gate. ``engine_options``: what only some engines take (vllm:
-    tensor_parallel_size, pipeline_parallel_size, dtype, gpu_memory_utilization, enforce_eager). ``report``: a folder
-    for report.html; ``card``: write (or update) the model card, naming ``base_model`` (a hub id)."""
+    ``request`` holds every choice (``yarn_cli.core.verify.options.VerifyRequest``, its defaults those of the
+    command); keyword arguments change single fields, e.g. ``prepare_verify(path, lengths=[4096], samples=2)``."""
     from yarn_cli.runtimes.base import load_engine, pick_device
-    from yarn_cli.usecases.verify import protocol
 
-    path = _model_path(model, engine, notify)
-    options = _options(lengths=lengths, max_length=max_length, depths=depths, samples=samples or trials, seed=seed, threshold=threshold,
-                       text=text, ppl_windows=ppl_windows, min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity, parity_only=parity_only,
-                       parity_length=parity_length, tasks=tasks, variants=variants, compare=compare, lm_eval=lm_eval, lm_eval_args=lm_eval_args,
-                       max_task_drop=max_task_drop)
-    check_original_context(original_context)
-    report_folder = _report_folder(report, path, card, base_model)
-    longest = max(options.lengths or [0]) + 16
+    request = VerifyRequest.build(request, **options)
+    path = _model_path(model, request.engine, notify)
+    checked = _options(request)
+    check_original_context(request.original_context)
+    report_folder = _report_folder(request.report, path, request.card, request.base_model)
+    longest = max(checked.lengths or [0]) + 16
     started = time.perf_counter()
-    loaded = load_engine(engine, path, pick_device(device), original_context, longest, engine_options or {})
+    loaded = load_engine(request.engine, path, pick_device(request.device), request.original_context, longest,
+                         request.engine_options.to_dict())
     try:
-        prepared = protocol.prepare(loaded, options)
+        prepared = protocol.prepare(loaded, checked)
     except BaseException:
         loaded.close()
         raise
-    return VerifyRun(loaded, options, prepared, path, report_folder, card, base_model, time.perf_counter() - started)
+    return VerifyRun(loaded, checked, prepared, path, report_folder, request.card, request.base_model, time.perf_counter() - started)
 
 
-def _options(*, lengths, max_length, depths, samples, seed, threshold, text, ppl_windows, min_accuracy, ppl_margin, parity, parity_only,
-             parity_length, tasks, variants, compare, lm_eval, lm_eval_args, max_task_drop):
+def _options(request: VerifyRequest) -> protocol.VerifyOptions:
     """Every option checked (lm-eval's tasks loaded too) before the model loads, as protocol.VerifyOptions."""
-    from yarn_cli.core import verify_plan
-    from yarn_cli.core.lengths import parse_length
-    from yarn_cli.usecases.verify import protocol
+    from yarn_cli.core.rope.lengths import parse_length
+    from yarn_cli.core.verify import plan as verify_plan
     from yarn_cli.usecases.verify import tasks as task_registry
 
-    if not 0 <= min_accuracy <= 1:
+    r = request
+    if not 0 <= r.min_accuracy <= 1:
         raise InputError("--min-accuracy is a fraction between 0 and 1")
-    if not 0 <= threshold <= 100:
-        raise InputError(f"--threshold {threshold:g}: RULER scores are points between 0 and 100 (RULER's bar is 85.6)")
-    if samples < 1:
-        raise InputError(f"--samples {samples}: at least one prompt per cell")
-    chosen_tasks = task_registry.parse(tasks)
-    if parity_only and lm_eval:
+    if not 0 <= r.threshold <= 100:
+        raise InputError(f"--threshold {r.threshold:g}: RULER scores are points between 0 and 100 (RULER's bar is {THRESHOLD})")
+    if r.samples < 1:
+        raise InputError(f"--samples {r.samples}: at least one prompt per cell")
+    chosen_tasks = task_registry.parse(r.tasks)
+    if r.parity_only and r.lm_eval:
         raise InputError("--parity-only runs the parity check alone: drop it to run --lm-eval")
-    harness = _lm_eval_request(lm_eval, lm_eval_args, max_task_drop)
-    if not chosen_tasks and harness is None and not parity_only:
+    harness = _lm_eval_request(r.lm_eval, r.lm_eval_args, r.max_task_drop)
+    if not chosen_tasks and harness is None and not r.parity_only:
         raise InputError("--tasks none leaves nothing to run: add --lm-eval TASKS, or use --parity-only")
     return protocol.VerifyOptions(
-        lengths=_lengths(lengths),
-        max_length=parse_length(str(max_length)) if max_length else None,
-        depths=verify_plan.parse_depths(depths if isinstance(depths, str) else ",".join(map(str, depths))),
-        samples=samples, seed=seed, threshold=threshold, text=Path(text) if text is not None else None, ppl_windows=ppl_windows,
-        min_accuracy=min_accuracy, ppl_margin=ppl_margin, parity=parity or parity_only, parity_only=parity_only,
-        parity_length=_parity_length(parity_length), tasks=chosen_tasks, variants=_variant_names(variants),
-        compare=_comparisons(compare),
-        lm_eval=harness,
+        lengths=_lengths(r.lengths),
+        max_length=parse_length(str(r.max_length)) if r.max_length else None,
+        depths=verify_plan.parse_depths(r.depths if isinstance(r.depths, str) else ",".join(map(str, r.depths))),
+        samples=r.samples, seed=r.seed, threshold=r.threshold, text=Path(r.text) if r.text is not None else None,
+        ppl_windows=r.ppl_windows, min_accuracy=r.min_accuracy, ppl_margin=r.ppl_margin, parity=r.parity or r.parity_only,
+        parity_only=r.parity_only, parity_length=_parity_length(r.parity_length), tasks=chosen_tasks,
+        variants=_variant_names(r.variants), compare=_comparisons(r.compare), lm_eval=harness,
     )
 
 
@@ -228,8 +187,8 @@ def _lm_eval_request(tasks: str | Sequence[str] | None, args: str | dict[str, An
 
 
 def _comparisons(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    from yarn_cli.core.rope.variants import COMPARISONS
     from yarn_cli.core.units import split_names
-    from yarn_cli.core.variants import COMPARISONS
 
     names = split_names(value) if value else []
     unknown = [n for n in names if n not in COMPARISONS]
@@ -239,11 +198,12 @@ def _comparisons(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _variant_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    from yarn_cli.core.variants import parse_names
+    from yarn_cli.core.rope.variants import parse_names
 
     return None if value is None else parse_names(value)
 
 
-def verify(model: str | Path | None = None, *, progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:
-    """prepare_verify(model, **options), then run it: the extended model and its baseline, length by length."""
-    return prepare_verify(model, **options).run(progress)
+def verify(model: str | Path | None = None, request: VerifyRequest | None = None, *,
+           progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:
+    """prepare_verify(model, request, **options), then run it: the extended model and its baseline, length by length."""
+    return prepare_verify(model, request, **options).run(progress)

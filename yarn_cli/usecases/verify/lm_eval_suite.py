@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core.units import split_names
-from yarn_cli.core.verify_plan import Judgement
+from yarn_cli.core.verify.plan import Judgement
 from yarn_cli.errors import InputError, first_line
 from yarn_cli.usecases.verify.tasks.base import TaskResult
 
@@ -183,7 +183,8 @@ def judge(rows: list[dict[str, Any]], names: list[str], max_task_drop: float | N
     gated = [r for r in rows if r["drop_points"] is not None]
     worst = max(gated, key=lambda r: r["drop_points"], default=None)
     if max_task_drop is None or worst is None:
-        summary = f"lm-eval: {len(rows)} metric(s) compared" + ("" if worst is None else f", largest drop {worst['drop_points']:.1f} points ({worst['task']} {worst['metric']})")
+        drop = "" if worst is None else f", largest drop {worst['drop_points']:.1f} points ({worst['task']} {worst['metric']})"
+        summary = f"lm-eval: {len(rows)} metric(s) compared{drop}"
         return Judgement(True, summary, aside=True)
     if worst["drop_points"] > max_task_drop:
         return Judgement(False, f"lm-eval {worst['task']} {worst['metric']}: {names[0]} is {worst['drop_points']:.1f} points "

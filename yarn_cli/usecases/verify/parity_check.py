@@ -1,6 +1,6 @@
 """The parity check: one fixed token sequence through the engine under test (its declared variant: the
 checkpoint as the runtime reads it) and through an independent float32 reference under every hypothesis of
-:mod:`yarn_cli.core.diagnosis`, then the diagnosis.
+:mod:`yarn_cli.core.verify.diagnosis`, then the diagnosis.
 
 The reference is another implementation's forward pass on the CPU, never the engine's own: the native
 engine is held against transformers (an HF folder, or the GGUF through transformers' ``gguf_file``),
@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import diagnosis, verify_plan
-from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify import diagnosis
+from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.errors import UnsupportedError, first_line
 from yarn_cli.runtimes.base import available_host_memory
 

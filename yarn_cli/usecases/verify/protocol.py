@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core import heatmap, variants, verify_plan
-from yarn_cli.core.variants import RopeVariant
+from yarn_cli.core.rope import variants
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify import heatmap
+from yarn_cli.core.verify import plan as verify_plan
+from yarn_cli.core.verify.options import VERIFY
 from yarn_cli.errors import InputError, UnsupportedError
 from yarn_cli.usecases.verify import parity_check, tasks
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult
@@ -23,18 +26,20 @@ SCHEMA = 3
 
 @dataclass
 class VerifyOptions:
+    """A VerifyRequest checked and parsed (use case ``_options``); its defaults are the request's."""
+
     lengths: list[int] | None = None
     max_length: int | None = None
     depths: list[float] = field(default_factory=lambda: list(verify_plan.DEFAULT_DEPTHS))
-    samples: int = 1  # prompts per cell (length, and depth where a task has one)
-    threshold: float = 85.6  # RULER's bar for effective length (points)
+    samples: int = VERIFY.samples
+    threshold: float = VERIFY.threshold
     text: Path | None = None
-    ppl_windows: int = 2
-    min_accuracy: float = 0.8
-    ppl_margin: float = verify_plan.DEFAULT_PPL_MARGIN
-    seed: int = 0
-    parity: bool = True
-    parity_only: bool = False
+    ppl_windows: int = VERIFY.ppl_windows
+    min_accuracy: float = VERIFY.min_accuracy
+    ppl_margin: float = VERIFY.ppl_margin
+    seed: int = VERIFY.seed
+    parity: bool = VERIFY.parity
+    parity_only: bool = VERIFY.parity_only
     parity_length: int | None = None
     tasks: tuple[str, ...] = tasks.DEFAULT_TASKS
     variants: tuple[str, ...] | None = None  # names (variants.select); None: extended and baseline
@@ -161,7 +166,7 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
     timings = {"parity_seconds": time.perf_counter() - started}
     if options.parity_only:
         return {**_header(engine, prepared), "parity": checked.to_json(), "notes": notes,
-                "verdict": {"ok": checked.ok, "reason": checked.line}, "timings": _timings(engine, timings)}, []
+                "verdict": verify_plan.Verdict(checked.ok, checked.line).to_json(), "timings": _timings(engine, timings)}, []
     started = time.perf_counter()
     cells = _cells(engine, prepared, advance, describe)
     timings["protocol_seconds"] = time.perf_counter() - started
@@ -176,7 +181,7 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
     report["parity"] = checked.to_json() if checked else None
     report["timings"] = _timings(engine, timings)
     if checked and not checked.ok:
-        report["verdict"] = {"ok": False, "reason": checked.line}
+        report["verdict"] = verify_plan.Verdict(False, checked.line).to_json()
     return report, columns
 
 
@@ -249,5 +254,5 @@ def _report(engine: Any, prepared: Prepared, by_task: dict[str, list[Cell]], not
     cell_json = [c.to_json() for c in cells]
     pictured = [name for task in prepared.tasks for name in task.pictured]
     report.update(heatmaps=heatmap.heatmaps(cell_json, pictured), speed=speed(cells), cells=cell_json,
-                  verdict={"ok": result.ok, "reason": result.reason}, notes=notes)
+                  verdict=result.to_json(), notes=notes)
     return report, [column for r in results for column in r.columns]

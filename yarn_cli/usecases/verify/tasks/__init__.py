@@ -3,8 +3,8 @@ RULER's tasks (``niah_single_1`` ... ``fwe``, or ``ruler`` for all) run as one t
 
 from __future__ import annotations
 
-from yarn_cli.core.ruler import TASKS as RULER_TASKS  # not `ruler`: the submodule tasks.ruler would shadow it
 from yarn_cli.core.units import split_names
+from yarn_cli.core.verify.ruler import TASKS as RULER_TASKS  # not `ruler`: the submodule tasks.ruler would shadow it
 from yarn_cli.errors import InputError
 from yarn_cli.usecases.verify.tasks.passkey import PasskeyTask
 from yarn_cli.usecases.verify.tasks.perplexity import PerplexityTask

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from yarn_cli.core.variants import RopeVariant
-from yarn_cli.core.verify_plan import Judgement
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify.plan import Judgement
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from yarn_cli.core import verify_plan
-from yarn_cli.core.variants import RopeVariant
-from yarn_cli.core.verify_plan import Judgement
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify import plan as verify_plan
+from yarn_cli.core.verify.plan import Judgement
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, by_variant_and_length, keyed
 
 

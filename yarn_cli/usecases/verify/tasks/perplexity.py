@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from yarn_cli.core import verify_plan
-from yarn_cli.core.variants import RopeVariant
-from yarn_cli.core.verify_plan import Judgement
+from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify import plan as verify_plan
+from yarn_cli.core.verify.plan import Judgement
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult, keyed
 
 METHODS = {
@@ -38,8 +38,11 @@ class PerplexityTask:
             return [], [f"the text has {len(text):,} tokens, fewer than {length:,}: no perplexity at that length"]
         if length != pass_length(context):
             return [], []
-        starts = verify_plan.ppl_windows(len(text), length, context.options.ppl_windows)
-        return [Job(self.name, length, text[start:start + length], None, sample, 0) for sample, start in enumerate(starts)], []
+        # a window starts as every other prompt does (the tokenizer's BOS, where it adds one): n tokens in all
+        taken = length - len(context.bos)
+        starts = verify_plan.ppl_windows(len(text), taken, context.options.ppl_windows)
+        return [Job(self.name, length, context.bos + text[start:start + taken], None, sample, 0)
+                for sample, start in enumerate(starts)], []
 
     def run(self, engine: Any, variant: RopeVariant, job: Job) -> Cell:
         scored = engine.score(variant, job.ids, 0)

@@ -1,0 +1,1 @@
+"""Reading checkpoints: config and GGUF metadata readers, the family registry, the KV cache."""

@@ -1,0 +1,1 @@
+"""`yarn extend`'s plans: config rewrites, GGUF records, bake rows, and how to serve the result."""

@@ -1,0 +1,1 @@
+"""`yarn finetune`'s recipe and memory arithmetic."""

@@ -1,0 +1,1 @@
+"""`yarn inspect`'s choices (the per-pair tables themselves are `core.rope.analysis`)."""

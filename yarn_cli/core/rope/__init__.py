@@ -1,0 +1,1 @@
+"""RoPE itself: the frequency math, a checkpoint's RoPE state, variants, lengths."""

@@ -1,0 +1,1 @@
+"""`yarn tune`'s decisions and its retrieval probes."""

@@ -1,0 +1,1 @@
+"""`yarn verify`'s protocol: the ladder, memory, verdict, parity diagnosis, heatmaps and RULER."""

@@ -1,0 +1,90 @@
+"""`yarn verify`'s choices as one value, each default declared here once.
+
+The CLI builds a ``VerifyRequest`` from its flags (Typer's defaults read from ``VERIFY``), the Python API takes one or
+the keyword arguments that build it, and the use case checks it into the protocol's options before anything loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from yarn_cli.core.options import with_changes
+from yarn_cli.core.verify.plan import DEFAULT_DEPTHS, DEFAULT_PPL_MARGIN
+from yarn_cli.core.verify.ruler import THRESHOLD
+from yarn_cli.errors import InputError
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What only some engines take (vLLM's parallel layout, dtype, memory share and CUDA graphs)."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    dtype: str = "auto"  # float32 on a CPU
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def of(cls, value: EngineOptions | dict[str, Any] | None) -> EngineOptions:
+        """An EngineOptions from itself, a dict of its fields (the API's older form), or None (the defaults)."""
+        if value is None or isinstance(value, EngineOptions):
+            return value or cls()
+        unknown = set(value) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"engine_options: unknown {', '.join(sorted(unknown))}; known: {', '.join(f.name for f in fields(cls))}")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """Every choice of a verify run, as the user gives it (strings as typed, or values); checked by the use case."""
+
+    engine: str = "native"
+    device: str = "auto"
+    lengths: str | Sequence[int] | None = None  # None: the ladder L/2, L, between, s·L
+    max_length: str | int | None = None  # caps the default ladder
+    depths: str | Sequence[float] = ",".join(map(str, DEFAULT_DEPTHS))
+    samples: int = 1  # prompts per cell (length, and depth where a task has one)
+    seed: int = 0
+    threshold: float = THRESHOLD  # RULER's bar for the effective length (points)
+    text: str | Path | None = None  # None: Python's own pydoc_data.topics
+    ppl_windows: int = 2
+    min_accuracy: float = 0.8
+    ppl_margin: float = DEFAULT_PPL_MARGIN
+    original_context: int | None = None
+    parity: bool = True
+    parity_only: bool = False
+    parity_length: str | int | None = None
+    tasks: str | Sequence[str] | None = None  # None: passkey, perplexity, niah_single_1
+    variants: str | Sequence[str] | None = None  # None: extended, baseline
+    compare: str | Sequence[str] | None = None
+    lm_eval: str | Sequence[str] | None = None
+    lm_eval_args: str | dict[str, Any] | None = None
+    max_task_drop: float | None = None
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
+    report: str | Path | None = None  # a folder for report.html, written after the run
+    card: bool = False  # write (or update) the checkpoint's model card
+    base_model: str | None = None  # the card's base_model (a hub id)
+
+    @classmethod
+    def build(cls, request: VerifyRequest | None = None, **changes: Any) -> VerifyRequest:
+        """``request`` (or the defaults) with keyword changes; ``trials`` is the older name of ``samples``, and
+        ``engine_options`` may be a dict. An unknown keyword is one clear line."""
+        if "trials" in changes:
+            trials = changes.pop("trials")
+            if changes.get("samples") is None:
+                changes["samples"] = trials
+        if changes.get("samples", 1) is None:
+            changes.pop("samples")
+        if "engine_options" in changes:
+            changes["engine_options"] = EngineOptions.of(changes["engine_options"])
+        return with_changes(cls, request, changes, "verify")
+
+
+VERIFY = VerifyRequest()  # the defaults, for the CLI's flags and the protocol's checked options
