@@ -96,3 +96,4 @@ def test_known_default_literals_are_declared_once():
             if isinstance(node, ast.Constant) and type(node.value) in (float, str) and node.value in (32.0, 85.6, "0.1,0.5,0.9"):
                 found.setdefault(node.value, []).append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert found == {32.0: ["core/rope/scalars.py:10"], 85.6: ["core/verify/ruler/__init__.py:13"]}, found
+

@@ -415,3 +415,11 @@ def test_perplexity_windows_start_with_bos_like_every_other_prompt():
         jobs, _ = PerplexityTask().plan(context, 512)
         assert len(jobs) == 2 and all(len(job.ids) == 512 and job.ids[:len(bos)] == bos for job in jobs)
         assert jobs[0].ids[len(bos)] == text[0]  # the first window starts at the text's start, after the BOS
+
+
+def test_stop_ids_read_every_form_of_eos_token_id():
+    """One reading of a config's eos_token_id for every engine: an id, a list of ids (Llama 3), or none."""
+    from yarn_cli.runtimes.base import stop_ids
+
+    assert stop_ids(2) == {2} and stop_ids([128001, 128009]) == {128001, 128009}
+    assert stop_ids(None) == set() and stop_ids([None, 3]) == {3} and stop_ids(True) == set()

@@ -12,7 +12,7 @@ from yarn_cli.core.rope.spec import scaling_label
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.native import weights
 from yarn_cli.native.model import NativeModel, Rope
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype, stop_ids
 
 
 class NativeEngine:
@@ -25,7 +25,7 @@ class NativeEngine:
         self.chunk = chunk
         self.notes: list[str] = []
         self.spec, self.tokenizer, self.weights, eos, baked = _load(model, device, self.dtype, original_context, progress)
-        self.stop = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self.stop = stop_ids(eos)
         spec = self.spec.rope
         if spec.scaling is None:
             self.notes.append("the checkpoint declares no RoPE scaling: 'extended' and 'baseline' are the same model")

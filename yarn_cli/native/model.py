@@ -153,7 +153,7 @@ class NativeModel:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def greedy(self, ids: list[int], max_new_tokens: int, chunk: int, stop: set[int] = frozenset()) -> list[int]:
+    def greedy(self, ids: list[int], max_new_tokens: int, chunk: int, stop: frozenset[int] = frozenset()) -> list[int]:
         cache = self.new_cache(len(ids) + max_new_tokens)
         logits, _ = self.prefill(ids, cache, chunk)
         out: list[int] = []

