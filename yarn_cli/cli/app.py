@@ -19,7 +19,7 @@ from yarn_cli.core.extend.options import EXTEND, ExtendRequest
 from yarn_cli.core.finetune.options import FINETUNE, FinetuneRequest
 from yarn_cli.core.inspect.options import INSPECT, InspectRequest
 from yarn_cli.core.tune.options import TUNE, TuneRequest
-from yarn_cli.core.verify.options import VERIFY, EngineOptions, VerifyRequest
+from yarn_cli.core.verify.options import ENGINE, VERIFY, EngineOptions, VerifyRequest
 from yarn_cli.errors import Interrupted, YarnError
 from yarn_cli.io import interrupts
 
@@ -162,11 +162,11 @@ def verify(
     lm_eval: str | None = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks or groups to run on every variant, e.g. arc_easy,hellaswag (needs yarn-cli[eval])."),
     lm_eval_args: str | None = typer.Option(None, "--lm-eval-args", help="lm-eval settings as key=value,..., e.g. num_fewshot=5,limit=100,include_path=DIR."),
     max_task_drop: float | None = typer.Option(None, "--max-task-drop", help="Fail when an lm-eval task's score is more than this many points below the second variant's."),
-    tensor_parallel_size: int = typer.Option(VERIFY.engine_options.tensor_parallel_size, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
-    pipeline_parallel_size: int = typer.Option(VERIFY.engine_options.pipeline_parallel_size, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
-    dtype: str = typer.Option(VERIFY.engine_options.dtype, "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
-    gpu_memory_utilization: float = typer.Option(VERIFY.engine_options.gpu_memory_utilization, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take."),
-    enforce_eager: bool = typer.Option(VERIFY.engine_options.enforce_eager, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
+    tensor_parallel_size: int = typer.Option(ENGINE.tensor_parallel_size, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
+    pipeline_parallel_size: int = typer.Option(ENGINE.pipeline_parallel_size, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
+    dtype: str = typer.Option(ENGINE.dtype, "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
+    gpu_memory_utilization: float = typer.Option(ENGINE.gpu_memory_utilization, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take."),
+    enforce_eager: bool = typer.Option(ENGINE.enforce_eager, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
     report: Path | None = typer.Option(None, "--report", help="Write DIR/report.html (self-contained) with heatmaps, the difference heatmap and perplexity curves as PNGs."),
     card: bool = typer.Option(VERIFY.card, "--card", help="Write or update the checkpoint's model card (README.md) with the scaling, the results and the heatmap."),
     base_model: str | None = typer.Option(None, "--base-model", help="With --card: the hub id of the model this one extends (the card's base_model)."),

@@ -9,6 +9,10 @@ from yarn_cli.errors import InputError
 
 T = TypeVar("T")
 
+# The verbs that load weights (verify, tune) share these: the engine and the device they run on.
+DEFAULT_ENGINE = "native"
+DEFAULT_DEVICE = "auto"  # cuda where torch sees a GPU, else cpu
+
 
 def with_changes(cls: type[T], base: T | None, changes: dict[str, Any], verb: str) -> T:
     """``base`` (or the defaults of ``cls``) with ``changes``; a name the verb does not know is one clear line."""

@@ -15,7 +15,7 @@ from typing import Protocol
 from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
 from yarn_cli.core.rope.spec import RopeSpec
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify.options import EngineOptions
+from yarn_cli.core.verify.options import ENGINE
 
 # --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
 ENGINES = {
@@ -25,7 +25,7 @@ ENGINES = {
     "vllm": ("yarn_cli.runtimes.vllm", "VllmEngine"),
 }
 # The vLLM-only options and their defaults (a value other than these, given to another engine, is refused).
-ENGINE_OPTION_DEFAULTS = EngineOptions().to_dict()
+ENGINE_OPTION_DEFAULTS = ENGINE.to_dict()
 
 
 def stop_ids(eos: object) -> frozenset[int]:

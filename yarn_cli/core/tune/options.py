@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.options import with_changes
+from yarn_cli.core.options import DEFAULT_DEVICE, DEFAULT_ENGINE, with_changes
 from yarn_cli.core.rope.scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT
 from yarn_cli.core.tune.plan import DEFAULT_OBJECTIVE
 
@@ -17,8 +17,8 @@ class TuneRequest:
 
     scale: float | None = None  # exactly one of scale and to (or fit)
     to: str | None = None
-    engine: str = "native"
-    device: str = "auto"
+    engine: str = DEFAULT_ENGINE
+    device: str = DEFAULT_DEVICE
     text: str | Path | None = None  # None: Python's own pydoc_data.topics
     objective: str = DEFAULT_OBJECTIVE
     max_short_loss: float | None = None  # implies short-guard

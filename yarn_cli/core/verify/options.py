@@ -7,14 +7,13 @@ the keyword arguments that build it, and the use case checks it into the protoco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.options import with_changes
+from yarn_cli.core.options import DEFAULT_DEVICE, DEFAULT_ENGINE, with_changes
 from yarn_cli.core.verify.plan import DEFAULT_DEPTHS, DEFAULT_PPL_MARGIN
 from yarn_cli.core.verify.ruler import THRESHOLD
-from yarn_cli.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -28,25 +27,22 @@ class EngineOptions:
     enforce_eager: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return asdict(self)
 
     @classmethod
     def of(cls, value: EngineOptions | dict[str, Any] | None) -> EngineOptions:
         """An EngineOptions from itself, a dict of its fields (the API's older form), or None (the defaults)."""
         if value is None or isinstance(value, EngineOptions):
-            return value or cls()
-        unknown = set(value) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"engine_options: unknown {', '.join(sorted(unknown))}; known: {', '.join(f.name for f in fields(cls))}")
-        return cls(**value)
+            return value or ENGINE
+        return with_changes(cls, None, value, "engine_options")
 
 
 @dataclass(frozen=True)
 class VerifyRequest:
     """Every choice of a verify run, as the user gives it (strings as typed, or values); checked by the use case."""
 
-    engine: str = "native"
-    device: str = "auto"
+    engine: str = DEFAULT_ENGINE
+    device: str = DEFAULT_DEVICE
     lengths: str | Sequence[int] | None = None  # None: the ladder L/2, L, between, s·L
     max_length: str | int | None = None  # caps the default ladder
     depths: str | Sequence[float] = ",".join(map(str, DEFAULT_DEPTHS))
@@ -88,3 +84,4 @@ class VerifyRequest:
 
 
 VERIFY = VerifyRequest()  # the defaults, for the CLI's flags and the protocol's checked options
+ENGINE = VERIFY.engine_options  # vLLM's settings' defaults, for its flags, its engine and the check of other engines
