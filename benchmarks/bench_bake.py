@@ -30,9 +30,17 @@ RSS_WRAPPER = (
 def config_for(size_gb: float) -> dict:
     layers = max(2, int(size_gb * 1e9 / 2 / 51.4e6))  # ~51M params per layer at hidden 2048
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048, "intermediate_size": 5632,
-        "max_position_embeddings": 4096, "num_attention_heads": 16, "num_hidden_layers": layers,
-        "num_key_value_heads": 4, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": 32000,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "max_position_embeddings": 4096,
+        "num_attention_heads": 16,
+        "num_hidden_layers": layers,
+        "num_key_value_heads": 4,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "vocab_size": 32000,
         "torch_dtype": "bfloat16",
     }
 
@@ -63,23 +71,29 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, command in (
                 ("cp -r", ["cp", "-r", str(source), str(work / "copy")]),
-                ("yarn extend --bake-temperature", [sys.executable, "-m", "yarn_cli", "extend", str(source), "-s", "8",
-                                                    "--bake-temperature", "-o", str(work / "baked"), "--json"]),
+                (
+                    "yarn extend --bake-temperature",
+                    [sys.executable, "-m", "yarn_cli", "extend", str(source), "-s", "8", "--bake-temperature", "-o", str(work / "baked"), "--json"],
+                ),
             ):
                 seconds, rss = run(command)
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, rss)
                 subprocess.run(["rm", "-rf", str(work / "copy"), str(work / "baked")], check=True)
         shards = len(list(source.glob("*.safetensors")))
-    print(f"synthetic bf16 llama: {size / 1e9:.2f} GB in {shards} shards, {config['num_hidden_layers']} layers; "
-          f"largest tensor {largest / 1e6:.0f} MB; best of {args.repeat}, durable (command + sync)")
+    print(
+        f"synthetic bf16 llama: {size / 1e9:.2f} GB in {shards} shards, {config['num_hidden_layers']} layers; "
+        f"largest tensor {largest / 1e6:.0f} MB; best of {args.repeat}, durable (command + sync)"
+    )
     for name, (seconds, rss) in best.items():
         print(f"{name:32s} {seconds:6.2f} s  {size / seconds / 1e9:5.2f} GB/s  peak RSS {rss / 1024:7.1f} MiB")
     ours, cp = best["yarn extend --bake-temperature"], best["cp -r"]
     print(f"throughput vs cp -r : {cp[0] / ours[0]:.2f}x  (target >= 0.8)")
     budget = (largest + 300e6) / 1024**2
-    print(f"peak RSS            : {ours[1] / 1024:.0f} MiB vs budget largest tensor + 300 MB = {budget:.0f} MiB "
-          f"({'within' if ours[1] / 1024 <= budget else 'OVER'})")
+    print(
+        f"peak RSS            : {ours[1] / 1024:.0f} MiB vs budget largest tensor + 300 MB = {budget:.0f} MiB "
+        f"({'within' if ours[1] / 1024 <= budget else 'OVER'})"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ def make_gguf(path: Path, size_gb: float) -> None:
     qtype = gguf.GGMLQuantizationType.Q8_0
     row_bytes = 4096 // 32 * 34
     for i in range(count):
-        writer.add_tensor(f"blk.{i}.ffn.weight", block[: tensor_bytes // row_bytes * row_bytes].reshape(-1, row_bytes),
-                          raw_dtype=qtype)
+        writer.add_tensor(f"blk.{i}.ffn.weight", block[: tensor_bytes // row_bytes * row_bytes].reshape(-1, row_bytes), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -85,9 +84,13 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, command in commands:
                 os.sync()  # start each run with no dirty pages left by the previous one
-                wrapper = [sys.executable, "-c",
-                           "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,capture_output=True);"
-                           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)", *command]
+                wrapper = [
+                    sys.executable,
+                    "-c",
+                    "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True,capture_output=True);"
+                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+                    *command,
+                ]
                 start = time.perf_counter()
                 out = subprocess.run(wrapper, check=True, capture_output=True, text=True).stdout
                 returned = time.perf_counter() - start
@@ -102,8 +105,7 @@ def main() -> None:
     print(f"synthetic GGUF: {size / 1e9:.2f} GB ({size // (64 * 1024 * 1024)} x 64 MiB Q8_0 tensors, 128k-token vocabulary)")
     print(f"best of {args.repeat}; 'returned' = the command exits, 'durable' = its bytes are on disk (command + sync)")
     for name, (returned, durable, rss) in results.items():
-        print(f"{name:32s} returned {returned:6.2f} s  durable {durable:6.2f} s  {size / durable / 1e9:5.2f} GB/s  "
-              f"peak RSS {rss / 1024:7.1f} MiB")
+        print(f"{name:32s} returned {returned:6.2f} s  durable {durable:6.2f} s  {size / durable / 1e9:5.2f} GB/s  peak RSS {rss / 1024:7.1f} MiB")
     ours, cp, peer = results["yarn extend"], results["cp"], results["gguf-py copy_with_new_metadata"]
     print(f"throughput vs cp (durable)    : {cp[1] / ours[1]:.2f}x  (target >= 0.9 on tmpfs, >= 0.8 on a disk)")
     print(f"speed-up vs gguf-py (durable) : {peer[1] / ours[1]:.1f}x  (target >= 5)")

@@ -21,9 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                    num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True,
-                    rms_norm_eps=1e-5)
+SMOLLM2_135M = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+)
 
 
 def child(mode: str, length: int, work: Path) -> dict:
@@ -53,13 +62,19 @@ def child(mode: str, length: int, work: Path) -> dict:
         trainer = Trainer(model=engine.LossModel(lm), args=args, train_dataset=engine.Windows(windows), callbacks=[Clock()])
         engine.quiet(trainer)
     else:
-        args = TrainingArguments(output_dir=str(work), max_steps=2, per_device_train_batch_size=1, use_cpu=True,
-                                 report_to=[], save_strategy="no", disable_tqdm=True)
+        args = TrainingArguments(
+            output_dir=str(work), max_steps=2, per_device_train_batch_size=1, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True
+        )
         trainer = Trainer(model=lm, args=args, train_dataset=engine.Windows(windows), callbacks=[Clock()])
     trainer.train()
     step_seconds = stamps[3] - stamps[2]
-    return {"mode": mode, "length": length, "step_seconds": step_seconds, "tokens_per_second": length / step_seconds,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {
+        "mode": mode,
+        "length": length,
+        "step_seconds": step_seconds,
+        "tokens_per_second": length / step_seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 def main() -> None:
@@ -73,8 +88,7 @@ def main() -> None:
         return
     results = {}
     for mode in ("ours", "plain"):
-        done = subprocess.run([sys.executable, __file__, "--child", mode, "--length", str(args.length)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, __file__, "--child", mode, "--length", str(args.length)], capture_output=True, text=True, check=True)
         results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     ours, plain = results["ours"], results["plain"]
     gib = 1024**3

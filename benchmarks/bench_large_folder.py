@@ -49,34 +49,40 @@ def main() -> None:
         big = write_fixed_shards(work / "big", LLAMA31_405B, args.shards)
         size = sum(p.stat().st_size for p in big.glob("*.safetensors"))
         startup, _ = best([*YARN, "--version"], args.repeat)
-        config_only, report = best([*YARN, "extend", str(big), "-s", "4", "-o", str(work / "big-x4"), "--json"],
-                                   args.repeat, work / "big-x4")
+        config_only, report = best([*YARN, "extend", str(big), "-s", "4", "-o", str(work / "big-x4"), "--json"], args.repeat, work / "big-x4")
         actions = {}
         for item in report["files"]:
             actions[item["action"]] = actions.get(item["action"], 0) + 1
         print(f"405B-shaped folder: {len(list(big.glob('*.safetensors')))} shards, {size / 1e9:.0f} GB (sparse)")
         print(f"start-up (yarn --version)     {startup:6.2f} s")
-        print(f"config-only extend            {config_only:6.2f} s  = start-up + {config_only - startup:.2f} s  "
-              f"(target: < 1 s beyond start-up)  files: {actions}")
+        print(
+            f"config-only extend            {config_only:6.2f} s  = start-up + {config_only - startup:.2f} s  "
+            f"(target: < 1 s beyond start-up)  files: {actions}"
+        )
 
-        narrow = dict(LLAMA31_405B, hidden_size=1024, intermediate_size=3328, num_attention_heads=8,
-                      num_key_value_heads=1, vocab_size=32000)
+        narrow = dict(LLAMA31_405B, hidden_size=1024, intermediate_size=3328, num_attention_heads=8, num_key_value_heads=1, vocab_size=32000)
         small = write_fixed_shards(work / "narrow", narrow, args.shards)
         small_size = sum(p.stat().st_size for p in small.glob("*.safetensors"))
         results = {}
         for workers in (1, 2, 4):
-            seconds, report = best([*YARN, "extend", str(small), "-s", "4", "--bake-temperature", "--workers", str(workers),
-                                    "-o", str(work / "baked"), "--json"], args.repeat, work / "baked")
+            seconds, report = best(
+                [*YARN, "extend", str(small), "-s", "4", "--bake-temperature", "--workers", str(workers), "-o", str(work / "baked"), "--json"],
+                args.repeat,
+                work / "baked",
+            )
             results[workers] = seconds
         baked = [f for f in report["files"] if f["action"] == "baked"]
         linked = [f for f in report["files"] if f["action"] in ("linked", "reflinked")]
-        holding = {m for m, s in json.loads((small / "model.safetensors.index.json").read_text())["weight_map"].items()
-                   if "q_proj" in m or "k_proj" in m}
+        holding = {
+            m for m, s in json.loads((small / "model.safetensors.index.json").read_text())["weight_map"].items() if "q_proj" in m or "k_proj" in m
+        }
         shards_with_qk = {json.loads((small / "model.safetensors.index.json").read_text())["weight_map"][m] for m in holding}
-        n_shards = len(list(small.glob('*.safetensors')))
+        n_shards = len(list(small.glob("*.safetensors")))
         print(f"narrow 405B layout: {n_shards} shards, {small_size / 1e9:.2f} GB; {len(shards_with_qk)} shards hold q/k")
-        print(f"bake: {len(baked)} shards rewritten, {len(linked)} linked "
-              f"({'exactly the q/k shards' if {Path(f['path']).name for f in baked} == shards_with_qk else 'MISMATCH'})")
+        print(
+            f"bake: {len(baked)} shards rewritten, {len(linked)} linked "
+            f"({'exactly the q/k shards' if {Path(f['path']).name for f in baked} == shards_with_qk else 'MISMATCH'})"
+        )
         for workers, seconds in results.items():
             print(f"bake --workers {workers}              {seconds:6.2f} s  ({results[1] / seconds:.2f}x vs 1 worker)")
 

@@ -35,8 +35,11 @@ def short_inputs(args, model: Path) -> None:
     plain = variants.baseline(spec)
     short_form = variants.renamed(plain, "longrope-short", kind="custom", attention_factor=yarn.attention_factor)
     print(f"short input: the first {len(ids):,} tokens (L = {spec.original_context:,}), native engine")
-    for label, variant in (("unextended", plain), (f"static YaRN x{args.scale:g} (m {yarn.attention_factor:.4f})", yarn),
-                           ("longrope form in transformers (original θ, same m)", short_form)):
+    for label, variant in (
+        ("unextended", plain),
+        (f"static YaRN x{args.scale:g} (m {yarn.attention_factor:.4f})", yarn),
+        ("longrope form in transformers (original θ, same m)", short_form),
+    ):
         losses = engine.score(variant, ids, 0).losses
         print(f"  {label:<55} perplexity {math.exp(sum(losses) / len(losses)):.3f}")
     engine.close()
@@ -66,7 +69,7 @@ def _stepped(model, ids: list[int], prompt: int, skip: int) -> list[float]:
     out = model(torch.tensor([ids[:prompt]]), use_cache=True)
     cache, logits = out.past_key_values, [out.logits[:, -1:]]
     for begin in range(prompt, len(ids) - 1, 128):
-        out = model(torch.tensor([ids[begin:min(begin + 128, len(ids) - 1)]]), past_key_values=cache, use_cache=True)
+        out = model(torch.tensor([ids[begin : min(begin + 128, len(ids) - 1)]]), past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         logits.append(out.logits)
     return _nll(torch.cat(logits, dim=1), [ids[prompt - 1]] + ids[prompt:], 1 + skip)
@@ -87,8 +90,12 @@ def crossing(args, model: Path) -> None:
     plain = rope.inv_freq_values(spec.base, spec.rotary_dim)
     m = rope_scalars.get_mscale(args.scale)
     common = {"rope_theta": spec.base, "original_max_position_embeddings": length, "factor": args.scale, "attention_factor": m}
-    longrope = {"rope_type": "longrope", "short_factor": [1.0] * len(plain),
-                "long_factor": [a / b for a, b in zip(plain, yarn.inv_freq_values)], **common}
+    longrope = {
+        "rope_type": "longrope",
+        "short_factor": [1.0] * len(plain),
+        "long_factor": [a / b for a, b in zip(plain, yarn.inv_freq_values)],
+        **common,
+    }
     static = {"rope_type": "yarn", **common}
     tokenizer = AutoTokenizer.from_pretrained(model.parent, gguf_file=model.name)
     ids = tokenizer(load_text(None))["input_ids"][: length + args.after]
@@ -100,15 +107,21 @@ def crossing(args, model: Path) -> None:
         reference = _nll(_hf_model(model, static, positions)(torch.tensor([ids])).logits, ids, length)
         crossed = _stepped(_hf_model(model, longrope, positions), ids, prompt, args.cross)
         control = _stepped(_hf_model(model, static, positions), ids, prompt, args.cross)
-    print(f"crossing L = {length:,}: prompt of {prompt:,} tokens, then {len(ids) - prompt:,} more in 128-token steps "
-          f"(transformers, cached keys kept); NLL per token of the {len(ids) - length:,} tokens past L")
+    print(
+        f"crossing L = {length:,}: prompt of {prompt:,} tokens, then {len(ids) - prompt:,} more in 128-token steps "
+        f"(transformers, cached keys kept); NLL per token of the {len(ids) - length:,} tokens past L"
+    )
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     print(f"  static YaRN, one pass                               {mean(reference):.4f}")
-    print(f"  longrope form, one pass (long factors throughout)   {mean(one_pass):.4f} "
-          f"(max |diff| to static YaRN {max(abs(a - b) for a, b in zip(one_pass, reference)):.1e})")
+    print(
+        f"  longrope form, one pass (long factors throughout)   {mean(one_pass):.4f} "
+        f"(max |diff| to static YaRN {max(abs(a - b) for a, b in zip(one_pass, reference)):.1e})"
+    )
     print(f"  static YaRN, the same 128-token steps (a control)    {mean(control):.4f}")
-    print(f"  longrope form, crossing L while generating          {mean(crossed):.4f} "
-          f"({(math.exp(mean(crossed) - mean(reference)) - 1) * 100:+.1f}% perplexity against static YaRN)")
+    print(
+        f"  longrope form, crossing L while generating          {mean(crossed):.4f} "
+        f"({(math.exp(mean(crossed) - mean(reference)) - 1) * 100:+.1f}% perplexity against static YaRN)"
+    )
 
 
 def main() -> None:

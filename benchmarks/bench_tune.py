@@ -34,7 +34,7 @@ def curve(args) -> None:
     ids = (engine.tokenizer.bos + engine.tokenizer.encode(load_text(None)))[: args.length]
     variant = variants.yarn(engine.facts.rope, args.length / engine.facts.rope.original_context)
     points = [p for p in tune_plan.curve_points(engine.facts.rope.original_context, args.length) if p <= args.length]
-    points = points[-args.points:]
+    points = points[-args.points :]
     started = time.perf_counter()
     losses = engine.score(variant, ids, 0).losses
     one_pass = time.perf_counter() - started
@@ -50,8 +50,10 @@ def curve(args) -> None:
     engine.close()
     worst = max(abs(ours[n] / theirs[n] - 1) for n in points)
     print(f"{model.name}, {args.engine} engine, lengths {', '.join(f'{n:,}' for n in points)}")
-    print(f"one pass of {args.length:,} tokens + the curve: {one_pass + arithmetic:.1f} s "
-          f"({(one_pass + arithmetic) / one_pass:.3f}x the single pass; target <= 1.3x)")
+    print(
+        f"one pass of {args.length:,} tokens + the curve: {one_pass + arithmetic:.1f} s "
+        f"({(one_pass + arithmetic) / one_pass:.3f}x the single pass; target <= 1.3x)"
+    )
     print(f"{len(points)} truncated passes (the paper's way): {k_passes:.1f} s; one pass is {k_passes / one_pass:.2f}x faster")
     print(f"largest relative difference between the two ways' perplexities: {worst:.1e}")
 
@@ -71,8 +73,10 @@ def whole(args) -> None:
     lengths = result.options.lengths
     count = len(result.candidates)
     chosen = result.decision.chosen if result.decision else None
-    print(f"tune: {count} candidates + the unextended reference in {tune_seconds / 60:.1f} min (target <= 15 min); "
-          f"chosen m {chosen.m if chosen else None}")
+    print(
+        f"tune: {count} candidates + the unextended reference in {tune_seconds / 60:.1f} min (target <= 15 min); "
+        f"chosen m {chosen.m if chosen else None}"
+    )
     if args.tune_only:
         return
     with_m = Path(args.work) / "candidate"
@@ -82,12 +86,13 @@ def whole(args) -> None:
         apply_extend(plan_extend(model, with_m.with_suffix(".gguf") if model.suffix == ".gguf" else with_m, scale=args.scale))
     target = with_m.with_suffix(".gguf") if model.suffix == ".gguf" else with_m
     started = time.perf_counter()
-    verify(target, lengths=[lengths.short, lengths.long], depths=[0.5], trials=1, ppl_windows=1, device="cpu",
-           engine=args.engine, parity=False)
+    verify(target, lengths=[lengths.short, lengths.long], depths=[0.5], trials=1, ppl_windows=1, device="cpu", engine=args.engine, parity=False)
     one_verify = time.perf_counter() - started
-    print(f"one verify at {lengths.short:,} and {lengths.long:,} (passkey and perplexity, extended and baseline): "
-          f"{one_verify / 60:.1f} min; {count} of them: {count * one_verify / 60:.1f} min; "
-          f"tune is {count * one_verify / tune_seconds:.2f}x faster")
+    print(
+        f"one verify at {lengths.short:,} and {lengths.long:,} (passkey and perplexity, extended and baseline): "
+        f"{one_verify / 60:.1f} min; {count} of them: {count * one_verify / 60:.1f} min; "
+        f"tune is {count * one_verify / tune_seconds:.2f}x faster"
+    )
 
 
 def main() -> None:

@@ -22,15 +22,40 @@ from pathlib import Path
 import torch
 
 SHAPES = {
-    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, rope_theta=100000.0,
-                         max_position_embeddings=8192, tie_word_embeddings=True),
-    "llama3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
-                      max_position_embeddings=8192),
-    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, rope_theta=1000000.0,
-                       max_position_embeddings=32768),
+    "smollm2-135m": dict(
+        model_type="llama",
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+    "llama3-8b": dict(
+        model_type="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+        max_position_embeddings=8192,
+    ),
+    "qwen2.5-7b": dict(
+        model_type="qwen2",
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        rope_theta=1000000.0,
+        max_position_embeddings=32768,
+    ),
 }
 
 
@@ -86,6 +111,7 @@ def measure(args) -> dict:
         def prefill():
             with torch.inference_mode():
                 hf(inputs, logits_to_keep=1, use_cache=True)
+
     prefill()  # warm-up
     best = float("inf")
     for _ in range(args.repeat):
@@ -117,8 +143,22 @@ def main() -> None:
         folder = Path(tmp) / args.shape
         make_checkpoint(folder, args.shape, dtype)
         for engine in args.engines.split(","):
-            command = [sys.executable, __file__, "--shape", args.shape, "--length", str(args.length), "--device", args.device,
-                       "--repeat", str(args.repeat), "--engines", engine, "--checkpoint", str(folder)]
+            command = [
+                sys.executable,
+                __file__,
+                "--shape",
+                args.shape,
+                "--length",
+                str(args.length),
+                "--device",
+                args.device,
+                "--repeat",
+                str(args.repeat),
+                "--engines",
+                engine,
+                "--checkpoint",
+                str(folder),
+            ]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[engine] = json.loads(out.strip().splitlines()[-1])
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"

@@ -34,8 +34,7 @@ def main() -> None:
         if model is None:
             model = Path(work) / "smol-x2.gguf"
             apply_extend(plan_extend(default_model_path(), model, scale=2))
-        run = prepare_verify(model, engine=args.engine, device="cpu", tasks="perplexity", lengths=[args.length], ppl_windows=1,
-                             parity=False)
+        run = prepare_verify(model, engine=args.engine, device="cpu", tasks="perplexity", lengths=[args.length], ppl_windows=1, parity=False)
         engine, prepared = run.engine, run.prepared
         ids = prepared.context.text_ids[: args.length]
         variants = prepared.variants
@@ -59,10 +58,11 @@ def main() -> None:
                 ours = report["perplexity_curve"]["last_tokens"][variant.name][str(n)]
                 worst = max(worst, abs(ours - theirs) / theirs)
         engine.close()
-    print(f"{model.name}, {args.engine} engine, curve at {len(lengths)} lengths ({lengths[0]:,} .. {lengths[-1]:,}) for "
-          f"{len(variants)} variants")
-    print(f"one pass per document: {curve_seconds:.1f} s = {curve_seconds / single:.2f}x the {len(variants)} single passes "
-          f"({single:.1f} s; target <= 1.3x)")
+    print(f"{model.name}, {args.engine} engine, curve at {len(lengths)} lengths ({lengths[0]:,} .. {lengths[-1]:,}) for {len(variants)} variants")
+    print(
+        f"one pass per document: {curve_seconds:.1f} s = {curve_seconds / single:.2f}x the {len(variants)} single passes "
+        f"({single:.1f} s; target <= 1.3x)"
+    )
     print(f"one pass per length:   {separate:.1f} s ({separate / curve_seconds:.2f}x the curve's time)")
     print(f"largest relative difference between the two ways: {worst:.1e}")
 

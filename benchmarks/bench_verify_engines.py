@@ -38,8 +38,7 @@ def hf_folder(gguf: Path, folder: Path) -> Path:
 
 def run(python: str, model: Path, engine: str, length: int) -> tuple[float, dict]:
     yarn = str(Path(python).with_name("yarn"))
-    command = [yarn, "verify", str(model), "--engine", engine, "--lengths", str(length), "--depths", "0.5",
-               "--ppl-windows", "1", "--json"]
+    command = [yarn, "verify", str(model), "--engine", engine, "--lengths", str(length), "--depths", "0.5", "--ppl-windows", "1", "--json"]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -62,8 +61,7 @@ def main() -> None:
         plain = hf_folder(source, tmp / "smol-hf")
         folder = tmp / "smol-hf-x2"
         subprocess.run([yarn, "extend", str(plain), "-s", "2", "-o", str(folder)], check=True, capture_output=True)
-        runs = [("native", sys.executable, folder), ("transformers", sys.executable, folder),
-                ("llama.cpp", sys.executable, gguf)]
+        runs = [("native", sys.executable, folder), ("transformers", sys.executable, folder), ("llama.cpp", sys.executable, gguf)]
         if args.vllm_python:
             runs.append(("vllm", args.vllm_python, folder))
         rows = []
@@ -73,14 +71,18 @@ def main() -> None:
             rows.append((engine, wall, report["timings"], report["parity"]["line"] if report.get("parity") else "-", speed))
         native = rows[0][1]
         print(f"verify at {args.length:,} tokens, SmolLM2-135M x2, CPU (parity + passkey + perplexity, both variants)")
-        print(f"{'engine':<13}{'wall s':>9}{'vs native':>11}{'load s':>9}{'parity s':>10}{'protocol s':>12}{'start-up s':>12}"
-              f"{'prefill tok/s':>15}{'decode tok/s':>14}")
+        print(
+            f"{'engine':<13}{'wall s':>9}{'vs native':>11}{'load s':>9}{'parity s':>10}{'protocol s':>12}{'start-up s':>12}"
+            f"{'prefill tok/s':>15}{'decode tok/s':>14}"
+        )
         for engine, wall, timings, _, speed in rows:
             startup = timings.get("engine_startup_seconds")
             prefill, decode = speed["prefill_tokens_per_second"], speed["decode_tokens_per_second"]
-            print(f"{engine:<13}{wall:>9.1f}{wall / native:>10.2f}x{timings['load_seconds']:>9.1f}"
-                  f"{timings['parity_seconds']:>10.1f}{timings['protocol_seconds']:>12.1f}"
-                  f"{'' if startup is None else f'{startup:.1f}':>12}{prefill or 0:>15,.0f}{decode or 0:>14,.1f}")
+            print(
+                f"{engine:<13}{wall:>9.1f}{wall / native:>10.2f}x{timings['load_seconds']:>9.1f}"
+                f"{timings['parity_seconds']:>10.1f}{timings['protocol_seconds']:>12.1f}"
+                f"{'' if startup is None else f'{startup:.1f}':>12}{prefill or 0:>15,.0f}{decode or 0:>14,.1f}"
+            )
         for _, _, _, line, _ in rows:
             print(f"  {line}")
 

@@ -8,9 +8,18 @@ import struct
 from pathlib import Path
 
 LLAMA2_70B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
-    "max_position_embeddings": 4096, "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8,
-    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "vocab_size": 32000, "torch_dtype": "bfloat16",
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 8192,
+    "intermediate_size": 28672,
+    "max_position_embeddings": 4096,
+    "num_attention_heads": 64,
+    "num_hidden_layers": 80,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "vocab_size": 32000,
+    "torch_dtype": "bfloat16",
 }
 
 
@@ -22,10 +31,15 @@ def llama_tensor_shapes(config: dict) -> list[tuple[str, list[int]]]:
     for layer in range(config["num_hidden_layers"]):
         p = f"model.layers.{layer}."
         shapes += [
-            (p + "self_attn.q_proj.weight", [heads * d, h]), (p + "self_attn.k_proj.weight", [kv * d, h]),
-            (p + "self_attn.v_proj.weight", [kv * d, h]), (p + "self_attn.o_proj.weight", [h, heads * d]),
-            (p + "mlp.gate_proj.weight", [i, h]), (p + "mlp.up_proj.weight", [i, h]), (p + "mlp.down_proj.weight", [h, i]),
-            (p + "input_layernorm.weight", [h]), (p + "post_attention_layernorm.weight", [h]),
+            (p + "self_attn.q_proj.weight", [heads * d, h]),
+            (p + "self_attn.k_proj.weight", [kv * d, h]),
+            (p + "self_attn.v_proj.weight", [kv * d, h]),
+            (p + "self_attn.o_proj.weight", [h, heads * d]),
+            (p + "mlp.gate_proj.weight", [i, h]),
+            (p + "mlp.up_proj.weight", [i, h]),
+            (p + "mlp.down_proj.weight", [h, i]),
+            (p + "input_layernorm.weight", [h]),
+            (p + "post_attention_layernorm.weight", [h]),
         ]
     shapes += [("model.norm.weight", [h]), ("lm_head.weight", [v, h])]
     return shapes
@@ -49,9 +63,18 @@ def write_checkpoint(folder: Path, config: dict, shard_bytes: int, fill: str = "
 
 
 LLAMA31_405B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384, "intermediate_size": 53248,
-    "max_position_embeddings": 131072, "num_attention_heads": 128, "num_hidden_layers": 126, "num_key_value_heads": 8,
-    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "vocab_size": 128256, "torch_dtype": "bfloat16",
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 16384,
+    "intermediate_size": 53248,
+    "max_position_embeddings": 131072,
+    "num_attention_heads": 128,
+    "num_hidden_layers": 126,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "vocab_size": 128256,
+    "torch_dtype": "bfloat16",
 }
 
 

@@ -41,8 +41,7 @@ def train_tokenizer(train_text: Path):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=2048, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=2048, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train([str(train_text)], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
@@ -57,15 +56,34 @@ def pretrain(work: Path, train_text: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
     tokenizer = train_tokenizer(train_text)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=L, rope_theta=10000.0,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=L,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     windows, _ = pack(tokenizer, [train_text.read_text(encoding="utf-8")], L)
-    args = TrainingArguments(output_dir=str(work / "pretrain-checkpoints"), max_steps=300, learning_rate=3e-3,
-                             warmup_steps=30, per_device_train_batch_size=16, use_cpu=True, report_to=[],
-                             save_strategy="no", logging_steps=100, seed=0)
+    args = TrainingArguments(
+        output_dir=str(work / "pretrain-checkpoints"),
+        max_steps=300,
+        learning_rate=3e-3,
+        warmup_steps=30,
+        per_device_train_batch_size=16,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=100,
+        seed=0,
+    )
     Trainer(model=model, args=args, train_dataset=Windows(windows)).train()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -73,8 +91,9 @@ def pretrain(work: Path, train_text: Path) -> Path:
 
 
 def perplexity(model: Path, held_out: Path) -> dict[str, dict[str, float]]:
-    report = api.verify(model, lengths=[L, 4 * L], depths=[0.5], trials=3, text=held_out, ppl_windows=8,
-                        min_accuracy=0.0, ppl_margin=10.0, device="cpu").to_json()
+    report = api.verify(
+        model, lengths=[L, 4 * L], depths=[0.5], trials=3, text=held_out, ppl_windows=8, min_accuracy=0.0, ppl_margin=10.0, device="cpu"
+    ).to_json()
     return {"perplexity": report["perplexity"], "passkey": report["accuracy"]}
 
 
@@ -99,8 +118,10 @@ def main() -> None:
     print(f"| model | ppl at {L} | ppl at {4 * L} | passkey at {L} | passkey at {4 * L} |")
     print("| --- | --- | --- | --- | --- |")
     for name, ppl, passkey in rows:
-        print(f"| {name} | {ppl.get(str(L), float('nan')):.1f} | {ppl.get(str(4 * L), float('nan')):.1f} | "
-              f"{passkey.get(str(L), 0):.0%} | {passkey.get(str(4 * L), 0):.0%} |")
+        print(
+            f"| {name} | {ppl.get(str(L), float('nan')):.1f} | {ppl.get(str(4 * L), float('nan')):.1f} | "
+            f"{passkey.get(str(L), 0):.0%} | {passkey.get(str(4 * L), 0):.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Load an extended folder with transformers and run a prompt longer than the original context.
 
-    python examples/run_with_transformers.py tiny-qwen2-yarn4x
+python examples/run_with_transformers.py tiny-qwen2-yarn4x
 """
 
 import sys

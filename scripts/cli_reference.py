@@ -1,7 +1,7 @@
 """Write docs/cli.md from the commands' own --help, so the reference cannot drift from the code.
 
-    python scripts/cli_reference.py          # rewrite docs/cli.md
-    python scripts/cli_reference.py --check  # exit 1 when docs/cli.md is stale (tests/test_docs.py runs this)
+python scripts/cli_reference.py          # rewrite docs/cli.md
+python scripts/cli_reference.py --check  # exit 1 when docs/cli.md is stale (tests/test_docs.py runs this)
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ def commands() -> list[list[str]]:
 
 def help_text(command: list[str]) -> str:
     env = dict(os.environ, COLUMNS="100", NO_COLOR="1", TERM="dumb", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "yarn_cli", *command, "--help"], capture_output=True, text=True,
-                            env=env, check=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "yarn_cli", *command, "--help"], capture_output=True, text=True, env=env, check=True, cwd=ROOT)
     return "\n".join(line.rstrip() for line in result.stdout.strip().splitlines())
 
 

@@ -1,7 +1,7 @@
 """Write the family table in docs/families.md from the architecture registry, so a new entry cannot be left out.
 
-    python scripts/family_table.py          # rewrite the table between its markers
-    python scripts/family_table.py --check  # exit 1 when the table is stale (tests/test_docs.py runs this)
+python scripts/family_table.py          # rewrite the table between its markers
+python scripts/family_table.py --check  # exit 1 when the table is stale (tests/test_docs.py runs this)
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ def table() -> str:
     sys.path.insert(0, str(ROOT))
     from yarn_cli.core.checkpoint.architectures import registry
 
-    rows = ["| family | model types | config / metadata | `--bake-temperature` | native engine | caveats |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| family | model types | config / metadata | `--bake-temperature` | native engine | caveats |", "| --- | --- | --- | --- | --- | --- |"]
     for family, arch in sorted(registry().items()):
         doc = arch.doc
         if doc is None:

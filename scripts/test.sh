@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs yarn_cli with its test dependencies into .venv, runs the static checks (ruff, mypy over core), builds the
+# Installs yarn_cli with its test dependencies into .venv, runs the static checks (ruff lint and format, mypy), builds the
 # docs site strictly, and runs the whole test suite; then the vLLM engine's tests in .venv-vllm.
 # The CPU build of torch is pinned first so nothing pulls the multi-GB CUDA build. llama-cpp-python is built
 # portable by scripts/install_llama_cpp.sh (about 7 minutes on 2 cores, once: the wheel is cached).
@@ -19,8 +19,9 @@ export YARN_CLI_TRANSFORMERS4="$PWD/.venv/transformers4"
 # a skip that tests/conftest.py does not list as expected fails the run
 export YARN_CLI_STRICT_SKIPS=1
 
-echo "== static checks: ruff, mypy (yarn_cli/core), mkdocs build --strict"
+echo "== static checks: ruff (lint, format), mypy, mkdocs build --strict"
 ruff check .
+ruff format --check .
 mypy
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 

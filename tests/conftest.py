@@ -23,8 +23,18 @@ ALLOWED_SKIPS = {
 }
 # Tests that run a real engine, server, browser or training loop: `-m "not slow and not integration"` leaves them out.
 INTEGRATION_MODULES = {
-    "test_vllm", "test_converted_families", "test_freq_factors", "test_lm_eval", "test_report", "test_finetune", "test_tune",
-    "test_transformers4", "test_ruler", "test_multimodal", "test_mla", "test_new_families",
+    "test_vllm",
+    "test_converted_families",
+    "test_freq_factors",
+    "test_lm_eval",
+    "test_report",
+    "test_finetune",
+    "test_tune",
+    "test_transformers4",
+    "test_ruler",
+    "test_multimodal",
+    "test_mla",
+    "test_new_families",
 }
 INTEGRATION_FIXTURES = {"smollm2_gguf", "trained_tiny"}
 _unexpected_skips: list[str] = []
@@ -78,11 +88,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file below a folder, to prove an input was left untouched."""
     import hashlib
 
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,20 @@ def converter() -> Path:
         return script
     home.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=home.parent, prefix=".download-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet",
-                   "--disable-pip-version-check", f"llama-cpp-python=={version}", "-d", tmp]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"llama-cpp-python=={version}",
+            "-d",
+            tmp,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         archives = sorted(Path(tmp).glob("*.tar.gz"))
         if result.returncode != 0 or not archives:
@@ -38,10 +50,9 @@ def converter() -> Path:
         unpacked = Path(tmp) / "unpacked"
         with tarfile.open(archives[0]) as archive:
             prefix = archive.getnames()[0].split("/")[0] + "/vendor/llama.cpp/"
-            members = [m for m in archive.getmembers()
-                       if m.name.startswith(prefix) and m.name[len(prefix):].startswith(_PARTS)]
+            members = [m for m in archive.getmembers() if m.name.startswith(prefix) and m.name[len(prefix) :].startswith(_PARTS)]
             for member in members:
-                member.name = member.name[len(prefix):]
+                member.name = member.name[len(prefix) :]
             archive.extractall(unpacked, members=members, filter="data")
         os.replace(unpacked, home)
     return script
@@ -51,8 +62,9 @@ def convert(folder: Path, out: Path, outtype: str = "f32", *flags: str) -> Path:
     """Run the converter on an HF folder, with its own gguf-py first on the path (``flags``: more of its options)."""
     script = converter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(script.parent / "gguf-py"), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, str(script), str(folder), "--outfile", str(out), "--outtype", outtype, *flags],
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, str(script), str(folder), "--outfile", str(out), "--outtype", outtype, *flags], capture_output=True, text=True, env=env
+    )
     if result.returncode != 0:
         raise RuntimeError(f"convert_hf_to_gguf.py failed: {result.stderr.strip()[-800:]}")
     return out

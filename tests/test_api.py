@@ -87,8 +87,8 @@ def test_verify_report(tiny_llama, tmp_path):
     assert "passkey accuracy 0%" in data["verdict"]["reason"]
     assert set(data["accuracy"]["extended"]) == {"256", "512"} and [v["name"] for v in data["variants"]] == ["extended", "baseline"]
     assert {(c["task"], c["variant"], c["length"]) for c in data["cells"]} == {
-        ("passkey", v, n) for v in ("extended", "baseline") for n in (256, 512)} | {
-        ("niah_single_1", v, 512) for v in ("extended", "baseline")}  # RULER's needle leaves its 128-token answer room only at 512
+        ("passkey", v, n) for v in ("extended", "baseline") for n in (256, 512)
+    } | {("niah_single_1", v, 512) for v in ("extended", "baseline")}  # RULER's needle leaves its 128-token answer room only at 512
 
 
 def _readme_python_block() -> str:
@@ -99,8 +99,9 @@ def _readme_python_block() -> str:
 @pytest.mark.slow
 def test_readme_python_api_example_runs(smollm2_gguf, tmp_path):
     """The Python API page's example, run as written, in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", _readme_python_block()], cwd=tmp_path, capture_output=True, text=True,
-                            env=subprocess_env(), timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _readme_python_block()], cwd=tmp_path, capture_output=True, text=True, env=subprocess_env(), timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "smollm2-yarn2x.gguf").exists()
     assert "True {'extended': {'10240': 1.0}, 'baseline': {'10240': 0.0}}" in result.stdout  # the verdict, as the page shows it

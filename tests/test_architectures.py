@@ -27,8 +27,13 @@ def test_registry_loads_and_every_model_type_has_a_tiny_model():
     assert architectures.native_gguf_architectures() == ["llama", "qwen2", "qwen3"]
 
 
-GOOD = {"family": "x", "model_types": ["x"], "rope_layout": "rotate_half", "layer_prefixes": ["m.{layer}."],
-        "tensors": {"q": "q.weight", "k": "k.weight"}}
+GOOD = {
+    "family": "x",
+    "model_types": ["x"],
+    "rope_layout": "rotate_half",
+    "layer_prefixes": ["m.{layer}."],
+    "tensors": {"q": "q.weight", "k": "k.weight"},
+}
 
 
 @pytest.mark.parametrize(
@@ -90,8 +95,11 @@ def test_sliding_layers_match_transformers(model_type):
     raw = {**TINY[model_type], **overrides, "model_type": model_type}
     raw.pop("layer_types", None)  # older configs do not list them: the family's default must be right
     config = CONFIG_MAPPING[model_type](**raw)
-    expected = tuple(i for i, kind in enumerate(config.layer_types) if kind == "sliding_attention") if getattr(
-        config, "layer_types", None) else (tuple(range(7)) if getattr(config, "sliding_window", None) else ())
+    expected = (
+        tuple(i for i, kind in enumerate(config.layer_types) if kind == "sliding_attention")
+        if getattr(config, "layer_types", None)
+        else (tuple(range(7)) if getattr(config, "sliding_window", None) else ())
+    )
     assert hf_layout.sliding_layers(raw, 7) == expected
 
 

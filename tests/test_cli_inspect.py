@@ -42,8 +42,12 @@ def test_json_contract_on_smollm2(smollm2_gguf, capsys):
     from transformers import LlamaConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    config = LlamaConfig(hidden_size=576, num_attention_heads=9, max_position_embeddings=32768, rope_parameters={
-        "rope_type": "yarn", "rope_theta": 100000.0, "factor": 4.0, "original_max_position_embeddings": 8192})
+    config = LlamaConfig(
+        hidden_size=576,
+        num_attention_heads=9,
+        max_position_embeddings=32768,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 100000.0, "factor": 4.0, "original_max_position_embeddings": 8192},
+    )
     expected, _ = ROPE_INIT_FUNCTIONS["yarn"](config, device="cpu")
     assert [row["scaled_inv_freq"] for row in report["dimensions"]] == pytest.approx(expected.double().tolist(), rel=1e-6)
     assert report["tensors"]["count"] == 272 and report["model"]["layers"] == 30
@@ -84,8 +88,10 @@ def make_sharded_folder(folder: Path, config: dict) -> Path:
     from safetensors.numpy import save_file
 
     write_config(folder, config)
-    shards = {"model-00001-of-00002.safetensors": {"a": np.zeros((4, 4), np.float16)},
-              "model-00002-of-00002.safetensors": {"b": np.zeros((8,), np.float32), "c": np.zeros((2, 3), np.float16)}}
+    shards = {
+        "model-00001-of-00002.safetensors": {"a": np.zeros((4, 4), np.float16)},
+        "model-00002-of-00002.safetensors": {"b": np.zeros((8,), np.float32), "c": np.zeros((2, 3), np.float16)},
+    }
     weight_map = {}
     for name, tensors in shards.items():
         save_file(tensors, str(folder / name))
@@ -97,8 +103,7 @@ def make_sharded_folder(folder: Path, config: dict) -> Path:
 def test_sharded_hf_folder(tmp_path, capsys):
     folder = make_sharded_folder(tmp_path / "llama2", LLAMA2_7B)
     report = run_json(["inspect", str(folder)], capsys)
-    assert report["tensors"] == {"count": 3, "parameters": 30, "bytes": 4 * 4 * 2 + 8 * 4 + 6 * 2,
-                                 "dtypes": {"F16": 2, "F32": 1}, "files": 2}
+    assert report["tensors"] == {"count": 3, "parameters": 30, "bytes": 4 * 4 * 2 + 8 * 4 + 6 * 2, "dtypes": {"F16": 2, "F32": 1}, "files": 2}
     assert report["rope"]["original_context"] == 4096 and report["scale"] is None
 
 
@@ -189,10 +194,25 @@ def test_inspect_and_extend_never_import_torch(smollm2_gguf, tmp_path):
 
     folder = make_sharded_folder(tmp_path / "m", LLAMA2_7B)
     tiny = tmp_path / "tiny"
-    write_config(tiny, {"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "num_key_value_heads": 2,
-                        "num_hidden_layers": 1, "max_position_embeddings": 64, "vocab_size": 4})
-    save_file({"model.layers.0.self_attn.q_proj.weight": np.ones((8, 8), np.float16),
-               "model.layers.0.self_attn.k_proj.weight": np.ones((8, 8), np.float16)}, str(tiny / "model.safetensors"))
+    write_config(
+        tiny,
+        {
+            "model_type": "llama",
+            "hidden_size": 8,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 1,
+            "max_position_embeddings": 64,
+            "vocab_size": 4,
+        },
+    )
+    save_file(
+        {
+            "model.layers.0.self_attn.q_proj.weight": np.ones((8, 8), np.float16),
+            "model.layers.0.self_attn.k_proj.weight": np.ones((8, 8), np.float16),
+        },
+        str(tiny / "model.safetensors"),
+    )
     runs = [
         ["inspect", str(smollm2_gguf), "-s", "4", "--method", "all"],
         ["inspect", str(folder), "--json"],
@@ -241,7 +261,9 @@ def test_inspect_and_config_only_extend_never_import_numpy(smollm2_gguf, tmp_pat
 def test_hub_offline_is_one_clear_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "yarn_cli", "inspect", "some-org/some-model"],
-        capture_output=True, text=True, env=subprocess_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path)),
     )
     assert result.returncode == 7
     assert "cannot fetch config.json" in result.stderr and "offline" in result.stderr.lower()

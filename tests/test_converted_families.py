@@ -46,9 +46,15 @@ def converted(model_type: str, tokenizer, root: Path, overrides: dict | None = N
         overrides, flags = FAMILIES[model_type]
     folder = root / model_type
     tokenizer.save_pretrained(folder)
-    settings = {**TINY[model_type], "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.eos_token_id,
-                "max_position_embeddings": 128, **overrides}
+    settings = {
+        **TINY[model_type],
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.eos_token_id,
+        "max_position_embeddings": 128,
+        **overrides,
+    }
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(CONFIG_MAPPING[model_type](**settings), dtype=torch.float32).eval()
     with torch.no_grad():
@@ -92,11 +98,27 @@ def test_llama4_step_factors_are_read_and_replaced_as_transformers_runs_them(tok
     recovers it (the length is assumed, since any length between two pairs' wavelengths gives the same step); the
     original GGUF runs as transformers runs the folder, and so does each after `--replace` with YaRN x4. llama.cpp
     applies Scout's L2 q/k norm to every Llama 4, so the tiny model has it too."""
-    step = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
-            "original_max_position_embeddings": 64}
-    folder, gguf = converted("llama4_text", tokenizer, tmp_path, {
-        "num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0], "attention_chunk_size": 8192, "use_qk_norm": True,
-        "max_position_embeddings": 1024, "rope_parameters": step})
+    step = {
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 16.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 1.0,
+        "original_max_position_embeddings": 64,
+    }
+    folder, gguf = converted(
+        "llama4_text",
+        tokenizer,
+        tmp_path,
+        {
+            "num_hidden_layers": 4,
+            "no_rope_layers": [1, 1, 1, 0],
+            "attention_chunk_size": 8192,
+            "use_qk_norm": True,
+            "max_position_embeddings": 1024,
+            "rope_parameters": step,
+        },
+    )
     code, out, err = run(["inspect", str(gguf), "--json"], capsys)
     assert code == 0, err
     found = json.loads(out)["rope"]["freq_factors"]["llama3"]
@@ -118,13 +140,22 @@ def test_qwen2_5_vl_gguf_keeps_its_sections_and_runs_as_transformers(tokenizer, 
     from gguf import GGUFReader
     from transformers import CONFIG_MAPPING, AutoModelForImageTextToText
 
-    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16,
-                num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6, vocab_size=len(tokenizer),
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    text = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        head_dim=16,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+    )
     vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0])
-    config = CONFIG_MAPPING["qwen2_5_vl"](text_config=text, vision_config=vision, image_token_id=100, video_token_id=101,
-                                          vision_start_token_id=102)
+    config = CONFIG_MAPPING["qwen2_5_vl"](text_config=text, vision_config=vision, image_token_id=100, video_token_id=101, vision_start_token_id=102)
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_config(config).eval()
     with torch.no_grad():

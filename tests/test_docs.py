@@ -12,16 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_reference_matches_help():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli_reference.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli_reference.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
 def test_docs_and_code_cite_only_files_in_the_repository():
-    texts = [ROOT / "README.md", ROOT / "mkdocs.yml", *sorted((ROOT / "docs").glob("*.md")),
-             *sorted((ROOT / "yarn_cli").rglob("*.py"))]
-    offenders = [str(p.relative_to(ROOT)) for p in texts if "../shared" in p.read_text(encoding="utf-8")
-                 or re.search(r"\bSPEC\b", p.read_text(encoding="utf-8"))]
+    texts = [ROOT / "README.md", ROOT / "mkdocs.yml", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "yarn_cli").rglob("*.py"))]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in texts
+        if "../shared" in p.read_text(encoding="utf-8") or re.search(r"\bSPEC\b", p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []
     assert (ROOT / "docs" / "conventions.md").exists()
 

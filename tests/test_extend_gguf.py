@@ -115,7 +115,10 @@ def llama_cpp_load(path: Path, n_ctx: int) -> str:
     pytest.importorskip("llama_cpp")
     result = subprocess.run(
         [sys.executable, "-c", LLAMA_CPP_PROBE, str(path), str(n_ctx)],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
@@ -143,6 +146,7 @@ def test_llama_cpp_honours_the_metadata(tmp_path, smollm2_gguf, capsys):
     baseline = llama_cpp_load(smollm2_gguf, 512)
     extended = llama_cpp_load(out, 512)
     assert log_value(baseline, "rope scaling") == "linear"  # llama.cpp's name for "no scaling" at factor 1
+
     def printed(log: str, name: str) -> str:
         return [line for line in log.splitlines() if line.startswith(name + " ")][0].split(" ", 1)[1]
 
@@ -268,7 +272,9 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     plan = json.loads(stdout)
     assert plan["dry_run"] and plan["files"] == []
     assert [c["key"] for c in plan["changes"]] == [
-        "llama.context_length", "llama.rope.scaling.type", "llama.rope.scaling.factor",
+        "llama.context_length",
+        "llama.rope.scaling.type",
+        "llama.rope.scaling.factor",
         "llama.rope.scaling.original_context_length",
     ]
     code, stdout, _ = run(["extend", str(source), "-s", "3", "-o", str(tmp_path / "o.gguf"), "--dry-run"], capsys)
@@ -327,8 +333,7 @@ def test_wrongly_typed_context_length_is_rewritten_as_uint32(tmp_path):
 def test_gemma3_gguf_local_rope_and_sliding_window_cache(tmp_path, capsys):
     """llama.cpp runs Gemma 3's sliding layers (5 of every 6) at base 10000 when the file records none, and
     caches only the window there; extend scales the global RoPE only."""
-    path = write_tiny_gguf(tmp_path / "g3.gguf", arch="gemma3", context=8192, base=1e6, blocks=12,
-                           extra={"gemma3.attention.sliding_window": 512})
+    path = write_tiny_gguf(tmp_path / "g3.gguf", arch="gemma3", context=8192, base=1e6, blocks=12, extra={"gemma3.attention.sliding_window": 512})
     code, out, _ = run(["inspect", str(path), "-s", "4", "--json"], capsys)
     report = json.loads(out)
     assert code == 0 and [(r["name"], r["theta"]) for r in report["ropes"]] == [("global", 1e6), ("local (sliding window)", 1e4)]
@@ -364,9 +369,17 @@ def _gemma3_static_cache_bytes(tokens: int) -> int:
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, StaticCache
 
-    config = Gemma3TextConfig(vocab_size=300, hidden_size=256, intermediate_size=512, num_hidden_layers=12,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=64, sliding_window=512,
-                              max_position_embeddings=tokens)
+    config = Gemma3TextConfig(
+        vocab_size=300,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        sliding_window=512,
+        max_position_embeddings=tokens,
+    )
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     cache = StaticCache(config=config, max_cache_len=tokens)
     with torch.no_grad():

@@ -268,8 +268,7 @@ def test_glm4_moe_bakes_into_its_norms_or_its_projections(use_qk_norm, tmp_path,
     code, out, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature", "--json"], capsys)
     assert code == 0, err
     planned = {name.split("self_attn.")[1] for name in json.loads(out)["baked_tensors"] if "layers.0." in name}
-    assert planned == ({"q_norm.weight", "k_norm.weight"} if use_qk_norm else
-                       {"q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias"})
+    assert planned == ({"q_norm.weight", "k_norm.weight"} if use_qk_norm else {"q_proj.weight", "k_proj.weight", "q_proj.bias", "k_proj.bias"})
     before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
     weight = "model.layers.0.self_attn." + ("q_norm.weight" if use_qk_norm else "q_proj.weight")
     assert not (before[weight] == after[weight]).all()
@@ -318,17 +317,40 @@ def test_unknown_family_and_quantized_refused(tmp_path, capsys):
     from safetensors.numpy import save_file
 
     folder = tmp_path / "m"
-    write_config(folder, {"model_type": "acme_lm", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
-                          "max_position_embeddings": 256, "rope_theta": 10000.0})
+    write_config(
+        folder,
+        {
+            "model_type": "acme_lm",
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 1,
+            "max_position_embeddings": 256,
+            "rope_theta": 10000.0,
+        },
+    )
     save_file({"x": np.zeros(4, np.float32)}, str(folder / "model.safetensors"))
     code, _, err = run(["extend", str(folder), "-s", "2", "--bake-temperature", "-o", str(tmp_path / "o")], capsys)
     assert code == 4 and "supported:" in err and "llama" in err and not (tmp_path / "o").exists()
     assert run(["extend", str(folder), "-s", "2", "-o", str(tmp_path / "o")], capsys)[0] == 0  # config-only works
     folder2 = tmp_path / "q"
-    write_config(folder2, {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
-                           "num_key_value_heads": 4, "max_position_embeddings": 256})
-    save_file({"model.layers.0.self_attn.q_proj.weight": np.zeros((64, 64), np.int8),
-               "model.layers.0.self_attn.k_proj.weight": np.zeros((64, 64), np.int8)}, str(folder2 / "model.safetensors"))
+    write_config(
+        folder2,
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 1,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 256,
+        },
+    )
+    save_file(
+        {
+            "model.layers.0.self_attn.q_proj.weight": np.zeros((64, 64), np.int8),
+            "model.layers.0.self_attn.k_proj.weight": np.zeros((64, 64), np.int8),
+        },
+        str(folder2 / "model.safetensors"),
+    )
     code, _, err = run(["extend", str(folder2), "-s", "2", "--bake-temperature", "-o", str(tmp_path / "o2")], capsys)
     assert code == 4 and "I8" in err and not (tmp_path / "o2").exists()
 
@@ -446,8 +468,12 @@ def test_torch_free_casts_match_torch(dtype):
 
     torch_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}[dtype]
     generator = torch.Generator().manual_seed(0)
-    values = torch.cat([torch.randn(4096, generator=generator) * 10 ** torch.randint(-6, 4, (4096,), generator=generator),
-                        torch.tensor([0.0, -0.0, 1e-40, 3e38, float("inf"), -float("inf")])]).to(torch_dtype)
+    values = torch.cat(
+        [
+            torch.randn(4096, generator=generator) * 10 ** torch.randint(-6, 4, (4096,), generator=generator),
+            torch.tensor([0.0, -0.0, 1e-40, 3e38, float("inf"), -float("inf")]),
+        ]
+    ).to(torch_dtype)
     raw = values.contiguous().view(torch.uint8).numpy().tobytes()
     for factor, offset in ((1.2079441541679836, 0.0), (1.1386, 1.0)):
         work = values.to(torch.float64 if dtype == "F64" else torch.float32)
@@ -495,8 +521,16 @@ def test_minimax_m2_bakes_the_rotary_rows_of_its_whole_projection_norm(tmp_path,
             wrong[key] = (before[key].astype("float32") * rope.get_mscale(SCALE)).astype(before[key].dtype)
     save_file(wrong, str(baked / "model.safetensors"), metadata={"format": "pt"})
     assert (logits(load(baked)) - expected).abs().max().item() > 1e-3
-    shipped = {"model_type": "minimax_m2", "hidden_size": 3072, "num_attention_heads": 48, "num_key_value_heads": 8,
-               "head_dim": 128, "rotary_dim": 64, "max_position_embeddings": 196608, "rope_theta": 5000000}
+    shipped = {
+        "model_type": "minimax_m2",
+        "hidden_size": 3072,
+        "num_attention_heads": 48,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rotary_dim": 64,
+        "max_position_embeddings": 196608,
+        "rope_theta": 5000000,
+    }
     write_config(tmp_path / "shipped", shipped)
     code, out, err = run(["inspect", str(tmp_path / "shipped"), "--json"], capsys)
     assert code == 0 and json.loads(out)["rope"]["rotary_dim"] == 64, err

@@ -24,8 +24,7 @@ BIG = 1 << 30  # large enough that every write here lasts well over the time a s
 
 
 def yarn(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([YARN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env(), **kwargs)
+    return subprocess.Popen([YARN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), **kwargs)
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
@@ -76,8 +75,18 @@ def big_gguf(folder: Path) -> Path:
 def big_hf(folder: Path) -> Path:
     """A config-only HF extend of this folder with --copy copies a 1 GiB shard (sparse zeros)."""
     model = folder / "big-model"
-    write_config(model, {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 1,
-                         "max_position_embeddings": 4096, "rope_theta": 10000.0, "vocab_size": 32000})
+    write_config(
+        model,
+        {
+            "model_type": "llama",
+            "hidden_size": 4096,
+            "num_attention_heads": 32,
+            "num_hidden_layers": 1,
+            "max_position_embeddings": 4096,
+            "rope_theta": 10000.0,
+            "vocab_size": 32000,
+        },
+    )
     header = json.dumps({"lm_head.weight": {"dtype": "BF16", "shape": [BIG // 8192, 4096], "data_offsets": [0, BIG]}})
     raw = header.encode() + b" " * (-len(header) % 8)
     with open(model / "model.safetensors", "wb") as handle:
@@ -256,8 +265,17 @@ def small_hf(folder: Path) -> Path:
     from safetensors.numpy import save_file
 
     model = folder / "small"
-    write_config(model, {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
-                         "max_position_embeddings": 256, "vocab_size": 16})
+    write_config(
+        model,
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 1,
+            "max_position_embeddings": 256,
+            "vocab_size": 16,
+        },
+    )
     save_file({"lm_head.weight": np.ones((16, 64), np.float32)}, str(model / "model.safetensors"))
     return model
 
@@ -330,8 +348,7 @@ def without_root_override(*args: str) -> tuple[int, str, str]:
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv: file modes cannot be made to apply")
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-    process = subprocess.Popen([*prefix, YARN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=subprocess_env())
+    process = subprocess.Popen([*prefix, YARN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     return finish(process)
 
 

@@ -25,9 +25,18 @@ def tiny(tmp_path_factory, smollm2_gguf) -> Path:
 
     folder = tmp_path_factory.mktemp("ft") / "tiny"
     tokenizer = AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rope_theta=10000.0,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -57,8 +66,28 @@ def test_loss_falls_and_output_is_a_yarn_checkpoint(tiny, tmp_path, capsys):
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40)  # one window, seen at every step
     before = tree_digest(tiny)
     out = tmp_path / "out"
-    code, stdout, _ = run(["finetune", str(tiny), "-o", str(out), "-s", "2", "--data", str(text), "--json",
-                           "--steps", "8", "--grad-accum", "1", "--lr", "3e-3", "--warmup", "0"], capsys)
+    code, stdout, _ = run(
+        [
+            "finetune",
+            str(tiny),
+            "-o",
+            str(out),
+            "-s",
+            "2",
+            "--data",
+            str(text),
+            "--json",
+            "--steps",
+            "8",
+            "--grad-accum",
+            "1",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "0",
+        ],
+        capsys,
+    )
     assert code == 0
     result = json.loads(stdout)
     losses = [item["loss"] for item in result["loss"]]
@@ -119,15 +148,43 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny, tmp_path):
 
 LAUNCHERS = {
     "ddp": ["--multi_gpu"],
-    "fsdp2": ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
-              "--fsdp_state_dict_type", "SHARDED_STATE_DICT"],
+    "fsdp2": [
+        "--use_fsdp",
+        "--fsdp_version",
+        "2",
+        "--fsdp_auto_wrap_policy",
+        "TRANSFORMER_BASED_WRAP",
+        "--fsdp_state_dict_type",
+        "SHARDED_STATE_DICT",
+    ],
 }
 
 
 def _launch(tiny: Path, out: Path, flags: list[str]) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", *flags, "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "yarn_cli", "finetune", str(tiny), "-o", str(out), "-s", "2", "--json", *FAST]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *flags,
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "yarn_cli",
+        "finetune",
+        str(tiny),
+        "-o",
+        str(out),
+        "-s",
+        "2",
+        "--json",
+        *FAST,
+    ]
     env = subprocess_env(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
@@ -182,8 +239,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys, smollm
     short.write_text("too short")
     unknown = tmp_path / "unknown"
     unknown.mkdir()
-    (unknown / "config.json").write_text(json.dumps({"model_type": "not-a-real-type", "hidden_size": 64, "num_attention_heads": 4,
-                                                      "max_position_embeddings": 128, "rope_theta": 10000.0}))
+    (unknown / "config.json").write_text(
+        json.dumps(
+            {"model_type": "not-a-real-type", "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 128, "rope_theta": 10000.0}
+        )
+    )
     subs = {"TINY": str(tiny), "MODEL.gguf": str(smollm2_gguf), "SHORT": str(short), "UNKNOWN": str(unknown)}
     out = tmp_path / "out"
     code, _, err = run(["finetune", *[subs.get(a, a) for a in args], "-o", str(out), *FAST], capsys)
@@ -240,14 +300,16 @@ def test_the_memory_check_counts_fsdp_and_zero3_sharding(tiny, tmp_path, monkeyp
     real = finetune.finetune_plan.training_memory
     monkeypatch.setattr(finetune.finetune_plan, "training_memory", lambda *a, **k: estimates.append(real(*a, **k)) or estimates[-1])
     recipe = Recipe(steps=4, seq_len=256, lora_rank=0)
-    environments = {"single": {}, "ddp": {"WORLD_SIZE": "4"},
-                    "fsdp": {"WORLD_SIZE": "4", "ACCELERATE_USE_FSDP": "true"},
-                    "fsdp-no-shard": {"WORLD_SIZE": "4", "ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "NO_SHARD"},
-                    "zero3": {"WORLD_SIZE": "4", "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}}
+    environments = {
+        "single": {},
+        "ddp": {"WORLD_SIZE": "4"},
+        "fsdp": {"WORLD_SIZE": "4", "ACCELERATE_USE_FSDP": "true"},
+        "fsdp-no-shard": {"WORLD_SIZE": "4", "ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "NO_SHARD"},
+        "zero3": {"WORLD_SIZE": "4", "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+    }
     needed = {}
     for name, env in environments.items():
-        for key in ("WORLD_SIZE", "ACCELERATE_USE_FSDP", "FSDP_SHARDING_STRATEGY", "ACCELERATE_USE_DEEPSPEED",
-                    "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        for key in ("WORLD_SIZE", "ACCELERATE_USE_FSDP", "FSDP_SHARDING_STRATEGY", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)

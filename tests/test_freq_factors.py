@@ -19,27 +19,45 @@ torch = pytest.importorskip("torch")
 from transformers import CONFIG_MAPPING  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 64}
+LLAMA3 = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 
 
 def transformers_llama3(theta: float, head_dim: int, factor: float, original: int, low: float, high: float) -> list[float]:
-    config = CONFIG_MAPPING["llama"](hidden_size=head_dim * 2, num_attention_heads=2, head_dim=head_dim,
-                                     max_position_embeddings=int(factor * original),
-                                     rope_parameters={"rope_type": "llama3", "rope_theta": theta, "factor": factor,
-                                                      "low_freq_factor": low, "high_freq_factor": high,
-                                                      "original_max_position_embeddings": original})
+    config = CONFIG_MAPPING["llama"](
+        hidden_size=head_dim * 2,
+        num_attention_heads=2,
+        head_dim=head_dim,
+        max_position_embeddings=int(factor * original),
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": theta,
+            "factor": factor,
+            "low_freq_factor": low,
+            "high_freq_factor": high,
+            "original_max_position_embeddings": original,
+        },
+    )
     inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](config, device="cpu")
     return inv_freq.double().tolist()
 
 
-@pytest.mark.parametrize("theta, head_dim, factor, original, high", [
-    (500000.0, 128, 8.0, 8192, 4.0),  # Llama 3.1 8B/70B/405B, 3.3 70B
-    (500000.0, 64, 32.0, 8192, 4.0),  # Llama 3.2 1B
-    (500000.0, 128, 32.0, 8192, 4.0),  # Llama 3.2 3B
-    (500000.0, 128, 16.0, 8192, 1.0),  # Llama 4 Scout: high = low, a plain step
-    (10000.0, 16, 8.0, 64, 4.0),  # the tiny model below
-])
+@pytest.mark.parametrize(
+    "theta, head_dim, factor, original, high",
+    [
+        (500000.0, 128, 8.0, 8192, 4.0),  # Llama 3.1 8B/70B/405B, 3.3 70B
+        (500000.0, 64, 32.0, 8192, 4.0),  # Llama 3.2 1B
+        (500000.0, 128, 32.0, 8192, 4.0),  # Llama 3.2 3B
+        (500000.0, 128, 16.0, 8192, 1.0),  # Llama 4 Scout: high = low, a plain step
+        (10000.0, 16, 8.0, 64, 4.0),  # the tiny model below
+    ],
+)
 def test_llama3_recovered_from_the_factors(theta, head_dim, factor, original, high):
     """The factors the converter writes, divided into θ, are transformers' llama3 frequencies; and the
     parameters read back from the factors alone are the ones that made them."""
@@ -67,10 +85,20 @@ def _converted_llama(folder: Path, smollm2_gguf: Path, rope_parameters: dict) ->
     pytest.importorskip("llama_cpp")
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     tokenizer.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
-                         tie_word_embeddings=False, rope_parameters=dict(rope_parameters),
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        rope_parameters=dict(rope_parameters),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
@@ -90,8 +118,7 @@ def llama3_gguf(tmp_path_factory, smollm2_gguf) -> dict[str, Path]:
 def test_llama_cpp_reads_no_beta_key_and_inspect_says_so(tmp_path, smollm2_gguf, capsys):
     """Kimi-K2 ships β_fast = β_slow = 1. The converter writes them into the GGUF; llama.cpp's loader reads neither and
     runs 32 and 1: its parity is exact against YaRN with β_fast 32, which differs clearly from β_fast 1."""
-    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0, "original_max_position_embeddings": 64,
-            "beta_fast": 1.0, "beta_slow": 1.0}
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0, "original_max_position_embeddings": 64, "beta_fast": 1.0, "beta_slow": 1.0}
     made = _converted_llama(tmp_path / "hf", smollm2_gguf, yarn)
     assert read_gguf(made["gguf"]).get("llama.rope.scaling.yarn_beta_fast") == 1.0  # the converter wrote it
     warnings = _json(["inspect", str(made["gguf"])], capsys)["warnings"]
@@ -128,8 +155,11 @@ def test_inspect_reads_the_tensor_as_the_hf_config_declares_it(llama3_gguf, caps
     gguf_report = _json(["inspect", str(llama3_gguf["gguf"])], capsys)
     hf_report = _json(["inspect", str(llama3_gguf["hf"])], capsys)
     ours, theirs = gguf_report["rope"]["scaling"], hf_report["rope"]["scaling"]
-    assert (ours["type"], ours["factor"], ours["original_context"]) == ("llama3", 8.0, 64) == (
-        theirs["type"], theirs["factor"], theirs["original_context"])
+    assert (
+        (ours["type"], ours["factor"], ours["original_context"])
+        == ("llama3", 8.0, 64)
+        == (theirs["type"], theirs["factor"], theirs["original_context"])
+    )
     assert (ours["params"]["low_freq_factor"], ours["params"]["high_freq_factor"]) == (1.0, 4.0)
     expected = transformers_llama3(10000.0, 16, 8.0, 64, 1.0, 4.0)
     assert [row["scaled_inv_freq"] for row in gguf_report["dimensions"]] == pytest.approx(expected, rel=1e-6)
@@ -142,8 +172,7 @@ def test_extend_refuses_to_stack_silently(llama3_gguf, tmp_path, capsys):
     assert code != 0 and "rope_freqs" in err and "--replace" in err and "--stack" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not list(tmp_path.iterdir()) and sha(llama3_gguf["gguf"]) == before
-    code, _, err = run(["extend", str(llama3_gguf["gguf"]), "--scale", "2", "-o", str(tmp_path / "y.gguf"), "--replace",
-                        "--stack"], capsys)
+    code, _, err = run(["extend", str(llama3_gguf["gguf"]), "--scale", "2", "-o", str(tmp_path / "y.gguf"), "--replace", "--stack"], capsys)
     assert code != 0 and "exclude each other" in err and not list(tmp_path.iterdir())
     code, _, err = run(["extend", str(llama3_gguf["hf"]), "--scale", "2", "--stack", "-o", str(tmp_path / "z")], capsys)
     assert code != 0 and "--stack is for GGUF" in err and not list(tmp_path.iterdir())
@@ -174,9 +203,9 @@ def test_replace_rewrites_the_tensor_and_runs_yarn_alone(llama3_gguf, tmp_path, 
     source, written = read_gguf(llama3_gguf["gguf"]), read_gguf(out)
     assert read_small_tensor(written, freq_factors.TENSOR) == (1.0,) * 8
     info = next(t for t in written.tensors if t.name == freq_factors.TENSOR)
-    old, new = llama3_gguf["gguf"].read_bytes()[source.data_start:], out.read_bytes()[written.data_start:]
-    assert len(old) == len(new) and old[:info.offset] == new[:info.offset]
-    assert old[info.offset + info.nbytes:] == new[info.offset + info.nbytes:]  # every other tensor byte as it was
+    old, new = llama3_gguf["gguf"].read_bytes()[source.data_start :], out.read_bytes()[written.data_start :]
+    assert len(old) == len(new) and old[: info.offset] == new[: info.offset]
+    assert old[info.offset + info.nbytes :] == new[info.offset + info.nbytes :]  # every other tensor byte as it was
     scaling = _json(["inspect", str(out)], capsys)["rope"]
     assert scaling["scaling"]["type"] == "yarn" and scaling["freq_factors"] is None
     _assert_exact_and_told_apart(_parity(out, "llama.cpp", capsys), "no-scaling", "truncate-flipped")
@@ -204,8 +233,7 @@ def test_stack_keeps_the_factors_under_yarn_as_llama_cpp_computes(llama3_gguf, t
     out = tmp_path / "stacked.gguf"
     report = _json(["extend", str(llama3_gguf["gguf"]), "--scale", "2", "--stack", "-o", str(out)], capsys)
     assert report["original_context"] == 512 and report["target_context"] == 1024 and report["stacked_on"] == "llama3 x8"
-    assert read_small_tensor(read_gguf(out), freq_factors.TENSOR) == read_small_tensor(read_gguf(llama3_gguf["gguf"]),
-                                                                                        freq_factors.TENSOR)
+    assert read_small_tensor(read_gguf(out), freq_factors.TENSOR) == read_small_tensor(read_gguf(llama3_gguf["gguf"]), freq_factors.TENSOR)
     shown = _json(["inspect", str(out)], capsys)
     assert shown["rope"]["freq_factors"]["llama3"]["factor"] == 8.0
     assert any("sits under the declared yarn x2" in w for w in shown["warnings"])

@@ -25,8 +25,15 @@ def test_partial_rotary_phi2():
 
 
 def test_gpt_neox_rotary_pct_and_base():
-    config = {"model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 8, "rotary_pct": 0.25,
-              "rotary_emb_base": 20000, "max_position_embeddings": 2048, "num_hidden_layers": 2}
+    config = {
+        "model_type": "gpt_neox",
+        "hidden_size": 512,
+        "num_attention_heads": 8,
+        "rotary_pct": 0.25,
+        "rotary_emb_base": 20000,
+        "max_position_embeddings": 2048,
+        "num_hidden_layers": 2,
+    }
     (spec,), _ = specs(config)
     assert (spec.base, spec.head_dim, spec.rotary_dim) == (20000.0, 64, 16)
 
@@ -60,8 +67,12 @@ def test_gemma3_nested_text_config_has_two_rope_families():
 
 def test_transformers5_nested_rope_parameters():
     config = {
-        "model_type": "gemma3_text", "hidden_size": 640, "head_dim": 256, "num_attention_heads": 4,
-        "max_position_embeddings": 32768, "layer_types": ["sliding_attention", "full_attention"],
+        "model_type": "gemma3_text",
+        "hidden_size": 640,
+        "head_dim": 256,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 32768,
+        "layer_types": ["sliding_attention", "full_attention"],
         "rope_parameters": {
             "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
@@ -72,8 +83,7 @@ def test_transformers5_nested_rope_parameters():
 
 
 def test_rope_parameters_only_warns_about_4x_readers():
-    config = {**LLAMA2_7B, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
-                                               "original_max_position_embeddings": 4096}}
+    config = {**LLAMA2_7B, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 4096}}
     config["max_position_embeddings"] = 16384
     (spec,), warnings = specs(config)
     assert spec.scaling.source == "rope_parameters" and spec.original_context == 4096
@@ -81,9 +91,12 @@ def test_rope_parameters_only_warns_about_4x_readers():
 
 
 def test_disagreeing_blocks_warn():
-    config = {**LLAMA2_7B, "max_position_embeddings": 16384,
-              "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096},
-              "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 4096}}
+    config = {
+        **LLAMA2_7B,
+        "max_position_embeddings": 16384,
+        "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096},
+        "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 4096},
+    }
     (spec,), warnings = specs(config)
     assert spec.scaling.factor == 4.0  # rope_scaling wins, as in transformers 5.x
     assert any("disagree" in w for w in warnings)

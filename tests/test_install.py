@@ -20,8 +20,11 @@ def test_llama_cpp_python_is_pinned_to_the_version_whose_private_api_the_engine_
     # runtimes/llamacpp.py reaches past the public API for prefix reuse and per-position logits
     assert hasattr(llama_cpp.Llama, "_ctx") or "_ctx" in llama_cpp.Llama.__init__.__code__.co_names
     internals = llama_cpp._internals
-    for cls, names in {internals.LlamaContext: ("kv_cache_seq_rm", "decode", "get_logits_ith"),
-                       internals.LlamaBatch: ("set_batch",), internals.LlamaModel: ("add_bos_token", "token_bos")}.items():
+    for cls, names in {
+        internals.LlamaContext: ("kv_cache_seq_rm", "decode", "get_logits_ith"),
+        internals.LlamaBatch: ("set_batch",),
+        internals.LlamaModel: ("add_bos_token", "token_bos"),
+    }.items():
         missing = [name for name in names if not hasattr(cls, name)]
         assert not missing, f"llama_cpp {llama_cpp.__version__}: {cls.__name__} lacks {missing}"
     engine = (ROOT / "yarn_cli" / "runtimes" / "llamacpp.py").read_text()
@@ -38,8 +41,13 @@ def test_the_llama_cpp_build_is_portable():
     code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
     assert "-DGGML_NATIVE=OFF" in code and "AMX" not in code and "march=native" not in code
     fake = "flags\t\t: fpu sse avx avx2 fma f16c\n"
-    result = subprocess.run(["bash", "-c", script.split('tag=$(', 1)[0].replace("/proc/cpuinfo", "/dev/stdin") + 'echo "$args"'],
-                            input=fake, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", "-c", script.split("tag=$(", 1)[0].replace("/proc/cpuinfo", "/dev/stdin") + 'echo "$args"'],
+        input=fake,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     args = result.stdout.split()
     assert {"-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_AVX512=OFF"} <= set(args), args
 
@@ -63,5 +71,3 @@ def test_the_demo_installs_what_its_parity_check_needs():
     extra = re.search(r"^transformers = \[(.*)\]$", pyproject, re.M).group(1)
     assert "accelerate" in extra
     assert "'.[transformers]'" in (ROOT / "scripts" / "demo.sh").read_text()
-
-

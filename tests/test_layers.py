@@ -7,8 +7,20 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "yarn_cli"
 # A module may import its own layer and the ones with a smaller rank, never a larger one.
-RANK = {"errors": 0, "core": 1, "architectures": 1, "io": 2, "native": 3, "runtimes": 3, "training": 3, "report": 3, "usecases": 4,
-        "api": 5, "lm_eval": 6, "cli": 6}
+RANK = {
+    "errors": 0,
+    "core": 1,
+    "architectures": 1,
+    "io": 2,
+    "native": 3,
+    "runtimes": 3,
+    "training": 3,
+    "report": 3,
+    "usecases": 4,
+    "api": 5,
+    "lm_eval": 6,
+    "cli": 6,
+}
 
 
 def _imports(tree: ast.AST) -> list[tuple[int, str]]:
@@ -69,8 +81,13 @@ def test_every_flag_default_is_its_options_objects():
     from yarn_cli.core.tune.options import TUNE
     from yarn_cli.core.verify.options import VERIFY
 
-    homes = {"inspect": [INSPECT], "extend": [EXTEND], "verify": [VERIFY, VERIFY.engine_options], "tune": [TUNE],
-             "finetune": [FINETUNE, FINETUNE.recipe]}
+    homes = {
+        "inspect": [INSPECT],
+        "extend": [EXTEND],
+        "verify": [VERIFY, VERIFY.engine_options],
+        "tune": [TUNE],
+        "finetune": [FINETUNE, FINETUNE.recipe],
+    }
     command = typer.main.get_command(app)
     checked = 0
     for verb, objects in homes.items():
@@ -96,4 +113,3 @@ def test_known_default_literals_are_declared_once():
             if isinstance(node, ast.Constant) and type(node.value) in (float, str) and node.value in (32.0, 85.6, "0.1,0.5,0.9"):
                 found.setdefault(node.value, []).append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert found == {32.0: ["core/rope/scalars.py:10"], 85.6: ["core/verify/ruler/__init__.py:13"]}, found
-

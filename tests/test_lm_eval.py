@@ -38,10 +38,8 @@ def setup(trained_tiny, tmp_path_factory):
 
 def responses(model, setup, tasks=TASKS) -> dict[str, list]:
     """Each task's per-request responses, in document order, as lm-eval logged them."""
-    out = evaluator.simple_evaluate(model=model, tasks=list(tasks), task_manager=setup["manager"], log_samples=True,
-                                    bootstrap_iters=0)
-    return {task: [sample["resps"] for sample in sorted(samples, key=lambda s: s["doc_id"])]
-            for task, samples in out["samples"].items()}
+    out = evaluator.simple_evaluate(model=model, tasks=list(tasks), task_manager=setup["manager"], log_samples=True, bootstrap_iters=0)
+    return {task: [sample["resps"] for sample in sorted(samples, key=lambda s: s["doc_id"])] for task, samples in out["samples"].items()}
 
 
 def hf(path: Path):
@@ -104,23 +102,68 @@ def test_rolling_windows_stay_within_the_variants_length(setup):
 def test_lm_evals_own_command_line_runs_the_yarn_model(setup, tmp_path):
     """python -m yarn_cli.lm_eval is lm-eval's CLI with --model yarn: --include_path, --limit and --output_path as usual."""
     out = tmp_path / "results"
-    run = subprocess.run([sys.executable, "-m", "yarn_cli.lm_eval", "--model", "yarn", "--model_args",
-                          f"path={setup['extended']},engine=native,variant=baseline", "--tasks", "yarn_mc",
-                          "--include_path", str(setup["tasks"]), "--limit", "4", "--output_path", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yarn_cli.lm_eval",
+            "--model",
+            "yarn",
+            "--model_args",
+            f"path={setup['extended']},engine=native,variant=baseline",
+            "--tasks",
+            "yarn_mc",
+            "--include_path",
+            str(setup["tasks"]),
+            "--limit",
+            "4",
+            "--output_path",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     (written,) = out.rglob("results_*.json")
     results = json.loads(written.read_text())
     assert results["n-samples"]["yarn_mc"]["effective"] == 4 and 0 <= results["results"]["yarn_mc"]["acc,none"] <= 1
-    bad = subprocess.run([sys.executable, "-m", "yarn_cli.lm_eval", "--model", "yarn", "--model_args",
-                          f"path={setup['extended']},variant=m=abc", "--tasks", "yarn_mc", "--include_path", str(setup["tasks"])],
-                         capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yarn_cli.lm_eval",
+            "--model",
+            "yarn",
+            "--model_args",
+            f"path={setup['extended']},variant=m=abc",
+            "--tasks",
+            "yarn_mc",
+            "--include_path",
+            str(setup["tasks"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "m=X takes a positive number" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_verify_runs_lm_eval_on_every_variant_and_gates_on_the_drop(setup, capsys):
-    args = ["verify", str(setup["extended"]), "--tasks", "none", "--no-parity", "--variants", "extended,baseline,m=1.3",
-            "--lm-eval", "yarn_mc,yarn_rolling", "--lm-eval-args", f"include_path={setup['tasks']},limit=8", "--json"]
+    args = [
+        "verify",
+        str(setup["extended"]),
+        "--tasks",
+        "none",
+        "--no-parity",
+        "--variants",
+        "extended,baseline,m=1.3",
+        "--lm-eval",
+        "yarn_mc,yarn_rolling",
+        "--lm-eval-args",
+        f"include_path={setup['tasks']},limit=8",
+        "--json",
+    ]
     with pytest.raises(SystemExit) as exit_:
         main(args)
     report = json.loads(capsys.readouterr().out)
@@ -144,10 +187,21 @@ def test_the_gate_judges_the_first_variant_against_the_second():
     from yarn_cli.usecases.verify.lm_eval_suite import compare, judge
 
     def result(acc, ppl):
-        return {"results": {"t": {"name": "t", "alias": "t", "sample_len": 100, "acc,none": acc, "acc_stderr,none": 0.03,
-                                   "word_perplexity,none": ppl, "word_perplexity_stderr,none": "N/A",
-                                   "bits_per_byte,none": ppl / 20}},
-                "higher_is_better": {"t": {"acc": True, "word_perplexity": False, "bits_per_byte": False}}}
+        return {
+            "results": {
+                "t": {
+                    "name": "t",
+                    "alias": "t",
+                    "sample_len": 100,
+                    "acc,none": acc,
+                    "acc_stderr,none": 0.03,
+                    "word_perplexity,none": ppl,
+                    "word_perplexity_stderr,none": "N/A",
+                    "bits_per_byte,none": ppl / 20,
+                }
+            },
+            "higher_is_better": {"t": {"acc": True, "word_perplexity": False, "bits_per_byte": False}},
+        }
 
     rows = compare({"extended": result(0.50, 9.0), "baseline": result(0.53, 8.0)}, ["extended", "baseline"])
     assert [r["metric"] for r in rows] == ["acc", "word_perplexity", "bits_per_byte"]  # sample_len is a count
@@ -160,16 +214,19 @@ def test_the_gate_judges_the_first_variant_against_the_second():
     assert judge(rows, ["extended", "baseline"], None).aside  # reported only
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--lm-eval", "no_such_task_xyz"], "lm-eval task 'no_such_task_xyz' is not known"),
-    (["--lm-eval", "yarn_mc", "--lm-eval-args", "limit"], "is not key=value"),
-    (["--lm-eval", "yarn_mc", "--lm-eval-args", "shots=3"], "shots is not lm-eval's"),
-    (["--lm-eval", "yarn_mc", "--lm-eval-args", "include_path=/no/such/dir"], "no such folder of task YAMLs"),
-    (["--lm-eval-args", "limit=3"], "go with --lm-eval TASKS"),
-    (["--tasks", "none"], "--tasks none leaves nothing to run"),
-    (["--variants", "extended"], "name two or more different variants"),
-    (["--lm-eval", "yarn_mc", "--parity-only"], "--parity-only runs the parity check alone"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lm-eval", "no_such_task_xyz"], "lm-eval task 'no_such_task_xyz' is not known"),
+        (["--lm-eval", "yarn_mc", "--lm-eval-args", "limit"], "is not key=value"),
+        (["--lm-eval", "yarn_mc", "--lm-eval-args", "shots=3"], "shots is not lm-eval's"),
+        (["--lm-eval", "yarn_mc", "--lm-eval-args", "include_path=/no/such/dir"], "no such folder of task YAMLs"),
+        (["--lm-eval-args", "limit=3"], "go with --lm-eval TASKS"),
+        (["--tasks", "none"], "--tasks none leaves nothing to run"),
+        (["--variants", "extended"], "name two or more different variants"),
+        (["--lm-eval", "yarn_mc", "--parity-only"], "--parity-only runs the parity check alone"),
+    ],
+)
 def test_bad_lm_eval_input_is_one_line_and_loads_nothing(setup, capsys, monkeypatch, args, message):
     import yarn_cli.runtimes.base as base
 
@@ -186,8 +243,12 @@ def test_bad_lm_eval_input_is_one_line_and_loads_nothing(setup, capsys, monkeypa
 def test_a_task_whose_data_cannot_be_found_is_named(setup, tmp_path, capsys):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    (tasks / "lost.yaml").write_text((setup["tasks"] / "yarn_mc.yaml").read_text().replace("task: yarn_mc", "task: lost")
-                                     .replace(str(setup["tasks"] / "mc.jsonl"), str(tmp_path / "missing.jsonl")))
+    (tasks / "lost.yaml").write_text(
+        (setup["tasks"] / "yarn_mc.yaml")
+        .read_text()
+        .replace("task: yarn_mc", "task: lost")
+        .replace(str(setup["tasks"] / "mc.jsonl"), str(tmp_path / "missing.jsonl"))
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["verify", str(setup["extended"]), "--lm-eval", "lost", "--lm-eval-args", f"include_path={tasks}"])
     err = capsys.readouterr().err
@@ -292,8 +353,10 @@ def test_smollm2_through_the_bridge_equals_lm_evals_hf_model(smollm2_x2, smollm2
     assert_same(responses(YarnLM(loaded=ours.engine, variant="baseline"), setup, tasks), responses(hf(plain), setup, tasks), 1e-4)
 
 
-CHATML = ("{% for message in messages %}{{ bos_token if loop.first else '' }}<|im_start|>{{ message['role'] }}\n"
-          "{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ bos_token if loop.first else '' }}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 HISTORIES = [
     [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What does len() return?"}],
     [{"role": "user", "content": "Q: 2+2?"}, {"role": "assistant", "content": "A: 4"}, {"role": "user", "content": "Q: 3+3?"}],
@@ -315,13 +378,17 @@ def test_chat_templates_render_as_lm_evals_hf_model_renders_them(setup, tmp_path
         for generation_prompt in (True, False):
             assert ours.apply_chat_template(history, generation_prompt) == theirs.apply_chat_template(history, generation_prompt)
     assert ours.apply_chat_template(HISTORIES[0]).startswith("<|endoftext|><|im_start|>system")
-    out = {name: evaluator.simple_evaluate(model=model, tasks=["yarn_mc"], task_manager=setup["manager"], log_samples=True,
-                                           bootstrap_iters=0, apply_chat_template=True, limit=4)
-           for name, model in (("ours", ours), ("hf", theirs))}
+    out = {
+        name: evaluator.simple_evaluate(
+            model=model, tasks=["yarn_mc"], task_manager=setup["manager"], log_samples=True, bootstrap_iters=0, apply_chat_template=True, limit=4
+        )
+        for name, model in (("ours", ours), ("hf", theirs))
+    }
     prompts = [s["arguments"][0][0] for s in out["ours"]["samples"]["yarn_mc"]]
     assert all(p.startswith("<|endoftext|><|im_start|>user") for p in prompts)
-    assert_same({"yarn_mc": [s["resps"] for s in out["ours"]["samples"]["yarn_mc"]]},
-                {"yarn_mc": [s["resps"] for s in out["hf"]["samples"]["yarn_mc"]]}, 1e-4)
+    assert_same(
+        {"yarn_mc": [s["resps"] for s in out["ours"]["samples"]["yarn_mc"]]}, {"yarn_mc": [s["resps"] for s in out["hf"]["samples"]["yarn_mc"]]}, 1e-4
+    )
     with pytest.raises(InputError, match="no chat template"):
         YarnLM(path=str(setup["extended"]), engine="native").apply_chat_template(HISTORIES[0])
 

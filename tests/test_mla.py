@@ -115,8 +115,7 @@ def test_a_pair_with_a_ratio_bakes_the_shared_rotary_key(sources, tmp_path, caps
     from safetensors.numpy import load_file
 
     source = tmp_path / "scaled"
-    build_model("deepseek_v3", seed=2, qk_scale=6.0,
-                rope_parameters=yarn(factor=2.0, mscale=1.0, mscale_all_dim=0.5)).save_pretrained(source)
+    build_model("deepseek_v3", seed=2, qk_scale=6.0, rope_parameters=yarn(factor=2.0, mscale=1.0, mscale_all_dim=0.5)).save_pretrained(source)
     config = json.loads((source / "config.json").read_text())
     config["max_position_embeddings"] = 2 * ORIGINAL
     (source / "config.json").write_text(json.dumps(config))
@@ -193,9 +192,19 @@ def converted(tmp_path_factory, smollm2_gguf) -> dict[str, Path]:
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     tokenizer.save_pretrained(folder)
     settings = {**MLA, "attention_bias": False, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    config = DeepseekV3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=4, q_lora_rank=32, max_position_embeddings=128,
-                              rms_norm_eps=1e-6, tie_word_embeddings=False, **settings)
+    config = DeepseekV3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=32,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        **settings,
+    )
     torch.manual_seed(0)
     model = DeepseekV3ForCausalLM(config).eval()
     with torch.no_grad():
@@ -268,13 +277,11 @@ def test_verify_variants_on_transformers_apply_the_softmax_factor(sources, tmp_p
     extended = losses(tmp_path / "plain", lambda e: variants.declared(e.facts.rope))
     assert far(extended, unextended) > 1e-3
     for folder in ("plain", "baked"):
-        assert far(losses(tmp_path / folder, lambda e: variants.baseline(e.facts.rope, e.facts.baked_attention_factor)),
-                   unextended) < 1e-5, folder
+        assert far(losses(tmp_path / folder, lambda e: variants.baseline(e.facts.rope, e.facts.baked_attention_factor)), unextended) < 1e-5, folder
     assert far(losses(source, lambda e: variants.yarn(e.facts.rope, SCALE, original_context=ORIGINAL)), extended) < 1e-5
     text = tmp_path / "words.txt"  # words the tiny vocabulary knows, so that positions differ
     text.write_text(" ".join(f"w{i}" for i in torch.randint(3, 128, (4000,), generator=torch.Generator().manual_seed(2)).tolist()))
-    code, out, err = run(["verify", str(tmp_path / "plain"), "--engine", "transformers", "--parity-only", "--text", str(text),
-                          "--json"], capsys)
+    code, out, err = run(["verify", str(tmp_path / "plain"), "--engine", "transformers", "--parity-only", "--text", str(text), "--json"], capsys)
     parity = json.loads(out)["parity"]
     assert code == 0 and parity["diagnosis"] == "exact", (parity["hypotheses"], parity["line"])
     assert min(v for k, v in parity["hypotheses"].items() if k != "exact") > 1e-3

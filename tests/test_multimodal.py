@@ -16,16 +16,28 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 SCALE, ORIGINAL = 4.0, 256
-TEXT = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16,
-            num_key_value_heads=2, max_position_embeddings=ORIGINAL, rms_norm_eps=1e-6)
+TEXT = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    head_dim=16,
+    num_key_value_heads=2,
+    max_position_embeddings=ORIGINAL,
+    rms_norm_eps=1e-6,
+)
 MODELS = {
-    "qwen2_5_vl": (dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}),
-                   dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                        fullatt_block_indexes=[0]), "self_attn.q_proj.weight"),
-    "qwen3_vl": (dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
-                                       "mrope_interleaved": True}),
-                 dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                      deepstack_visual_indexes=[]), "self_attn.q_norm.weight"),
+    "qwen2_5_vl": (
+        dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}),
+        dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]),
+        "self_attn.q_proj.weight",
+    ),
+    "qwen3_vl": (
+        dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}),
+        dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, deepstack_visual_indexes=[]),
+        "self_attn.q_norm.weight",
+    ),
 }
 
 
@@ -34,8 +46,9 @@ def tiny_vl(request, tmp_path_factory):
     from transformers import CONFIG_MAPPING, AutoModelForImageTextToText
 
     text, vision, carrier = MODELS[request.param]
-    config = CONFIG_MAPPING[request.param](text_config={**TEXT, **text}, vision_config=vision, image_token_id=100,
-                                           video_token_id=101, vision_start_token_id=102)
+    config = CONFIG_MAPPING[request.param](
+        text_config={**TEXT, **text}, vision_config=vision, image_token_id=100, video_token_id=101, vision_start_token_id=102
+    )
     torch.manual_seed(0)
     model = AutoModelForImageTextToText.from_config(config).eval()
     with torch.no_grad():  # peaked attention and non-trivial norms, so that every RoPE difference shows
@@ -75,7 +88,8 @@ def test_extended_and_baked_match_transformers_yarn_with_sections_kept(tiny_vl, 
     for block in (written["rope_parameters"], written["rope_scaling"]):
         assert block["rope_type"] == "yarn" and block["factor"] == SCALE
         assert {k: block[k] for k in ("mrope_section", "mrope_interleaved") if k in block} == {
-            k: v for k, v in rope_parameters.items() if k.startswith("mrope")}
+            k: v for k, v in rope_parameters.items() if k.startswith("mrope")
+        }
 
     config = AutoConfig.from_pretrained(source)
     reference = copy.deepcopy(config.text_config.rope_parameters)
@@ -89,8 +103,7 @@ def test_extended_and_baked_match_transformers_yarn_with_sections_kept(tiny_vl, 
 
     before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")
     for layer in range(2):  # transformers saves these checkpoints under the hub's names, model.layers.N
-        name = next(n for n in (f"model.language_model.layers.{layer}.{carrier}", f"model.layers.{layer}.{carrier}")
-                    if n in before)
+        name = next(n for n in (f"model.language_model.layers.{layer}.{carrier}", f"model.layers.{layer}.{carrier}") if n in before)
         assert not (before[name] == after[name]).all(), name  # m went where this family's entry says
     m = rope.get_mscale(SCALE)
     assert json.loads((baked / "config.json").read_text())["yarn_cli"]["baked_attention_factor"] == pytest.approx(m)

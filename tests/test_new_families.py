@@ -20,11 +20,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 
-@pytest.mark.parametrize("layout, overrides", [
-    ("grouped", {}),  # Falcon-40B/180B: per KV group [q heads, k, v]
-    ("q_k_v", {"new_decoder_architecture": False, "multi_query": True}),  # Falcon-7B: one KV head after all q heads
-    ("per_head", {"new_decoder_architecture": False, "multi_query": False, "num_kv_heads": 4}),  # [q, k, v] per head
-])
+@pytest.mark.parametrize(
+    "layout, overrides",
+    [
+        ("grouped", {}),  # Falcon-40B/180B: per KV group [q heads, k, v]
+        ("q_k_v", {"new_decoder_architecture": False, "multi_query": True}),  # Falcon-7B: one KV head after all q heads
+        ("per_head", {"new_decoder_architecture": False, "multi_query": False, "num_kv_heads": 4}),  # [q, k, v] per head
+    ],
+)
 def test_falcon_bakes_each_fused_qkv_layout(layout, overrides, tmp_path, capsys):
     from safetensors.numpy import load_file
 
@@ -45,8 +48,15 @@ def test_falcon_bakes_each_fused_qkv_layout(layout, overrides, tmp_path, capsys)
 
 def test_falcon_kv_heads_from_a_hub_config_without_counts():
     """Falcon-7B's own config.json names no KV-head count: multi_query means one."""
-    config = {"model_type": "falcon", "hidden_size": 4544, "n_head": 71, "n_layer": 32, "multi_query": True,
-              "new_decoder_architecture": False, "alibi": False}
+    config = {
+        "model_type": "falcon",
+        "hidden_size": 4544,
+        "n_head": 71,
+        "n_layer": 32,
+        "multi_query": True,
+        "new_decoder_architecture": False,
+        "alibi": False,
+    }
     assert hf_layout.model_dims(config)["kv_heads"] == 1
     assert hf_layout.model_dims({**config, "num_kv_heads": 71})["kv_heads"] == 1  # transformers 4.x saved the head count
 
@@ -60,8 +70,7 @@ def test_qwen3_next_bakes_its_zero_centred_norms_on_attention_layers_only(tmp_pa
     build_model("qwen3_next", seed=1, qk_scale=8.0).save_pretrained(source)
     code, out, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(baked), "--bake-temperature", "--json"], capsys)
     assert code == 0, err
-    assert sorted(json.loads(out)["baked_tensors"]) == ["model.layers.1.self_attn.k_norm.weight",
-                                                        "model.layers.1.self_attn.q_norm.weight"]
+    assert sorted(json.loads(out)["baked_tensors"]) == ["model.layers.1.self_attn.k_norm.weight", "model.layers.1.self_attn.q_norm.weight"]
     expected = logits(reference_yarn_model(source))
     assert (logits(load(baked)) - expected).abs().max().item() <= 1e-4
     before, after = load_file(source / "model.safetensors"), load_file(baked / "model.safetensors")

@@ -90,8 +90,9 @@ def test_diagnosis_is_relative():
     noise = [rng.gauss(0.0, 0.05) for _ in range(n)]  # quantization-like: large, and aligned with no fault
 
     def run(engine, **references):
-        return parity("e", "r", "yarn x4", [e + z for e, z in zip(engine, noise)],
-                      {name.replace("_", "-"): values for name, values in references.items()})
+        return parity(
+            "e", "r", "yarn x4", [e + z for e, z in zip(engine, noise)], {name.replace("_", "-"): values for name, values in references.items()}
+        )
 
     exact, scaled, linear = [0.0] * n, [0.3] * n, [1.0] * n
     result = run(exact, exact=exact, no_scaling=scaled, linear=linear)
@@ -237,8 +238,7 @@ def test_an_old_reader_of_a_5x_only_block_is_named_no_scaling(tiny, words, tmp_p
     ids_file, out = tmp_path / "ids.json", tmp_path / "nll.json"
     ids_file.write_text(json.dumps(prepared.prepared.parity.ids))
     env = {**os.environ, "PYTHONPATH": str(Path(LEGACY).resolve())}
-    result = subprocess.run([sys.executable, "-c", OLD_READER, str(folder), str(ids_file), str(out)], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", OLD_READER, str(folder), str(ids_file), str(out)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     old = json.loads(out.read_text())
     from yarn_cli.runtimes.base import Scored
@@ -310,8 +310,9 @@ def _gemma3_multimodal(folder: Path) -> None:
 
     text = {k: v for k, v in TINY["gemma3_text"].items()}
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)
-    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=127,
-                          boi_token_index=125, eoi_token_index=126)
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=127, boi_token_index=125, eoi_token_index=126
+    )
     torch.manual_seed(0)
     model = Gemma3ForConditionalGeneration(config).eval()
     with torch.no_grad():

@@ -38,9 +38,7 @@ def compare_with_gguf_py(path: Path):
             assert field.value == pytest.approx(ref.contents(), rel=1e-7), key
         else:
             assert field.value == ref.contents(), key
-    assert [(t.name, t.ggml_type, t.nbytes) for t in ours.tensors] == [
-        (t.name, int(t.tensor_type), int(t.n_bytes)) for t in reference.tensors
-    ]
+    assert [(t.name, t.ggml_type, t.nbytes) for t in ours.tensors] == [(t.name, int(t.tensor_type), int(t.n_bytes)) for t in reference.tensors]
     assert ours.data_start == reference.data_offset
     return ours
 
@@ -95,8 +93,7 @@ HOSTILE = {
     "truncated value": _header() + _string(b"k") + struct.pack("<I", 10) + b"\0\0",
     "duplicate key": _header(n_kv=2) + (_string(b"k") + struct.pack("<IB", 0, 1)) * 2 + b"\0" * 8,
     "bad alignment": _header() + _string(b"general.alignment") + struct.pack("<II", 4, 3) + b"\0" * 8,
-    "tensor offset outside": _header(n_tensors=1, n_kv=0)
-    + _string(b"t") + struct.pack("<IQIQ", 1, 1024, 0, 0) + b"\0" * 64,
+    "tensor offset outside": _header(n_tensors=1, n_kv=0) + _string(b"t") + struct.pack("<IQIQ", 1, 1024, 0, 0) + b"\0" * 64,
     "too many dims": _header(n_tensors=1, n_kv=0) + _string(b"t") + struct.pack("<I", 9) + b"\0" * 80,
     "unknown ggml type": _header(n_tensors=1, n_kv=0) + _string(b"t") + struct.pack("<IQIQ", 1, 32, 77, 0) + b"\0" * 64,
     "not utf-8 key": _header() + _string(b"\xff\xfe") + struct.pack("<IB", 0, 1) + b"\0" * 8,

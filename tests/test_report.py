@@ -55,8 +55,9 @@ def reported(tiny_x4, tmp_path_factory):
     try:
         from yarn_cli.api import verify
 
-        report = verify(tiny_x4, tasks="passkey,perplexity,niah_single_1", lengths=[512, 1024], depths="0.2,0.8", samples=2,
-                        report=folder, parity=False).to_json()
+        report = verify(
+            tiny_x4, tasks="passkey,perplexity,niah_single_1", lengths=[512, 1024], depths="0.2,0.8", samples=2, report=folder, parity=False
+        ).to_json()
     finally:
         patch.undo()
     return folder, report, [(axes.get_title(), data) for axes, data in drawn]
@@ -71,8 +72,11 @@ def test_heatmaps_are_the_cells_means_and_the_pictures_draw_them(reported):
             scale = 100 if task == "passkey" else 1
             for length in ("512", "1024"):
                 for depth in ("0.2", "0.8"):
-                    cells = [c["score"] * scale for c in report["cells"] if c["task"] == task and c["variant"] == variant
-                             and str(c["length"]) == length and c["depth"] == float(depth)]
+                    cells = [
+                        c["score"] * scale
+                        for c in report["cells"]
+                        if c["task"] == task and c["variant"] == variant and str(c["length"]) == length and c["depth"] == float(depth)
+                    ]
                     assert len(cells) == 2 and values[length][depth] == pytest.approx(sum(cells) / 2)
             data = dict(drawn)[f"{task}: {variant}"]
             assert data.tolist() == [[values[n][d] for n in ("512", "1024")] for d in ("0.2", "0.8")]
@@ -104,13 +108,32 @@ def _render(browser: str, page: Path, work: Path) -> tuple[Path, set[str]]:
     update and account checks are told apart by their network isolation key, which is the page's origin)."""
     work.mkdir()
     shot, netlog = work / "shot.png", work / "net.json"
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-                           f"--user-data-dir={work / 'profile'}", f"--log-net-log={netlog}", "--net-log-capture-mode=Everything",
-                           f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={work / 'profile'}",
+            f"--log-net-log={netlog}",
+            "--net-log-capture-mode=Everything",
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists() and netlog.exists(), done.stderr[-2000:]
     events = json.loads(netlog.read_text(encoding="utf-8"))["events"]
-    asked = {e["params"]["url"] for e in events if isinstance(e.get("params"), dict) and "url" in e["params"]
-             and str(e["params"].get("network_isolation_key", "")).startswith("file://")}
+    asked = {
+        e["params"]["url"]
+        for e in events
+        if isinstance(e.get("params"), dict) and "url" in e["params"] and str(e["params"].get("network_isolation_key", "")).startswith("file://")
+    }
     return shot, {url for url in asked if not url.startswith(("file:", "data:"))}
 
 
@@ -129,8 +152,10 @@ def test_the_report_renders_in_chromium_without_a_network_request(reported, tmp_
         assert colours is not None and len(colours) > 50  # text, tables and heatmaps, not a blank page
     # the check can fail: a page that loads a font and an image from the network is caught
     leaky = tmp_path / "leaky.html"
-    leaky.write_text('<html><head><link rel=stylesheet href="https://fonts.example.invalid/a.css"></head>'
-                     '<body><img src="http://example.invalid/x.png">hi</body></html>')
+    leaky.write_text(
+        '<html><head><link rel=stylesheet href="https://fonts.example.invalid/a.css"></head>'
+        '<body><img src="http://example.invalid/x.png">hi</body></html>'
+    )
     _, requests = _render(browser, leaky, tmp_path / "leaky")
     assert requests == {"https://fonts.example.invalid/a.css", "http://example.invalid/x.png"}
 
@@ -172,8 +197,7 @@ def test_card_is_written_then_updated_in_place(tiny_x4, tmp_path):
     (model / "README.md").write_text("---\nlicense: apache-2.0\ntags:\n- mine\n---\n\n# My model\n\nMy own words.\n")
     report = verify(model, tasks="passkey", lengths=[512], depths="0.5", parity=False, card=True).to_json()
     assert "Base model: not recorded" in (model / "README.md").read_text()
-    report = verify(model, tasks="passkey", lengths=[512], depths="0.5", parity=False, card=True,
-                    base_model="HuggingFaceTB/SmolLM2-135M").to_json()
+    report = verify(model, tasks="passkey", lengths=[512], depths="0.5", parity=False, card=True, base_model="HuggingFaceTB/SmolLM2-135M").to_json()
     card = ModelCard.load(model / "README.md")
     assert card.data.license == "apache-2.0" and card.data.tags[:1] == ["mine"] and "yarn" in card.data.tags
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M" and "Base model: HuggingFaceTB/SmolLM2-135M." in card.content

@@ -174,9 +174,7 @@ def test_deepseek_mscale_and_softmax_scale():
     assert (spec.rotary_dim, spec.original_context, spec.scaling.factor) == (64, 4096, 40.0)
     # mscale == mscale_all_dim: cos/sin carry 1, the softmax scale carries get_mscale(40, 1)²
     assert rope.yarn_attention_factor(40, None, 1.0, 1.0) == 1.0
-    assert rope.yarn_attention_factor(40, None, 0.707, 1.0) == pytest.approx(
-        rope.get_mscale(40, 0.707) / rope.get_mscale(40, 1.0)
-    )
+    assert rope.yarn_attention_factor(40, None, 0.707, 1.0) == pytest.approx(rope.get_mscale(40, 0.707) / rope.get_mscale(40, 1.0))
 
 
 def test_gpt_oss_untruncated_range_differs_from_truncated():

@@ -47,10 +47,30 @@ def ruler_reference(work: Path, task: ruler.RulerTask, tokenizer: Path, length: 
     data.mkdir()
     (data / "english_words.json").write_text("{}")  # RULER's own list, read only past wonderwords' 8k words
     (data / "PaulGrahamEssays.json").write_text(json.dumps({"text": essay_text()}))
-    command = [sys.executable, "-c", RUNNER, str(work / "data" / "synthetic" / SCRIPTS[task.kind]), "--save_dir", str(work / "out"),
-               "--save_name", task.name, "--tokenizer_path", str(tokenizer), "--tokenizer_type", "hf",
-               "--max_seq_length", str(length), "--tokens_to_generate", str(task.tokens_to_generate), "--num_samples", str(n),
-               "--random_seed", str(seed), "--template", task.template]
+    command = [
+        sys.executable,
+        "-c",
+        RUNNER,
+        str(work / "data" / "synthetic" / SCRIPTS[task.kind]),
+        "--save_dir",
+        str(work / "out"),
+        "--save_name",
+        task.name,
+        "--tokenizer_path",
+        str(tokenizer),
+        "--tokenizer_type",
+        "hf",
+        "--max_seq_length",
+        str(length),
+        "--tokens_to_generate",
+        str(task.tokens_to_generate),
+        "--num_samples",
+        str(n),
+        "--random_seed",
+        str(seed),
+        "--template",
+        task.template,
+    ]
     for key, value in task.args.items():
         command += [f"--{key}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -137,7 +157,7 @@ def _needles(text: str) -> dict[str, list[str]]:
 def test_niah_answers_are_recoverable_and_depth_places_the_needle(name, smollm2_counter, lists):
     task = ruler.TASKS[name]
     essay = niah.essay_words(essay_text())
-    for depth in ([0.0, 0.5, 1.0] if task.has_depth else [None]):
+    for depth in [0.0, 0.5, 1.0] if task.has_depth else [None]:
         sample = build.samples(task, smollm2_counter, 3000, 1, 3, lists, essay, depth)[0]
         question = sample.text.rsplit("\n", 1)[1]
         keys = re.search(r"for (.+?) mentioned", question).group(1).replace(", and ", ", ").split(", ")
@@ -177,8 +197,12 @@ def test_scoring_is_rulers():
         import eval_constants as theirs  # RULER's scripts/eval/synthetic/constants.py
     finally:
         sys.path.pop(0)
-    cases = [("The numbers are 1234567 and 7654321.", ["1234567", "7654321"]), ("  \x01ABC-def and\tmore", ["abc-DEF", "x"]),
-             ("nothing", ["1"]), ("", ["a", "b", "c"])]
+    cases = [
+        ("The numbers are 1234567 and 7654321.", ["1234567", "7654321"]),
+        ("  \x01ABC-def and\tmore", ["abc-DEF", "x"]),
+        ("nothing", ["1"]),
+        ("", ["a", "b", "c"]),
+    ]
     for prediction, references in cases:
         cleaned = ruler.postprocess(prediction)
         assert ruler.string_match_all(prediction, references) == pytest.approx(theirs.string_match_all([cleaned], [references]))
@@ -201,8 +225,7 @@ def test_verify_reports_every_cell_the_heatmap_and_effective_length(tiny_x4):
     and the effective length follows from the average."""
     from yarn_cli.api import verify
 
-    report = verify(tiny_x4, tasks="perplexity,niah_single_1,vt", lengths=[1024, 1536], depths="0.25,0.75", samples=2,
-                    parity=False).to_json()
+    report = verify(tiny_x4, tasks="perplexity,niah_single_1,vt", lengths=[1024, 1536], depths="0.25,0.75", samples=2, parity=False).to_json()
     section = report["ruler"]
     assert report["tasks"] == ["perplexity", "niah_single_1", "vt"] and section["tasks"] == ["niah_single_1", "vt"]
     cells = [c for c in report["cells"] if c["task"] in section["tasks"]]
@@ -216,13 +239,19 @@ def test_verify_reports_every_cell_the_heatmap_and_effective_length(tiny_x4):
                 at = [c["score"] for c in mine if c["task"] == task and str(c["length"]) == length]
                 assert section["scores"][variant][task][length] == pytest.approx(sum(at) / len(at))
                 for depth, value in report["heatmaps"][task][variant][length].items():
-                    here = [c["score"] for c in mine if c["task"] == task and str(c["length"]) == length
-                            and (c["depth"] is None if depth == "random" else c["depth"] == float(depth))]
+                    here = [
+                        c["score"]
+                        for c in mine
+                        if c["task"] == task
+                        and str(c["length"]) == length
+                        and (c["depth"] is None if depth == "random" else c["depth"] == float(depth))
+                    ]
                     assert value == pytest.approx(sum(here) / len(here))
                 assert len(report["heatmaps"][task][variant][length]) == (2 if task == "niah_single_1" else 1)
         average = {int(n): x for n, x in section["average"][variant].items()}
-        assert average == pytest.approx({n: (section["scores"][variant]["niah_single_1"][str(n)] + section["scores"][variant]["vt"][str(n)]) / 2
-                                         for n in (1024, 1536)})
+        assert average == pytest.approx(
+            {n: (section["scores"][variant]["niah_single_1"][str(n)] + section["scores"][variant]["vt"][str(n)]) / 2 for n in (1024, 1536)}
+        )
         assert section["effective_length"][variant]["average"] == ruler.effective_length(average, 85.6)
     assert "RULER effective length" in report["verdict"]["reason"]
 
@@ -235,8 +264,7 @@ def test_prompts_fill_the_budget_with_the_running_engines_tokenizer(engine, smol
     from yarn_cli.usecases.verify import prepare_verify
 
     model = tiny_x4 if engine == "transformers" else smollm2_gguf  # transformers runs HF folders
-    run = prepare_verify(model, engine=engine, device="cpu", tasks="niah_single_1,niah_multikey_3,vt,fwe", lengths=[2048],
-                         depths="0.5", parity=False)
+    run = prepare_verify(model, engine=engine, device="cpu", tasks="niah_single_1,niah_multikey_3,vt,fwe", lengths=[2048], depths="0.5", parity=False)
     try:
         jobs = run.prepared.jobs["ruler"]
         tokenizer = run.engine.tokenizer
@@ -244,6 +272,6 @@ def test_prompts_fill_the_budget_with_the_running_engines_tokenizer(engine, smol
         for job in jobs:
             budget = ruler.TASKS[job.expected[0]].tokens_to_generate
             assert 0.85 * 2048 <= len(job.ids) + budget <= 2048  # RULER shrinks by whole haystack increments
-            assert job.ids[:len(tokenizer.bos)] == tokenizer.bos
+            assert job.ids[: len(tokenizer.bos)] == tokenizer.bos
     finally:
         run.engine.close()

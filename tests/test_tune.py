@@ -32,6 +32,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 # --- the pure parts ----------------------------------------------------------------------------------------
 
+
 def test_grid_brackets_the_paper_value_and_includes_one():
     for scale in (1.5, 2, 4, 8, 32):
         grid = tune_plan.m_grid(scale)
@@ -44,7 +45,7 @@ def test_search_finds_the_minimum_of_a_smooth_function_and_widens_the_grid():
 
     def f(m):
         calls.append(m)
-        return (m - 0.9)**2  # below the grid: the search must widen it downward
+        return (m - 0.9) ** 2  # below the grid: the search must widen it downward
 
     values = tune_plan.search_m(f, 4.0, refinements=4)
     best = min(values, key=values.get)
@@ -103,13 +104,13 @@ def test_one_pass_gives_every_length_as_separate_passes_do(trained_tiny):
 
 # --- the search on a model with a real trade-off --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tuned(trained_tiny, tmp_path_factory):
     from yarn_cli.usecases.tune import tune
 
     out = tmp_path_factory.mktemp("tuned") / "tiny-tuned"
-    result = tune(trained_tiny["model"], out, scale=4, text=trained_tiny["tune_text"], docs=12, passkeys=0, short=256,
-                  objective="long", device="cpu")
+    result = tune(trained_tiny["model"], out, scale=4, text=trained_tiny["tune_text"], docs=12, passkeys=0, short=256, objective="long", device="cpu")
     return result, out
 
 
@@ -169,9 +170,29 @@ def test_verify_parity_is_exact_on_the_tuned_checkpoint(tuned, engine, capsys):
 
 def test_a_baked_tune_is_exact_too(trained_tiny, tmp_path, capsys):
     out = tmp_path / "baked"
-    code, stdout, err = run(["tune", str(trained_tiny["model"]), "--scale", "4", "--text", str(trained_tiny["tune_text"]),
-                             "--short", "256", "--passkeys", "0", "--refinements", "0", "--bake-temperature", "-o", str(out),
-                             "--device", "cpu", "--json"], capsys)
+    code, stdout, err = run(
+        [
+            "tune",
+            str(trained_tiny["model"]),
+            "--scale",
+            "4",
+            "--text",
+            str(trained_tiny["tune_text"]),
+            "--short",
+            "256",
+            "--passkeys",
+            "0",
+            "--refinements",
+            "0",
+            "--bake-temperature",
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     chosen = json.loads(stdout)["chosen"]
     config = json.loads((out / "config.json").read_text())
@@ -196,9 +217,29 @@ def test_the_guard_binds_and_refuses(trained_tiny, tmp_path, capsys):
     assert chosen.m != free.decision.chosen.m and chosen.long_ppl > free.decision.chosen.long_ppl
     # 2% is more than any static YaRN x4 of this model can keep: one line naming the options, nothing written
     out = tmp_path / "refused"
-    code, stdout, err = run(["tune", str(trained_tiny["model"]), "--scale", "4", "--text", str(trained_tiny["tune_text"]),
-                             "--short", "256", "--passkeys", "0", "--refinements", "0", "--max-short-loss", "0.02", "-o",
-                             str(out), "--device", "cpu"], capsys)
+    code, stdout, err = run(
+        [
+            "tune",
+            str(trained_tiny["model"]),
+            "--scale",
+            "4",
+            "--text",
+            str(trained_tiny["tune_text"]),
+            "--short",
+            "256",
+            "--passkeys",
+            "0",
+            "--refinements",
+            "0",
+            "--max-short-loss",
+            "0.02",
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     stdout = " ".join(stdout.split())
     assert code == 1 and "no static YaRN configuration meets the short-guard guard" in stdout
     assert "smaller --scale" in stdout and "yarn finetune" in stdout and "unextended model" in stdout
@@ -208,12 +249,12 @@ def test_the_guard_binds_and_refuses(trained_tiny, tmp_path, capsys):
 def test_to_searches_the_factor_too_and_the_budget_stops_early(trained_tiny):
     from yarn_cli.usecases.tune import tune
 
-    result = tune(trained_tiny["model"], to="768", text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256,
-                  device="cpu", refinements=0, budget=1e-6)
+    result = tune(
+        trained_tiny["model"], to="768", text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256, device="cpu", refinements=0, budget=1e-6
+    )
     assert result.stopped_early and len(result.candidates) == 1 and result.decision.chosen is not None
     assert "--budget reached after 1 candidate(s)" in " ".join(result.notes)
-    full = tune(trained_tiny["model"], to="768", text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256,
-                device="cpu", refinements=0)
+    full = tune(trained_tiny["model"], to="768", text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256, device="cpu", refinements=0)
     assert sorted({c.scale for c in full.candidates}) == [3.0, 4.5, 6.0]  # N/L (Qwen's advice), and larger
 
 
@@ -222,9 +263,29 @@ def test_fit_and_plot(trained_tiny, tmp_path, capsys):
     from PIL import Image
 
     plot = tmp_path / "fit.png"
-    code, stdout, err = run(["tune", str(trained_tiny["model"]), "--fit", "--fit-scales", "2,3,4", "--text",
-                             str(trained_tiny["tune_text"]), "--short", "256", "--passkeys", "0", "--refinements", "1",
-                             "--plot", str(plot), "--device", "cpu", "--json"], capsys)
+    code, stdout, err = run(
+        [
+            "tune",
+            str(trained_tiny["model"]),
+            "--fit",
+            "--fit-scales",
+            "2,3,4",
+            "--text",
+            str(trained_tiny["tune_text"]),
+            "--short",
+            "256",
+            "--passkeys",
+            "0",
+            "--refinements",
+            "1",
+            "--plot",
+            str(plot),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     report = json.loads(stdout)
     best = {float(s): m["m"] for s, m in report["best_by_scale"].items()}
@@ -249,8 +310,18 @@ def test_the_beta_search_writes_the_chosen_betas_that_transformers_then_applies(
     from yarn_cli.runtimes.base import load_engine
     from yarn_cli.usecases.tune import _writer, tune
 
-    result = tune(trained_tiny["model"], scale=4, text=trained_tiny["tune_text"], docs=2, passkeys=0, short=256,
-                  objective="long", device="cpu", refinements=0, search_betas=True)
+    result = tune(
+        trained_tiny["model"],
+        scale=4,
+        text=trained_tiny["tune_text"],
+        docs=2,
+        passkeys=0,
+        short=256,
+        objective="long",
+        device="cpu",
+        refinements=0,
+        search_betas=True,
+    )
     chosen = result.decision.chosen
     at_best = [c for c in result.candidates if c.betas != (32.0, 1.0)]
     assert len(at_best) == 4 and {c.m for c in at_best} == {min(result.candidates[:5], key=lambda c: c.long_ppl).m}
@@ -281,27 +352,38 @@ def test_interrupting_leaves_no_output(trained_tiny, tmp_path):
 
     out = tmp_path / "never"
     with pytest.raises(KeyboardInterrupt):
-        tune(trained_tiny["model"], out, scale=4, text=trained_tiny["tune_text"], passkeys=0, short=256, device="cpu",
-             progress=interrupt)
+        tune(trained_tiny["model"], out, scale=4, text=trained_tiny["tune_text"], passkeys=0, short=256, device="cpu", progress=interrupt)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--scale", "1"], "--scale must be a finite number > 1"),
-    (["--to", "200"], "is not longer than the trained length 256"),
-    (["--scale", "4", "--max-short-loss", "1.5"], "--max-short-loss must be between 0% and 100%"),
-    (["--scale", "4", "--objective", "fast"], "--objective 'fast' is not one of"),
-    (["--scale", "1000"], "fewer than the longest length 256,000"),
-    (["--scale", "4", "--passkeys", "1"], "pass a longer --short, or --passkeys 0"),
-    (["--fit", "-o", "OUT"], "--fit reports the fitted law"),
-    (["--scale", "4", "--to", "1k"], "exactly one of --scale S or --to N"),
-    (["--fit", "--search-betas", "--passkeys", "0"], "--fit fits m alone"),
-    (["--scale", "4", "--passkeys", "13"], "--passkeys 13 asks for 26 probes; at most 12 per length"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scale", "1"], "--scale must be a finite number > 1"),
+        (["--to", "200"], "is not longer than the trained length 256"),
+        (["--scale", "4", "--max-short-loss", "1.5"], "--max-short-loss must be between 0% and 100%"),
+        (["--scale", "4", "--objective", "fast"], "--objective 'fast' is not one of"),
+        (["--scale", "1000"], "fewer than the longest length 256,000"),
+        (["--scale", "4", "--passkeys", "1"], "pass a longer --short, or --passkeys 0"),
+        (["--fit", "-o", "OUT"], "--fit reports the fitted law"),
+        (["--scale", "4", "--to", "1k"], "exactly one of --scale S or --to N"),
+        (["--fit", "--search-betas", "--passkeys", "0"], "--fit fits m alone"),
+        (["--scale", "4", "--passkeys", "13"], "--passkeys 13 asks for 26 probes; at most 12 per length"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(trained_tiny, tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    argv = ["tune", str(trained_tiny["model"]), "--text", str(trained_tiny["tune_text"]), "--short", "64", "--device", "cpu",
-            *[str(out) if a == "OUT" else a for a in args]]
+    argv = [
+        "tune",
+        str(trained_tiny["model"]),
+        "--text",
+        str(trained_tiny["tune_text"]),
+        "--short",
+        "64",
+        "--device",
+        "cpu",
+        *[str(out) if a == "OUT" else a for a in args],
+    ]
     if "-o" not in argv:
         argv += ["-o", str(out)]
     code, stdout, err = run(argv, capsys)
@@ -313,12 +395,28 @@ def test_an_engine_that_cannot_run_the_candidates_is_refused(trained_tiny, monke
     from yarn_cli.native.engine import NativeEngine
 
     monkeypatch.setattr(NativeEngine, "unsupported", lambda self, variant: "no YaRN here")
-    code, _, err = run(["tune", str(trained_tiny["model"]), "--scale", "4", "--text", str(trained_tiny["tune_text"]),
-                        "--short", "256", "--passkeys", "0", "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "tune",
+            str(trained_tiny["model"]),
+            "--scale",
+            "4",
+            "--text",
+            str(trained_tiny["tune_text"]),
+            "--short",
+            "256",
+            "--passkeys",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 2 and "--engine native cannot run the YaRN candidates: no YaRN here" in err
 
 
 # --- the GGUF route: llama.cpp's own attention-factor key ---------------------------------------------------
+
 
 def test_a_gguf_written_with_a_chosen_m_runs_that_m_in_llama_cpp_and_natively(smollm2_gguf, tmp_path, capsys):
     pytest.importorskip("llama_cpp")

@@ -19,16 +19,29 @@ torch = pytest.importorskip("torch")
 SPEC = RopeSpec(100000.0, 64, 64, 8192, "config", 8192)
 
 
-@pytest.mark.parametrize("scale, m, beta_fast, beta_slow, truncate", [(2.0, None, 32, 1, True), (4.0, 1.0, 16, 2, True),
-                                                                      (8.0, 1.3, 32, 1, False)])
+@pytest.mark.parametrize("scale, m, beta_fast, beta_slow, truncate", [(2.0, None, 32, 1, True), (4.0, 1.0, 16, 2, True), (8.0, 1.3, 32, 1, False)])
 def test_a_yarn_variant_is_what_transformers_computes(scale, m, beta_fast, beta_slow, truncate):
     """transformers' ROPE_INIT_FUNCTIONS["yarn"] for the same block: frequencies and attention factor."""
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    block = {"rope_type": "yarn", "rope_theta": 100000.0, "factor": scale, "original_max_position_embeddings": 8192,
-             "beta_fast": beta_fast, "beta_slow": beta_slow, "truncate": truncate, **({"attention_factor": m} if m else {})}
-    config = {"model_type": "llama", "hidden_size": 576, "num_attention_heads": 9, "head_dim": 64,
-              "max_position_embeddings": int(8192 * scale), "rope_parameters": block}
+    block = {
+        "rope_type": "yarn",
+        "rope_theta": 100000.0,
+        "factor": scale,
+        "original_max_position_embeddings": 8192,
+        "beta_fast": beta_fast,
+        "beta_slow": beta_slow,
+        "truncate": truncate,
+        **({"attention_factor": m} if m else {}),
+    }
+    config = {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "head_dim": 64,
+        "max_position_embeddings": int(8192 * scale),
+        "rope_parameters": block,
+    }
     inv_freq, factor = ROPE_INIT_FUNCTIONS["yarn"](hf_config_object(config), device="cpu")
     ours = variants.yarn(SPEC, scale, m, beta_fast=beta_fast, beta_slow=beta_slow, truncate=truncate)
     assert ours.inv_freq == pytest.approx(inv_freq.double().tolist(), rel=1e-6)

@@ -125,8 +125,9 @@ def test_smollm2_native_agrees_with_llama_cpp(smollm2_gguf):
 
 
 def test_verify_cli_on_smollm2(smollm2_gguf, capsys):
-    code, out, err = run(["verify", str(smollm2_gguf), "--lengths", "1k", "--depths", "0.5", "--ppl-windows", "1",
-                          "--device", "cpu", "--json"], capsys)
+    code, out, err = run(
+        ["verify", str(smollm2_gguf), "--lengths", "1k", "--depths", "0.5", "--ppl-windows", "1", "--device", "cpu", "--json"], capsys
+    )
     report = json.loads(out)
     assert code == 0, report["verdict"]
     assert {"engine", "device", "lengths", "passkey", "accuracy", "perplexity", "verdict"} <= set(report)
@@ -155,9 +156,13 @@ def test_the_table_and_verdict_fit_80_columns(tiny_folders):
 
     from test_cli_inspect import subprocess_env
 
-    result = subprocess.run([sys.executable, "-m", "yarn_cli", "verify", str(tiny_folders["llama"]), "--lengths", "300",
-                             "--depths", "0.5", "--ppl-windows", "1"], capture_output=True, text=True,
-                            env=subprocess_env(COLUMNS="80"), timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "yarn_cli", "verify", str(tiny_folders["llama"]), "--lengths", "300", "--depths", "0.5", "--ppl-windows", "1"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(COLUMNS="80"),
+        timeout=600,
+    )
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert "…" not in result.stdout and max(map(len, lines)) <= 80, result.stdout
@@ -225,8 +230,10 @@ def test_a_verify_whose_lengths_beyond_L_are_all_skipped_fails(tiny_x4, capsys, 
 
 
 def test_transformers_engine(tiny_folders, capsys):
-    code, out, err = run(["verify", str(tiny_folders["qwen2"]), "--engine", "transformers", "--lengths", "300",
-                          "--depths", "0.5", "--ppl-windows", "1", "--json"], capsys)
+    code, out, err = run(
+        ["verify", str(tiny_folders["qwen2"]), "--engine", "transformers", "--lengths", "300", "--depths", "0.5", "--ppl-windows", "1", "--json"],
+        capsys,
+    )
     report = json.loads(out)
     assert report["engine"] == "transformers" and report["perplexity"]["extended"]["300"] > 1
 
@@ -308,10 +315,12 @@ def _digit_prompts(count: int) -> list[str]:
         lambda: f"One of the special magic numbers for {rng.choice(['apple', 'zebra', 'x'])} is: {rng.randint(10**6, 10**7 - 1)}.",
         lambda: "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 40))),
         lambda: f"{rng.randint(0, 9999):,}.{rng.randint(0, 99):02d} and {rng.random():.6f} or -{rng.randint(1, 10**12)}",
-        lambda: (f"v{rng.randint(0, 9)}.{rng.randint(0, 99)}.{rng.randint(0, 999)} on "
-                 f"{rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"),
+        lambda: (
+            f"v{rng.randint(0, 9)}.{rng.randint(0, 99)}.{rng.randint(0, 999)} on "
+            f"{rng.randint(1900, 2100)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        ),
         lambda: f"abc{rng.randint(0, 10**6)}def {rng.randint(0, 99)}x{rng.randint(0, 99)} 0x{rng.randint(0, 2**32):X}",
-        lambda: " ".join(str(rng.randint(0, 10**rng.randint(1, 9))) for _ in range(rng.randint(2, 12))),
+        lambda: " ".join(str(rng.randint(0, 10 ** rng.randint(1, 9))) for _ in range(rng.randint(2, 12))),
         lambda: f"\n{rng.randint(0, 999)}\t{rng.randint(0, 999)}  {rng.randint(0, 999)}\n\n(#{rng.randint(0, 99)})",
         lambda: f"VAR ABCDE = {rng.randint(10_000, 99_999)} ٣٤٥ ¹²³ ① {rng.randint(0, 9)}%",
     ]
@@ -347,8 +356,7 @@ def smollm2_x2(smollm2_gguf, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine, length, tasks", [("native", 10240, "passkey,perplexity,niah_single_1"),
-                                                   ("llama.cpp", 12288, "passkey,perplexity")])
+@pytest.mark.parametrize("engine, length, tasks", [("native", 10240, "passkey,perplexity,niah_single_1"), ("llama.cpp", 12288, "passkey,perplexity")])
 def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, length, tasks, capsys):
     """The real SmolLM2 (L = 8,192) extended x2, past its trained length: the extended model finds the passkey (and,
     on native, RULER's niah_single_1 needle) and the baseline does not, and the extended perplexity is the lower one.
@@ -357,8 +365,25 @@ def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, length
     finds it in 2 of 4 samples (the baseline in 0), too few for one sample to decide."""
     if engine == "llama.cpp":
         pytest.importorskip("llama_cpp")
-    code, out, _ = run(["verify", str(smollm2_x2), "--engine", engine, "--lengths", str(length), "--depths", "0.5",
-                        "--ppl-windows", "1", "--no-parity", "--tasks", tasks, "--json"], capsys)
+    code, out, _ = run(
+        [
+            "verify",
+            str(smollm2_x2),
+            "--engine",
+            engine,
+            "--lengths",
+            str(length),
+            "--depths",
+            "0.5",
+            "--ppl-windows",
+            "1",
+            "--no-parity",
+            "--tasks",
+            tasks,
+            "--json",
+        ],
+        capsys,
+    )
     report = json.loads(out)
     accuracy, perplexity, n = report["accuracy"], report["perplexity"], str(length)
     assert accuracy["extended"][n] == 1.0 and accuracy["baseline"][n] == 0.0, report["passkey"]
@@ -410,10 +435,9 @@ def test_perplexity_windows_start_with_bos_like_every_other_prompt():
 
     text = list(range(10, 1010))
     for bos in ([], [1]):
-        context = Context(lambda s: [], bos, text, 256, VerifyOptions(lengths=[512], ppl_windows=2), ["extended", "baseline"],
-                          lengths=[512])
+        context = Context(lambda s: [], bos, text, 256, VerifyOptions(lengths=[512], ppl_windows=2), ["extended", "baseline"], lengths=[512])
         jobs, _ = PerplexityTask().plan(context, 512)
-        assert len(jobs) == 2 and all(len(job.ids) == 512 and job.ids[:len(bos)] == bos for job in jobs)
+        assert len(jobs) == 2 and all(len(job.ids) == 512 and job.ids[: len(bos)] == bos for job in jobs)
         assert jobs[0].ids[len(bos)] == text[0]  # the first window starts at the text's start, after the BOS
 
 

@@ -88,8 +88,10 @@ if __name__ == "__main__":
     from yarn_cli.runtimes.vllm import VllmEngine
 
     ids = list(range(1, 128)) * 7
-    common = dict(max_length=900, dtype="float32", enforce_eager=True)
-    baked = VllmEngine(Path(sys.argv[1]), "cpu", **common)
+    from yarn_cli.core.verify.options import EngineOptions
+
+    options = EngineOptions(dtype="float32", enforce_eager=True)
+    baked = VllmEngine(Path(sys.argv[1]), "cpu", max_length=900, options=options)
     facts = baked.facts
     declared = variants.declared(facts.rope, facts.baked_attention_factor)
     chosen = [declared, variants.baseline(facts.rope, facts.baked_attention_factor),
@@ -112,8 +114,9 @@ def test_three_variants_and_the_baseline_of_a_baked_checkpoint(models, tmp_path)
     forward pass under the same variant, and not under the others; the baseline of a baked checkpoint (the
     baked m divided back out) is the original model, number for number."""
     out = tmp_path / "losses.json"
-    result = subprocess.run([sys.executable, "-c", VARIANTS, str(models["llama-baked"]), str(models["llama"]), str(out)],
-                            capture_output=True, text=True, timeout=480)
+    result = subprocess.run(
+        [sys.executable, "-c", VARIANTS, str(models["llama-baked"]), str(models["llama"]), str(out)], capture_output=True, text=True, timeout=480
+    )
     assert out.exists(), result.stderr[-3000:]
     data = json.loads(out.read_text())
     engine, reference = data["engine"], data["reference"]
@@ -145,9 +148,20 @@ def mla(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("mla")
     plain = root / "deepseek_v3"
-    build_model("deepseek_v3", seed=3, initializer_range=0.2, hidden_size=128, num_attention_heads=2, num_key_value_heads=2,
-                kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=64, v_head_dim=64, attention_bias=False,
-                first_k_dense_replace=2).save_pretrained(plain)
+    build_model(
+        "deepseek_v3",
+        seed=3,
+        initializer_range=0.2,
+        hidden_size=128,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        kv_lora_rank=256,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=64,
+        v_head_dim=64,
+        attention_bias=False,
+        first_k_dense_replace=2,
+    ).save_pretrained(plain)
     word_tokenizer(plain)
     folders = {"plain": plain}
     for name, options in (("x4", {}), ("m", {"attention_factor": 1.05}), ("baked", {"bake_temperature": True})):
@@ -205,8 +219,9 @@ def test_newer_families_are_exact_on_vllm(model_type, words, tmp_path):
 
 
 def test_tensor_parallel_two_ranks(models, words):
-    result = yarn("verify", str(models["qwen3-x4"]), "--engine", "vllm", *FAST, "--tensor-parallel-size", "2",
-                  "--text", str(words), "--parity-only", "--json")
+    result = yarn(
+        "verify", str(models["qwen3-x4"]), "--engine", "vllm", *FAST, "--tensor-parallel-size", "2", "--text", str(words), "--parity-only", "--json"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     parity = json.loads(result.stdout)["parity"]
     assert parity["diagnosis"] == "exact" and parity["max_abs_diff"] < 1e-3, parity["line"]
@@ -269,12 +284,15 @@ def test_the_lm_eval_bridge_on_vllm_equals_the_native_engine(trained_tiny, tmp_p
     tasks = write_tasks(tmp_path / "tasks", trained_tiny["check_text"].read_text(encoding="utf-8"))
     script, out = tmp_path / "bridge.py", tmp_path / "responses.json"
     script.write_text(LM_EVAL)
-    result = subprocess.run([sys.executable, str(script), str(extended), str(tasks), str(out)], capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(script), str(extended), str(tasks), str(out)], capture_output=True, text=True, timeout=600)
     assert out.exists(), result.stderr[-3000:]
     found = json.loads(out.read_text())
-    pairs = [(x[0], y[0]) for task in ("yarn_mc", "yarn_rolling")
-             for a, b in zip(found["vllm"][task], found["native"][task], strict=True) for x, y in zip(a, b, strict=True)]
+    pairs = [
+        (x[0], y[0])
+        for task in ("yarn_mc", "yarn_rolling")
+        for a, b in zip(found["vllm"][task], found["native"][task], strict=True)
+        for x, y in zip(a, b, strict=True)
+    ]
     choices = [(x, y) for x, y in pairs if isinstance(x, list)]
     totals = [(x, y) for x, y in pairs if not isinstance(x, list)]
     assert len(choices) == 64 and len(totals) == 3
@@ -288,8 +306,17 @@ def test_ruler_prompts_fill_the_budget_with_vllms_tokenizer(models, words):
     from yarn_cli.core.verify import ruler
     from yarn_cli.usecases.verify import prepare_verify
 
-    run = prepare_verify(models["llama-x4"], engine="vllm", device="cpu", text=words, tasks="niah_single_1,niah_multikey_2,vt,fwe",
-                         lengths=[1000], depths="0.5", parity=False, engine_options={"dtype": "float32", "enforce_eager": True})
+    run = prepare_verify(
+        models["llama-x4"],
+        engine="vllm",
+        device="cpu",
+        text=words,
+        tasks="niah_single_1,niah_multikey_2,vt,fwe",
+        lengths=[1000],
+        depths="0.5",
+        parity=False,
+        engine_options={"dtype": "float32", "enforce_eager": True},
+    )
     try:
         jobs = run.prepared.jobs["ruler"]
         assert {job.expected[0] for job in jobs} == {"niah_single_1", "niah_multikey_2", "vt", "fwe"}

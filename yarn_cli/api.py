@@ -31,9 +31,30 @@ from yarn_cli.usecases.tune import TuneResult, tune
 from yarn_cli.usecases.verify import VerifyReport, VerifyRun, prepare_verify, verify
 
 __all__ = [
-    "EngineOptions", "ExtendRequest", "FinetuneRequest", "InspectRequest", "TuneRequest", "VerifyRequest",
-    "ExtendPlan", "ExtendResult", "FinetunePlan", "FinetuneResult", "InspectReport", "Recipe", "TuneResult", "VerifyReport", "VerifyRun",
-    "apply_extend", "finetune", "inspect", "plan_extend", "plan_finetune", "prepare_verify", "run_finetune", "tune", "verify",
+    "EngineOptions",
+    "ExtendRequest",
+    "FinetuneRequest",
+    "InspectRequest",
+    "TuneRequest",
+    "VerifyRequest",
+    "ExtendPlan",
+    "ExtendResult",
+    "FinetunePlan",
+    "FinetuneResult",
+    "InspectReport",
+    "Recipe",
+    "TuneResult",
+    "VerifyReport",
+    "VerifyRun",
+    "apply_extend",
+    "finetune",
+    "inspect",
+    "plan_extend",
+    "plan_finetune",
+    "prepare_verify",
+    "run_finetune",
+    "tune",
+    "verify",
     "YarnLM",  # noqa: F822 (served by __getattr__ below, so that lm-eval is imported only when asked for)
 ]
 

@@ -20,7 +20,7 @@ class YarnError(Exception):
         if where in message:
             return self
         if message.startswith("config.json: "):
-            message = message[len("config.json: "):]
+            message = message[len("config.json: ") :]
         return type(self)(f"{where}: {message}")
 
 

@@ -18,8 +18,14 @@ from yarn_cli.cli.render import esc, human_bytes
 def byte_progress(err_console: Console, description: str, total: int, enabled: bool) -> Iterator[Any]:
     """A rich bar for bytes written (on stderr, so --json stdout stays clean); yields the advance callback."""
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True, disable=not enabled,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not enabled,
     )
     with progress:
         task = progress.add_task(description, total=total)
@@ -33,6 +39,7 @@ def run(plan, console: Console, err_console: Console, *, dry_run: bool, copy: bo
     if dry_run:
         report = plan.to_json()
     else:
+
         def notify(message: str) -> None:
             err_console.print(f"[yellow]note:[/] {esc(message)}", soft_wrap=True)
 
@@ -90,9 +97,7 @@ def render_hf(console: Console, report: dict[str, Any], plan: Any) -> None:
     action = f"YaRN x{plan.scale:g}"
     if plan.replaced:
         action += f", replacing {esc(plan.replaced)}"
-    console.print(
-        f"[bold]{esc(report['source'])}[/]: trained length {plan.original_context:,} -> [bold]{plan.target_context:,}[/] ({action})"
-    )
+    console.print(f"[bold]{esc(report['source'])}[/]: trained length {plan.original_context:,} -> [bold]{plan.target_context:,}[/] ({action})")
     table = Table(title="config changes", title_justify="left", header_style="bold")
     for column in ("key", "old", "new"):
         table.add_column(column, overflow="fold")

@@ -31,9 +31,16 @@ def run(plan: Any, console: Console, err_console: Console, as_json: bool) -> Non
             f"about {human_bytes(plan.estimated_bytes)} per device"
         )
     progress = Progress(
-        TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True, disable=as_json or not main or not err_console.is_terminal,
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json or not main or not err_console.is_terminal,
     )
     with progress:
         task = progress.add_task("train", total=plan.recipe.steps, loss="-", rate="-")
@@ -47,8 +54,7 @@ def run(plan: Any, console: Console, err_console: Console, as_json: bool) -> Non
             from yarn_cli.usecases.finetune import complete_checkpoints
 
             if main and not isinstance(exc, YarnError) and complete_checkpoints(plan.work_dir):
-                err_console.print(f"[yellow]note:[/] checkpoints in {esc(plan.work_dir)} are kept: add --resume to continue",
-                                  soft_wrap=True)
+                err_console.print(f"[yellow]note:[/] checkpoints in {esc(plan.work_dir)} are kept: add --resume to continue", soft_wrap=True)
             raise
     if not main:
         return

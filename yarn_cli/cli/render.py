@@ -70,8 +70,7 @@ def summary(console: Console, model: ModelSummary, kv_cache: dict[str, Any] | No
         dtypes = ", ".join(f"{esc(k)} x{v}" for k, v in sorted(stats.dtypes.items(), key=lambda kv: -kv[1]))
         grid.add_row(
             "Parameters",
-            f"{human_count(stats.parameters)} in {stats.count} tensors, {human_bytes(stats.bytes)} "
-            f"across {stats.files} file(s) [dim]({dtypes})[/]",
+            f"{human_count(stats.parameters)} in {stats.count} tensors, {human_bytes(stats.bytes)} across {stats.files} file(s) [dim]({dtypes})[/]",
         )
     elif model.extra.get("weights"):
         grid.add_row("Parameters", "[dim]pickled weights only (not read): " + esc(", ".join(model.extra["weights"])) + "[/]")
@@ -80,8 +79,7 @@ def summary(console: Console, model: ModelSummary, kv_cache: dict[str, Any] | No
         grid.add_row(label, describe_rope(spec))
         grid.add_row(
             "  trained length",
-            f"{tokens(spec.original_context)} [dim](from {esc(spec.original_context_source)})[/], "
-            f"max positions {spec.max_context:,}",
+            f"{tokens(spec.original_context)} [dim](from {esc(spec.original_context_source)})[/], max positions {spec.max_context:,}",
         )
         grid.add_row("  scaling", describe_scaling(spec.scaling))
     if model.extra.get("baked"):

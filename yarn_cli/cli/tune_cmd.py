@@ -14,12 +14,21 @@ from yarn_cli.cli.render import esc
 from yarn_cli.core.tune.options import TuneRequest
 
 
-def run(console: Console, err_console: Console, as_json: bool, model: str | None, out: Any, request: TuneRequest,
-        notify: Callable[[str], None]) -> int:
+def run(
+    console: Console, err_console: Console, as_json: bool, model: str | None, out: Any, request: TuneRequest, notify: Callable[[str], None]
+) -> int:
     from yarn_cli.usecases.tune import tune
 
-    progress = Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                        TimeElapsedColumn(), console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
+    progress = Progress(
+        TextColumn("tuning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
+    )
     with progress:
         task = progress.add_task("", total=None)
 
@@ -49,26 +58,65 @@ def _share(value: float | None) -> str:
 
 
 def render(console: Console, report: dict[str, Any]) -> None:
+    lengths = report["lengths"]
+    console.print(
+        f"[bold]{esc(report['model'])}[/]: trained {lengths['original']:,}; tuning for {lengths['long']:,} on the "
+        f"{report['engine']} engine, {report['docs']} document(s); objective {report['objective']['name']}"
+    )
+    console.print(_table(report))
+    _render_outcome(console, report)
+
+
+def _table(report: dict[str, Any]) -> Table:
+    """One row per candidate under the unextended reference, the chosen one marked."""
     lengths, reference = report["lengths"], report["reference"]
-    console.print(f"[bold]{esc(report['model'])}[/]: trained {lengths['original']:,}; tuning for {lengths['long']:,} on the "
-                  f"{report['engine']} engine, {report['docs']} document(s); objective {report['objective']['name']}")
-    table = Table(header_style="bold", title_justify="left",
-                  title=f"short: an input of {lengths['short']:,} tokens; long: tokens {lengths['original']:,}.."
-                  + ("s·L for each s" if report["mode"] == "fit" else f"{lengths['long']:,}"))
+    table = Table(
+        header_style="bold",
+        title_justify="left",
+        title=f"short: an input of {lengths['short']:,} tokens; long: tokens {lengths['original']:,}.."
+        + ("s·L for each s" if report["mode"] == "fit" else f"{lengths['long']:,}"),
+    )
     betas = len({(c["beta_fast"], c["beta_slow"]) for c in report["candidates"]}) > 1
-    for title in ("s", "m", *(("beta fast/slow",) if betas else ()), "short ppl (vs unextended)", "long ppl", "retrieval short",
-                  "retrieval long", ""):
+    for title in (
+        "s",
+        "m",
+        *(("beta fast/slow",) if betas else ()),
+        "short ppl (vs unextended)",
+        "long ppl",
+        "retrieval short",
+        "retrieval long",
+        "",
+    ):
         table.add_column(title, justify="right")
-    table.add_row("-", "-", *(("-",) if betas else ()), _ppl(reference["short_ppl"], None), _ppl(reference["long_ppl"], None),
-                  _share(reference["short_retrieval"]), "-", "unextended")
+    table.add_row(
+        "-",
+        "-",
+        *(("-",) if betas else ()),
+        _ppl(reference["short_ppl"], None),
+        _ppl(reference["long_ppl"], None),
+        _share(reference["short_retrieval"]),
+        "-",
+        "unextended",
+    )
     chosen = report["chosen"]
     for c in sorted(report["candidates"], key=lambda c: (c["scale"], c["m"], c["beta_fast"], c["beta_slow"])):
         mark = "[bold green]chosen[/]" if chosen and c["name"] == chosen["name"] else ""
         paper = abs(c["m"] - report["paper_m"][str(c["scale"])]) < 1e-6
-        table.add_row(f"{c['scale']:g}", f"{c['m']:.4f}" + (" (paper)" if paper else ""),
-                      *((f"{c['beta_fast']:g}/{c['beta_slow']:g}",) if betas else ()), _ppl(c["short_ppl"], reference["short_ppl"]),
-                      _ppl(c["long_ppl"], None), _share(c["short_retrieval"]), _share(c["long_retrieval"]), mark)
-    console.print(table)
+        table.add_row(
+            f"{c['scale']:g}",
+            f"{c['m']:.4f}" + (" (paper)" if paper else ""),
+            *((f"{c['beta_fast']:g}/{c['beta_slow']:g}",) if betas else ()),
+            _ppl(c["short_ppl"], reference["short_ppl"]),
+            _ppl(c["long_ppl"], None),
+            _share(c["short_retrieval"]),
+            _share(c["long_retrieval"]),
+            mark,
+        )
+    return table
+
+
+def _render_outcome(console: Console, report: dict[str, Any]) -> None:
+    chosen = report["chosen"]
     fit = report["fit"]
     if fit:
         a_err = f" ± {fit['a_stderr']:.3f}" if fit["a_stderr"] is not None else ""
@@ -84,5 +132,7 @@ def render(console: Console, report: dict[str, Any]) -> None:
         colour = "green" if chosen else "red"
         console.print(f"[bold {colour}]{'CHOSEN' if chosen else 'NONE'}[/]: {esc(report['reason'])}", soft_wrap=True)
     if report["output"]:
-        console.print(f"wrote {esc(report['output']['output'])} (YaRN x{chosen['scale']:g}, m {chosen['m']:.4f}); "
-                      f"`yarn verify {esc(report['output']['output'])} --parity-only` checks your engine applies it")
+        console.print(
+            f"wrote {esc(report['output']['output'])} (YaRN x{chosen['scale']:g}, m {chosen['m']:.4f}); "
+            f"`yarn verify {esc(report['output']['output'])} --parity-only` checks your engine applies it"
+        )

@@ -18,16 +18,23 @@ from yarn_cli.cli.render import esc, human_bytes
 from yarn_cli.core.verify.options import VerifyRequest
 
 
-def run(console: Console, err_console: Console, as_json: bool, model: str | None, request: VerifyRequest,
-        notify: Callable[[str], None]) -> int:
+def run(console: Console, err_console: Console, as_json: bool, model: str | None, request: VerifyRequest, notify: Callable[[str], None]) -> int:
     """Load the engine under a spinner, run under a progress bar, render; returns the exit code."""
     from yarn_cli.usecases.verify import prepare_verify
 
     what = f"{esc(Path(str(model)).name) if model else 'the built-in default model'} ({esc(request.engine)} engine)"
     with err_console.status(f"loading {what}", spinner="dots") if not as_json else contextlib.nullcontext():
         prepared = prepare_verify(model, request, notify=notify)
-    progress = Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                        console=err_console, transient=True, disable=as_json or not err_console.is_terminal)
+    progress = Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
+    )
     # lm-eval prints some of its progress to stdout, where --json output goes alone
     with progress, contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         task = progress.add_task("", total=prepared.total_steps)
@@ -87,18 +94,21 @@ def _render_lengths(console: Console, report: dict[str, Any], columns: list, nam
     for length in report["lengths"]:
         marker = " *" if length > report["original_context"] else ""
         for i, name in enumerate(names):
-            table.add_row(f"{length:,}{marker}" if i == 0 else "", esc(SHORT.get(name, name)),
-                          *[_format(column, name, length) for column in columns],
-                          _speed(report, "prefill", name, length), _speed(report, "decode", name, length),
-                          end_section=i == len(names) - 1)
+            table.add_row(
+                f"{length:,}{marker}" if i == 0 else "",
+                esc(SHORT.get(name, name)),
+                *[_format(column, name, length) for column in columns],
+                _speed(report, "prefill", name, length),
+                _speed(report, "decode", name, length),
+                end_section=i == len(names) - 1,
+            )
     console.print(table)
     console.print("[dim]* beyond the trained length[/]")
 
 
 def _render_lm_eval(console: Console, section: dict[str, Any], names: list[str]) -> None:
     """lm-eval's numbers as its own table prints them (a fraction stays a fraction), with the difference in points."""
-    table = Table(header_style="bold", title=f"lm-eval {esc(section['version'])}: {esc(names[0])} vs {esc(names[1])}",
-                  title_justify="left")
+    table = Table(header_style="bold", title=f"lm-eval {esc(section['version'])}: {esc(names[0])} vs {esc(names[1])}", title_justify="left")
     for title in ("task", "metric", *[esc(SHORT.get(n, n)) for n in names], "drop (points)", "± stderr"):
         table.add_column(title, justify="left" if title in ("task", "metric") else "right")
     limit = section.get("max_task_drop")
@@ -117,8 +127,9 @@ def _render_footer(console: Console, report: dict[str, Any]) -> None:
     for note in report["notes"]:
         console.print(f"[yellow]note:[/] {esc(note)}")
     for item in report.get("skipped", []):
-        console.print(f"[yellow]skipped[/] {item['length']:,}: needs ~{human_bytes(item['needs_bytes'])}, "
-                      f"{human_bytes(item['available_bytes'])} available")
+        console.print(
+            f"[yellow]skipped[/] {item['length']:,}: needs ~{human_bytes(item['needs_bytes'])}, {human_bytes(item['available_bytes'])} available"
+        )
     verdict = report["verdict"]
     colour = "green" if verdict["ok"] else "red"
     console.print(f"[bold {colour}]{'PASS' if verdict['ok'] else 'FAIL'}[/]")

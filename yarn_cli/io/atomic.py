@@ -42,6 +42,7 @@ class WrittenFile:
     action: str  # "rewritten", "baked", "written", "reflinked", "linked" or "copied"
     bytes: int
 
+
 TMP_MARK = ".yarn-tmp-"
 LOCK_SUFFIX = ".yarn-lock"
 _TOOL = "yarn_cli"

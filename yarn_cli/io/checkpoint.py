@@ -80,8 +80,9 @@ def tensor_stats_from_headers(headers: list[SafetensorsHeader]) -> TensorStats:
     return TensorStats(count=count, parameters=parameters, bytes=nbytes, dtypes=dict(dtypes), files=len(headers))
 
 
-def _summary(source: str, fmt: str, architecture: str, dims: dict[str, Any], ropes, stats: TensorStats,
-             warnings, extra: dict[str, Any]) -> ModelSummary:
+def _summary(
+    source: str, fmt: str, architecture: str, dims: dict[str, Any], ropes, stats: TensorStats, warnings, extra: dict[str, Any]
+) -> ModelSummary:
     return ModelSummary(
         source=source,
         format=fmt,
@@ -99,7 +100,12 @@ def _summary(source: str, fmt: str, architecture: str, dims: dict[str, Any], rop
 
 
 def summarize_config(
-    config: dict[str, Any], source: str, fmt: str, stats: TensorStats, original_context: int | None, extra: dict[str, Any],
+    config: dict[str, Any],
+    source: str,
+    fmt: str,
+    stats: TensorStats,
+    original_context: int | None,
+    extra: dict[str, Any],
     where: object,
 ) -> ModelSummary:
     """``where`` names the config in errors: its path, or the hub repo id."""

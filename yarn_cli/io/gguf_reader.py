@@ -29,26 +29,59 @@ MAX_KEY_BYTES = 65536
 
 # GGUF value types (gguf-py's GGUFValueType).
 UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 = range(13)
-VALUE_TYPE_NAMES = {
-    UINT8: "UINT8", INT8: "INT8", UINT16: "UINT16", INT16: "INT16", UINT32: "UINT32", INT32: "INT32",
-    FLOAT32: "FLOAT32", BOOL: "BOOL", STRING: "STRING", ARRAY: "ARRAY", UINT64: "UINT64", INT64: "INT64",
-    FLOAT64: "FLOAT64",
-}
+VALUE_TYPE_NAMES = dict(
+    enumerate(("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"))
+)
 SCALAR_FORMATS = {
-    UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT32: "<i", FLOAT32: "<f",
-    BOOL: "<?", UINT64: "<Q", INT64: "<q", FLOAT64: "<d",
+    UINT8: "<B",
+    INT8: "<b",
+    UINT16: "<H",
+    INT16: "<h",
+    UINT32: "<I",
+    INT32: "<i",
+    FLOAT32: "<f",
+    BOOL: "<?",
+    UINT64: "<Q",
+    INT64: "<q",
+    FLOAT64: "<d",
 }
 
 # ggml type id -> (name, elements per block, bytes per block), as gguf-py's GGML_QUANT_SIZES.
 GGML_TYPES = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
-    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50),
-    20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136),
-    24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
-    29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
-    39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 40),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+    40: ("NVFP4", 64, 36),
+    41: ("Q1_0", 128, 18),
 }
 
 SPLIT_PATTERN = re.compile(r"^(?P<stem>.*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -177,9 +210,7 @@ def _skip_strings(cur: _Cursor, count: int, key: str) -> None:
     cur.pos = pos
 
 
-def _read_value(
-    cur: _Cursor, value_type: int, key: str, depth: int = 0, small: int = SMALL_ARRAY
-) -> tuple[Any, int | None]:
+def _read_value(cur: _Cursor, value_type: int, key: str, depth: int = 0, small: int = SMALL_ARRAY) -> tuple[Any, int | None]:
     if value_type in SCALAR_FORMATS:
         return cur.unpack(SCALAR_FORMATS[value_type], f"value of {key!r}"), None
     if value_type == STRING:
@@ -297,9 +328,16 @@ def _parse(buffer: Any, size: int, path: Path) -> GGUFFile:
                 f"the {max(data_size, 0)}-byte data region or off its {alignment}-byte alignment"
             )
     return GGUFFile(
-        path=path, version=version, fields=fields, tensors=tuple(infos), kv_start=kv_start,
-        tensor_info_start=tensor_info_start, tensor_info_end=tensor_info_end, data_start=data_start,
-        alignment=alignment, file_size=size,
+        path=path,
+        version=version,
+        fields=fields,
+        tensors=tuple(infos),
+        kv_start=kv_start,
+        tensor_info_start=tensor_info_start,
+        tensor_info_end=tensor_info_end,
+        data_start=data_start,
+        alignment=alignment,
+        file_size=size,
     )
 
 
@@ -344,8 +382,9 @@ def read_small_tensor(gguf: GGUFFile, name: str, limit: int = 1 << 16) -> tuple[
     if info is None:
         return None
     if info.type_name not in ("F32", "F16") or info.numel > limit:
-        raise FormatError(f"{gguf.path}: tensor {name} is {info.type_name} with {info.numel} values; llama.cpp's converter "
-                          "writes it as a short F32 vector")
+        raise FormatError(
+            f"{gguf.path}: tensor {name} is {info.type_name} with {info.numel} values; llama.cpp's converter writes it as a short F32 vector"
+        )
     start = gguf.data_start + info.offset
     if start + info.nbytes > gguf.file_size:
         raise FormatError(f"{gguf.path}: tensor {name} runs past the end of the file (truncated GGUF)")

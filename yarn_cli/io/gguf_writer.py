@@ -99,8 +99,7 @@ def _tensor_rewrites(source: GGUFFile, plan: GGUFPlan) -> list[tuple[int, bytes]
     for change in plan.tensor_changes:
         info = find_tensor(source, change.name)
         if info is None or info.type_name not in ("F32", "F16") or info.numel != len(change.values):
-            raise FormatError(f"{source.path}: tensor {change.name} is not the F32/F16 vector of {len(change.values)} "
-                              "values the plan rewrites")
+            raise FormatError(f"{source.path}: tensor {change.name} is not the F32/F16 vector of {len(change.values)} values the plan rewrites")
         code = "f" if info.type_name == "F32" else "e"
         rewrites.append((info.offset, struct.pack(f"<{info.numel}{code}", *change.values)))
     return rewrites

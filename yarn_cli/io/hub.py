@@ -17,10 +17,7 @@ def _explain(repo_id: str, what: str, exc: Exception) -> FetchError:
     from huggingface_hub import errors
 
     if isinstance(exc, errors.LocalEntryNotFoundError) or "offline" in str(exc).lower():
-        reason = (
-            "not in the local cache and the hub cannot be reached (offline, or HF_HUB_OFFLINE=1); "
-            "fetch it when online or pass a local folder"
-        )
+        reason = "not in the local cache and the hub cannot be reached (offline, or HF_HUB_OFFLINE=1); fetch it when online or pass a local folder"
     elif isinstance(exc, errors.GatedRepoError):
         reason = "the repo is gated: accept its terms on the hub and log in (hf auth login)"
     elif isinstance(exc, errors.RepositoryNotFoundError):

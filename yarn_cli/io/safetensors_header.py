@@ -20,10 +20,25 @@ from yarn_cli.io.paths import regular_file
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "F4": 0.5,
+    "F6_E2M3": 0.75,
+    "F6_E3M2": 0.75,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
 
 
@@ -69,8 +84,7 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
             (header_size,) = struct.unpack("<Q", prefix)
             if header_size > MAX_HEADER_BYTES or header_size > size - 8:
                 raise FormatError(
-                    f"{path}: safetensors header claims {header_size} bytes but the file has {size} "
-                    "(truncated or not a safetensors file)"
+                    f"{path}: safetensors header claims {header_size} bytes but the file has {size} (truncated or not a safetensors file)"
                 )
             raw = handle.read(header_size)
     except OSError as exc:
@@ -102,11 +116,7 @@ def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> Tensor
         raise FormatError(f"{where}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise FormatError(f"{where}: shape must be a list of non-negative integers")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-    ):
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets):
         raise FormatError(f"{where}: data_offsets must be two integers")
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:
@@ -125,8 +135,7 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], data_size: int) ->
         if info.begin != cursor:
             problem = "overlaps the tensor before it" if info.begin < cursor else f"leaves a gap of {info.begin - cursor} bytes before it"
             raise FormatError(
-                f"{path}: tensor {info.name!r} at data offset {info.begin} {problem}; "
-                "the safetensors library refuses such a file too (re-save it)"
+                f"{path}: tensor {info.name!r} at data offset {info.begin} {problem}; the safetensors library refuses such a file too (re-save it)"
             )
         cursor = info.end
     if cursor != data_size:

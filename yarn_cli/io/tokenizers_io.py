@@ -42,7 +42,7 @@ def prompt_prefix(encode_special: Callable[[str], list[int]], encode_plain: Call
     probe = "The pass key is 12345."
     plain, full = encode_plain(probe), encode_special(probe)
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
+        if full[start : start + len(plain)] == plain:
             return list(full[:start])
     return []
 
@@ -66,8 +66,9 @@ def from_hf_folder(folder: Path) -> TextTokenizer:
         token = token.get("content") if isinstance(token, dict) else token
         return backend.token_to_id(token) if isinstance(token, str) else None
 
-    bos = prompt_prefix(lambda text: backend.encode(text, add_special_tokens=True).ids,
-                        lambda text: backend.encode(text, add_special_tokens=False).ids)
+    bos = prompt_prefix(
+        lambda text: backend.encode(text, add_special_tokens=True).ids, lambda text: backend.encode(text, add_special_tokens=False).ids
+    )
     return TextTokenizer(backend, bos, special("bos_token"), special("eos_token"))
 
 
@@ -77,8 +78,7 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
     kind = gguf.get("tokenizer.ggml.model")
     if kind != BYTE_LEVEL_BPE:
         raise UnsupportedError(
-            f"{gguf.path}: the native engine rebuilds byte-level BPE ('gpt2') GGUF vocabularies only, this one is {kind!r}; "
-            "use --engine llama.cpp"
+            f"{gguf.path}: the native engine rebuilds byte-level BPE ('gpt2') GGUF vocabularies only, this one is {kind!r}; use --engine llama.cpp"
         )
     tokens = read_array(gguf, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in read_array(gguf, "tokenizer.ggml.merges")]
@@ -86,9 +86,7 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     split_digits = bool(architectures.gguf_pre_tokenizer_splits_digits(str(gguf.get("tokenizer.ggml.pre", "default"))))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level
     backend.decoder = decoders.ByteLevel()
     token_types = read_array(gguf, "tokenizer.ggml.token_type") if "tokenizer.ggml.token_type" in gguf.fields else []
     specials = [tokens[i] for i, kind in enumerate(token_types) if kind == 3]  # CONTROL

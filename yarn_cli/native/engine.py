@@ -18,8 +18,16 @@ from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_hos
 class NativeEngine:
     name = implementation = "native"
 
-    def __init__(self, model: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None,
-                 chunk: int = 16384, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: Path,
+        device: str,
+        original_context: int | None = None,
+        max_length: int = 0,
+        progress=None,
+        chunk: int = 16384,
+        dtype: torch.dtype | None = None,
+    ):
         self.device, self.path = device, model
         self.dtype = dtype or compute_dtype(device)
         self.chunk = chunk
@@ -31,11 +39,17 @@ class NativeEngine:
             self.notes.append("the checkpoint declares no RoPE scaling: 'extended' and 'baseline' are the same model")
         s = self.spec
         self.facts = ModelFacts(
-            original_context=spec.original_context, target_context=spec.max_context,
-            attention=s.attention, heads=s.heads, hidden=s.hidden, vocab=s.vocab,
+            original_context=spec.original_context,
+            target_context=spec.max_context,
+            attention=s.attention,
+            heads=s.heads,
+            hidden=s.hidden,
+            vocab=s.vocab,
             weight_bytes=sum(t.numel() * t.element_size() for t in {id(t): t for t in self.weights.values()}.values()),
             value_bytes=torch.finfo(self.dtype).bits // 8,
-            scaling=scaling_label(spec.scaling), rope=spec, baked_attention_factor=baked,
+            scaling=scaling_label(spec.scaling),
+            rope=spec,
+            baked_attention_factor=baked,
         )
         self._models: dict[tuple, NativeModel] = {}
 
@@ -63,8 +77,7 @@ class NativeEngine:
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
         model = self.model(variant)
         _, nll = model.prefill(ids, model.new_cache(len(ids)), self.chunk, score_from)
-        return Scored([] if nll is None else nll.double().cpu().tolist(), len(ids), model.last_prefill_seconds,
-                      model.last_greedy)
+        return Scored([] if nll is None else nll.double().cpu().tolist(), len(ids), model.last_prefill_seconds, model.last_greedy)
 
     def available_memory(self) -> int:
         if self.device.startswith("cuda"):

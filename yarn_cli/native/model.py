@@ -91,8 +91,7 @@ class NativeModel:
         return x + F.linear(F.silu(F.linear(h, w[p + "gate"])) * F.linear(h, w[p + "up"]), w[p + "down"])
 
     @torch.inference_mode()
-    def forward(self, ids: list[int], cache: torch.Tensor, start: int, logits_from: int | None = None,
-                head: bool = True) -> torch.Tensor | None:
+    def forward(self, ids: list[int], cache: torch.Tensor, start: int, logits_from: int | None = None, head: bool = True) -> torch.Tensor | None:
         """Run ``ids`` at positions start.. into ``cache``; return float32 logits for positions >= logits_from
         (relative to ``ids``), or None when ``logits_from`` is None. ``head=False``: the final hidden states
         instead, for the caller to take the logits a slice at a time."""

@@ -75,17 +75,24 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
     arch = architectures.for_model_type(model_type)
     if arch is None or not arch.native_engine:
         raise UnsupportedError(
-            f"{folder}: the native engine runs {', '.join(architectures.native_model_types())}; this is {model_type!r}: "
-            "use --engine transformers"
+            f"{folder}: the native engine runs {', '.join(architectures.native_model_types())}; this is {model_type!r}: use --engine transformers"
         )
     with about(folder / "config.json"):
         specs, _ = hf_config.read_rope_specs(config, original_context)
         dims = hf_layout.model_dims(config)
     _refuse_windows(folder, dims["attention"])
     return NativeSpec(
-        family=arch.family, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"],
-        kv_heads=dims["kv_heads"], head_dim=specs[0].head_dim, vocab=int(cfg["vocab_size"]),
-        rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope=specs[0], attention=dims["attention"], source_format="hf",
+        family=arch.family,
+        layers=dims["layers"],
+        hidden=dims["hidden_size"],
+        heads=dims["heads"],
+        kv_heads=dims["kv_heads"],
+        head_dim=specs[0].head_dim,
+        vocab=int(cfg["vocab_size"]),
+        rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rope=specs[0],
+        attention=dims["attention"],
+        source_format="hf",
     )
 
 
@@ -108,9 +115,17 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = int(meta.get(f"{arch}.vocab_size") or getattr(tokens, "count", 0) or len(tokens or []))
     return NativeSpec(
-        family=arch, layers=dims["layers"], hidden=dims["hidden_size"], heads=dims["heads"], kv_heads=dims["kv_heads"],
-        head_dim=specs[0].head_dim, vocab=vocab, rms_eps=float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope=specs[0], attention=dims["attention"], source_format="gguf",
+        family=arch,
+        layers=dims["layers"],
+        hidden=dims["hidden_size"],
+        heads=dims["heads"],
+        kv_heads=dims["kv_heads"],
+        head_dim=specs[0].head_dim,
+        vocab=vocab,
+        rms_eps=float(meta.get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope=specs[0],
+        attention=dims["attention"],
+        source_format="gguf",
     )
 
 

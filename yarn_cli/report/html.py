@@ -25,8 +25,7 @@ def esc(value: Any) -> str:
 
 def _table(head: list[str], rows: list[list[Any]], left: int = 1) -> str:
     cells = "".join(f"<th{' class=l' if i < left else ''}>{esc(h)}</th>" for i, h in enumerate(head))
-    body = "".join("<tr>" + "".join(f"<td{' class=l' if i < left else ''}>{esc(v)}</td>" for i, v in enumerate(row)) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td{' class=l' if i < left else ''}>{esc(v)}</td>" for i, v in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
@@ -45,12 +44,12 @@ def _by_length(report: dict[str, Any]) -> str:
     section = report.get("ruler")
     if section:
         for task in section["tasks"]:
-            columns += [(f"{task} {n}", lambda length, n=n, t=task: _number(section["scores"][n][t].get(str(length)), ".1f"))
-                        for n in names]
+            columns += [(f"{task} {n}", lambda length, n=n, t=task: _number(section["scores"][n][t].get(str(length)), ".1f")) for n in names]
         if len(section["tasks"]) > 1:
             columns += [(f"RULER avg {n}", lambda length, n=n: _number(section["average"][n].get(str(length)), ".1f")) for n in names]
-    rows = [[f"{length:,}{' *' if length > report['original_context'] else ''}"] + [f(length) for _, f in columns]
-            for length in report.get("lengths", [])]
+    rows = [
+        [f"{length:,}{' *' if length > report['original_context'] else ''}"] + [f(length) for _, f in columns] for length in report.get("lengths", [])
+    ]
     return _table(["length"] + [title for title, _ in columns], rows) + "<p>* beyond the trained length</p>" if columns else ""
 
 
@@ -60,8 +59,9 @@ def _effective(report: dict[str, Any]) -> str:
         return ""
     keys = section["tasks"] + (["average"] if len(section["tasks"]) > 1 else [])
     rows = [[name] + [_number(section["effective_length"][name][k], ",") for k in keys] for name in section["effective_length"]]
-    return (f"<h2>RULER effective length (score &ge; {esc(section['threshold'])} points at every length up to it)</h2>"
-            + _table(["variant"] + keys, rows))
+    return f"<h2>RULER effective length (score &ge; {esc(section['threshold'])} points at every length up to it)</h2>" + _table(
+        ["variant"] + keys, rows
+    )
 
 
 def _variants(report: dict[str, Any]) -> str:
@@ -78,10 +78,12 @@ def _figure(path: Path, title: str) -> str:
 def run_section(report: dict[str, Any], name: str, folder: Path, pictures: list[dict[str, str]]) -> str:
     """One verify run: verdict, parity line, configuration, tables, pictures, notes."""
     verdict = report["verdict"]
-    parts = [f"<h1>{esc(name)}</h1>",
-             f"<p>{esc(report['scaling'])}, trained {report['original_context']:,} &rarr; {report['target_context']:,}; "
-             f"{esc(report['engine'])} engine on {esc(report['device'])}</p>",
-             f"<p class={'pass' if verdict['ok'] else 'fail'}>{'PASS' if verdict['ok'] else 'FAIL'}: {esc(verdict['reason'])}</p>"]
+    parts = [
+        f"<h1>{esc(name)}</h1>",
+        f"<p>{esc(report['scaling'])}, trained {report['original_context']:,} &rarr; {report['target_context']:,}; "
+        f"{esc(report['engine'])} engine on {esc(report['device'])}</p>",
+        f"<p class={'pass' if verdict['ok'] else 'fail'}>{'PASS' if verdict['ok'] else 'FAIL'}: {esc(verdict['reason'])}</p>",
+    ]
     if report.get("parity"):
         parts.append(f"<p>{esc(report['parity']['line'])}</p>")
     parts += [_variants(report), "<h2>By length</h2>", _by_length(report), _effective(report)]
@@ -95,5 +97,7 @@ def run_section(report: dict[str, Any], name: str, folder: Path, pictures: list[
 
 def page(title: str, sections: list[str]) -> str:
     runs = "".join(f'<div class="run">{s}</div>' for s in sections)
-    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
-            f"<style>{STYLE}</style></head><body><div class=runs>{runs}</div></body></html>")
+    return (
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
+        f"<style>{STYLE}</style></head><body><div class=runs>{runs}</div></body></html>"
+    )

@@ -49,8 +49,9 @@ def draw_heatmap(values: dict[str, dict[str, float]], title: str, path: Path, di
     return rows
 
 
-def draw_curves(curves: dict[str, dict[str, float]], labels: dict[str, str], original: int, method: str, title: str,
-                path: Path) -> dict[str, dict[str, float]]:
+def draw_curves(
+    curves: dict[str, dict[str, float]], labels: dict[str, str], original: int, method: str, title: str, path: Path
+) -> dict[str, dict[str, float]]:
     """Perplexity against length, one line per variant, the trained length marked; returns what it drew."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)

@@ -56,8 +56,15 @@ def plot_tune(report: dict, path: Path, force: bool = False) -> Path:
         ax.axvline(report["paper_m"][str(scale)], color=line.get_color(), linestyle=":", linewidth=1)
     chosen = report.get("chosen")
     if chosen:
-        ax.plot([chosen["m"]], [chosen["long_ppl"]], marker="*", markersize=14, color="black", linestyle="none",
-                label=f"chosen: s {chosen['scale']:g}, m {chosen['m']:.4f}")
+        ax.plot(
+            [chosen["m"]],
+            [chosen["long_ppl"]],
+            marker="*",
+            markersize=14,
+            color="black",
+            linestyle="none",
+            label=f"chosen: s {chosen['scale']:g}, m {chosen['m']:.4f}",
+        )
     lengths = report["lengths"]
     ax.set_xlabel("attention factor m (on each of q and k); dotted: the paper's 0.1 ln s + 1")
     if fit:
@@ -87,8 +94,7 @@ def _fit_panel(ax, fit: dict) -> None:
     grid = [min(scales) * (max(scales) / min(scales)) ** (k / 50) for k in range(51)]
     ax.plot(scales, [p["m"] for p in fit["points"]], marker="o", linestyle="none", color="black", label="best m per s")
     stderr = f" ± {fit['a_stderr']:.3f}" if fit["a_stderr"] is not None else ""
-    ax.plot(grid, [fit["a"] * math.log(s) + fit["b"] for s in grid],
-            label=f"fit: m = {fit['a']:.3f}{stderr}·ln s + {fit['b']:.3f}")
+    ax.plot(grid, [fit["a"] * math.log(s) + fit["b"] for s in grid], label=f"fit: m = {fit['a']:.3f}{stderr}·ln s + {fit['b']:.3f}")
     ax.plot(grid, [0.1 * math.log(s) + 1 for s in grid], linestyle="--", label="paper: m = 0.1·ln s + 1")
     ax.set_xscale("log")
     ax.minorticks_off()  # a narrow range of s would otherwise get labels like 1.3x10^0

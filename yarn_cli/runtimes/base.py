@@ -15,7 +15,7 @@ from typing import Protocol
 from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
 from yarn_cli.core.rope.spec import RopeSpec
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify.options import ENGINE
+from yarn_cli.core.verify.options import ENGINE, EngineOptions
 
 # --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
 ENGINES = {
@@ -160,7 +160,7 @@ def load_engine(name: str, path, device: str, original_context: int | None, max_
     engine_class = getattr(importlib.import_module(module), cls)
     given = {k: v for k, v in (options or {}).items() if v != ENGINE_OPTION_DEFAULTS.get(k)}
     if getattr(engine_class, "takes_options", False):
-        return engine_class(path, device, original_context, max_length=max_length, **given)
+        return engine_class(path, device, original_context, max_length=max_length, options=EngineOptions.of(given))
     if given:
         flags = ", ".join("--" + key.replace("_", "-") for key in given)
         raise InputError(f"{flags}: only --engine vllm takes {'this option' if len(given) == 1 else 'these options'}")

@@ -46,10 +46,16 @@ class LlamaCppEngine:
         self.tokenizer = _Tokenizer(self._vocab)
         self._eos = self._vocab.token_eos()
         self.facts = ModelFacts(
-            original_context=spec.original_context, target_context=spec.max_context,
+            original_context=spec.original_context,
+            target_context=spec.max_context,
             attention=summary.attention or AttentionLayout(summary.layers or 0, 0),
-            heads=summary.attention_heads or 0, hidden=summary.hidden_size or 0, vocab=self._vocab.n_vocab(),
-            weight_bytes=summary.tensors.bytes, value_bytes=2, scaling=scaling_label(spec.scaling), rope=spec,
+            heads=summary.attention_heads or 0,
+            hidden=summary.hidden_size or 0,
+            vocab=self._vocab.n_vocab(),
+            weight_bytes=summary.tensors.bytes,
+            value_bytes=2,
+            scaling=scaling_label(spec.scaling),
+            rope=spec,
         )
         self._log_multiplier = bool(gguf_metadata(read_gguf(model)).get(f"{self.architecture}.rope.scaling.yarn_log_multiplier"))
         self._n_ctx = max(max_length, 256) + 64
@@ -75,12 +81,12 @@ class LlamaCppEngine:
         """(context parameters, metadata overrides) that make llama.cpp compute ``variant``."""
         if variant.kind == "declared":
             return {}, {}
-        params = dict(rope_scaling_type=SCALING_TYPES[variant.kind], rope_freq_base=variant.base,
-                      rope_freq_scale=1.0 / variant.factor)
+        params = dict(rope_scaling_type=SCALING_TYPES[variant.kind], rope_freq_base=variant.base, rope_freq_scale=1.0 / variant.factor)
         factor = variant.attention_factor
         if variant.kind == "yarn":
-            params.update(yarn_ext_factor=1.0, yarn_beta_fast=variant.beta_fast, yarn_beta_slow=variant.beta_slow,
-                          yarn_orig_ctx=variant.original_context)
+            params.update(
+                yarn_ext_factor=1.0, yarn_beta_fast=variant.beta_fast, yarn_beta_slow=variant.beta_slow, yarn_orig_ctx=variant.original_context
+            )
             factor /= get_mscale(variant.factor)  # llama.cpp multiplies its own m by this key
         return params, {f"{self.architecture}.rope.scaling.attn_factor": float(factor)}
 
@@ -95,8 +101,16 @@ class LlamaCppEngine:
         key = (tuple(sorted(params.items())), tuple(sorted(overrides.items())), self._n_ctx)
         if key != self._key:
             self._release()
-            self._llm = Llama(str(self.path), n_ctx=self._n_ctx, n_batch=N_BATCH, logits_all=False, verbose=False,
-                              n_gpu_layers=-1 if self.device.startswith("cuda") else 0, kv_overrides=overrides or None, **params)
+            self._llm = Llama(
+                str(self.path),
+                n_ctx=self._n_ctx,
+                n_batch=N_BATCH,
+                logits_all=False,
+                verbose=False,
+                n_gpu_layers=-1 if self.device.startswith("cuda") else 0,
+                kv_overrides=overrides or None,
+                **params,
+            )
             self._key = key
         return self._llm
 
@@ -135,8 +149,7 @@ class LlamaCppEngine:
             for j, flag in enumerate(flags):
                 llm._batch.batch.logits[j] = flag
             llm._ctx.decode(llm._batch)
-            batch = [np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(self.facts.vocab,)).copy()
-                     for j, flag in enumerate(flags) if flag]
+            batch = [np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(self.facts.vocab,)).copy() for j, flag in enumerate(flags) if flag]
             if reduce is None:
                 rows += batch
             elif batch:

@@ -24,8 +24,7 @@ from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_hos
 class TransformersEngine:
     name = implementation = "transformers"
 
-    def __init__(self, path: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None,
-                 allow_gguf: bool = False):
+    def __init__(self, path: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None, allow_gguf: bool = False):
         try:
             import torch
             from transformers import AutoModelForCausalLM
@@ -108,8 +107,7 @@ class TransformersEngine:
                 out.append(token)
                 if len(out) == max_new_tokens:
                     break
-                result = self.model(torch.tensor([[token]], device=self.device), **_cache_of(result), use_cache=True,
-                                    logits_to_keep=1)
+                result = self.model(torch.tensor([[token]], device=self.device), **_cache_of(result), use_cache=True, logits_to_keep=1)
                 steps += 1
             decode = self._elapsed(started)
         return Generation(out, len(ids), prefill, decode, steps)
@@ -193,8 +191,11 @@ def _softmax_slots(decoder, spec) -> list[tuple[Any, float, float]]:
     declared = spec.softmax_mscale() if spec is not None else None
     if declared is None:
         return []
-    return [(module, module.scaling, module.scaling / declared**2) for module in decoder.modules()
-            if type(module).__name__.endswith("Attention") and isinstance(getattr(module, "scaling", None), float)]
+    return [
+        (module, module.scaling, module.scaling / declared**2)
+        for module in decoder.modules()
+        if type(module).__name__.endswith("Attention") and isinstance(getattr(module, "scaling", None), float)
+    ]
 
 
 def _prefix(module) -> str:
@@ -227,15 +228,34 @@ def _facts(path: Path, original_context: int | None, model, dtype) -> ModelFacts
     if path.suffix.lower() == ".gguf":
         summary = summarize_gguf(path, original_context)
         spec = summary.rope
-        return ModelFacts(spec.original_context, spec.max_context, summary.attention, summary.attention_heads or 0,
-                          summary.hidden_size or 0, int(model.config.vocab_size), weight_bytes, value_bytes,
-                          scaling_label(spec.scaling), spec)
+        return ModelFacts(
+            spec.original_context,
+            spec.max_context,
+            summary.attention,
+            summary.attention_heads or 0,
+            summary.hidden_size or 0,
+            int(model.config.vocab_size),
+            weight_bytes,
+            value_bytes,
+            scaling_label(spec.scaling),
+            spec,
+        )
     raw = read_json(path / "config.json")
     specs, _ = hf_config.read_rope_specs(raw, original_context)
     dims = hf_layout.model_dims(raw)
-    return ModelFacts(specs[0].original_context, specs[0].max_context, dims["attention"], dims["heads"], dims["hidden_size"],
-                      int(hf_config.text_config(raw).get("vocab_size", 0)), weight_bytes, value_bytes,
-                      scaling_label(specs[0].scaling), specs[0], hf_plan.baked_factor(raw))
+    return ModelFacts(
+        specs[0].original_context,
+        specs[0].max_context,
+        dims["attention"],
+        dims["heads"],
+        dims["hidden_size"],
+        int(hf_config.text_config(raw).get("vocab_size", 0)),
+        weight_bytes,
+        value_bytes,
+        scaling_label(specs[0].scaling),
+        specs[0],
+        hf_plan.baked_factor(raw),
+    )
 
 
 def _tokenizer(folder: Path):
@@ -252,8 +272,9 @@ def _tokenizer(folder: Path):
 class _Wrapped:
     def __init__(self, tokenizer):
         self.inner = tokenizer
-        self.bos = prompt_prefix(lambda text: tokenizer.encode(text, add_special_tokens=True),
-                                 lambda text: tokenizer.encode(text, add_special_tokens=False))
+        self.bos = prompt_prefix(
+            lambda text: tokenizer.encode(text, add_special_tokens=True), lambda text: tokenizer.encode(text, add_special_tokens=False)
+        )
         self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
 
     def encode(self, text: str) -> list[int]:

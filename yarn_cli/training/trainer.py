@@ -35,8 +35,9 @@ def _chunk_loss(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
-def chunked_causal_lm_loss(hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor,
-                           softcap: float | None = None, chunk: int = LOSS_CHUNK) -> torch.Tensor:
+def chunked_causal_lm_loss(
+    hidden: torch.Tensor, head: torch.nn.Module, labels: torch.Tensor, softcap: float | None = None, chunk: int = LOSS_CHUNK
+) -> torch.Tensor:
     """Mean next-token cross-entropy, the same number transformers' causal-LM loss gives."""
     states = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = labels[:, 1:].reshape(-1)
@@ -138,8 +139,7 @@ def make_callback(log: TrainingLog, tokens_per_step: int, progress: Callable[[in
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                log.losses.append({"step": state.global_step, "loss": float(logs["loss"]),
-                                   "learning_rate": float(logs.get("learning_rate", 0.0))})
+                log.losses.append({"step": state.global_step, "loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0.0))})
 
     return _Progress()
 
@@ -191,8 +191,13 @@ def add_lora(lm: Any, rank: int, alpha: int) -> Any:
         from yarn_cli.errors import InputError
 
         raise InputError("--lora-rank needs peft: pip install 'yarn-cli[finetune]'") from exc
-    targets = sorted({name.rsplit(".", 1)[-1] for name, module in lm.named_modules()
-                      if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS})
+    targets = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in lm.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS
+        }
+    )
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=targets, lora_dropout=0.0, bias="none")
     return get_peft_model(lm, config)
 
@@ -205,12 +210,28 @@ def training_arguments(recipe: Any, batching: Any, work_dir: Path, on_gpu: bool)
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(work_dir), max_steps=recipe.steps, learning_rate=recipe.lr, warmup_steps=recipe.warmup,
-        lr_scheduler_type="constant_with_warmup", adam_beta1=recipe.beta1, adam_beta2=recipe.beta2,
-        weight_decay=recipe.weight_decay, per_device_train_batch_size=batching.per_device,
-        gradient_accumulation_steps=batching.grad_accum, logging_steps=recipe.logging_steps, save_steps=recipe.save_steps,
-        save_total_limit=2, seed=recipe.seed, data_seed=recipe.seed, bf16=on_gpu, report_to=[], disable_tqdm=True,
-        remove_unused_columns=False, dataloader_drop_last=True, log_level="error", ddp_find_unused_parameters=False,
+        output_dir=str(work_dir),
+        max_steps=recipe.steps,
+        learning_rate=recipe.lr,
+        warmup_steps=recipe.warmup,
+        lr_scheduler_type="constant_with_warmup",
+        adam_beta1=recipe.beta1,
+        adam_beta2=recipe.beta2,
+        weight_decay=recipe.weight_decay,
+        per_device_train_batch_size=batching.per_device,
+        gradient_accumulation_steps=batching.grad_accum,
+        logging_steps=recipe.logging_steps,
+        save_steps=recipe.save_steps,
+        save_total_limit=2,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=on_gpu,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_drop_last=True,
+        log_level="error",
+        ddp_find_unused_parameters=False,
         use_cpu=not on_gpu,
     )
 
@@ -251,5 +272,8 @@ def full_state_dict(trainer: Any) -> dict[str, torch.Tensor]:
 
 def loss_history(trainer: Any) -> list[dict[str, float]]:
     """Every logged loss of the run, those before a resume included (Trainer keeps them in its state)."""
-    return [{"step": entry["step"], "loss": float(entry["loss"]), "learning_rate": float(entry.get("learning_rate", 0.0))}
-            for entry in trainer.state.log_history if "loss" in entry]
+    return [
+        {"step": entry["step"], "loss": float(entry["loss"]), "learning_rate": float(entry.get("learning_rate", 0.0))}
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]

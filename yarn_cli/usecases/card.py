@@ -64,17 +64,29 @@ def _table(report: dict[str, Any]) -> str:
 def section(report: dict[str, Any], image: str | None, base_model: str | None) -> str:
     declared = report["variants"][0]
     effective = report.get("ruler", {}).get("effective_length", {})
-    lines = [START, "## Long-context evaluation (yarn_cli verify)", "",
-             f"Base model: {base_model}." if base_model else
-             "Base model: not recorded; `yarn verify --card --base-model ORG/NAME` adds it.", "",
-             f"RoPE scaling: **{report['scaling']}**, trained length {report['original_context']:,}, "
-             f"declared length {report['target_context']:,}; {report['engine']} engine on {report['device']}.", "",
-             "```json", json.dumps({k: v for k, v in declared.items() if k != "name"}, indent=1), "```", "",
-             _table(report), "",
-             f"Verdict: **{'PASS' if report['verdict']['ok'] else 'FAIL'}**: {report['verdict']['reason']}"]
+    lines = [
+        START,
+        "## Long-context evaluation (yarn_cli verify)",
+        "",
+        f"Base model: {base_model}." if base_model else "Base model: not recorded; `yarn verify --card --base-model ORG/NAME` adds it.",
+        "",
+        f"RoPE scaling: **{report['scaling']}**, trained length {report['original_context']:,}, "
+        f"declared length {report['target_context']:,}; {report['engine']} engine on {report['device']}.",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in declared.items() if k != "name"}, indent=1),
+        "```",
+        "",
+        _table(report),
+        "",
+        f"Verdict: **{'PASS' if report['verdict']['ok'] else 'FAIL'}**: {report['verdict']['reason']}",
+    ]
     if effective:
-        lines += ["", "RULER effective length (score >= {:g} at every length up to it): ".format(report["ruler"]["threshold"])
-                  + ", ".join(f"{v} {'-' if x['average'] is None else format(x['average'], ',')}" for v, x in effective.items())]
+        lines += [
+            "",
+            "RULER effective length (score >= {:g} at every length up to it): ".format(report["ruler"]["threshold"])
+            + ", ".join(f"{v} {'-' if x['average'] is None else format(x['average'], ',')}" for v, x in effective.items()),
+        ]
     if image:
         lines += ["", f"![needle-in-a-haystack heatmap]({image})"]
     return "\n".join(lines + [END])
@@ -88,7 +100,7 @@ def _gguf_base_model(model: Path) -> str | None:
 
     url = read_gguf(model).get("general.base_model.0.repo_url")
     prefix = "https://huggingface.co/"
-    return url[len(prefix):].strip("/") if isinstance(url, str) and url.startswith(prefix) else None
+    return url[len(prefix) :].strip("/") if isinstance(url, str) and url.startswith(prefix) else None
 
 
 def _heatmap(folder: Path, report: dict[str, Any]) -> str | None:

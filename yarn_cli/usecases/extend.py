@@ -74,14 +74,24 @@ class ExtendResult:
     def to_json(self) -> dict[str, Any]:
         report = self.plan.to_json(dry_run=False)
         report.update(
-            notes=list(self.notes), files=[vars(f) for f in self.files], bytes_written=self.bytes_written,
-            seconds=round(self.seconds, 3), reclaimed=list(self.reclaimed), workers=self.workers,
+            notes=list(self.notes),
+            files=[vars(f) for f in self.files],
+            bytes_written=self.bytes_written,
+            seconds=round(self.seconds, 3),
+            reclaimed=list(self.reclaimed),
+            workers=self.workers,
         )
         return report
 
 
-def plan_extend(model: str | Path | None = None, out: str | Path | None = None, request: ExtendRequest | None = None, *,
-                notify: Notify | None = None, **options: Any) -> ExtendPlan:
+def plan_extend(
+    model: str | Path | None = None,
+    out: str | Path | None = None,
+    request: ExtendRequest | None = None,
+    *,
+    notify: Notify | None = None,
+    **options: Any,
+) -> ExtendPlan:
     """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
     scale). Reads headers and small files only; refuses what would be wrong before anything is written.
     ``request`` holds every choice (``yarn_cli.core.extend.options.ExtendRequest``); keyword arguments change single
@@ -104,8 +114,10 @@ def plan_extend(model: str | Path | None = None, out: str | Path | None = None, 
         plan = _plan_gguf(Path(source), out_path, r)
         return _with_modelfile(plan) if r.modelfile else plan
     if r.stack:
-        raise InputError("--stack is for GGUF files whose rope_freqs tensor holds a frequency scaling; a Hugging Face "
-                         "config names one scaling: use --replace to re-extend it")
+        raise InputError(
+            "--stack is for GGUF files whose rope_freqs tensor holds a frequency scaling; a Hugging Face "
+            "config names one scaling: use --replace to re-extend it"
+        )
     if r.modelfile:
         raise InputError("--modelfile is for GGUF output (Ollama); a Hugging Face folder runs in vLLM, SGLang or transformers")
     return _plan_hf(source, out_path, r)
@@ -122,8 +134,7 @@ def _plan_gguf(path: Path, out: Path | None, r: ExtendRequest) -> ExtendPlan:
     first = parsed[0]
     with about(path):
         factors = _freq_factors(parsed)
-        rope = plan_extension(metadata_with_types(first), r.scale, r.to, r.original_context, r.replace, r.attention_factor,
-                              factors, r.stack)
+        rope = plan_extension(metadata_with_types(first), r.scale, r.to, r.original_context, r.replace, r.attention_factor, factors, r.stack)
     notes = list(rope.notes)
     if r.betas != EXTEND.betas:
         notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
@@ -135,8 +146,16 @@ def _plan_gguf(path: Path, out: Path | None, r: ExtendRequest) -> ExtendPlan:
         for shard in shards:
             atomic.check_output(final, shard, r.force)
     return ExtendPlan(
-        source=str(path), format="gguf", input_path=path, output=finals[0], outputs=finals, rope=rope, notes=tuple(notes),
-        total_bytes=sum(s.stat().st_size for s in shards), force=r.force, parsed=first,
+        source=str(path),
+        format="gguf",
+        input_path=path,
+        output=finals[0],
+        outputs=finals,
+        rope=rope,
+        notes=tuple(notes),
+        total_bytes=sum(s.stat().st_size for s in shards),
+        force=r.force,
+        parsed=first,
     )
 
 
@@ -181,9 +200,19 @@ def _plan_hf(source: str, out: Path | None, r: ExtendRequest) -> ExtendPlan:
     atomic.check_output(out, folder, r.force)
     caps, cap_files = plan_cap_files(hf_writer.read_cap_files(folder), rope.target_context)
     return ExtendPlan(
-        source=str(source), format="hf", input_path=folder, output=out, outputs=(out,), rope=rope, notes=tuple(rope.notes),
-        total_bytes=hf_writer.total_bytes(folder), force=r.force, bake_ops=tuple(ops), length_caps=tuple(caps),
-        cap_files=cap_files, parsed=headers,
+        source=str(source),
+        format="hf",
+        input_path=folder,
+        output=out,
+        outputs=(out,),
+        rope=rope,
+        notes=tuple(rope.notes),
+        total_bytes=hf_writer.total_bytes(folder),
+        force=r.force,
+        bake_ops=tuple(ops),
+        length_caps=tuple(caps),
+        cap_files=cap_files,
+        parsed=headers,
     )
 
 

@@ -24,9 +24,8 @@ from yarn_cli.core.finetune import plan as finetune_plan
 from yarn_cli.core.finetune.options import FinetuneRequest
 from yarn_cli.core.rope import lengths
 from yarn_cli.errors import AlreadyScaledError, InputError, about
+from yarn_cli.usecases import finetune_output
 from yarn_cli.usecases.models import is_gguf, resolve_hf_folder
-
-RECORD_NAME = "yarn_finetune.json"
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,16 @@ class FinetunePlan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.source, "output": str(self.output), "work_dir": str(self.work_dir), "scale": self.scale,
-            "original_context": self.original_context, "target_context": self.target_context,
-            "recipe": self.recipe.to_json(), "data": list(self.data) or [_default_corpus_name()],
-            "estimated_peak_bytes": self.estimated_bytes, "notes": list(self.notes),
+            "source": self.source,
+            "output": str(self.output),
+            "work_dir": str(self.work_dir),
+            "scale": self.scale,
+            "original_context": self.original_context,
+            "target_context": self.target_context,
+            "recipe": self.recipe.to_json(),
+            "data": list(self.data) or [_default_corpus_name()],
+            "estimated_peak_bytes": self.estimated_bytes,
+            "notes": list(self.notes),
         }
 
 
@@ -66,8 +71,14 @@ class FinetuneResult:
     windows: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": str(self.plan.output), "steps": self.steps, "tokens": self.tokens,
-                "loss": list(self.loss), "seconds": round(self.seconds, 3), "windows": self.windows}
+        return {
+            "output": str(self.plan.output),
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "loss": list(self.loss),
+            "seconds": round(self.seconds, 3),
+            "windows": self.windows,
+        }
 
 
 def _default_corpus_name() -> str:
@@ -80,7 +91,6 @@ def _training_config(config: dict[str, Any], scale: float | None, to: str | None
     """(the config to train under, the ConfigPlan that extends a plain model, or (s, L, s·L) for a model that
     already declares YaRN: it keeps its own)."""
     from yarn_cli.core.checkpoint import hf_config
-    from yarn_cli.core.extend import hf_plan
 
     specs, _ = hf_config.read_rope_specs(config, original_context)
     declared = specs[0].scaling
@@ -93,8 +103,10 @@ def _training_config(config: dict[str, Any], scale: float | None, to: str | None
     if scale is not None or to is not None:
         wanted = lengths.resolve_scale(scale, to, specs[0].original_context)
         if abs(wanted - (declared.factor or 0)) > 1e-6:
-            raise InputError(f"the model already declares {declared.description}; --scale/--to {wanted:g} conflicts: "
-                             "omit it to train at the declared length, or start from the unextended model")
+            raise InputError(
+                f"the model already declares {declared.description}; --scale/--to {wanted:g} conflicts: "
+                "omit it to train at the declared length, or start from the unextended model"
+            )
     return copy.deepcopy(config), (declared.factor, specs[0].original_context, target)
 
 
@@ -130,13 +142,23 @@ def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest |
     atomic.check_output(output, folder, r.force)
     work_dir = output.parent / f".{output.name}.yarn-finetune"
     _check_work_dir(work_dir, r.resume)
-    batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size, recipe.grad_accum,
-                                      r.batch_tokens)
+    batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size, recipe.grad_accum, r.batch_tokens)
     estimate = _check_memory(folder, config, seq_len, recipe)
     return FinetunePlan(
-        source=str(model), folder=folder, output=output, work_dir=work_dir, config=train_config, scale=factor,
-        original_context=base, target_context=target, recipe=_with_seq_len(recipe, seq_len), data=tuple(map(str, r.data)),
-        batching=batching, resume=r.resume, force=r.force, estimated_bytes=estimate,
+        source=str(model),
+        folder=folder,
+        output=output,
+        work_dir=work_dir,
+        config=train_config,
+        scale=factor,
+        original_context=base,
+        target_context=target,
+        recipe=_with_seq_len(recipe, seq_len),
+        data=tuple(map(str, r.data)),
+        batching=batching,
+        resume=r.resume,
+        force=r.force,
+        estimated_bytes=estimate,
     )
 
 
@@ -151,8 +173,10 @@ def _check_loadable(folder: Path, config: dict[str, Any]) -> None:
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         from yarn_cli.errors import UnsupportedError
 
-        raise UnsupportedError(f"{folder}: transformers does not know model type {model_type!r} as a causal LM; "
-                               "finetune trains what transformers can load (remote code is never run)")
+        raise UnsupportedError(
+            f"{folder}: transformers does not know model type {model_type!r} as a causal LM; "
+            "finetune trains what transformers can load (remote code is never run)"
+        )
 
 
 def _with_seq_len(recipe: finetune_plan.Recipe, seq_len: int) -> finetune_plan.Recipe:
@@ -176,8 +200,9 @@ def complete_checkpoints(work_dir: Path) -> list[Path]:
 def _check_work_dir(work_dir: Path, resume: bool) -> None:
     checkpoints = complete_checkpoints(work_dir)
     if checkpoints and not resume:
-        raise InputError(f"{work_dir}: an interrupted run left {len(checkpoints)} checkpoint(s); pass --resume to continue "
-                         "it, or delete the folder to start over")
+        raise InputError(
+            f"{work_dir}: an interrupted run left {len(checkpoints)} checkpoint(s); pass --resume to continue it, or delete the folder to start over"
+        )
     if resume and not checkpoints:
         raise InputError(f"--resume: no complete checkpoint in {work_dir} to continue from; run without --resume")
 
@@ -200,8 +225,16 @@ def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: fi
 
     on_gpu = torch.cuda.is_available()
     needed = finetune_plan.training_memory(
-        parameters, dims["layers"] or 0, dims["hidden_size"] or 0, int(cfg.get("vocab_size") or 0), seq_len,
-        recipe.batch_size, trainable, recipe.gradient_checkpointing, training_dtype().itemsize, dims["heads"] or 1,
+        parameters,
+        dims["layers"] or 0,
+        dims["hidden_size"] or 0,
+        int(cfg.get("vocab_size") or 0),
+        seq_len,
+        recipe.batch_size,
+        trainable,
+        recipe.gradient_checkpointing,
+        training_dtype().itemsize,
+        dims["heads"] or 1,
         finetune_plan.sharding(os.environ, int(os.environ.get("WORLD_SIZE", "1"))),
     )
     available = torch.cuda.mem_get_info()[0] if on_gpu else available_host_memory()
@@ -238,8 +271,10 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     finetune_plan.check_enough(n_tokens, seq_len, "--data " + " ".join(plan.data) if plan.data else "the default corpus")
     batching = plan.batching
     if windows.shape[0] < batching.per_device * batching.world:
-        raise InputError(f"{windows.shape[0]} window(s) of {seq_len:,} tokens cannot feed {batching.world} process(es) x "
-                         f"--batch-size {batching.per_device}: give more text or a smaller --seq-len")
+        raise InputError(
+            f"{windows.shape[0]} window(s) of {seq_len:,} tokens cannot feed {batching.world} process(es) x "
+            f"--batch-size {batching.per_device}: give more text or a smaller --seq-len"
+        )
     lm = engine.load_model(plan.folder, plan.config, engine.training_dtype())
     if recipe.gradient_checkpointing:
         engine.enable_checkpointing(lm)
@@ -252,8 +287,10 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     log = engine.TrainingLog()
     dataset = engine.Windows(windows)
     trainer = Trainer(
-        model=engine.LossModel(lm), args=engine.training_arguments(recipe, batching, plan.work_dir, on_gpu),
-        train_dataset=dataset, callbacks=[engine.make_callback(log, batching.global_windows * seq_len, progress), *callbacks],
+        model=engine.LossModel(lm),
+        args=engine.training_arguments(recipe, batching, plan.work_dir, on_gpu),
+        train_dataset=dataset,
+        callbacks=[engine.make_callback(log, batching.global_windows * seq_len, progress), *callbacks],
     )
     engine.quiet(trainer)
     _train(trainer, plan)
@@ -267,9 +304,9 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
     seconds = time.perf_counter() - log.started
     if trainer.is_world_process_zero():
         ranks = [json.loads(p.read_text()) for p in sorted(plan.work_dir.glob("rank*.json"))]
-        record = _record(plan, steps, tokens, n_tokens, windows.shape[0], log, seconds, ranks)
+        record = finetune_output.training_record(plan, steps, tokens, n_tokens, windows.shape[0], log, seconds, ranks)
         final = lm.merge_and_unload() if recipe.lora_rank else lm
-        _write_output(plan, final, None if recipe.lora_rank else state, tokenizer, record)
+        finetune_output.write_output(plan, final, None if recipe.lora_rank else state, tokenizer, record)
         shutil.rmtree(plan.work_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return FinetuneResult(plan, steps, tokens, tuple(log.losses), seconds, int(windows.shape[0]))
@@ -297,54 +334,14 @@ def _tokenizer(folder: Path) -> Any:
         raise UnsupportedError(f"{folder}: no tokenizer transformers can load ({str(exc).splitlines()[0][:160]})") from exc
 
 
-def _record(plan: FinetunePlan, steps: int, tokens: int, corpus_tokens: int, windows: int, log: Any, seconds: float,
-            ranks: list[dict[str, Any]]) -> dict[str, Any]:
-    import importlib.metadata as metadata
-
-    versions = {}
-    for name in ("yarn-cli", "torch", "transformers", "accelerate", "peft", "datasets"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        **plan.to_json(), "steps": steps, "tokens_seen": tokens,
-        "corpus_tokens": corpus_tokens, "windows": windows, "processes": plan.batching.world,
-        "per_device_batch": plan.batching.per_device, "grad_accum": plan.batching.grad_accum,
-        "global_batch_windows": plan.batching.global_windows, "loss": log.losses, "seconds": round(seconds, 3),
-        "versions": versions, "ranks": ranks,
-    }
-
-
-def _write_output(plan: FinetunePlan, lm: Any, state: dict[str, Any] | None, tokenizer: Any, record: dict[str, Any]) -> None:
-    """OUT, atomically: weights in the source's dtype, the YaRN config (4.x and 5.x forms) marked fine-tuned,
-    tokenizer files, raised length caps and the training record."""
-    import torch
-
-    from yarn_cli.io import atomic, hf_writer
-
-    source_dtype = plan.config.get("torch_dtype") or plan.config.get("dtype")
-    if isinstance(source_dtype, str) and isinstance(getattr(torch, source_dtype, None), torch.dtype):
-        dtype = getattr(torch, source_dtype)
-        lm = lm.to(dtype)
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()} if state else state
-    config = copy.deepcopy(plan.config)
-    scaling = config.get("rope_scaling") if isinstance(config.get("rope_scaling"), dict) else None
-    if scaling is not None:
-        scaling["finetuned"] = True  # informational, as the paper's checkpoints record it
-    with atomic.atomic_path(plan.output, plan.force) as tmp:
-        tmp.mkdir()
-        lm.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        _, caps = hf_plan.plan_cap_files(hf_writer.read_cap_files(tmp), plan.target_context)
-        for name, data in caps.items():
-            (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-        atomic.fsync_tree(tmp)
-
-
-def finetune(model: str | Path, out: str | Path, request: FinetuneRequest | None = None, *, progress: Progress | None = None,
-             callbacks: Sequence[Any] = (), **options: Any) -> FinetuneResult:
+def finetune(
+    model: str | Path,
+    out: str | Path,
+    request: FinetuneRequest | None = None,
+    *,
+    progress: Progress | None = None,
+    callbacks: Sequence[Any] = (),
+    **options: Any,
+) -> FinetuneResult:
     """plan_finetune(model, out, request, **options), then run it."""
     return run_finetune(plan_finetune(model, out, request, **options), progress=progress, callbacks=callbacks)

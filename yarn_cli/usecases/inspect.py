@@ -22,8 +22,7 @@ class InspectReport:
         return self.data
 
 
-def inspect(model: str | Path | None = None, request: InspectRequest | None = None, *, notify: Notify | None = None,
-            **options: Any) -> InspectReport:
+def inspect(model: str | Path | None = None, request: InspectRequest | None = None, *, notify: Notify | None = None, **options: Any) -> InspectReport:
     """Read MODEL's headers (never its weights) and report its RoPE state; with ``scale``, the per-pair
     table of ``method`` ("yarn", "linear", "ntk", "dynamic", "by-parts", or "all" to compare). ``request`` holds every
     choice (``yarn_cli.core.inspect.options.InspectRequest``); keyword arguments change single ones."""

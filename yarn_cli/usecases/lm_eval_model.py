@@ -39,17 +39,30 @@ class YarnLM(TemplateLM):
     ``max_length``: the longest sequence a request may run (default: the declared length for a YaRN variant,
     the trained length for the baseline)."""
 
-    def __init__(self, path: str | None = None, pretrained: str | None = None, engine: str = "native",
-                 variant: Any = "extended", device: str | None = None, max_length: int | None = None,
-                 max_gen_toks: int = 256, add_bos_token: bool | None = None, prefix_token_id: int | None = None,
-                 original_context: int | None = None, loaded: Any = None, progress: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        pretrained: str | None = None,
+        engine: str = "native",
+        variant: Any = "extended",
+        device: str | None = None,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        add_bos_token: bool | None = None,
+        prefix_token_id: int | None = None,
+        original_context: int | None = None,
+        loaded: Any = None,
+        progress: bool = True,
+        **options: Any,
+    ) -> None:
         super().__init__()
         if options.get("trust_remote_code"):
             raise InputError("trust_remote_code: yarn_cli never runs code shipped with a checkpoint; drop the flag")
         engine_options = {k: v for k, v in options.items() if k not in _IGNORED}
         _check_options(engine_options)
-        self.engine = loaded if loaded is not None else _load(path or pretrained, engine, device, original_context,
-                                                               max_length, str(variant), engine_options)
+        self.engine = (
+            loaded if loaded is not None else _load(path or pretrained, engine, device, original_context, max_length, str(variant), engine_options)
+        )
         self.owns_engine = loaded is None
         facts = self.engine.facts
         from yarn_cli.core.rope import variants
@@ -97,8 +110,11 @@ class YarnLM(TemplateLM):
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
         """The text's ids, with BOS in front where the tokenizer puts one (or as ``add_bos_token`` says);
         a string that already starts with the BOS text gets none added."""
-        bos = self.tokenizer.bos if self.add_bos_token is None else (
-            [self.tokenizer.bos_id] if self.add_bos_token and self.tokenizer.bos_id is not None else [])
+        bos = (
+            self.tokenizer.bos
+            if self.add_bos_token is None
+            else ([self.tokenizer.bos_id] if self.add_bos_token and self.tokenizer.bos_id is not None else [])
+        )
         if add_special_tokens is not None:
             bos = [self.tokenizer.bos_id] if add_special_tokens and self.tokenizer.bos_id is not None else []
         if bos and add_special_tokens is None and _starts_with_token(string, self.tokenizer, bos[0]):
@@ -117,8 +133,7 @@ class YarnLM(TemplateLM):
             return None
         template = self._template()
         if template is None:
-            raise InputError(f"{getattr(self.engine, 'path', 'the checkpoint')}: no chat template in the checkpoint; "
-                             "drop --apply_chat_template")
+            raise InputError(f"{getattr(self.engine, 'path', 'the checkpoint')}: no chat template in the checkpoint; drop --apply_chat_template")
         return template
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
@@ -134,9 +149,13 @@ class YarnLM(TemplateLM):
         names = {"bos_token": self._token_text(self.tokenizer.bos_id), "eos_token": self._token_text(self.tokenizer.eos_id)}
 
         def render(history):
-            (text,), _ = render_jinja_template(conversations=[history], chat_template=template,
-                                               add_generation_prompt=add_generation_prompt,
-                                               continue_final_message=not add_generation_prompt, **names)
+            (text,), _ = render_jinja_template(
+                conversations=[history],
+                chat_template=template,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=not add_generation_prompt,
+                **names,
+            )
             return text
 
         try:
@@ -177,11 +196,13 @@ class YarnLM(TemplateLM):
         totals = []
         for request in tqdm(requests, desc="yarn: rolling windows", disable=disable_tqdm or not self.progress):
             (string,) = request.args
-            windows = map(utils.make_disjoint_window, utils.get_rolling_token_windows(
-                token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=self._max_length,
-                context_len=1))
-            scored = self._loglikelihood_tokens([(None, context, continuation) for context, continuation in windows],
-                                                disable_tqdm=True)
+            windows = map(
+                utils.make_disjoint_window,
+                utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=self._max_length, context_len=1
+                ),
+            )
+            scored = self._loglikelihood_tokens([(None, context, continuation) for context, continuation in windows], disable_tqdm=True)
             total = sum(logprob for logprob, _ in scored)
             totals.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
@@ -195,8 +216,10 @@ class YarnLM(TemplateLM):
             context, gen_kwargs = request.args
             kwargs = normalize_gen_kwargs(dict(gen_kwargs), self._max_gen_toks)
             if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0:
-                raise InputError("an lm-eval task asks for sampling (do_sample/temperature > 0); yarn engines decode "
-                                 "greedily: pass --gen_kwargs do_sample=false (lm-eval) or run that task on another model")
+                raise InputError(
+                    "an lm-eval task asks for sampling (do_sample/temperature > 0); yarn engines decode "
+                    "greedily: pass --gen_kwargs do_sample=false (lm-eval) or run that task on another model"
+                )
             until = handle_stop_sequences(kwargs.pop("until", None), eos=None)
             budget = int(kwargs.pop("max_gen_toks"))
             if budget >= self._max_length:
@@ -262,8 +285,9 @@ def default_length(kind: str, rope) -> int:
     return rope.original_context if kind == "none" else rope.max_context
 
 
-def _load(path: str | None, engine: str, device: str | None, original_context: int | None, max_length: int | None,
-          variant: str, options: dict[str, Any]):
+def _load(
+    path: str | None, engine: str, device: str | None, original_context: int | None, max_length: int | None, variant: str, options: dict[str, Any]
+):
     """The engine, sized before it starts (vLLM fixes its length at start-up) to the variant's length plus the
     one scored-only token of a full window, from the checkpoint's header."""
     from yarn_cli.core.rope import variants

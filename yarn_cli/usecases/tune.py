@@ -69,17 +69,23 @@ class TuneResult:
     def to_json(self) -> dict[str, Any]:
         decision = self.decision
         return {
-            "model": self.model, "engine": self.engine, "ok": self.ok, "mode": "fit" if self.options.fit else "choose",
+            "model": self.model,
+            "engine": self.engine,
+            "ok": self.ok,
+            "mode": "fit" if self.options.fit else "choose",
             "objective": Objective("long").to_json() if self.options.fit else self.options.objective.to_json(),
-            "lengths": self.options.lengths.to_json(), "scales": list(self.options.scales), "docs": self.options.docs,
+            "lengths": self.options.lengths.to_json(),
+            "scales": list(self.options.scales),
+            "docs": self.options.docs,
             "method": "one pass per document (the unextended reference's stops at L). Perplexity of the text tokens: short = "
-                      "an input of the short length; long = the tokens beyond L up to the long length (--fit: up to s·L for "
-                      "each s); curve = per chunk of "
-                      "L/4 tokens. Retrieval: named pass keys hidden in the text, each question answered where its input "
-                      "length ends (short, long); a hit when every digit token of the key is the model's top choice, the "
-                      "answer's lead-in given (teacher-forced); probe tokens are left out of the perplexity",
+            "an input of the short length; long = the tokens beyond L up to the long length (--fit: up to s·L for "
+            "each s); curve = per chunk of "
+            "L/4 tokens. Retrieval: named pass keys hidden in the text, each question answered where its input "
+            "length ends (short, long); a hit when every digit token of the key is the model's top choice, the "
+            "answer's lead-in given (teacher-forced); probe tokens are left out of the perplexity",
             "search_betas": self.options.search_betas,
-            "reference": self.reference.to_json(), "candidates": [c.to_json() for c in self.candidates],
+            "reference": self.reference.to_json(),
+            "candidates": [c.to_json() for c in self.candidates],
             "chosen": decision.chosen.to_json() if decision and decision.chosen else None,
             "reason": decision.reason if decision else None,
             "neighbours": list(decision.neighbours) if decision else [],
@@ -87,13 +93,23 @@ class TuneResult:
             "paper_m": {str(s): get_mscale(s) for s in self.options.scales},
             "fit": self.fit.to_json() if self.fit else None,
             "best_by_scale": {str(s): m.to_json() for s, m in self.best_by_scale.items()},
-            "output": self.written.to_json() if self.written is not None else None, "plot": self.plot,
-            "stopped_early": self.stopped_early, "notes": self.notes, "seconds": round(self.seconds, 1),
+            "output": self.written.to_json() if self.written is not None else None,
+            "plot": self.plot,
+            "stopped_early": self.stopped_early,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 1),
         }
 
 
-def tune(model: str | Path | None = None, out: str | Path | None = None, request: TuneRequest | None = None, *,
-         progress: Progress | None = None, notify: Notify | None = None, **options: Any) -> TuneResult:
+def tune(
+    model: str | Path | None = None,
+    out: str | Path | None = None,
+    request: TuneRequest | None = None,
+    *,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+    **options: Any,
+) -> TuneResult:
     """Measure YaRN candidates for MODEL on the request's engine and text; choose by its objective; write OUT (when
     given) with the chosen s and m. ``fit``: sweep m at each of ``fit_scales`` and fit m = a·ln s + b instead.
     ``search_betas``: then search beta_fast and beta_slow at the best m (HF output only: a GGUF cannot carry them).
@@ -183,9 +199,19 @@ def _options(original: int, r: TuneRequest, goal: Objective) -> TuneOptions:
     short = r.short or original // 2
     if not 0 < short <= original:
         raise InputError(f"--short {short:,} must be a length within the trained length {original:,}")
-    return TuneOptions(tuple(scales), Lengths(original, short, target), goal, docs=r.docs, passkeys=r.passkeys,
-                       refinements=r.refinements, fit=r.fit, search_betas=r.search_betas, beta_fast=r.beta_fast,
-                       beta_slow=r.beta_slow, budget_seconds=r.budget * 60 if r.budget else None)
+    return TuneOptions(
+        tuple(scales),
+        Lengths(original, short, target),
+        goal,
+        docs=r.docs,
+        passkeys=r.passkeys,
+        refinements=r.refinements,
+        fit=r.fit,
+        search_betas=r.search_betas,
+        beta_fast=r.beta_fast,
+        beta_slow=r.beta_slow,
+        budget_seconds=r.budget * 60 if r.budget else None,
+    )
 
 
 def _writer(path: Path, out: str | Path, r: TuneRequest):
@@ -194,11 +220,11 @@ def _writer(path: Path, out: str | Path, r: TuneRequest):
     from yarn_cli.usecases.extend import apply_extend, plan_extend
 
     if r.search_betas and path.suffix.lower() == ".gguf":
-        raise InputError("--search-betas: a GGUF cannot carry YaRN's betas (llama.cpp applies 32 and 1); tune the HF folder, "
-                         "or drop --search-betas")
+        raise InputError("--search-betas: a GGUF cannot carry YaRN's betas (llama.cpp applies 32 and 1); tune the HF folder, or drop --search-betas")
 
-    common = dict(original_context=r.original_context, beta_fast=r.beta_fast, beta_slow=r.beta_slow,
-                  bake_temperature=r.bake_temperature, force=r.force)
+    common = dict(
+        original_context=r.original_context, beta_fast=r.beta_fast, beta_slow=r.beta_slow, bake_temperature=r.bake_temperature, force=r.force
+    )
     plan_extend(path, out, scale=r.scale, to=r.to, **common)
 
     def write(chosen: Measure):
@@ -230,8 +256,10 @@ class Session:
         """The tuning text cut into documents of the long length, each with its retrieval probes."""
         ids = tokenizer.encode(text)
         if len(ids) + len(tokenizer.bos) < lengths.long:
-            raise InputError(f"the tuning text has {len(ids):,} tokens, fewer than the longest length {lengths.long:,}: give a "
-                             "longer --text, or a smaller --scale/--to")
+            raise InputError(
+                f"the tuning text has {len(ids):,} tokens, fewer than the longest length {lengths.long:,}: give a "
+                "longer --text, or a smaller --scale/--to"
+            )
         plan = tune_probe.plan_probes(options.passkeys, (lengths.short, lengths.long), options.seed) if options.passkeys else []
         docs: list[tune_probe.ProbeDocument] = []
         used = 0
@@ -243,8 +271,10 @@ class Session:
             docs.append(doc)
             used += taken
         if not docs:
-            raise InputError(f"the tuning text has {len(ids):,} tokens, too few for one document of {lengths.long:,} with its "
-                             "retrieval probes: give a longer --text, or --passkeys 0")
+            raise InputError(
+                f"the tuning text has {len(ids):,} tokens, too few for one document of {lengths.long:,} with its "
+                "retrieval probes: give a longer --text, or --passkeys 0"
+            )
         if len(docs) < options.docs:
             self.notes.append(f"the text holds {len(docs)} document(s) of {lengths.long:,} tokens, not the {options.docs} asked for")
         return docs
@@ -256,8 +286,7 @@ class Session:
             self.stopped = True
         return self.stopped
 
-    def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None,
-                betas: tuple[float, float] | None = None) -> Measure:
+    def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None, betas: tuple[float, float] | None = None) -> Measure:
         """One pass per document, up to ``reach(scale)``."""
         started = time.perf_counter()
         lengths = self.options.lengths
@@ -276,11 +305,19 @@ class Session:
             found = hits.get(length)
             return sum(found) / len(found) if found else None
 
-        return Measure(variant.name, scale, m, tune_plan.input_perplexity(losses, lengths.short),
-                       tune_plan.band(losses, lengths.original, upto), tune_plan.curve(
-                           losses, tune_plan.curve_points(lengths.original, upto)), share(lengths.short),
-                       share(lengths.long), time.perf_counter() - started,
-                       tune_plan.chunk_losses(losses, lengths.original, upto, tune_plan.noise_chunk(lengths)), betas)
+        return Measure(
+            variant.name,
+            scale,
+            m,
+            tune_plan.input_perplexity(losses, lengths.short),
+            tune_plan.band(losses, lengths.original, upto),
+            tune_plan.curve(losses, tune_plan.curve_points(lengths.original, upto)),
+            share(lengths.short),
+            share(lengths.long),
+            time.perf_counter() - started,
+            tune_plan.chunk_losses(losses, lengths.original, upto, tune_plan.noise_chunk(lengths)),
+            betas,
+        )
 
     def reach(self, scale: float | None) -> int:
         """How far a pass goes. The reference stops at L, beyond which it serves nothing. In --fit mode each s is
@@ -295,11 +332,13 @@ class Session:
         options = self.options
         fast, slow = betas or (options.beta_fast, options.beta_slow)
         name = f"yarn-x{scale:g}-m{m:.4f}" + (f"-b{fast:g}-{slow:g}" if betas else "")
-        return variants.yarn(self.spec, scale, m, beta_fast=fast, beta_slow=slow, original_context=options.lengths.original,
-                             baked=self.baked, name=name)
+        return variants.yarn(
+            self.spec, scale, m, beta_fast=fast, beta_slow=slow, original_context=options.lengths.original, baked=self.baked, name=name
+        )
 
-    def evaluate(self, goal: Objective, reference: Measure, here: list[Measure], scale: float, m: float,
-                 betas: tuple[float, float] | None = None) -> float:
+    def evaluate(
+        self, goal: Objective, reference: Measure, here: list[Measure], scale: float, m: float, betas: tuple[float, float] | None = None
+    ) -> float:
         betas_used = betas or (self.options.beta_fast, self.options.beta_slow)
         here.append(self.measure(self.candidate(scale, m, betas), scale, m, betas_used))
         return goal.value(here[-1], reference)
@@ -320,13 +359,15 @@ class Session:
             tune_plan.search_m(partial(self.evaluate, goal, reference, here, scale), scale, options.refinements, self._over_budget)
             if options.search_betas and here and not self.stopped:
                 best = min(here, key=lambda c: goal.value(c, reference))
-                tune_plan.search_betas(partial(self.evaluate, goal, reference, here, scale, best.m), best.betas,
-                                       goal.value(best, reference), self._over_budget)
+                tune_plan.search_betas(
+                    partial(self.evaluate, goal, reference, here, scale, best.m), best.betas, goal.value(best, reference), self._over_budget
+                )
             measured.extend(here)
             if here:
                 best_by_scale[scale] = min(here, key=lambda c: goal.value(c, reference))
-        result = TuneResult(model, engine_name, options, reference, measured, None, best_by_scale=best_by_scale,
-                            stopped_early=self.stopped, notes=self.notes)
+        result = TuneResult(
+            model, engine_name, options, reference, measured, None, best_by_scale=best_by_scale, stopped_early=self.stopped, notes=self.notes
+        )
         if self.stopped:
             self.notes.append(f"--budget reached after {len(measured)} candidate(s): the best so far is reported")
         if options.fit:

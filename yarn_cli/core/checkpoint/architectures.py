@@ -21,8 +21,22 @@ _PACKAGE = "yarn_cli.architectures"
 
 # The one tensor-role vocabulary: per layer, then model-wide.
 LAYER_ROLES = (
-    "attn_norm", "q", "k", "v", "o", "q_bias", "k_bias", "v_bias", "qkv", "qkv_bias", "q_norm", "k_norm",
-    "ffn_norm", "gate", "up", "down",
+    "attn_norm",
+    "q",
+    "k",
+    "v",
+    "o",
+    "q_bias",
+    "k_bias",
+    "v_bias",
+    "qkv",
+    "qkv_bias",
+    "q_norm",
+    "k_norm",
+    "ffn_norm",
+    "gate",
+    "up",
+    "down",
 )
 TOP_ROLES = ("embed", "norm", "lm_head")
 # What the native engine's forward pass reads (biases and qk-norms when an entry has them).
@@ -94,7 +108,7 @@ class Architecture:
 
     @property
     def attention_kind(self) -> str:
-        """"fused" (one qkv tensor), "qk_norm" (norm weights carry the scale), "mla" or "separate" (q and k)."""
+        """ "fused" (one qkv tensor), "qk_norm" (norm weights carry the scale), "mla" or "separate" (q and k)."""
         if self.is_mla:
             return "mla"
         if "qkv" in self.tensors:
@@ -141,15 +155,41 @@ class Architecture:
 
 
 _TYPES: dict[str, Any] = {
-    "family": str, "model_types": list, "rope_layout": str, "layer_prefixes": list, "tensors": dict,
-    "top_tensors": dict, "gguf_architectures": list, "qkv_layout": str, "norm_scope": str, "norm_offset": (int, float),
-    "yarn_layers": str, "sliding_window_pattern": int, "gguf_local_rope_base": (int, float), "native_engine": bool,
-    "rotary_dim_key": str, "rope_layers_key": str, "hf_yarn_unsupported": str, "bake_unsupported": str, "hf4_keys": dict,
-    "context_warning": dict, "notes": str, "extend_warning": str, "m_cancelled_by": str, "norm_flag": str,
+    "family": str,
+    "model_types": list,
+    "rope_layout": str,
+    "layer_prefixes": list,
+    "tensors": dict,
+    "top_tensors": dict,
+    "gguf_architectures": list,
+    "qkv_layout": str,
+    "norm_scope": str,
+    "norm_offset": (int, float),
+    "yarn_layers": str,
+    "sliding_window_pattern": int,
+    "gguf_local_rope_base": (int, float),
+    "native_engine": bool,
+    "rotary_dim_key": str,
+    "rope_layers_key": str,
+    "hf_yarn_unsupported": str,
+    "bake_unsupported": str,
+    "hf4_keys": dict,
+    "context_warning": dict,
+    "notes": str,
+    "extend_warning": str,
+    "m_cancelled_by": str,
+    "norm_flag": str,
     "norm_after_rope": bool,
-    "tensor_alternatives": dict, "shared_rotary_key_offset_key": str,
-    "softmax_mscale_key": str, "yarn_block_keys": dict, "qkv_layout_flags": dict, "rope_layer_types": list,
-    "chunked_attention_key": str, "no_rope_interval": int, "no_rope_interval_key": str, "doc": dict,
+    "tensor_alternatives": dict,
+    "shared_rotary_key_offset_key": str,
+    "softmax_mscale_key": str,
+    "yarn_block_keys": dict,
+    "qkv_layout_flags": dict,
+    "rope_layer_types": list,
+    "chunked_attention_key": str,
+    "no_rope_interval": int,
+    "no_rope_interval_key": str,
+    "doc": dict,
 }
 
 
@@ -166,43 +206,10 @@ def parse_entry(data: Any, name: str) -> Architecture:
     for key in ("family", "model_types", "rope_layout"):
         _check(key in data, name, f"needs {key}")
     for key, value in data.items():
-        _check(isinstance(value, _TYPES[key]) and not (isinstance(value, bool) and _TYPES[key] is not bool),
-               name, f"{key} has the wrong type")
-    tensors, top = data.get("tensors", {}), data.get("top_tensors", {})
-    _check(not set(tensors) - set(LAYER_ROLES), name, f"unknown tensor roles {sorted(set(tensors) - set(LAYER_ROLES))}")
-    _check(not set(top) - set(TOP_ROLES), name, f"unknown model-wide roles {sorted(set(top) - set(TOP_ROLES))}")
-    _check(data["rope_layout"] in LAYOUTS, name, f"rope_layout must be one of {LAYOUTS}")
-    _check(data.get("yarn_layers", "all") in YARN_LAYERS, name, f"yarn_layers must be one of {YARN_LAYERS}")
-    _check(all("{layer}" in p for p in data.get("layer_prefixes", [])), name, "each layer prefix needs {layer}")
-    _check(not tensors or data.get("layer_prefixes"), name, "tensors need layer_prefixes")
-    if "qkv" in tensors:
-        _check(data.get("qkv_layout") in QKV_LAYOUTS, name, f"a fused qkv needs qkv_layout, one of {QKV_LAYOUTS}")
-        _check(set(data.get("qkv_layout_flags", {}).values()) <= set(QKV_LAYOUTS), name, f"qkv_layout_flags select one of {QKV_LAYOUTS}")
-    elif "q_norm" in tensors:
-        _check(data.get("norm_scope") in NORM_SCOPES and "k_norm" in tensors, name,
-               f"qk-norm needs q_norm, k_norm and norm_scope, one of {NORM_SCOPES}")
-    _check(bool(data.get("bake_unsupported")) or {"q", "k"} <= set(tensors) or "qkv" in tensors, name,
-           "needs q and k (or qkv) tensors, or a bake_unsupported reason")
-    if data.get("native_engine"):
-        missing = set(NATIVE_ROLES) - set(tensors) | {"embed", "norm"} - set(top)
-        _check(not missing, name, f"native_engine needs roles {sorted(missing)}")
-    _check(not data.get("norm_after_rope") or "q_norm" in tensors, name, "norm_after_rope needs q_norm and k_norm")
-    alternatives = data.get("tensor_alternatives", {})
-    _check(set(alternatives) <= set(tensors) and all(isinstance(v, list) and all(isinstance(n, str) for n in v)
-                                                     for v in alternatives.values()),
-           name, "tensor_alternatives must map roles of tensors to lists of names")
-    mla = [data.get(k) for k in ("shared_rotary_key_offset_key", "softmax_mscale_key")]
-    _check(all(mla) or not any(mla), name, "MLA needs shared_rotary_key_offset_key and softmax_mscale_key together")
-    _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("yarn_block_keys", {}).values()),
-           name, "yarn_block_keys values must be numbers")
-    warning = data.get("context_warning")
-    if warning is not None:
-        _check(set(warning) == {"max_position_embeddings", "message"}, name, "context_warning needs max_position_embeddings and message")
-    doc = data.get("doc")
-    if doc is not None:
-        known_doc = {f.name for f in fields(FamilyDoc)}
-        _check("config" in doc and set(doc) <= known_doc and all(isinstance(v, str) for v in doc.values()), name,
-               f"doc needs config and may have {sorted(known_doc - {'config'})}, all strings")
+        _check(isinstance(value, _TYPES[key]) and not (isinstance(value, bool) and _TYPES[key] is not bool), name, f"{key} has the wrong type")
+    _check_tensors(data, name)
+    _check_docs(data, name)
+    warning, doc, alternatives = data.get("context_warning"), data.get("doc"), data.get("tensor_alternatives", {})
     return Architecture(
         **{
             **data,
@@ -219,6 +226,61 @@ def parse_entry(data: Any, name: str) -> Architecture:
     )
 
 
+def _check_tensors(data: dict[str, Any], name: str) -> None:
+    """The tensor roles, layouts and the keys that only make sense together."""
+    tensors, top = data.get("tensors", {}), data.get("top_tensors", {})
+    _check(not set(tensors) - set(LAYER_ROLES), name, f"unknown tensor roles {sorted(set(tensors) - set(LAYER_ROLES))}")
+    _check(not set(top) - set(TOP_ROLES), name, f"unknown model-wide roles {sorted(set(top) - set(TOP_ROLES))}")
+    _check(data["rope_layout"] in LAYOUTS, name, f"rope_layout must be one of {LAYOUTS}")
+    _check(data.get("yarn_layers", "all") in YARN_LAYERS, name, f"yarn_layers must be one of {YARN_LAYERS}")
+    _check(all("{layer}" in p for p in data.get("layer_prefixes", [])), name, "each layer prefix needs {layer}")
+    _check(not tensors or bool(data.get("layer_prefixes")), name, "tensors need layer_prefixes")
+    if "qkv" in tensors:
+        _check(data.get("qkv_layout") in QKV_LAYOUTS, name, f"a fused qkv needs qkv_layout, one of {QKV_LAYOUTS}")
+        _check(set(data.get("qkv_layout_flags", {}).values()) <= set(QKV_LAYOUTS), name, f"qkv_layout_flags select one of {QKV_LAYOUTS}")
+    elif "q_norm" in tensors:
+        _check(
+            data.get("norm_scope") in NORM_SCOPES and "k_norm" in tensors, name, f"qk-norm needs q_norm, k_norm and norm_scope, one of {NORM_SCOPES}"
+        )
+    _check(
+        bool(data.get("bake_unsupported")) or {"q", "k"} <= set(tensors) or "qkv" in tensors,
+        name,
+        "needs q and k (or qkv) tensors, or a bake_unsupported reason",
+    )
+    if data.get("native_engine"):
+        missing = set(NATIVE_ROLES) - set(tensors) | {"embed", "norm"} - set(top)
+        _check(not missing, name, f"native_engine needs roles {sorted(missing)}")
+    _check(not data.get("norm_after_rope") or "q_norm" in tensors, name, "norm_after_rope needs q_norm and k_norm")
+    alternatives = data.get("tensor_alternatives", {})
+    _check(
+        set(alternatives) <= set(tensors) and all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in alternatives.values()),
+        name,
+        "tensor_alternatives must map roles of tensors to lists of names",
+    )
+    mla = [data.get(k) for k in ("shared_rotary_key_offset_key", "softmax_mscale_key")]
+    _check(all(mla) or not any(mla), name, "MLA needs shared_rotary_key_offset_key and softmax_mscale_key together")
+    _check(
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.get("yarn_block_keys", {}).values()),
+        name,
+        "yarn_block_keys values must be numbers",
+    )
+
+
+def _check_docs(data: dict[str, Any], name: str) -> None:
+    """The texts an entry carries for users: its context warning and its row in the family table."""
+    warning = data.get("context_warning")
+    if warning is not None:
+        _check(set(warning) == {"max_position_embeddings", "message"}, name, "context_warning needs max_position_embeddings and message")
+    doc = data.get("doc")
+    if doc is not None:
+        known_doc = {f.name for f in fields(FamilyDoc)}
+        _check(
+            "config" in doc and set(doc) <= known_doc and all(isinstance(v, str) for v in doc.values()),
+            name,
+            f"doc needs config and may have {sorted(known_doc - {'config'})}, all strings",
+        )
+
+
 def _read_json(name: str) -> dict[str, Any]:
     return json.loads(resources.files(_PACKAGE).joinpath(name).read_text(encoding="utf-8"))
 
@@ -227,8 +289,9 @@ def _read_json(name: str) -> dict[str, Any]:
 def registry() -> dict[str, Architecture]:
     """Every family entry, keyed by family name; a model type or GGUF architecture belongs to one family."""
     items = sorted(resources.files(_PACKAGE).iterdir(), key=lambda p: p.name)
-    return build_registry((item.name, json.loads(item.read_text(encoding="utf-8"))) for item in items
-                          if item.name.endswith(".json") and not item.name.startswith("_"))
+    return build_registry(
+        (item.name, json.loads(item.read_text(encoding="utf-8"))) for item in items if item.name.endswith(".json") and not item.name.startswith("_")
+    )
 
 
 def build_registry(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Architecture]:

@@ -59,8 +59,9 @@ def _check_scaling_numbers(meta: Mapping[str, Any], p: str) -> None:
             raise FormatError(f"GGUF metadata {key} must be a positive number, got {value!r}")
 
 
-def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: list[str],
-                      family: architectures.Architecture | None) -> Scaling | None:
+def _declared_scaling(
+    meta: Mapping[str, Any], p: str, context: int, warnings: list[str], family: architectures.Architecture | None
+) -> Scaling | None:
     """The scaling llama.cpp would run: rope.scaling.*, or the legacy rope.scale_linear."""
     _check_scaling_numbers(meta, p)
     kind = meta.get(p + "rope.scaling.type")
@@ -83,12 +84,10 @@ def _declared_scaling(meta: Mapping[str, Any], p: str, context: int, warnings: l
         # llama.cpp multiplies its own m by this key: the m it runs, in the form the math core reads
         params["attention_factor"] = float(multiplier) * get_mscale(float(factor))
     _warn_betas(params, p, warnings)
-    scaling = Scaling(type=str(kind), factor=float(factor) if factor is not None else None, original_context=original,
-                      params=params, source="gguf")
+    scaling = Scaling(type=str(kind), factor=float(factor) if factor is not None else None, original_context=original, params=params, source="gguf")
     if scaling.type == "yarn" and not original:
         warnings.append(
-            f"yarn metadata without {p}rope.scaling.original_context_length: llama.cpp takes "
-            f"context_length ({context}) as the trained length"
+            f"yarn metadata without {p}rope.scaling.original_context_length: llama.cpp takes context_length ({context}) as the trained length"
         )
     if scaling.type == "yarn" and original and factor and abs(context / original - float(factor)) > 1e-6 * context:
         warnings.append(
@@ -119,8 +118,10 @@ def _warn_betas(params: Mapping[str, Any], p: str, warnings: list[str]) -> None:
     for name, default in (("yarn_beta_fast", BETA_FAST_DEFAULT), ("yarn_beta_slow", BETA_SLOW_DEFAULT)):
         value = params.get("scaling." + name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value != default:
-            warnings.append(f"{p}rope.scaling.{name} = {value:g} is not read by llama.cpp, which runs {default:g}: pass "
-                            f"--yarn-{name.split('_', 1)[1].replace('_', '-')} {value:g} to llama-cli or llama-server")
+            warnings.append(
+                f"{p}rope.scaling.{name} = {value:g} is not read by llama.cpp, which runs {default:g}: pass "
+                f"--yarn-{name.split('_', 1)[1].replace('_', '-')} {value:g} to llama-cli or llama-server"
+            )
 
 
 def read_rope_specs(
@@ -153,14 +154,25 @@ def read_rope_specs(
         original, source = original_context_override, "--original-context"
     elif scaling is not None and scaling.original_context:
         original = scaling.original_context
-        source = (f"{freq_factors.TENSOR} (the llama3 scaling it encodes)" if scaling.source == freq_factors.SOURCE
-                  else f"{p}rope.scaling.original_context_length")
+        source = (
+            f"{freq_factors.TENSOR} (the llama3 scaling it encodes)"
+            if scaling.source == freq_factors.SOURCE
+            else f"{p}rope.scaling.original_context_length"
+        )
     else:
         original, source = context, f"{p}context_length"
-    spec = RopeSpec(base=float(theta), head_dim=head_dim, rotary_dim=rotary_dim, original_context=original,
-                    original_context_source=source, max_context=context, scaling=scaling,
-                    layout=architectures.gguf_rope_layout(arch), freq_factors=factors,
-                    softmax_mscale_key=family.softmax_mscale_key if family else "")
+    spec = RopeSpec(
+        base=float(theta),
+        head_dim=head_dim,
+        rotary_dim=rotary_dim,
+        original_context=original,
+        original_context_source=source,
+        max_context=context,
+        scaling=scaling,
+        layout=architectures.gguf_rope_layout(arch),
+        freq_factors=factors,
+        softmax_mscale_key=family.softmax_mscale_key if family else "",
+    )
     local_base = _local_rope_base(meta, arch)
     if local_base is None:
         return (spec,), warnings
@@ -171,20 +183,28 @@ def _with_factors(scaling: Scaling | None, factors: FreqFactors, warnings: list[
     """The scaling llama.cpp runs with frequency factors: the llama3 one they encode when the keys declare none;
     otherwise the declared one, applied on top of the factors (a stack, said as such)."""
     if scaling is not None:
-        warnings.append(f"{freq_factors.TENSOR} ({factors.label}) sits under the declared {scaling.label}: llama.cpp divides "
-                        "every frequency by the factors and then applies the scaling, its ramp taken from the undivided base")
+        warnings.append(
+            f"{freq_factors.TENSOR} ({factors.label}) sits under the declared {scaling.label}: llama.cpp divides "
+            "every frequency by the factors and then applies the scaling, its ramp taken from the undivided base"
+        )
         return scaling
     if factors.assumed_length:
-        warnings.append(f"{freq_factors.TENSOR} is a plain step ({factors.label}) that fits several trained lengths; "
-                        f"{factors.original_context} is assumed: pass --original-context if the model card names another")
+        warnings.append(
+            f"{freq_factors.TENSOR} is a plain step ({factors.label}) that fits several trained lengths; "
+            f"{factors.original_context} is assumed: pass --original-context if the model card names another"
+        )
     if not factors.recognized:
-        warnings.append(f"{freq_factors.TENSOR} holds per-pair factors that no llama3 scaling reproduces; they are shown "
-                        "and applied as they are")
-        return Scaling(type="rope_freqs", factor=max(factors.values), original_context=None,
-                       params={"tensor": freq_factors.TENSOR}, source=freq_factors.SOURCE)
-    return Scaling(type="llama3", factor=factors.factor, original_context=factors.original_context,
-                   params={"low_freq_factor": factors.low_freq_factor, "high_freq_factor": factors.high_freq_factor,
-                           "tensor": freq_factors.TENSOR}, source=freq_factors.SOURCE)
+        warnings.append(f"{freq_factors.TENSOR} holds per-pair factors that no llama3 scaling reproduces; they are shown and applied as they are")
+        return Scaling(
+            type="rope_freqs", factor=max(factors.values), original_context=None, params={"tensor": freq_factors.TENSOR}, source=freq_factors.SOURCE
+        )
+    return Scaling(
+        type="llama3",
+        factor=factors.factor,
+        original_context=factors.original_context,
+        params={"low_freq_factor": factors.low_freq_factor, "high_freq_factor": factors.high_freq_factor, "tensor": freq_factors.TENSOR},
+        source=freq_factors.SOURCE,
+    )
 
 
 def _local_rope_base(meta: Mapping[str, Any], arch: str) -> float | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from yarn_cli.core.checkpoint import architectures
 from yarn_cli.core.rope.spec import KNOWN_SCALING_TYPES, LOCAL_ROPE_NAME, SCALING_ALIASES, RopeSpec, Scaling
@@ -61,11 +61,17 @@ def positive_int(cfg: dict[str, Any], *keys: str) -> int | None:
     return int(value)
 
 
-def is_nested_rope_parameters(rope_parameters: Any) -> bool:
+def required_int(cfg: dict[str, Any], *keys: str) -> int:
+    """positive_int for a key the caller has seen set."""
+    value = positive_int(cfg, *keys)
+    if value is None:
+        raise FormatError(f"config.json: needs {keys[0]}")
+    return value
+
+
+def is_nested_rope_parameters(rope_parameters: Any) -> TypeGuard[dict[str, Any]]:
     """5.x nests rope_parameters by layer type ({"full_attention": {...}, "sliding_attention": {...}})."""
-    return isinstance(rope_parameters, dict) and any(
-        key in _LAYER_TYPE_LABELS and isinstance(value, dict) for key, value in rope_parameters.items()
-    )
+    return isinstance(rope_parameters, dict) and any(key in _LAYER_TYPE_LABELS and isinstance(value, dict) for key, value in rope_parameters.items())
 
 
 def scaling_type(block: dict[str, Any] | None) -> str:
@@ -102,8 +108,7 @@ def _scaling_from_block(block: dict[str, Any] | None, source: str, cfg: dict[str
         return None
     if kind not in KNOWN_SCALING_TYPES:
         raise UnsupportedError(
-            f"config.json: {source} has rope type {kind!r}, which this tool does not know "
-            f"(known: {', '.join(KNOWN_SCALING_TYPES)})"
+            f"config.json: {source} has rope type {kind!r}, which this tool does not know (known: {', '.join(KNOWN_SCALING_TYPES)})"
         )
     _check_block_types(block, source)
     factor = block.get("factor")
@@ -118,8 +123,18 @@ def _scaling_from_block(block: dict[str, Any] | None, source: str, cfg: dict[str
 
 
 # Scaling-block keys that runtimes read as numbers, and the lists of numbers (longrope).
-_NUMBER_KEYS = ("factor", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
-                "low_freq_factor", "high_freq_factor", "rope_theta", "partial_rotary_factor")
+_NUMBER_KEYS = (
+    "factor",
+    "attention_factor",
+    "beta_fast",
+    "beta_slow",
+    "mscale",
+    "mscale_all_dim",
+    "low_freq_factor",
+    "high_freq_factor",
+    "rope_theta",
+    "partial_rotary_factor",
+)
 _NUMBER_LIST_KEYS = ("short_factor", "long_factor")
 
 
@@ -170,7 +185,7 @@ def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
     hidden = positive_int(cfg, "hidden_size", "n_embd", "d_model")
     heads = positive_int(cfg, "num_attention_heads", "n_head", "num_heads")
     if cfg.get("qk_rope_head_dim"):
-        rope_dim = positive_int(cfg, "qk_rope_head_dim")
+        rope_dim = required_int(cfg, "qk_rope_head_dim")
         nope_dim = positive_int(cfg, "qk_nope_head_dim") or 0
         return rope_dim + nope_dim, rope_dim
     head_dim = positive_int(cfg, "head_dim")
@@ -180,7 +195,7 @@ def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
         head_dim = hidden // heads
     arch = family(cfg)
     if arch is not None and arch.rotary_dim_key and cfg.get(arch.rotary_dim_key):
-        return head_dim, positive_int(cfg, arch.rotary_dim_key)
+        return head_dim, required_int(cfg, arch.rotary_dim_key)
     factor = _first(parameters or {}, "partial_rotary_factor")
     if factor is None:
         factor = _first(cfg, "partial_rotary_factor", "rotary_pct")
@@ -195,11 +210,7 @@ def head_dims(cfg: dict[str, Any], parameters: dict[str, Any] | None = None) -> 
 def _blocks_agree(a: Scaling | None, b: Scaling | None) -> bool:
     if a is None or b is None:
         return a is b
-    return (
-        a.type == b.type
-        and (a.factor or 0) == (b.factor or 0)
-        and (a.original_context or 0) == (b.original_context or 0)
-    )
+    return a.type == b.type and (a.factor or 0) == (b.factor or 0) and (a.original_context or 0) == (b.original_context or 0)
 
 
 def _refuse_non_rope(cfg: dict[str, Any], kind: str) -> None:
@@ -209,9 +220,7 @@ def _refuse_non_rope(cfg: dict[str, Any], kind: str) -> None:
     if reason is None and cfg.get("position_embedding_type") == "absolute":
         reason = "learned absolute position embeddings"
     if reason:
-        raise UnsupportedError(
-            f"config.json: model type {kind!r} does not use RoPE ({reason}); YaRN applies only to RoPE models"
-        )
+        raise UnsupportedError(f"config.json: model type {kind!r} does not use RoPE ({reason}); YaRN applies only to RoPE models")
 
 
 def _declared_scaling(cfg: dict[str, Any], warnings: list[str]) -> tuple[Scaling | None, dict[str, Any] | None, bool]:
@@ -226,36 +235,29 @@ def _declared_scaling(cfg: dict[str, Any], warnings: list[str]) -> tuple[Scaling
         return _scaling_from_block(block, "rope_parameters.full_attention", cfg) or from_scaling, block, True
     from_parameters = _scaling_from_block(rope_parameters, "rope_parameters", cfg)
     if rope_scaling is not None and rope_parameters is not None and not _blocks_agree(from_scaling, from_parameters):
-        warnings.append(
-            "rope_scaling and rope_parameters disagree; transformers 5.x silently uses rope_scaling, other readers may use either"
-        )
+        warnings.append("rope_scaling and rope_parameters disagree; transformers 5.x silently uses rope_scaling, other readers may use either")
     if from_parameters is not None and rope_scaling is None:
         warnings.append(
             f"the {from_parameters.type} scaling is only in the 5.x rope_parameters block: transformers 4.x "
-            "and runtimes that read rope_scaling see no scaling"
-            + ("" if "rope_theta" in cfg else " and rope_theta 10000")
+            "and runtimes that read rope_scaling see no scaling" + ("" if "rope_theta" in cfg else " and rope_theta 10000")
         )
     return from_scaling or from_parameters, rope_parameters, False
 
 
-def _trained_length(
-    cfg: dict[str, Any], scaling: Scaling | None, max_context: int | None, override: int | None
-) -> tuple[int, str]:
+def _trained_length(cfg: dict[str, Any], scaling: Scaling | None, max_context: int | None, override: int | None) -> tuple[int, str]:
     """The original (trained) length L and the key it came from."""
     if override is not None:
         return override, "--original-context"
     if scaling is not None and scaling.original_context:
         return scaling.original_context, f"{scaling.source}.original_max_position_embeddings"
     if cfg.get("original_max_position_embeddings"):
-        return positive_int(cfg, "original_max_position_embeddings"), "original_max_position_embeddings"
+        return required_int(cfg, "original_max_position_embeddings"), "original_max_position_embeddings"
     if max_context:
         return max_context, "max_position_embeddings"
     raise FormatError("config.json: no max_position_embeddings; pass --original-context with the trained length")
 
 
-def read_rope_specs(
-    config: dict[str, Any], original_context_override: int | None = None
-) -> tuple[tuple[RopeSpec, ...], list[str]]:
+def read_rope_specs(config: dict[str, Any], original_context_override: int | None = None) -> tuple[tuple[RopeSpec, ...], list[str]]:
     """The RoPE families of a config (one, or Gemma 3's global + sliding) and warnings about them."""
     cfg = text_config(config)
     kind = model_type(config)
@@ -268,9 +270,11 @@ def read_rope_specs(
     alpha = ntk_alpha(cfg)
     if alpha is not None:
         theta = theta * alpha ** (head_dim / (head_dim - 2))
-        warnings.append(f"the rope block labelled \"dynamic\" carries alpha {alpha:g}: a fixed NTK base, read as "
-                        f"θ = {theta:.6g} at every length (transformers' HunYuan and llama.cpp's converter do the same); "
-                        "extend writes that base as rope_theta")
+        warnings.append(
+            f'the rope block labelled "dynamic" carries alpha {alpha:g}: a fixed NTK base, read as '
+            f"θ = {theta:.6g} at every length (transformers' HunYuan and llama.cpp's converter do the same); "
+            "extend writes that base as rope_theta"
+        )
     if rotary_dim < 2 or rotary_dim % 2:
         raise FormatError(f"config.json: rotary dimension {rotary_dim} (head_dim {head_dim}) must be even")
     max_context = positive_int(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len")
@@ -281,15 +285,20 @@ def read_rope_specs(
     hint = arch.context_warning if arch else None
     if hint and max_context == hint.max_position_embeddings and scaling is None and original_context_override is None:
         warnings.append(hint.message)
-    if kind and arch is None and not (
-        cfg.get("rope_scaling") or cfg.get("rope_parameters") or "rope_theta" in cfg or "rotary_emb_base" in cfg
-    ):
+    if kind and arch is None and not (cfg.get("rope_scaling") or cfg.get("rope_parameters") or "rope_theta" in cfg or "rotary_emb_base" in cfg):
         warnings.append(f"model type {kind!r} names no RoPE keys; assuming RoPE with base 10000 as transformers does")
     # DeepSeek-V3's rope_interleave says how its checkpoint lays out the rotary dims; without it the family decides
     interleaved = cfg["rope_interleave"] if "rope_interleave" in cfg else (arch is not None and arch.rope_layout == "interleaved")
     spec = RopeSpec(
-        base=theta, head_dim=head_dim, rotary_dim=rotary_dim, original_context=original, original_context_source=source,
-        max_context=max_context, scaling=scaling, layout="interleaved" if interleaved else "rotate_half", name="global",
+        base=theta,
+        head_dim=head_dim,
+        rotary_dim=rotary_dim,
+        original_context=original,
+        original_context_source=source,
+        max_context=max_context,
+        scaling=scaling,
+        layout="interleaved" if interleaved else "rotate_half",
+        name="global",
         softmax_mscale_key=arch.softmax_mscale_key if arch else "",
     )
     local = _local_rope(cfg, cfg.get("rope_parameters") if nested else None, spec)

@@ -74,5 +74,10 @@ def model_dims(config: dict[str, Any]) -> dict[str, Any]:
         types = listed if isinstance(listed, list) else []
         linear = tuple(i for i, kind in enumerate(types) if kind in _STATE_LAYER_TYPES)
         layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else (), linear)
-    return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": positive_int(cfg, "hidden_size", "n_embd", "d_model"),
-            "attention": layout}
+    return {
+        "layers": layers,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "hidden_size": positive_int(cfg, "hidden_size", "n_embd", "d_model"),
+        "attention": layout,
+    }

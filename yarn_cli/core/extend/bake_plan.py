@@ -93,8 +93,10 @@ def _family(config: dict[str, Any]) -> architectures.Architecture:
     if arch.bake_unsupported:
         raise UnsupportedError(f"--bake-temperature: {arch.family}: {arch.bake_unsupported} (a config-only extend works)")
     if arch.m_cancelled_by and hf_config.text_config(config).get(arch.m_cancelled_by):
-        raise UnsupportedError(f"--bake-temperature: {arch.family}: {arch.m_cancelled_by} puts a weightless norm after RoPE, "
-                               "which cancels any factor in q/k, so a bake would change nothing (a config-only extend works)")
+        raise UnsupportedError(
+            f"--bake-temperature: {arch.family}: {arch.m_cancelled_by} puts a weightless norm after RoPE, "
+            "which cancels any factor in q/k, so a bake would change nothing (a config-only extend works)"
+        )
     return arch
 
 
@@ -116,8 +118,7 @@ def _fused_rows(arch: architectures.Architecture, cfg: dict[str, Any], shape: _S
     return _head_rows(heads, head_dim, rotary, stride=3 * head_dim) + _head_rows(heads, head_dim, rotary, start=head_dim, stride=3 * head_dim)
 
 
-def _layer_targets(arch: architectures.Architecture, cfg: dict[str, Any], shape: _Shape,
-                   kind: str) -> list[tuple[str, list[tuple[int, int]], bool]]:
+def _layer_targets(arch: architectures.Architecture, cfg: dict[str, Any], shape: _Shape, kind: str) -> list[tuple[str, list[tuple[int, int]], bool]]:
     """(role, rows, required) for every tensor of a layer that carries m (``kind``: the entry's attention kind)."""
     if kind == "fused":
         rows = _fused_rows(arch, cfg, shape)
@@ -131,8 +132,9 @@ def _layer_targets(arch: architectures.Architecture, cfg: dict[str, Any], shape:
     return targets + biases
 
 
-def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]], factor: float,
-              softmax_mscale: float | None = None) -> list[BakeOp]:
+def plan_bake(
+    config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]], factor: float, softmax_mscale: float | None = None
+) -> list[BakeOp]:
     """Every tensor operation that bakes ``factor`` into q and k, validated against the headers.
 
     ``tensors`` maps each tensor name to (safetensors dtype, shape). ``softmax_mscale`` (MLA only): the part of
@@ -160,8 +162,15 @@ def plan_bake(config: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int
     return ops
 
 
-def _plan_mla(arch: architectures.Architecture, cfg: dict[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]],
-              shape: _Shape, layers: int, factor: float, softmax_mscale: float) -> list[BakeOp]:
+def _plan_mla(
+    arch: architectures.Architecture,
+    cfg: dict[str, Any],
+    tensors: Mapping[str, tuple[str, tuple[int, ...]]],
+    shape: _Shape,
+    layers: int,
+    factor: float,
+    softmax_mscale: float,
+) -> list[BakeOp]:
     """MLA: the softmax factor M² goes on every row of q (each q·k dim carries it once), and the cos/sin ratio r =
     factor / M, squared, on the rotary key all heads share (it meets the rotary q dims only). q_a_proj is left alone:
     the norm after it would cancel a scale."""
@@ -195,8 +204,9 @@ def _find(arch: architectures.Architecture, tensors: Mapping[str, Any], layer: i
     return None
 
 
-def _op(name: str, header: tuple[str, tuple[int, ...]], rows: list[tuple[int, int]], factor: float, offset: float,
-        role: str, shape: _Shape) -> BakeOp:
+def _op(
+    name: str, header: tuple[str, tuple[int, ...]], rows: list[tuple[int, int]], factor: float, offset: float, role: str, shape: _Shape
+) -> BakeOp:
     dtype, dims = header
     if dtype not in FLOAT_DTYPES:
         raise UnsupportedError(f"{name} is {dtype}: baking needs a float tensor (F16, BF16, F32); quantized weights are not supported")

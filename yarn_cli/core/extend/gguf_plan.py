@@ -31,8 +31,7 @@ class KVChange:
     action: str = "set"  # "set" (replace in place or add) or "remove"
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "action": self.action, "type": self.type, "old": self.old,
-                "old_type": self.old_type, "new": self.new}
+        return {"key": self.key, "action": self.action, "type": self.type, "old": self.old, "old_type": self.old_type, "new": self.new}
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,7 @@ class GGUFPlan:
 
 
 def _existing_scaling(meta: Mapping[str, tuple[str, Any]], prefix: str) -> dict[str, Any]:
-    return {
-        key: value
-        for key, (_, value) in meta.items()
-        if key.startswith(prefix + "rope.scaling.") or key == prefix + "rope.scale_linear"
-    }
+    return {key: value for key, (_, value) in meta.items() if key.startswith(prefix + "rope.scaling.") or key == prefix + "rope.scale_linear"}
 
 
 def _base_length(existing: dict[str, Any], p: str, context: int, original_context: int | None, replace: bool) -> int:
@@ -91,17 +86,14 @@ def _base_length(existing: dict[str, Any], p: str, context: int, original_contex
         what = ", ".join(f"{k}={v!r}" for k, v in existing.items())
         hint = f" from {existing_original}" if existing_original else ""
         raise AlreadyScaledError(
-            f"GGUF already carries a RoPE scaling ({what}); pass --replace to re-extend{hint} instead of stacking, "
-            "or start from the unextended file"
+            f"GGUF already carries a RoPE scaling ({what}); pass --replace to re-extend{hint} instead of stacking, or start from the unextended file"
         )
     if original_context is not None:
         base_length = original_context
     elif scaled and existing_original:
         base_length = int(existing_original)
     elif scaled:
-        raise InputError(
-            f"the existing {kind or 'linear'} scaling names no original length: pass --original-context with the trained length"
-        )
+        raise InputError(f"the existing {kind or 'linear'} scaling names no original length: pass --original-context with the trained length")
     else:
         base_length = context
     if base_length <= 0:
@@ -109,8 +101,9 @@ def _base_length(existing: dict[str, Any], p: str, context: int, original_contex
     return base_length
 
 
-def _wanted(arch: str, existing: dict[str, Any], target: int, s: float, base_length: int, notes: list[str],
-            attention_factor: float | None = None) -> list[tuple[str, str, Any]]:
+def _wanted(
+    arch: str, existing: dict[str, Any], target: int, s: float, base_length: int, notes: list[str], attention_factor: float | None = None
+) -> list[tuple[str, str, Any]]:
     """The records llama.cpp needs, with their types. A chosen m goes into ``rope.scaling.attn_factor``, which
     llama.cpp multiplies into its own m = 0.1·ln s + 1, so it is written as m / (0.1·ln s + 1)."""
     p = f"{arch}."
@@ -135,13 +128,16 @@ def _wanted(arch: str, existing: dict[str, Any], target: int, s: float, base_len
     if attention_factor is not None:
         multiplier = float(attention_factor) / rope_scalars.get_mscale(s)
         wanted.append((p + "rope.scaling.attn_factor", FLOAT32, multiplier))
-        notes.append(f"{p}rope.scaling.attn_factor = {multiplier:.6f}: llama.cpp multiplies its own m "
-                     f"{rope_scalars.get_mscale(s):.6f} by it, giving m = {float(attention_factor):.6f}")
+        notes.append(
+            f"{p}rope.scaling.attn_factor = {multiplier:.6f}: llama.cpp multiplies its own m "
+            f"{rope_scalars.get_mscale(s):.6f} by it, giving m = {float(attention_factor):.6f}"
+        )
     return wanted
 
 
-def _changes(meta: Mapping[str, tuple[str, Any]], existing: dict[str, Any], wanted: list[tuple[str, str, Any]],
-             replace: bool, notes: list[str]) -> list[KVChange]:
+def _changes(
+    meta: Mapping[str, tuple[str, Any]], existing: dict[str, Any], wanted: list[tuple[str, str, Any]], replace: bool, notes: list[str]
+) -> list[KVChange]:
     """Removals of an old scaling's other keys (on --replace), then each wanted record that differs."""
     changes = []
     wanted_keys = {key for key, _, _ in wanted}
@@ -160,8 +156,9 @@ def _changes(meta: Mapping[str, tuple[str, Any]], existing: dict[str, Any], want
     return changes
 
 
-def _factors_route(factors: FreqFactors | None, existing: dict[str, Any], context: int, original_context: int | None,
-                   replace: bool, stack: bool) -> tuple[int | None, list[TensorChange]]:
+def _factors_route(
+    factors: FreqFactors | None, existing: dict[str, Any], context: int, original_context: int | None, replace: bool, stack: bool
+) -> tuple[int | None, list[TensorChange]]:
     """What becomes of llama.cpp's frequency factors: refused unless ``replace`` (rewritten to ones, YaRN from the
     length they were fitted at) or ``stack`` (kept, YaRN from the file's own context on top). Returns the length
     the extension starts from where the route fixes it, and the tensor rewrites."""
@@ -176,15 +173,19 @@ def _factors_route(factors: FreqFactors | None, existing: dict[str, Any], contex
         raise AlreadyScaledError(
             f"GGUF carries a {factors.label}{trained} scaling in its {freq_factors.TENSOR} tensor, which llama.cpp applies under "
             f"YaRN too; pass --replace to re-extend{trained} with YaRN alone (the tensor is rewritten to ones), or --stack to "
-            f"keep it and add YaRN on top from {context}, exactly as llama.cpp computes the two together")
+            f"keep it and add YaRN on top from {context}, exactly as llama.cpp computes the two together"
+        )
     if stack:
         if existing:
-            raise InputError(f"--stack adds YaRN over {freq_factors.TENSOR} where no scaling keys are set yet, and this file "
-                             f"has {', '.join(existing)}; start from the file without them")
+            raise InputError(
+                f"--stack adds YaRN over {freq_factors.TENSOR} where no scaling keys are set yet, and this file "
+                f"has {', '.join(existing)}; start from the file without them"
+            )
         return original_context or context, []
     if original_context is None and not factors.recognized:
-        raise InputError(f"{freq_factors.TENSOR} encodes no llama3 scaling this tool recognises, so the trained length is "
-                         "unknown: pass --original-context with it")
+        raise InputError(
+            f"{freq_factors.TENSOR} encodes no llama3 scaling this tool recognises, so the trained length is unknown: pass --original-context with it"
+        )
     ones = tuple(1.0 for _ in factors.values)
     why = f"{factors.label}{trained} removed: llama.cpp divides θ by these factors under any scaling"
     return original_context or factors.original_context, [TensorChange(freq_factors.TENSOR, ones, why)]
@@ -222,19 +223,29 @@ def plan_extension(
     family = architectures.for_gguf(arch)
     notes: list[str] = [family.extend_warning] if family is not None and family.extend_warning else []
     if replace and factors is not None and factors.assumed_length and original_context is None:
-        notes.append(f"{freq_factors.TENSOR} is a plain step that fits several trained lengths; {base_length} is assumed: "
-                     "pass --original-context if the model card names another")
+        notes.append(
+            f"{freq_factors.TENSOR} is a plain step that fits several trained lengths; {base_length} is assumed: "
+            "pass --original-context if the model card names another"
+        )
     if stack and factors is not None:
-        notes.append(f"YaRN x{s:g} stacked on {freq_factors.TENSOR} ({factors.label}): llama.cpp divides θ by the factors, "
-                     "then applies YaRN with the ramp of the undivided base")
+        notes.append(
+            f"YaRN x{s:g} stacked on {freq_factors.TENSOR} ({factors.label}): llama.cpp divides θ by the factors, "
+            "then applies YaRN with the ramp of the undivided base"
+        )
     wanted = _wanted(arch, existing, target, s, base_length, notes, attention_factor)
     changes = _changes(meta, existing, wanted, replace, notes)
     rope_keys = [key for key in meta if key.startswith(p + "rope.")]
     return GGUFPlan(
-        architecture=arch, original_context=base_length, scale=s, target_context=target,
-        attention_factor=rope_scalars.get_mscale(s) if attention_factor is None else float(attention_factor), changes=tuple(changes),
-        insert_after=rope_keys[-1] if rope_keys else p + "context_length", notes=tuple(notes),
-        tensor_changes=tuple(tensor_changes), stacked_on=factors.label if stack and factors is not None else None,
+        architecture=arch,
+        original_context=base_length,
+        scale=s,
+        target_context=target,
+        attention_factor=rope_scalars.get_mscale(s) if attention_factor is None else float(attention_factor),
+        changes=tuple(changes),
+        insert_after=rope_keys[-1] if rope_keys else p + "context_length",
+        notes=tuple(notes),
+        tensor_changes=tuple(tensor_changes),
+        stacked_on=factors.label if stack and factors is not None else None,
     )
 
 

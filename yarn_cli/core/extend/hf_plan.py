@@ -100,8 +100,10 @@ def _family_notes(config: dict[str, Any]) -> list[str]:
     family = _family(config)
     notes = [family.extend_warning] if family is not None and family.extend_warning else []
     if family is not None and family.m_cancelled_by and cfg.get(family.m_cancelled_by):
-        notes.append(f"{family.m_cancelled_by} is set: a weightless norm follows RoPE and cancels YaRN's attention factor in "
-                     "every runtime, so only the frequencies change")
+        notes.append(
+            f"{family.m_cancelled_by} is set: a weightless norm follows RoPE and cancels YaRN's attention factor in "
+            "every runtime, so only the frequencies change"
+        )
     return notes
 
 
@@ -133,14 +135,13 @@ def _replaced(existing: Scaling | None, replace: bool, original_context: int | N
             f"would be wrong: {hint}, or start from the unextended checkpoint"
         )
     if not existing.original_context and original_context is None:
-        raise InputError(
-            f"the existing {existing.type} scaling names no original length: pass --original-context with the trained length"
-        )
+        raise InputError(f"the existing {existing.type} scaling names no original length: pass --original-context with the trained length")
     return existing.description
 
 
-def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast: float, beta_slow: float, bake: bool,
-                attention_factor: float | None = None) -> dict[str, Any]:
+def _yarn_block(
+    s: float, base_length: int, existing: Scaling | None, beta_fast: float, beta_slow: float, bake: bool, attention_factor: float | None = None
+) -> dict[str, Any]:
     """The rope_scaling block: both type keys, the factor, L, non-default betas, the model's own yarn keys on --replace."""
     block: dict[str, Any] = {"rope_type": "yarn", "type": "yarn", "factor": float(s), "original_max_position_embeddings": base_length}
     if existing is not None and existing.type == "yarn":
@@ -158,8 +159,9 @@ def _yarn_block(s: float, base_length: int, existing: Scaling | None, beta_fast:
     return block
 
 
-def _mla_factors(block: dict[str, Any], s: float, family: architectures.Architecture, bake: bool,
-                 attention_factor: float | None) -> tuple[float, float]:
+def _mla_factors(
+    block: dict[str, Any], s: float, family: architectures.Architecture, bake: bool, attention_factor: float | None
+) -> tuple[float, float]:
     """(m, M) for an MLA block, completed in place. Its runtimes multiply cos/sin by get_mscale(s, mscale) /
     get_mscale(s, mscale_all_dim) and the softmax scale by M² = get_mscale(s, mscale_all_dim)², so m = ratio·M on the
     rotary dims and M on the others. A chosen m is written as the pair (x, x) with get_mscale(s, x) = m: the ratio is 1
@@ -211,8 +213,7 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
     base_length = spec.original_context
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(r.scale, r.to, base_length))
     family = _family(config)
-    block, m, softmax = _new_block(family, s, base_length, spec.scaling, r.beta_fast, r.beta_slow, r.bake_temperature,
-                                   r.attention_factor)
+    block, m, softmax = _new_block(family, s, base_length, spec.scaling, r.beta_fast, r.beta_slow, r.bake_temperature, r.attention_factor)
 
     new_config = copy.deepcopy(config)
     text_key = hf_config.text_config_key(new_config)
@@ -244,8 +245,15 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
             record["softmax_mscale"] = softmax
         _set(new_config, BAKE_RECORD_KEY, record, "", changes)
     return ConfigPlan(
-        config=new_config, changes=tuple(changes), scale=s, original_context=base_length, target_context=target,
-        attention_factor=1.0 if bake else m, bake_factor=m if bake else None, replaced=replaced, notes=tuple(notes),
+        config=new_config,
+        changes=tuple(changes),
+        scale=s,
+        original_context=base_length,
+        target_context=target,
+        attention_factor=1.0 if bake else m,
+        bake_factor=m if bake else None,
+        replaced=replaced,
+        notes=tuple(notes),
         softmax_mscale=softmax,
     )
 
@@ -259,8 +267,16 @@ def _fold_ntk_alpha(cfg: dict[str, Any], theta: float, prefix: str, changes: lis
     notes.append(f"the NTK-alpha base is now rope_theta {theta:.6g}; YaRN scales the frequencies of that base")
 
 
-def _new_block(family: architectures.Architecture | None, s: float, base_length: int, existing: Scaling | None, beta_fast: float,
-               beta_slow: float, bake: bool, attention_factor: float | None) -> tuple[dict[str, Any], float, float | None]:
+def _new_block(
+    family: architectures.Architecture | None,
+    s: float,
+    base_length: int,
+    existing: Scaling | None,
+    beta_fast: float,
+    beta_slow: float,
+    bake: bool,
+    attention_factor: float | None,
+) -> tuple[dict[str, Any], float, float | None]:
     """(the yarn block, the m the model ends up with, MLA's softmax part of it or None)."""
     if family is not None and family.is_mla:
         block = _yarn_block(s, base_length, existing, beta_fast, beta_slow, False)
@@ -269,16 +285,20 @@ def _new_block(family: architectures.Architecture | None, s: float, base_length:
     return block, rope_scalars.yarn_attention_factor(s, attention_factor, block.get("mscale"), block.get("mscale_all_dim")), None
 
 
-def _factor_notes(family: architectures.Architecture | None, block: dict[str, Any], m: float, softmax: float | None, bake: bool,
-                  attention_factor: float | None) -> list[str]:
+def _factor_notes(
+    family: architectures.Architecture | None, block: dict[str, Any], m: float, softmax: float | None, bake: bool, attention_factor: float | None
+) -> list[str]:
     """What the user must know about where m goes and which runtimes read it so."""
     notes = []
-    if softmax is not None:
+    if softmax is not None and family is not None:  # only an MLA family has a softmax factor
         notes.append(
             f"{family.family}: multi-head latent attention; m = {m:.6f} reaches every dim of q·k "
-            + ("through the baked q rows; the config's mscale pair is (0, 0) with attention_factor 1.0, so no runtime "
-               "adds a factor" if bake else f"through the softmax scale ({family.softmax_mscale_key} "
-               f"{block[family.softmax_mscale_key]:g}), as in DeepSeek's own configs and llama.cpp's deepseek2")
+            + (
+                "through the baked q rows; the config's mscale pair is (0, 0) with attention_factor 1.0, so no runtime adds a factor"
+                if bake
+                else f"through the softmax scale ({family.softmax_mscale_key} "
+                f"{block[family.softmax_mscale_key]:g}), as in DeepSeek's own configs and llama.cpp's deepseek2"
+            )
         )
     elif attention_factor is not None and not bake:
         notes.append(
@@ -287,8 +307,10 @@ def _factor_notes(family: architectures.Architecture | None, block: dict[str, An
             "verify --engine <yours> --parity-only shows which"
         )
     if bake and family is not None and family.norm_after_rope:
-        notes.append(f"the q/k norm weights after RoPE carry m = {m:.6f}: every runtime applies it, and no factor in "
-                     "cos/sin can add to it, since those norms cancel it")
+        notes.append(
+            f"the q/k norm weights after RoPE carry m = {m:.6f}: every runtime applies it, and no factor in "
+            "cos/sin can add to it, since those norms cancel it"
+        )
     elif bake and softmax is None:
         notes.append(
             f"q/k weights carry m = {m:.6f}; the config says attention_factor 1.0. transformers honours that; vLLM releases "

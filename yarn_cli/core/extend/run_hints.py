@@ -20,20 +20,34 @@ def modelfile_text(gguf_name: str, target: int) -> str:
 def run_hints(fmt: str, output: Path, target: int, modelfile: Path | None = None) -> list[dict[str, Any]]:
     """``[{engine, command, note}]`` for the runtimes that load this format."""
     if fmt == "gguf":
-        ollama = (f"ollama create {output.name.removesuffix('.gguf')} -f {modelfile.name}" if modelfile else
-                  f"a Modelfile with FROM ./{output.name} and PARAMETER num_ctx {target} (extend --modelfile writes it)")
+        ollama = (
+            f"ollama create {output.name.removesuffix('.gguf')} -f {modelfile.name}"
+            if modelfile
+            else f"a Modelfile with FROM ./{output.name} and PARAMETER num_ctx {target} (extend --modelfile writes it)"
+        )
         return [
-            {"engine": "llama.cpp", "command": f"llama-cli -m {output.name} -c {target}",
-             "note": "-c 0 takes the new context_length from the file"},
-            {"engine": "llama-server", "command": f"llama-server -m {output.name} -c {target}",
-             "note": "--parallel P splits the context across P slots: give -c P x the length each needs"},
+            {"engine": "llama.cpp", "command": f"llama-cli -m {output.name} -c {target}", "note": "-c 0 takes the new context_length from the file"},
+            {
+                "engine": "llama-server",
+                "command": f"llama-server -m {output.name} -c {target}",
+                "note": "--parallel P splits the context across P slots: give -c P x the length each needs",
+            },
             {"engine": "ollama", "command": ollama, "note": "Ollama's default num_ctx is small and capped at context_length"},
         ]
     return [
-        {"engine": "transformers", "command": f"AutoModelForCausalLM.from_pretrained({str(output)!r})",
-         "note": "no cap beyond memory; generation_config and tokenizer limits were raised to the new length"},
-        {"engine": "vllm", "command": f"vllm serve {output} --max-model-len {target}",
-         "note": "beyond this length vLLM needs VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"},
-        {"engine": "sglang", "command": f"python -m sglang.launch_server --model-path {output} --context-length {target}",
-         "note": "beyond this length SGLang needs SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1"},
+        {
+            "engine": "transformers",
+            "command": f"AutoModelForCausalLM.from_pretrained({str(output)!r})",
+            "note": "no cap beyond memory; generation_config and tokenizer limits were raised to the new length",
+        },
+        {
+            "engine": "vllm",
+            "command": f"vllm serve {output} --max-model-len {target}",
+            "note": "beyond this length vLLM needs VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
+        },
+        {
+            "engine": "sglang",
+            "command": f"python -m sglang.launch_server --model-path {output} --context-length {target}",
+            "note": "beyond this length SGLang needs SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1",
+        },
     ]

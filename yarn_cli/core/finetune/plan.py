@@ -106,8 +106,17 @@ def sharding(env: Mapping[str, str], world: int) -> Sharding:
 
 
 def training_memory(
-    parameters: int, layers: int, hidden: int, vocab: int, seq_len: int, batch: int, trainable: int,
-    checkpointing: bool, value_bytes: int, heads: int, shards: Sharding = Sharding(),
+    parameters: int,
+    layers: int,
+    hidden: int,
+    vocab: int,
+    seq_len: int,
+    batch: int,
+    trainable: int,
+    checkpointing: bool,
+    value_bytes: int,
+    heads: int,
+    shards: Sharding = Sharding(),
 ) -> int:
     """A lower bound on one device's peak, in bytes: weights, AdamW's fp32 state and gradients for the
     trainable parameters, activations (one hidden state per layer with gradient checkpointing, about 16 per

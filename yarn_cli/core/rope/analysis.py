@@ -50,14 +50,18 @@ def existing_frequencies(spec: RopeSpec, seq_len: float | None = None) -> rope.S
     base, dim = spec.base, spec.rotary_dim
     divisors = freq_factors.divisors(spec.freq_factors)
     if scaling is None or scaling.source == freq_factors.SOURCE:  # the factors alone: θ_i / f_i
-        return rope.ScaledFrequencies("default" if scaling is None else scaling.type,
-                                      rope.linear(base, dim, 1.0, divisors).inv_freq_values, 1.0, base=base)
+        return rope.ScaledFrequencies(
+            "default" if scaling is None else scaling.type, rope.linear(base, dim, 1.0, divisors).inv_freq_values, 1.0, base=base
+        )
     params = scaling.params
     original = scaling.original_context or spec.max_context
     factor = scaling.declared_factor(spec.max_context)
     if scaling.type == "yarn":
         return rope.yarn(
-            base, dim, original, factor,
+            base,
+            dim,
+            original,
+            factor,
             beta_fast=params.get("beta_fast") or rope.BETA_FAST_DEFAULT,
             beta_slow=params.get("beta_slow") or rope.BETA_SLOW_DEFAULT,
             truncate=params.get("truncate", True) if params.get("truncate") is not None else True,
@@ -72,7 +76,10 @@ def existing_frequencies(spec: RopeSpec, seq_len: float | None = None) -> rope.S
         return rope.dynamic_ntk(base, dim, factor, spec.max_context, seq_len or spec.max_context)
     if scaling.type == "llama3":
         return rope.llama3(
-            base, dim, factor, original,
+            base,
+            dim,
+            factor,
+            original,
             low_freq_factor=params.get("low_freq_factor", 1.0),
             high_freq_factor=params.get("high_freq_factor", 4.0),
         )
@@ -137,8 +144,13 @@ def _declared(spec: RopeSpec) -> dict[str, Any]:
         return {"dimensions": dimension_rows(spec, existing_frequencies(spec), 1.0)}
     result = existing_frequencies(spec)
     shown_scale = spec.scaling.declared_factor(spec.max_context)
-    report = {"method": result.method, "attention_factor": result.attention_factor, "existing": True,
-              "existing_factor": shown_scale, "dimensions": dimension_rows(spec, result, shown_scale)}
+    report = {
+        "method": result.method,
+        "attention_factor": result.attention_factor,
+        "existing": True,
+        "existing_factor": shown_scale,
+        "dimensions": dimension_rows(spec, result, shown_scale),
+    }
     if result.low is not None:
         report["correction_range"] = {"low": result.low, "high": result.high}
     if spec.softmax_mscale_key:
@@ -156,8 +168,11 @@ def _fresh(spec: RopeSpec, scale: float, method: str, options: YarnOptions) -> d
     primary_name = "yarn" if method == "all" else method
     primary, rows = per_method[primary_name]
     report: dict[str, Any] = {
-        "method": primary_name, "attention_factor": primary.attention_factor, "logit_multiplier": primary.attention_factor**2,
-        "target_context": lengths.target_length(spec.original_context, scale), "dimensions": rows,
+        "method": primary_name,
+        "attention_factor": primary.attention_factor,
+        "logit_multiplier": primary.attention_factor**2,
+        "target_context": lengths.target_length(spec.original_context, scale),
+        "dimensions": rows,
     }
     if primary.low is not None:
         report["correction_range"] = {"low": primary.low, "high": primary.high}
@@ -176,9 +191,7 @@ def _fresh(spec: RopeSpec, scale: float, method: str, options: YarnOptions) -> d
     return report
 
 
-def inspect_report(
-    model: ModelSummary, scale: float | None, method: str = "yarn", options: YarnOptions = YarnOptions()
-) -> dict[str, Any]:
+def inspect_report(model: ModelSummary, scale: float | None, method: str = "yarn", options: YarnOptions = YarnOptions()) -> dict[str, Any]:
     """The `inspect --json` object. Stable keys: rope.*, scale, attention_factor, dimensions."""
     spec = model.rope
     if scale is not None:

@@ -51,9 +51,19 @@ class FreqFactors:
         return f"per-pair factors {min(self.values):g}..{max(self.values):g}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"tensor": TENSOR, "values": list(self.values), "llama3": None if not self.recognized else {
-            "factor": self.factor, "original_context": self.original_context, "low_freq_factor": self.low_freq_factor,
-            "high_freq_factor": self.high_freq_factor, "length_assumed": self.assumed_length}}
+        return {
+            "tensor": TENSOR,
+            "values": list(self.values),
+            "llama3": None
+            if not self.recognized
+            else {
+                "factor": self.factor,
+                "original_context": self.original_context,
+                "low_freq_factor": self.low_freq_factor,
+                "high_freq_factor": self.high_freq_factor,
+                "length_assumed": self.assumed_length,
+            },
+        }
 
 
 def divisors(factors: FreqFactors | None) -> tuple[float, ...] | None:

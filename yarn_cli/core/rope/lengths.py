@@ -11,7 +11,7 @@ _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
 
 def parse_length(text: str) -> int:
-    """"32768" -> 32768, "128k" -> 131072, "1m" -> 1048576 (k = 1024 tokens, as model cards use)."""
+    """ "32768" -> 32768, "128k" -> 131072, "1m" -> 1048576 (k = 1024 tokens, as model cards use)."""
     match = _LENGTH.match(str(text))
     if not match:
         raise InputError(f"--to {text!r} is not a length: use a token count such as 32768, 128k or 1m")
@@ -47,9 +47,7 @@ def resolve_scale(scale: float | None, to: str | None, original_context: int) ->
         if target > MAX_CONTEXT:
             raise InputError(f"--to {to} ({target:,} tokens) is beyond the {MAX_CONTEXT:,} a context length can hold")
         if target <= original_context:
-            raise InputError(
-                f"--to {to} ({target:,} tokens) is not longer than the trained length {original_context:,}: nothing to extend"
-            )
+            raise InputError(f"--to {to} ({target:,} tokens) is not longer than the trained length {original_context:,}: nothing to extend")
         return target / original_context
     return check_scale(scale, original_context)
 

@@ -41,12 +41,12 @@ class Scaling:
 
     @property
     def label(self) -> str:
-        """"yarn x4": how every report names a scaling."""
+        """ "yarn x4": how every report names a scaling."""
         return self.type + (f" x{self.factor:g}" if self.factor is not None else "")
 
     @property
     def description(self) -> str:
-        """"yarn x4 from 8192": the label and the trained length it starts from."""
+        """ "yarn x4 from 8192": the label and the trained length it starts from."""
         return self.label + (f" from {self.original_context}" if self.original_context else "")
 
     def to_json(self) -> dict[str, Any]:

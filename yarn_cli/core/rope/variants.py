@@ -61,18 +61,26 @@ class RopeVariant:
 
     def same_rope(self, other: RopeVariant) -> bool:
         """Whether both run the same frequencies and factor (then no evaluation can tell them apart)."""
-        return math.isclose(self.attention_factor, other.attention_factor, rel_tol=1e-12) and math.isclose(
-            self.softmax_mscale, other.softmax_mscale, rel_tol=1e-12) and len(self.inv_freq) == len(
-            other.inv_freq) and all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(self.inv_freq, other.inv_freq))
+        return (
+            math.isclose(self.attention_factor, other.attention_factor, rel_tol=1e-12)
+            and math.isclose(self.softmax_mscale, other.softmax_mscale, rel_tol=1e-12)
+            and len(self.inv_freq) == len(other.inv_freq)
+            and all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(self.inv_freq, other.inv_freq))
+        )
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "kind": self.kind, "label": self.label, "theta": self.base,
-                                "attention_factor": self.attention_factor, "effective_m": self.effective_m}
+        data: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "label": self.label,
+            "theta": self.base,
+            "attention_factor": self.attention_factor,
+            "effective_m": self.effective_m,
+        }
         if self.kind in ("yarn", "linear") or self.factor != 1.0:
             data["factor"] = self.factor
         if self.kind == "yarn" or self.original_context is not None:
-            data.update(original_context=self.original_context, beta_fast=self.beta_fast, beta_slow=self.beta_slow,
-                        truncate=self.truncate)
+            data.update(original_context=self.original_context, beta_fast=self.beta_fast, beta_slow=self.beta_slow, truncate=self.truncate)
         if self.softmax_mscale != 1.0:
             data["softmax_mscale"] = self.softmax_mscale
         return data
@@ -87,11 +95,22 @@ def declared(spec: RopeSpec, baked: float | None = None, seq_len: int | None = N
         fields["factor"] = scaling.declared_factor(spec.max_context)
     if scaling is not None and scaling.type == "yarn":
         params = scaling.params
-        fields.update(original_context=scaling.original_context or spec.max_context,
-                      beta_fast=params.get("beta_fast") or BETA_FAST_DEFAULT, beta_slow=params.get("beta_slow") or BETA_SLOW_DEFAULT,
-                      truncate=params.get("truncate") if params.get("truncate") is not None else True)
-    return RopeVariant(name, "declared", tuple(computed.inv_freq_values), computed.attention_factor, spec.base, baked=baked,
-                       softmax_mscale=spec.softmax_mscale() or 1.0, **fields)
+        fields.update(
+            original_context=scaling.original_context or spec.max_context,
+            beta_fast=params.get("beta_fast") or BETA_FAST_DEFAULT,
+            beta_slow=params.get("beta_slow") or BETA_SLOW_DEFAULT,
+            truncate=params.get("truncate") if params.get("truncate") is not None else True,
+        )
+    return RopeVariant(
+        name,
+        "declared",
+        tuple(computed.inv_freq_values),
+        computed.attention_factor,
+        spec.base,
+        baked=baked,
+        softmax_mscale=spec.softmax_mscale() or 1.0,
+        **fields,
+    )
 
 
 def baseline(spec: RopeSpec, baked: float | None = None, name: str = "baseline") -> RopeVariant:
@@ -130,14 +149,26 @@ def yarn(
     if m is not None and not (math.isfinite(m) and m > 0):
         raise InputError(f"a YaRN variant needs a positive finite attention factor, not {m!r}")
     original = original_context or spec.original_context
-    computed = rope.yarn(spec.base, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate,
-                         divisors=freq_factors.divisors(spec.freq_factors))
+    computed = rope.yarn(
+        spec.base, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate, divisors=freq_factors.divisors(spec.freq_factors)
+    )
     effective = get_mscale(scale) if m is None else float(m)
     carried = effective / (baked or 1.0)
     mla = bool(spec.softmax_mscale_key)
-    return RopeVariant(name or f"yarn-x{scale:g}-m{effective:.4f}", "yarn", tuple(computed.inv_freq_values), 1.0 if mla else carried,
-                       spec.base, float(scale), original, beta_fast, beta_slow, truncate, baked,
-                       softmax_mscale=carried if mla else 1.0)
+    return RopeVariant(
+        name or f"yarn-x{scale:g}-m{effective:.4f}",
+        "yarn",
+        tuple(computed.inv_freq_values),
+        1.0 if mla else carried,
+        spec.base,
+        float(scale),
+        original,
+        beta_fast,
+        beta_slow,
+        truncate,
+        baked,
+        softmax_mscale=carried if mla else 1.0,
+    )
 
 
 def linear(spec: RopeSpec, scale: float, baked: float | None = None, name: str | None = None) -> RopeVariant:
@@ -173,8 +204,10 @@ def parse_names(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list of variant names, checked: two or more, different, each well formed."""
     parts = split_names(names)
     if len(parts) < 2 or len(set(parts)) != len(parts):
-        raise InputError(f"--variants {','.join(parts)}: name two or more different variants ({VARIANT_NAMES}), "
-                         "the one judged first, the one it is judged against second")
+        raise InputError(
+            f"--variants {','.join(parts)}: name two or more different variants ({VARIANT_NAMES}), "
+            "the one judged first, the one it is judged against second"
+        )
     for part in parts:
         parse_name(part)
     return tuple(parts)
@@ -191,11 +224,22 @@ def select(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVariant
         return baseline(spec, baked)
     scaling = spec.scaling
     if scaling is None or scaling.type != "yarn":
-        raise InputError(f"variant {name.strip()!r} re-runs the checkpoint's YaRN with another m, and this checkpoint declares "
-                         f"{'no scaling' if scaling is None else scaling.type}; extend it with YaRN first")
+        raise InputError(
+            f"variant {name.strip()!r} re-runs the checkpoint's YaRN with another m, and this checkpoint declares "
+            f"{'no scaling' if scaling is None else scaling.type}; extend it with YaRN first"
+        )
     own = declared(spec, baked)
-    return yarn(spec, own.factor, m, beta_fast=own.beta_fast, beta_slow=own.beta_slow, original_context=own.original_context,
-                truncate=own.truncate, baked=baked, name=name.strip())
+    return yarn(
+        spec,
+        own.factor,
+        m,
+        beta_fast=own.beta_fast,
+        beta_slow=own.beta_slow,
+        original_context=own.original_context,
+        truncate=own.truncate,
+        baked=baked,
+        name=name.strip(),
+    )
 
 
 def select_all(names: str | list[str] | tuple[str, ...], spec: RopeSpec, baked: float | None = None) -> list[RopeVariant]:
@@ -219,5 +263,13 @@ def comparison(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVar
     if name == "linear":
         return linear(spec, factor, baked, name="linear")
     base = rope.ntk_aware_base(spec.base, spec.rotary_dim, factor)
-    return RopeVariant("ntk", "none", _plain(spec, base), 1.0 / float(baked) if baked else 1.0,
-                       base, float(factor), baked=baked, described=f"NTK-aware x{factor:g} (base {base:,.0f})")
+    return RopeVariant(
+        "ntk",
+        "none",
+        _plain(spec, base),
+        1.0 / float(baked) if baked else 1.0,
+        base,
+        float(factor),
+        baked=baked,
+        described=f"NTK-aware x{factor:g} (base {base:,.0f})",
+    )

@@ -32,6 +32,7 @@ BETA_SLOW_STEPS = (0.5, 2.0)  # x the base beta_slow: 0.5 and 2 around the paper
 
 # -- perplexity out of one pass -------------------------------------------------------------------------
 
+
 def band(docs: Sequence[Sequence[float | None]], start: int, stop: int) -> float | None:
     """Perplexity of the tokens at positions [start, stop) of every document (position t is predicted from
     the t tokens before it; a None loss is a token that is not text, skipped); None when no document reaches
@@ -101,6 +102,7 @@ def curve(docs: Sequence[Sequence[float | None]], points: Sequence[int]) -> dict
 
 # -- candidates and objectives ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Lengths:
     original: int  # L
@@ -128,11 +130,19 @@ class Measure:
     betas: tuple[float, float] | None = None  # (beta_fast, beta_slow) of a candidate
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "scale": self.scale, "m": self.m,
-                "beta_fast": self.betas[0] if self.betas else None, "beta_slow": self.betas[1] if self.betas else None,
-                "short_ppl": self.short_ppl, "long_ppl": self.long_ppl,
-                "short_retrieval": self.short_retrieval, "long_retrieval": self.long_retrieval,
-                "curve": {str(k): v for k, v in self.curve.items()}, "seconds": round(self.seconds, 2)}
+        return {
+            "name": self.name,
+            "scale": self.scale,
+            "m": self.m,
+            "beta_fast": self.betas[0] if self.betas else None,
+            "beta_slow": self.betas[1] if self.betas else None,
+            "short_ppl": self.short_ppl,
+            "long_ppl": self.long_ppl,
+            "short_retrieval": self.short_retrieval,
+            "long_retrieval": self.long_retrieval,
+            "curve": {str(k): v for k, v in self.curve.items()},
+            "seconds": round(self.seconds, 2),
+        }
 
 
 @dataclass(frozen=True)
@@ -161,8 +171,7 @@ class Objective:
             broken.append("no finite perplexity beyond L")
         if self.name == "long":
             return broken
-        if (reference.short_retrieval is not None and candidate.short_retrieval is not None
-                and candidate.short_retrieval < reference.short_retrieval):
+        if reference.short_retrieval is not None and candidate.short_retrieval is not None and candidate.short_retrieval < reference.short_retrieval:
             broken.append(f"short-input retrieval {candidate.short_retrieval:.0%} < unextended {reference.short_retrieval:.0%}")
         if self.name == "short-guard":
             loss = self.short_loss(candidate, reference)
@@ -254,8 +263,9 @@ def search_m(evaluate: Callable[[float], float], scale: float, refinements: int,
     return values
 
 
-def search_betas(evaluate: Callable[[tuple[float, float]], float], base: tuple[float, float], base_value: float,
-                 stop: Callable[[], bool] = lambda: False) -> dict[tuple[float, float], float]:
+def search_betas(
+    evaluate: Callable[[tuple[float, float]], float], base: tuple[float, float], base_value: float, stop: Callable[[], bool] = lambda: False
+) -> dict[tuple[float, float], float]:
     """--search-betas at one (s, m): beta_fast at BETA_FAST_STEPS times the base, the best of those and the
     base kept; then beta_slow likewise. ``evaluate(betas)`` returns the value to minimise."""
     values = {base: base_value}
@@ -282,12 +292,20 @@ def scale_candidates(target: int, original: int) -> list[float]:
 
 # -- the decision ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Decision:
     chosen: Measure | None
     reason: str  # one line: why this one, or why none
     neighbours: tuple[float, ...] = ()  # the nearest m either side that the text shows to be worse
     indistinct: tuple[float, float] | None = None  # the m range the text cannot tell from the chosen one
+
+
+def _set(value: float | None) -> float:
+    """A candidate's m and long perplexity, which only the unextended reference leaves unset."""
+    if value is None:
+        raise ValueError("a tune candidate without m or long perplexity")
+    return value
 
 
 def choose(candidates: Sequence[Measure], reference: Measure, objective: Objective) -> Decision:
@@ -298,21 +316,29 @@ def choose(candidates: Sequence[Measure], reference: Measure, objective: Objecti
     if not passing:
         nearest = min(candidates, key=lambda c: objective.value(c, reference))
         why = "; ".join(objective.violations(nearest, reference))
-        return Decision(None, (
-            f"no static YaRN configuration meets the {objective.name} guard (nearest: s {nearest.scale:g}, m {nearest.m:.4f}: "
-            f"{why}); options: a smaller --scale, `yarn finetune` at the new length, or serve the unextended model for "
-            "inputs within its trained length"))
-    best = min(passing, key=lambda c: c.long_ppl)
-    same_scale = sorted((c for c in passing if c.scale == best.scale and c.betas == best.betas), key=lambda c: c.m)
-    below = [c for c in reversed(same_scale) if c.m < best.m and worse_beyond_noise(c.long_chunks, best.long_chunks)]
-    above = [c for c in same_scale if c.m > best.m and worse_beyond_noise(c.long_chunks, best.long_chunks)]
+        return Decision(
+            None,
+            (
+                f"no static YaRN configuration meets the {objective.name} guard (nearest: s {nearest.scale:g}, m {nearest.m:.4f}: "
+                f"{why}); options: a smaller --scale, `yarn finetune` at the new length, or serve the unextended model for "
+                "inputs within its trained length"
+            ),
+        )
+    best = min(passing, key=lambda c: _set(c.long_ppl))
+    best_m = _set(best.m)
+    same_scale = sorted((c for c in passing if c.scale == best.scale and c.betas == best.betas), key=lambda c: _set(c.m))
+    below = [c for c in reversed(same_scale) if _set(c.m) < best_m and worse_beyond_noise(c.long_chunks, best.long_chunks)]
+    above = [c for c in same_scale if _set(c.m) > best_m and worse_beyond_noise(c.long_chunks, best.long_chunks)]
     low, high = (below[0].m if below else None), (above[0].m if above else None)
-    tied = [c.m for c in same_scale if (low is None or c.m > low) and (high is None or c.m < high)]
+    tied = [_set(c.m) for c in same_scale if (low is None or _set(c.m) > low) and (high is None or _set(c.m) < high)]
     neighbours = tuple(x for x in (low, high) if x is not None)
-    what = {"long": "lowest perplexity beyond L", "balanced": "lowest perplexity beyond L that keeps short-input retrieval",
-            "short-guard": f"lowest perplexity beyond L within {objective.max_short_loss:.1%} short-perplexity loss"}[objective.name]
-    searched = best.betas and len({c.betas for c in candidates}) > 1
-    betas = f", beta_fast {best.betas[0]:g}, beta_slow {best.betas[1]:g}" if searched else ""
+    what = {
+        "long": "lowest perplexity beyond L",
+        "balanced": "lowest perplexity beyond L that keeps short-input retrieval",
+        "short-guard": f"lowest perplexity beyond L within {objective.max_short_loss:.1%} short-perplexity loss",
+    }[objective.name]
+    searched = len({c.betas for c in candidates}) > 1
+    betas = f", beta_fast {best.betas[0]:g}, beta_slow {best.betas[1]:g}" if best.betas and searched else ""
     reason = f"s {best.scale:g}, m {best.m:.4f}{betas}: {what} ({best.long_ppl:.3f} beyond L)"
     if len(tied) > 1:
         reason += f"; this text cannot tell m {min(tied):.4f}..{max(tied):.4f} apart"
@@ -320,6 +346,7 @@ def choose(candidates: Sequence[Measure], reference: Measure, objective: Objecti
 
 
 # -- the paper's fit ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LogFit:
@@ -335,8 +362,14 @@ class LogFit:
         return self.a * math.log(scale) + self.b
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "a_stderr": self.a_stderr, "b_stderr": self.b_stderr,
-                "points": [{"scale": s, "m": m} for s, m in self.points], "paper": {"a": 0.1, "b": 1.0}}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "a_stderr": self.a_stderr,
+            "b_stderr": self.b_stderr,
+            "points": [{"scale": s, "m": m} for s, m in self.points],
+            "paper": {"a": 0.1, "b": 1.0},
+        }
 
 
 def fit_log(points: Sequence[tuple[float, float]]) -> LogFit:

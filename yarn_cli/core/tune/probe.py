@@ -20,8 +20,32 @@ from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.errors import InputError
 
 # the names that tell the probes of one document apart: every question asks for one name's key
-NAMES = ("Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel", "India", "Juliett", "Kilo", "Lima",
-         "Mike", "November", "Oscar", "Papa", "Quebec", "Romeo", "Sierra", "Tango", "Uniform", "Victor", "Whiskey", "Yankee")
+NAMES = (
+    "Alpha",
+    "Bravo",
+    "Charlie",
+    "Delta",
+    "Echo",
+    "Foxtrot",
+    "Golf",
+    "Hotel",
+    "India",
+    "Juliett",
+    "Kilo",
+    "Lima",
+    "Mike",
+    "November",
+    "Oscar",
+    "Papa",
+    "Quebec",
+    "Romeo",
+    "Sierra",
+    "Tango",
+    "Uniform",
+    "Victor",
+    "Whiskey",
+    "Yankee",
+)
 TOO_SHORT = "pass a longer --short, or --passkeys 0 to tune on perplexity alone"
 
 
@@ -84,12 +108,17 @@ def plan_probes(count: int, lengths: Sequence[int], seed: int) -> list[tuple[int
     total = count * len(lengths)
     keys = verify_plan.passkeys(total, seed)
     names = random.Random(seed).sample(NAMES, total)
-    return [(length, names[i * count + j], keys[i * count + j], (j + 0.5) / count)
-            for i, length in enumerate(lengths) for j in range(count)]
+    return [(length, names[i * count + j], keys[i * count + j], (j + 0.5) / count) for i, length in enumerate(lengths) for j in range(count)]
 
 
-def build(text: Sequence[int], bos: Sequence[int], encode: Callable[[str], list[int]], decode: Callable[[list[int]], str],
-          length: int, plan: Sequence[tuple[int, str, int, float]]) -> tuple[ProbeDocument, int]:
+def build(
+    text: Sequence[int],
+    bos: Sequence[int],
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    length: int,
+    plan: Sequence[tuple[int, str, int, float]],
+) -> tuple[ProbeDocument, int]:
     """A document of ``length`` tokens: ``bos``, the probes of ``plan`` and the text between them. Returns
     it and how many text tokens it used."""
     if not plan:

@@ -51,8 +51,7 @@ def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[RopeVa
     exact = variants.declared(spec, baked, seq_len, name="exact")
     found = [exact]
     if spec.freq_factors is not None:  # a GGUF loader that drops rope_freqs (transformers' does) runs the rest alone
-        alone = replace(spec, freq_factors=None, scaling=None if spec.scaling and spec.scaling.source == freq_factors.SOURCE
-                        else spec.scaling)
+        alone = replace(spec, freq_factors=None, scaling=None if spec.scaling and spec.scaling.source == freq_factors.SOURCE else spec.scaling)
         found.append(variants.declared(alone, baked, seq_len, name="no-freq-factors"))
     scaling = spec.scaling
     if scaling is None:
@@ -60,7 +59,7 @@ def hypotheses(spec: RopeSpec, baked: float | None, seq_len: int) -> list[RopeVa
     found.append(variants.renamed(variants.baseline(spec), "no-scaling", baked=baked))
     if scaling.type == "yarn":
         s, model_m = exact.factor, exact.effective_m
-        common = dict(beta_fast=exact.beta_fast, beta_slow=exact.beta_slow, original_context=exact.original_context, baked=baked)
+        common: dict[str, Any] = dict(beta_fast=exact.beta_fast, beta_slow=exact.beta_slow, original_context=exact.original_context, baked=baked)
         found.append(variants.yarn(spec, s, 1.0 * (baked or 1.0), truncate=exact.truncate, name="no-attention-factor", **common))
         found.append(variants.yarn(spec, s, model_m**2, truncate=exact.truncate, name="attention-factor-twice", **common))
         found.append(variants.yarn(spec, s, model_m, truncate=not exact.truncate, name="truncate-flipped", **common))
@@ -163,6 +162,7 @@ def diagnose(measured: Sequence[float], references: dict[str, Sequence[float]]) 
     declared RoPE wins such a tie. The closest stands clearly when the engine lies within CLEAR of the way
     towards every hypothesis that can be told apart; otherwise the diagnosis is "other".
     """
+
     def squared(name: str) -> float:
         return sum((m - r) ** 2 if math.isfinite(m - r) else math.inf for m, r in zip(measured, references[name]))
 
@@ -197,21 +197,31 @@ def describe(result: Parity) -> str:
     exact = result.distances["exact"]
     where = f"over {result.positions:,} positions"
     if not math.isfinite(exact.mean_abs_diff):
-        return (f"parity: {result.engine} (or the reference) gives NaN/infinite log-probabilities {where}, so nothing "
-                "can be compared: the weights hold non-finite values or the dtype overflows")
+        return (
+            f"parity: {result.engine} (or the reference) gives NaN/infinite log-probabilities {where}, so nothing "
+            "can be compared: the weights hold non-finite values or the dtype overflows"
+        )
     nearest = result.distances[result.closest]
     apart = [d.mean_abs_diff for n, d in result.distances.items() if n != result.closest and n not in result.indistinct]
     untold = f"; cannot tell it from {', '.join(repr(n) for n in result.indistinct)} at this noise" if result.indistinct else ""
     if result.diagnosis == "exact":
         if exact.max_abs_diff <= FLOAT_MAX or not apart:
             return f"parity: {result.engine} applies {result.declared} exactly (max |Δ logprob| {exact.max_abs_diff:.1e} {where}){untold}"
-        return (f"parity: {result.engine} applies {result.declared} as declared (mean |Δ logprob| {exact.mean_abs_diff:.1e} {where}; "
-                f"clearly nearer it than any fault, the rest is numeric noise such as quantization{untold})")
+        return (
+            f"parity: {result.engine} applies {result.declared} as declared (mean |Δ logprob| {exact.mean_abs_diff:.1e} {where}; "
+            f"clearly nearer it than any fault, the rest is numeric noise such as quantization{untold})"
+        )
     if result.clear:
-        return (f"parity: {result.engine} matches \"{result.closest}\" ({MEANINGS.get(result.closest, result.closest)}), "
-                f"not the declared {result.declared} (mean |Δ logprob| {nearest.mean_abs_diff:.1e} vs {exact.mean_abs_diff:.1e} {where})")
+        return (
+            f'parity: {result.engine} matches "{result.closest}" ({MEANINGS.get(result.closest, result.closest)}), '
+            f"not the declared {result.declared} (mean |Δ logprob| {nearest.mean_abs_diff:.1e} vs {exact.mean_abs_diff:.1e} {where})"
+        )
     if not apart:
-        return (f"parity: {result.engine} cannot be judged: its noise (mean |Δ logprob| {nearest.mean_abs_diff:.1e} {where}) is larger "
-                f"than the differences between the hypotheses; try a longer --parity-length")
-    return (f"parity: {result.engine} matches no known variant of {result.declared} clearly (mean |Δ logprob| {exact.mean_abs_diff:.1e} "
-            f"from the declared one, nearest \"{result.closest}\" at {nearest.mean_abs_diff:.1e} {where})")
+        return (
+            f"parity: {result.engine} cannot be judged: its noise (mean |Δ logprob| {nearest.mean_abs_diff:.1e} {where}) is larger "
+            f"than the differences between the hypotheses; try a longer --parity-length"
+        )
+    return (
+        f"parity: {result.engine} matches no known variant of {result.declared} clearly (mean |Δ logprob| {exact.mean_abs_diff:.1e} "
+        f'from the declared one, nearest "{result.closest}" at {nearest.mean_abs_diff:.1e} {where})'
+    )

@@ -121,7 +121,14 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    weight_bytes: int, attention: AttentionLayout, heads: int, hidden: int, vocab: int, length: int, chunk: int, value_bytes: int,
+    weight_bytes: int,
+    attention: AttentionLayout,
+    heads: int,
+    hidden: int,
+    vocab: int,
+    length: int,
+    chunk: int,
+    value_bytes: int,
 ) -> MemoryEstimate:
     """Weights + the KV cache at ``length`` + the largest activations of one prefill chunk.
 
@@ -175,8 +182,7 @@ class Verdict:
         return {"ok": self.ok, "reason": self.reason, "reasons": list(self.reasons or (self.reason,))}
 
 
-def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: int,
-            judgements: Sequence[Judgement]) -> Verdict:
+def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: int, judgements: Sequence[Judgement]) -> Verdict:
     """Fail on a fatal judgement, on nothing run, on an extended checkpoint of which no length beyond the
     trained one ran, then on the first failing task; pass with every task's reason (``judgements`` in task order)."""
     fatal = [j.reason for j in judgements if not j.ok and j.fatal]
@@ -185,9 +191,11 @@ def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: i
     if not ran:
         return Verdict(False, "no length could run: nothing verified" + (f" (skipped {list(skipped)})" if skipped else ""))
     if target > original and max(ran) <= original:
-        return Verdict(False, f"no length beyond the trained length {original:,} ran, so the extension was not tested"
-                              + (f" (skipped for memory: {', '.join(f'{n:,}' for n in skipped)})" if skipped else
-                                 "; ask for one with --lengths"))
+        return Verdict(
+            False,
+            f"no length beyond the trained length {original:,} ran, so the extension was not tested"
+            + (f" (skipped for memory: {', '.join(f'{n:,}' for n in skipped)})" if skipped else "; ask for one with --lengths"),
+        )
     return judged(judgements, "every length ran")
 
 
@@ -199,5 +207,6 @@ def judged(judgements: Sequence[Judgement], nothing_said: str) -> Verdict:
         return Verdict(False, failed[0])
     main = [j.reason for j in judgements if not j.aside]
     asides = [j.reason for j in judgements if j.aside]
-    return Verdict(True, ("; ".join(main) or nothing_said) + "".join(f" ({aside})" for aside in asides),
-                   tuple(main or [nothing_said]) + tuple(asides))
+    return Verdict(
+        True, ("; ".join(main) or nothing_said) + "".join(f" ({aside})" for aside in asides), tuple(main or [nothing_said]) + tuple(asides)
+    )

@@ -103,8 +103,9 @@ def _parity_length(value: str | int | None) -> int | None:
     return length
 
 
-def prepare_verify(model: str | Path | None = None, request: VerifyRequest | None = None, *, notify: Notify | None = None,
-                   **options: Any) -> VerifyRun:
+def prepare_verify(
+    model: str | Path | None = None, request: VerifyRequest | None = None, *, notify: Notify | None = None, **options: Any
+) -> VerifyRun:
     """Check the request, load MODEL on its engine and plan the lengths that fit in memory and the parity check.
 
     ``request`` holds every choice (``yarn_cli.core.verify.options.VerifyRequest``, its defaults those of the
@@ -118,8 +119,7 @@ def prepare_verify(model: str | Path | None = None, request: VerifyRequest | Non
     report_folder = _report_folder(request.report, path, request.card, request.base_model)
     longest = max(checked.lengths or [0]) + 16
     started = time.perf_counter()
-    loaded = load_engine(request.engine, path, pick_device(request.device), request.original_context, longest,
-                         request.engine_options.to_dict())
+    loaded = load_engine(request.engine, path, pick_device(request.device), request.original_context, longest, request.engine_options.to_dict())
     try:
         prepared = protocol.prepare(loaded, checked)
     except BaseException:
@@ -151,10 +151,20 @@ def _options(request: VerifyRequest) -> protocol.VerifyOptions:
         lengths=_lengths(r.lengths),
         max_length=parse_length(str(r.max_length)) if r.max_length else None,
         depths=verify_plan.parse_depths(r.depths if isinstance(r.depths, str) else ",".join(map(str, r.depths))),
-        samples=r.samples, seed=r.seed, threshold=r.threshold, text=Path(r.text) if r.text is not None else None,
-        ppl_windows=r.ppl_windows, min_accuracy=r.min_accuracy, ppl_margin=r.ppl_margin, parity=r.parity or r.parity_only,
-        parity_only=r.parity_only, parity_length=_parity_length(r.parity_length), tasks=chosen_tasks,
-        variants=_variant_names(r.variants), compare=_comparisons(r.compare), lm_eval=harness,
+        samples=r.samples,
+        seed=r.seed,
+        threshold=r.threshold,
+        text=Path(r.text) if r.text is not None else None,
+        ppl_windows=r.ppl_windows,
+        min_accuracy=r.min_accuracy,
+        ppl_margin=r.ppl_margin,
+        parity=r.parity or r.parity_only,
+        parity_only=r.parity_only,
+        parity_length=_parity_length(r.parity_length),
+        tasks=chosen_tasks,
+        variants=_variant_names(r.variants),
+        compare=_comparisons(r.compare),
+        lm_eval=harness,
     )
 
 
@@ -203,7 +213,8 @@ def _variant_names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return None if value is None else parse_names(value)
 
 
-def verify(model: str | Path | None = None, request: VerifyRequest | None = None, *,
-           progress: Callable[[int], None] | None = None, **options: Any) -> VerifyReport:
+def verify(
+    model: str | Path | None = None, request: VerifyRequest | None = None, *, progress: Callable[[int], None] | None = None, **options: Any
+) -> VerifyReport:
     """prepare_verify(model, request, **options), then run it: the extended model and its baseline, length by length."""
     return prepare_verify(model, request, **options).run(progress)

@@ -24,9 +24,11 @@ from yarn_cli.usecases.verify.tasks.base import TaskResult
 MISSING = "--lm-eval needs lm-evaluation-harness: pip install 'yarn-cli[eval]'"
 # simple_evaluate's own parameters that verify sets itself (the model, the tasks) or that belong to the engine.
 RESERVED = {"model", "model_args", "tasks", "task_manager", "device", "verbosity", "evaluation_tracker"}
-OFFLINE_HELP = ("with network lm-eval fetches it into the Hugging Face cache once (then HF_DATASETS_OFFLINE=1 "
-                "works); without, point the task at local files: a task YAML with dataset_path: json and "
-                "dataset_kwargs.data_files, found through include_path=DIR in --lm-eval-args")
+OFFLINE_HELP = (
+    "with network lm-eval fetches it into the Hugging Face cache once (then HF_DATASETS_OFFLINE=1 "
+    "works); without, point the task at local files: a task YAML with dataset_path: json and "
+    "dataset_kwargs.data_files, found through include_path=DIR in --lm-eval-args"
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,10 @@ def parse_args(text: str | dict[str, Any] | None) -> tuple[dict[str, Any], str |
     known = set(inspect.signature(evaluator.simple_evaluate).parameters) - RESERVED
     unknown = sorted(set(pairs) - known)
     if unknown:
-        raise InputError(f"--lm-eval-args: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not lm-eval's; "
-                         f"use include_path or any of {', '.join(sorted(known))}")
+        raise InputError(
+            f"--lm-eval-args: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not lm-eval's; "
+            f"use include_path or any of {', '.join(sorted(known))}"
+        )
     pairs.setdefault("log_samples", False)
     return pairs, None if include is None else str(include)
 
@@ -79,8 +83,7 @@ def prepare(tasks: str | Sequence[str], args: str | dict[str, Any] | None, max_t
             try:
                 manager.load(name)
             except Exception as exc:  # datasets/hub errors have no common base: the task is named, the cause quoted
-                raise InputError(f"lm-eval task {name!r}: its data could not be loaded ({first_line(exc)}); "
-                                 f"{OFFLINE_HELP}") from exc
+                raise InputError(f"lm-eval task {name!r}: its data could not be loaded ({first_line(exc)}); {OFFLINE_HELP}") from exc
     return LmEvalRequest(names, evaluate_args, include, max_task_drop, manager)
 
 
@@ -90,8 +93,10 @@ def _resolve(names: list[str], manager: Any) -> list[str]:
     for name in names:
         matched = [name] if Path(name).is_file() else manager.match_tasks([name])
         if not matched:
-            raise InputError(f"lm-eval task {name!r} is not known to lm-eval {_version()}: list the tasks with "
-                             "`python -m yarn_cli.lm_eval ls tasks`, or add yours with include_path=DIR in --lm-eval-args")
+            raise InputError(
+                f"lm-eval task {name!r} is not known to lm-eval {_version()}: list the tasks with "
+                "`python -m yarn_cli.lm_eval ls tasks`, or add yours with include_path=DIR in --lm-eval-args"
+            )
         resolved += [m for m in matched if m not in resolved]
     return resolved
 
@@ -115,17 +120,24 @@ def run(engine: Any, variants: list, request: LmEvalRequest, advance: Callable[[
     with _quiet():
         for variant in variants:
             model = YarnLM(loaded=engine, variant=variant, progress=False)
-            output = evaluator.simple_evaluate(model=model, tasks=list(request.tasks), task_manager=request.task_manager,
-                                               **request.evaluate_args)
+            output = evaluator.simple_evaluate(model=model, tasks=list(request.tasks), task_manager=request.task_manager, **request.evaluate_args)
             results[variant.name] = _serializable(output)
             if advance:
                 advance(1)
     names = [v.name for v in variants]
     rows = compare(results, names)
     judgement = judge(rows, names, request.max_task_drop)
-    report = {"lm_eval": {"version": _version(), "tasks": request.tasks, "args": request.evaluate_args,
-                          "include_path": request.include_path, "max_task_drop": request.max_task_drop,
-                          "rows": rows, "results": results}}
+    report = {
+        "lm_eval": {
+            "version": _version(),
+            "tasks": request.tasks,
+            "args": request.evaluate_args,
+            "include_path": request.include_path,
+            "max_task_drop": request.max_task_drop,
+            "rows": rows,
+            "results": results,
+        }
+    }
     return TaskResult(report, [], judgement)
 
 
@@ -161,8 +173,17 @@ def compare(results: dict[str, dict[str, Any]], names: list[str]) -> list[dict[s
             metric, _, filter_name = key.partition(",")
             values = {n: _number(results[n].get("results", {}).get(task, {}).get(key)) for n in names}
             errors = {n: _number(results[n].get("results", {}).get(task, {}).get(f"{metric}_stderr,{filter_name}")) for n in names}
-            rows.append({"task": task, "metric": metric, "filter": filter_name, "higher_is_better": better.get(metric),
-                         "values": values, "stderr": errors, **_difference(values, errors, names, better.get(metric))})
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "filter": filter_name,
+                    "higher_is_better": better.get(metric),
+                    "values": values,
+                    "stderr": errors,
+                    **_difference(values, errors, names, better.get(metric)),
+                }
+            )
     return rows
 
 
@@ -187,8 +208,11 @@ def judge(rows: list[dict[str, Any]], names: list[str], max_task_drop: float | N
         summary = f"lm-eval: {len(rows)} metric(s) compared{drop}"
         return Judgement(True, summary, aside=True)
     if worst["drop_points"] > max_task_drop:
-        return Judgement(False, f"lm-eval {worst['task']} {worst['metric']}: {names[0]} is {worst['drop_points']:.1f} points "
-                                f"below {names[1]} (more than --max-task-drop {max_task_drop:g})")
+        return Judgement(
+            False,
+            f"lm-eval {worst['task']} {worst['metric']}: {names[0]} is {worst['drop_points']:.1f} points "
+            f"below {names[1]} (more than --max-task-drop {max_task_drop:g})",
+        )
     return Judgement(True, f"lm-eval: no task drops more than {max_task_drop:g} points (largest {max(worst['drop_points'], 0):.1f})")
 
 

@@ -66,10 +66,12 @@ def _skip(reason: str, options: Any, notes: list[str]) -> None:
 
 def _fits(facts: Any, length: int, available: int) -> bool:
     """A parity pass: the model at ``length`` in one chunk, plus the float32 logits of every position."""
-    estimate = verify_plan.estimate_memory(facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab,
-                                           length, length, facts.value_bytes)
-    return verify_plan.fits(verify_plan.MemoryEstimate(estimate.weights, estimate.kv_cache, estimate.activations + length * facts.vocab * 4),
-                            available)
+    estimate = verify_plan.estimate_memory(
+        facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length, length, facts.value_bytes
+    )
+    return verify_plan.fits(
+        verify_plan.MemoryEstimate(estimate.weights, estimate.kv_cache, estimate.activations + length * facts.vocab * 4), available
+    )
 
 
 def run(engine: Any, planned: ParityPlan, options: Any, notes: list[str], advance: Callable[[int], None] | None = None):
@@ -113,8 +115,9 @@ def reference_for(engine: Any) -> tuple[Any, str]:
         reasons.append(f"{name}: {reason}")
     if engine.implementation == "transformers":
         return engine, SHARED_FORWARD
-    raise UnsupportedError("no independent reference can run (" + "; ".join(reasons) + "), and the "
-                           f"{engine.name} engine is not held against its own forward pass")
+    raise UnsupportedError(
+        "no independent reference can run (" + "; ".join(reasons) + f"), and the {engine.name} engine is not held against its own forward pass"
+    )
 
 
 def _cannot_load(name: str, path: Path, original_context: int) -> str | None:

@@ -114,8 +114,9 @@ def plan_lengths(engine: Any, options: VerifyOptions, answer_tokens: int) -> tup
     available = engine.available_memory()
 
     def estimate(length: int) -> verify_plan.MemoryEstimate:
-        return verify_plan.estimate_memory(facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab,
-                                           length + answer_tokens, min(length, 2048), facts.value_bytes)
+        return verify_plan.estimate_memory(
+            facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length + answer_tokens, min(length, 2048), facts.value_bytes
+        )
 
     runnable = [n for n in lengths if verify_plan.fits(estimate(n), available)]
     skipped = [{"length": n, "needs_bytes": estimate(n).total, "available_bytes": available} for n in lengths if n not in runnable]
@@ -130,8 +131,10 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
     chosen = chosen or default_variants(engine)
     chosen, compare_notes = _with_comparisons(chosen, options.compare, facts)
     if len(chosen) >= 2 and chosen[0].same_rope(chosen[1]):
-        compare_notes.append(f"{chosen[0].name} and {chosen[1].name} run the same RoPE ({chosen[1].label}): nothing tells them "
-                             "apart; extend the checkpoint first, or name other --variants")
+        compare_notes.append(
+            f"{chosen[0].name} and {chosen[1].name} run the same RoPE ({chosen[1].label}): nothing tells them "
+            "apart; extend the checkpoint first, or name other --variants"
+        )
     for variant in chosen:
         reason = engine.unsupported(variant)
         if reason:
@@ -142,8 +145,16 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
     lengths, skipped, largest = plan_lengths(engine, options, answer) if task_list else ([], [], None)
     text = load_text(options.text)
     text_ids = engine.tokenizer.encode(text)
-    context = Context(engine.tokenizer.encode, engine.tokenizer.bos, text_ids, engine.facts.original_context, options,
-                      [v.name for v in chosen], text, [] if options.parity_only else list(lengths))
+    context = Context(
+        engine.tokenizer.encode,
+        engine.tokenizer.bos,
+        text_ids,
+        engine.facts.original_context,
+        options,
+        [v.name for v in chosen],
+        text,
+        [] if options.parity_only else list(lengths),
+    )
     notes = list(engine.notes) + compare_notes
     jobs: dict[str, list[Job]] = {task.name: [] for task in task_list}
     for length in lengths if not options.parity_only else []:
@@ -156,8 +167,13 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
     return Prepared(chosen, lengths, skipped, largest, context, task_list, jobs, notes, parity)
 
 
-def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | None = None,
-        prepared: Prepared | None = None, describe: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[Column]]:
+def run(
+    engine: Any,
+    options: VerifyOptions,
+    advance: Callable[[int], None] | None = None,
+    prepared: Prepared | None = None,
+    describe: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], list[Column]]:
     """The report (the --json object) and the tasks' table columns. ``describe`` hears which cell runs next."""
     prepared = prepared or prepare(engine, options)
     notes = list(prepared.notes)
@@ -165,8 +181,13 @@ def run(engine: Any, options: VerifyOptions, advance: Callable[[int], None] | No
     checked = parity_check.run(engine, prepared.parity, options, notes, advance) if prepared.parity else None
     timings = {"parity_seconds": time.perf_counter() - started}
     if options.parity_only:
-        return {**_header(engine, prepared), "parity": checked.to_json(), "notes": notes,
-                "verdict": verify_plan.Verdict(checked.ok, checked.line).to_json(), "timings": _timings(engine, timings)}, []
+        return {
+            **_header(engine, prepared),
+            "parity": checked.to_json(),
+            "notes": notes,
+            "verdict": verify_plan.Verdict(checked.ok, checked.line).to_json(),
+            "timings": _timings(engine, timings),
+        }, []
     started = time.perf_counter()
     cells = _cells(engine, prepared, advance, describe)
     timings["protocol_seconds"] = time.perf_counter() - started
@@ -203,9 +224,15 @@ def _cells(engine: Any, prepared: Prepared, advance, describe) -> dict[str, list
 def _header(engine: Any, prepared: Prepared) -> dict[str, Any]:
     """The keys every verify report opens with."""
     facts = engine.facts
-    return {"schema": SCHEMA, "engine": engine.name, "device": engine.device, "scaling": facts.scaling,
-            "original_context": facts.original_context, "target_context": facts.target_context,
-            "variants": [v.to_json() for v in prepared.variants]}
+    return {
+        "schema": SCHEMA,
+        "engine": engine.name,
+        "device": engine.device,
+        "scaling": facts.scaling,
+        "original_context": facts.original_context,
+        "target_context": facts.target_context,
+        "variants": [v.to_json() for v in prepared.variants],
+    }
 
 
 def _timings(engine: Any, timings: dict[str, float]) -> dict[str, float]:
@@ -225,12 +252,15 @@ def speed(cells: list[Cell]) -> dict[str, dict[str, dict[str, float | None]]]:
         row[2] += cell.decode_tokens
         row[3] += cell.decode_seconds
     rate = lambda tokens, seconds: tokens / seconds if tokens and seconds > 0 else None  # noqa: E731
-    return {v: {str(n): {"prefill_tokens_per_second": rate(r[0], r[1]), "decode_tokens_per_second": rate(r[2], r[3])}
-                for n, r in lengths.items()} for v, lengths in totals.items()}
+    return {
+        v: {str(n): {"prefill_tokens_per_second": rate(r[0], r[1]), "decode_tokens_per_second": rate(r[2], r[3])} for n, r in lengths.items()}
+        for v, lengths in totals.items()
+    }
 
 
-def _report(engine: Any, prepared: Prepared, by_task: dict[str, list[Cell]], notes: list[str],
-            extra: list[TaskResult]) -> tuple[dict[str, Any], list[Column]]:
+def _report(
+    engine: Any, prepared: Prepared, by_task: dict[str, list[Cell]], notes: list[str], extra: list[TaskResult]
+) -> tuple[dict[str, Any], list[Column]]:
     """``extra``: results computed outside the task loop (lm-eval's), judged and reported like a task's."""
     results = [task.finish(by_task[task.name], prepared.context) for task in prepared.tasks] + extra
     cells = [cell for task in prepared.tasks for cell in by_task[task.name]]
@@ -243,16 +273,21 @@ def _report(engine: Any, prepared: Prepared, by_task: dict[str, list[Cell]], not
     judgements = [r.judgement for r in results if r.judgement]
     facts = engine.facts
     if prepared.tasks:
-        result = verify_plan.verdict(prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context,
-                                     facts.target_context, judgements)
+        result = verify_plan.verdict(
+            prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context, facts.target_context, judgements
+        )
     else:
         result = verify_plan.judged(judgements, "lm-eval ran")
-    report = {**_header(engine, prepared), "tasks": list(prepared.context.options.tasks), "lengths": prepared.lengths, "skipped": prepared.skipped,
-              "largest_fitting_length": prepared.largest_fitting}
+    report = {
+        **_header(engine, prepared),
+        "tasks": list(prepared.context.options.tasks),
+        "lengths": prepared.lengths,
+        "skipped": prepared.skipped,
+        "largest_fitting_length": prepared.largest_fitting,
+    }
     for task_result in results:
         report.update(task_result.report)
     cell_json = [c.to_json() for c in cells]
     pictured = [name for task in prepared.tasks for name in task.pictured]
-    report.update(heatmaps=heatmap.heatmaps(cell_json, pictured), speed=speed(cells), cells=cell_json,
-                  verdict=result.to_json(), notes=notes)
+    report.update(heatmaps=heatmap.heatmaps(cell_json, pictured), speed=speed(cells), cells=cell_json, verdict=result.to_json(), notes=notes)
     return report, [column for r in results for column in r.columns]

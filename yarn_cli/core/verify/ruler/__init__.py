@@ -14,21 +14,32 @@ THRESHOLD = 85.6  # Llama-2-7B's RULER score at 4k: RULER's bar for "effective l
 
 # RULER's scripts/data/synthetic/constants.py: the template, the answer prefix appended to it for every model,
 # and the answer budget the prompt is sized to leave free.
-NIAH = ("Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. I will quiz you "
-        "about the {type_needle_v} afterwards.\n{context}\nWhat are all the special magic {type_needle_v} for {query} "
-        "mentioned in the provided text?",
-        " The special magic {type_needle_v} for {query} mentioned in the provided text are", 128)
-VT = ("Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{context}\nQuestion: Find "
-      "all variables that are assigned the value {query} in the text above.",
-      " Answer: According to the chain(s) of variable assignment in the text above, {num_v} variables are assigned the "
-      "value {query}, they are: ", 30)
-CWE = ("Below is a numbered list of words. In these words, some appear more often than others. Memorize the ones that "
-       "appear most often.\n{context}\nQuestion: What are the 10 most common words in the above list?",
-       " Answer: The top 10 words that appear most often in the list are:", 120)
-FWE = ("Read the following coded text and track the frequency of each coded word. Find the three most frequently "
-       "appeared coded words. {context}\nQuestion: Do not provide any explanation. Please ignore the dots '....'. What "
-       "are the three most frequently appeared words in the above coded text?",
-       " Answer: According to the coded text above, the three most frequently appeared words are:", 50)
+NIAH = (
+    "Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. I will quiz you "
+    "about the {type_needle_v} afterwards.\n{context}\nWhat are all the special magic {type_needle_v} for {query} "
+    "mentioned in the provided text?",
+    " The special magic {type_needle_v} for {query} mentioned in the provided text are",
+    128,
+)
+VT = (
+    "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n{context}\nQuestion: Find "
+    "all variables that are assigned the value {query} in the text above.",
+    " Answer: According to the chain(s) of variable assignment in the text above, {num_v} variables are assigned the value {query}, they are: ",
+    30,
+)
+CWE = (
+    "Below is a numbered list of words. In these words, some appear more often than others. Memorize the ones that "
+    "appear most often.\n{context}\nQuestion: What are the 10 most common words in the above list?",
+    " Answer: The top 10 words that appear most often in the list are:",
+    120,
+)
+FWE = (
+    "Read the following coded text and track the frequency of each coded word. Find the three most frequently "
+    "appeared coded words. {context}\nQuestion: Do not provide any explanation. Please ignore the dots '....'. What "
+    "are the three most frequently appeared words in the above coded text?",
+    " Answer: According to the coded text above, the three most frequently appeared words are:",
+    50,
+)
 TEMPLATES = {"niah": NIAH, "vt": VT, "cwe": CWE, "fwe": FWE}
 
 
@@ -74,25 +85,35 @@ class RulerTask:
 
 
 def _niah(name: str, haystack: str, key: str, value: str, measures: str, k: int = 1, v: int = 1, q: int = 1) -> RulerTask:
-    return RulerTask(name, "niah", measures, {"type_haystack": haystack, "type_needle_k": key, "type_needle_v": value,
-                                              "num_needle_k": k, "num_needle_v": v, "num_needle_q": q})
+    return RulerTask(
+        name,
+        "niah",
+        measures,
+        {"type_haystack": haystack, "type_needle_k": key, "type_needle_v": value, "num_needle_k": k, "num_needle_v": v, "num_needle_q": q},
+    )
 
 
-TASKS = {task.name: task for task in (
-    _niah("niah_single_1", "noise", "words", "numbers", "one 7-digit number keyed by a word, in repeated filler"),
-    _niah("niah_single_2", "essay", "words", "numbers", "one 7-digit number keyed by a word, in real prose (--text)"),
-    _niah("niah_single_3", "essay", "words", "uuids", "one UUID keyed by a word, in real prose"),
-    _niah("niah_multikey_1", "essay", "words", "numbers", "the number of one of 4 keyed needles in prose", k=4),
-    _niah("niah_multikey_2", "needle", "words", "numbers", "one needle among a haystack made of distractor needles"),
-    _niah("niah_multikey_3", "needle", "uuids", "uuids", "one UUID keyed by a UUID among distractor needles"),
-    _niah("niah_multivalue", "essay", "words", "numbers", "all 4 values stored under one key", v=4),
-    _niah("niah_multiquery", "essay", "words", "numbers", "the values of 4 keys asked at once", q=4),
-    RulerTask("vt", "vt", "variable tracking: every name bound to a value through a 4-hop chain",
-              {"type_haystack": "noise", "num_chains": 1, "num_hops": 4}),
-    RulerTask("cwe", "cwe", "common words: the 10 words repeated most in a long numbered list",
-              {"freq_cw": 30, "freq_ucw": 3, "num_cw": 10}),
-    RulerTask("fwe", "fwe", "frequent words: the 3 most frequent coded words of a Zipf-distributed text", {"alpha": 2.0}),
-)}
+TASKS = {
+    task.name: task
+    for task in (
+        _niah("niah_single_1", "noise", "words", "numbers", "one 7-digit number keyed by a word, in repeated filler"),
+        _niah("niah_single_2", "essay", "words", "numbers", "one 7-digit number keyed by a word, in real prose (--text)"),
+        _niah("niah_single_3", "essay", "words", "uuids", "one UUID keyed by a word, in real prose"),
+        _niah("niah_multikey_1", "essay", "words", "numbers", "the number of one of 4 keyed needles in prose", k=4),
+        _niah("niah_multikey_2", "needle", "words", "numbers", "one needle among a haystack made of distractor needles"),
+        _niah("niah_multikey_3", "needle", "uuids", "uuids", "one UUID keyed by a UUID among distractor needles"),
+        _niah("niah_multivalue", "essay", "words", "numbers", "all 4 values stored under one key", v=4),
+        _niah("niah_multiquery", "essay", "words", "numbers", "the values of 4 keys asked at once", q=4),
+        RulerTask(
+            "vt",
+            "vt",
+            "variable tracking: every name bound to a value through a 4-hop chain",
+            {"type_haystack": "noise", "num_chains": 1, "num_hops": 4},
+        ),
+        RulerTask("cwe", "cwe", "common words: the 10 words repeated most in a long numbered list", {"freq_cw": 30, "freq_ucw": 3, "num_cw": 10}),
+        RulerTask("fwe", "fwe", "frequent words: the 3 most frequent coded words of a Zipf-distributed text", {"alpha": 2.0}),
+    )
+}
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,16 @@ class WordLists:
     vocabulary: Sequence[str]
 
 
-def samples(task: RulerTask, count: Callable[[str], int], length: int, n: int, seed: int, lists: WordLists,
-            essay: Sequence[str] = (), depth: float | None = None) -> list[Sample]:
+def samples(
+    task: RulerTask,
+    count: Callable[[str], int],
+    length: int,
+    n: int,
+    seed: int,
+    lists: WordLists,
+    essay: Sequence[str] = (),
+    depth: float | None = None,
+) -> list[Sample]:
     """``n`` prompts of ``task`` that fit ``length`` tokens (by ``count``) with the task's answer budget. ``depth``
     (a fraction) places a single needle; None leaves RULER's random placement."""
     if task.kind == "niah":

@@ -11,8 +11,48 @@ from collections.abc import Callable, Sequence
 from yarn_cli.core.verify.ruler import NEEDLE, NOISE, RulerTask, Sample, sizing
 
 # np.round(np.linspace(0, 100, num=40)).astype(int): the depths (in percent) RULER draws essay needles' places from
-DEPTHS = [0, 3, 5, 8, 10, 13, 15, 18, 21, 23, 26, 28, 31, 33, 36, 38, 41, 44, 46, 49, 51, 54, 56, 59, 62, 64, 67, 69,
-          72, 74, 77, 79, 82, 85, 87, 90, 92, 95, 97, 100]
+DEPTHS = [
+    0,
+    3,
+    5,
+    8,
+    10,
+    13,
+    15,
+    18,
+    21,
+    23,
+    26,
+    28,
+    31,
+    33,
+    36,
+    38,
+    41,
+    44,
+    46,
+    49,
+    51,
+    54,
+    56,
+    59,
+    62,
+    64,
+    67,
+    69,
+    72,
+    74,
+    77,
+    79,
+    82,
+    85,
+    87,
+    90,
+    92,
+    95,
+    97,
+    100,
+]
 
 
 def essay_words(text: str) -> list[str]:
@@ -28,14 +68,22 @@ def split_sentences(text: str) -> list[str]:
 
 def _random(rng: random.Random, kind: str, words: Sequence[str]) -> str:
     if kind == "numbers":
-        return str(rng.randint(10 ** 6, 10 ** 7 - 1))
+        return str(rng.randint(10**6, 10**7 - 1))
     if kind == "words":
         return rng.choice(words)
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def prompt(rng: random.Random, task: RulerTask, num_haystack: int, haystack: Sequence[str], words: Sequence[str],
-           seed: int, depth: float | None = None, sentences: Callable[[str], list[str]] = split_sentences) -> tuple[str, list[str]]:
+def prompt(
+    rng: random.Random,
+    task: RulerTask,
+    num_haystack: int,
+    haystack: Sequence[str],
+    words: Sequence[str],
+    seed: int,
+    depth: float | None = None,
+    sentences: Callable[[str], list[str]] = split_sentences,
+) -> tuple[str, list[str]]:
     """RULER's generate_input_output: (prompt text with the answer prefix, the reference values)."""
     a = task.args
     type_k, type_v, num_v, num_q = a["type_needle_k"], a["type_needle_v"], a["num_needle_v"], a["num_needle_q"]
@@ -64,8 +112,9 @@ def prompt(rng: random.Random, task: RulerTask, num_haystack: int, haystack: Seq
     return template.format(type_needle_v=type_v, context=context, query=query), answers
 
 
-def _essay(rng: random.Random, num_haystack: int, haystack: Sequence[str], needles: list[str], depth: float | None,
-           sentences: Callable[[str], list[str]]) -> str:
+def _essay(
+    rng: random.Random, num_haystack: int, haystack: Sequence[str], needles: list[str], depth: float | None, sentences: Callable[[str], list[str]]
+) -> str:
     if num_haystack <= len(haystack):
         text = " ".join(haystack[:num_haystack])
     else:
@@ -78,20 +127,23 @@ def _essay(rng: random.Random, num_haystack: int, haystack: Sequence[str], needl
     positions = [0] + drawn + [len(document)]
     parts = []
     for i in range(1, len(positions)):
-        parts.append(" ".join(document[positions[i - 1]:positions[i]]))
+        parts.append(" ".join(document[positions[i - 1] : positions[i]]))
         if i - 1 < len(needles):
             parts.append(needles[i - 1])
     return " ".join(parts)
 
 
-def _lines(rng: random.Random, task: RulerTask, num_haystack: int, needles: list[str], words: Sequence[str],
-           depth: float | None) -> str:
+def _lines(rng: random.Random, task: RulerTask, num_haystack: int, needles: list[str], words: Sequence[str], depth: float | None) -> str:
     a = task.args
     if a["type_haystack"] == "noise":
         lines = [NOISE] * num_haystack
     else:
-        lines = [NEEDLE.format(type_needle_v=a["type_needle_v"], key=_random(rng, a["type_needle_k"], words),
-                               value=_random(rng, a["type_needle_v"], words)) for _ in range(num_haystack)]
+        lines = [
+            NEEDLE.format(
+                type_needle_v=a["type_needle_v"], key=_random(rng, a["type_needle_k"], words), value=_random(rng, a["type_needle_v"], words)
+            )
+            for _ in range(num_haystack)
+        ]
     indexes = sorted(rng.sample(range(num_haystack), len(needles)), reverse=True)
     if depth is not None:
         indexes = [int(round(num_haystack * depth))]
@@ -100,9 +152,17 @@ def _lines(rng: random.Random, task: RulerTask, num_haystack: int, needles: list
     return "\n".join(lines)
 
 
-def samples(task: RulerTask, count: Callable[[str], int], length: int, n: int, seed: int, words: Sequence[str],
-            haystack: Sequence[str] = (), depth: float | None = None,
-            sentences: Callable[[str], list[str]] = split_sentences) -> list[Sample]:
+def samples(
+    task: RulerTask,
+    count: Callable[[str], int],
+    length: int,
+    n: int,
+    seed: int,
+    words: Sequence[str],
+    haystack: Sequence[str] = (),
+    depth: float | None = None,
+    sentences: Callable[[str], list[str]] = split_sentences,
+) -> list[Sample]:
     """RULER's generate_samples: ``n`` prompts whose tokens (``count``) plus the answer budget fit ``length``."""
     rng = random.Random(seed)
     essay = task.args["type_haystack"] == "essay"
@@ -117,7 +177,6 @@ def samples(task: RulerTask, count: Callable[[str], int], length: int, n: int, s
     size = sizing.search(lambda size: count(make(size)[0]) <= budget, incremental, upper) or incremental
     result = []
     for _ in range(n):
-        (text, answers), used = sizing.fit(make, lambda made: count(made[0]) <= budget, size, incremental,
-                                           f"{task.name} at {length:,} tokens")
+        (text, answers), used = sizing.fit(make, lambda made: count(made[0]) <= budget, size, incremental, f"{task.name} at {length:,} tokens")
         result.append(Sample(text, answers, count(text) + task.tokens_to_generate, used, depth))
     return result

@@ -22,7 +22,7 @@ def _chains(rng: random.Random, np_rng: Any, num_chains: int, num_hops: int, icl
         names.append("".join(rng.choices(string.ascii_uppercase, k=k)).upper())
     groups, chains = [], []
     for i in range(0, len(names), num_hops + 1):
-        group = names[i:i + num_hops + 1]
+        group = names[i : i + num_hops + 1]
         groups.append(group)
         chain = [f"VAR {group[0]} = 12345" if icl else f"VAR {group[0]} = {np_rng.randint(10000, 99999)}"]
         chain += [f"VAR {group[j + 1]} = VAR {group[j]} " for j in range(num_hops)]
@@ -45,13 +45,14 @@ def prompt(rng: random.Random, np_rng: Any, task: RulerTask, num_noises: int, ic
 
 
 def _randomize_example(rng: random.Random, np_rng: Any, example: str, num_hops: int) -> str:
-    for item in example.strip().split()[-num_hops - 1:]:
+    for item in example.strip().split()[-num_hops - 1 :]:
         example = example.replace(item, "".join(rng.choices(string.ascii_uppercase, k=len(item))).upper())
     return example.replace("12345", str(np_rng.randint(10000, 99999)))
 
 
-def _run(rng, np_rng, task: RulerTask, count: Callable[[str], int], length: int, n: int, example: str | None,
-         answer_tokens: int, incremental: int) -> list[tuple[str, list[str], int, int]]:
+def _run(
+    rng, np_rng, task: RulerTask, count: Callable[[str], int], length: int, n: int, example: str | None, answer_tokens: int, incremental: int
+) -> list[tuple[str, list[str], int, int]]:
     """RULER's sys_vartrack_w_noise_random: the worked example's run (``example`` None) or the prompts'."""
     example_tokens = count(example) if example is not None else 0
     icl = example is None
@@ -72,8 +73,9 @@ def _run(rng, np_rng, task: RulerTask, count: Callable[[str], int], length: int,
 
     result = []
     for _ in range(n):
-        (text, names), used = sizing.fit(make_full, lambda made: count(made[0]) + answer_tokens <= length, size, incremental,
-                                         f"{task.name} at {length:,} tokens")
+        (text, names), used = sizing.fit(
+            make_full, lambda made: count(made[0]) + answer_tokens <= length, size, incremental, f"{task.name} at {length:,} tokens"
+        )
         result.append((text, names, count(text) + answer_tokens, used))
     return result
 

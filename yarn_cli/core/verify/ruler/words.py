@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from yarn_cli.core.verify.ruler import RulerTask, Sample, sizing
 from yarn_cli.errors import InputError
 
-ZETA_2 = math.pi ** 2 / 6  # scipy.special.zeta(2.0), the only α RULER's fwe uses
+ZETA_2 = math.pi**2 / 6  # scipy.special.zeta(2.0), the only α RULER's fwe uses
 
 
 class WordPairs(Sequence[str]):
@@ -62,12 +62,14 @@ def cwe_words(words: Sequence[str], seed: int) -> list[str]:
     return result
 
 
-def _cwe_example(rng: random.Random, words: list[str], num_words: int, common_repeats: int, uncommon_repeats: int,
-                 common_nums: int, seed: int) -> tuple[str, list[str]]:
+def _cwe_example(
+    rng: random.Random, words: list[str], num_words: int, common_repeats: int, uncommon_repeats: int, common_nums: int, seed: int
+) -> tuple[str, list[str]]:
     if num_words > len(words):
         # RULER switches to a word list of its own repository here; yarn_cli ships none
-        raise InputError(f"cwe needs {num_words:,} distinct words at this length, more than wonderwords' {len(words):,}; "
-                         "leave cwe out at this length")
+        raise InputError(
+            f"cwe needs {num_words:,} distinct words at this length, more than wonderwords' {len(words):,}; leave cwe out at this length"
+        )
     chosen = rng.sample(words, num_words)
     common, uncommon = chosen[:common_nums], chosen[common_nums:]
     listed = common * int(common_repeats) + uncommon * int(uncommon_repeats)
@@ -82,8 +84,9 @@ def cwe_prompt(rng: random.Random, task: RulerTask, words: list[str], num_words:
     example, example_answer = _cwe_example(rng, words, 20 if short else 40, 3 if short else 10, 1 if short else 3, a["num_cw"], seed)
     context, answer = _cwe_example(rng, words, num_words, 6 if short else a["freq_cw"], 1 if short else a["freq_ucw"], a["num_cw"], seed)
     template = task.template
-    shot = template.format(num_cw=a["num_cw"], context=example, query="") + " " + " ".join(
-        f"{i + 1}. {word}" for i, word in enumerate(example_answer))
+    shot = (
+        template.format(num_cw=a["num_cw"], context=example, query="") + " " + " ".join(f"{i + 1}. {word}" for i, word in enumerate(example_answer))
+    )
     return shot + "\n" + template.format(num_cw=a["num_cw"], context=context, query=""), answer
 
 
@@ -121,14 +124,15 @@ def _fwe_text(task: RulerTask, vocab: list[str], num_words: int, seed: int) -> t
 
     alpha = task.args["alpha"]
     ranks = numpy.arange(1, len(vocab) + 1)
-    counts = (num_words * (ranks ** -alpha) / ZETA_2).astype(int)
+    counts = (num_words * (ranks**-alpha) / ZETA_2).astype(int)
     sampled = [w for word, times in zip(vocab, counts) for w in [word] * times]
     random.Random(seed).shuffle(sampled)
     return task.template.format(context=" ".join(sampled), query=""), vocab[1:4]
 
 
-def fwe_prompt(rng: random.Random, task: RulerTask, count: Callable[[str], int], max_len: int, num_words: int,
-               vocab_size: int, seed: int) -> tuple[str, list[str], int]:
+def fwe_prompt(
+    rng: random.Random, task: RulerTask, count: Callable[[str], int], max_len: int, num_words: int, vocab_size: int, seed: int
+) -> tuple[str, list[str], int]:
     """RULER's generate_input_output for fwe: (prompt, the three most frequent coded words, words used)."""
     incremental = max_len // 32
     vocab = _fwe_vocabulary(rng, vocab_size, seed)

@@ -46,8 +46,7 @@ class Cell:
     decode_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "variant": self.variant, "length": self.length, "depth": self.depth,
-                "sample": self.sample, "score": self.score}
+        return {"task": self.task, "variant": self.variant, "length": self.length, "depth": self.depth, "sample": self.sample, "score": self.score}
 
 
 @dataclass(frozen=True)

@@ -30,18 +30,39 @@ class PasskeyTask:
         generation = engine.generate(variant, job.ids, self.answer_tokens)
         answer = engine.tokenizer.decode(generation.tokens)
         hit = verify_plan.score_answer(answer, job.expected)
-        return Cell(self.name, variant.name, job.length, job.depth, job.sample, float(hit),
-                    {"key": job.expected, "answer": answer.strip(), "hit": hit, "tokens": len(job.ids)},
-                    generation.prefill_tokens, generation.prefill_seconds, generation.decode_tokens, generation.decode_seconds)
+        return Cell(
+            self.name,
+            variant.name,
+            job.length,
+            job.depth,
+            job.sample,
+            float(hit),
+            {"key": job.expected, "answer": answer.strip(), "hit": hit, "tokens": len(job.ids)},
+            generation.prefill_tokens,
+            generation.prefill_seconds,
+            generation.decode_tokens,
+            generation.decode_seconds,
+        )
 
     def finish(self, cells: list[Cell], context: Context) -> TaskResult:
         accuracy = by_variant_and_length(cells, lambda group: sum(c.score for c in group) / len(group))
-        entries = [{"length": c.length, "depth": c.depth, "key": c.detail["key"], "answer": c.detail["answer"],
-                    "hit": c.detail["hit"], "variant": c.variant, "tokens": c.detail["tokens"]} for c in cells]
+        entries = [
+            {
+                "length": c.length,
+                "depth": c.depth,
+                "key": c.detail["key"],
+                "answer": c.detail["answer"],
+                "hit": c.detail["hit"],
+                "variant": c.variant,
+                "tokens": c.detail["tokens"],
+            }
+            for c in cells
+        ]
         minimum = context.options.min_accuracy
         column = Column("passkey", lambda v, n: accuracy.get(v, {}).get(n), lambda x: f"{x:.0%}", lambda x: x >= minimum)
-        return TaskResult({"passkey": entries, "accuracy": keyed(accuracy, context.variants)}, [column],
-                          judge(accuracy.get(context.variants[0], {}), minimum))
+        return TaskResult(
+            {"passkey": entries, "accuracy": keyed(accuracy, context.variants)}, [column], judge(accuracy.get(context.variants[0], {}), minimum)
+        )
 
 
 def judge(accuracy: dict[int, float], minimum: float) -> Judgement | None:

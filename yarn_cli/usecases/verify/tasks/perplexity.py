@@ -18,12 +18,11 @@ from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, Task
 
 METHODS = {
     "last_tokens": f"each window of n tokens scores its last {verify_plan.PPL_STRIDE} (the YaRN paper's sliding window, stride "
-                   f"{verify_plan.PPL_STRIDE}; Hugging Face's perplexity guide)",
+    f"{verify_plan.PPL_STRIDE}; Hugging Face's perplexity guide)",
     "all_tokens": "each window of n tokens scores all of them (LongLoRA's reading): lower, as early tokens have little context",
 }
 
-LABELS = {"last_tokens": f"last {verify_plan.PPL_STRIDE} tokens of each window (YaRN paper)",
-          "all_tokens": "all tokens of each window (LongLoRA)"}
+LABELS = {"last_tokens": f"last {verify_plan.PPL_STRIDE} tokens of each window (YaRN paper)", "all_tokens": "all tokens of each window (LongLoRA)"}
 
 
 class PerplexityTask:
@@ -41,15 +40,23 @@ class PerplexityTask:
         # a window starts as every other prompt does (the tokenizer's BOS, where it adds one): n tokens in all
         taken = length - len(context.bos)
         starts = verify_plan.ppl_windows(len(text), taken, context.options.ppl_windows)
-        return [Job(self.name, length, context.bos + text[start:start + taken], None, sample, 0)
-                for sample, start in enumerate(starts)], []
+        return [Job(self.name, length, context.bos + text[start : start + taken], None, sample, 0) for sample, start in enumerate(starts)], []
 
     def run(self, engine: Any, variant: RopeVariant, job: Job) -> Cell:
         scored = engine.score(variant, job.ids, 0)
         losses = scored.losses
         finite = all(math.isfinite(x) for x in losses)
-        return Cell(self.name, variant.name, job.length, None, job.sample, sum(losses) if finite else None,
-                    {"losses": losses, "finite": finite}, scored.prefill_tokens, scored.prefill_seconds)
+        return Cell(
+            self.name,
+            variant.name,
+            job.length,
+            None,
+            job.sample,
+            sum(losses) if finite else None,
+            {"losses": losses, "finite": finite},
+            scored.prefill_tokens,
+            scored.prefill_seconds,
+        )
 
     def finish(self, cells: list[Cell], context: Context) -> TaskResult:
         longest = pass_length(context)
@@ -60,11 +67,18 @@ class PerplexityTask:
         notes = [f"{v} model: NaN/infinite log-probabilities from {bad[0]:,} tokens on; no perplexity" for v, bad in broken.items() if bad]
         judged, against = context.variants[0], context.variants[1] if len(context.variants) > 1 else None
         column = Column("ppl", lambda v, n: table.get(v, {}).get(n), lambda x: f"{x:.2f}")
-        judgement = judge(table.get(judged, {}), table.get(against, {}), context.original_context,
-                          context.options.ppl_margin, broken[judged])
-        report = {"perplexity": keyed(table, context.variants),
-                  "perplexity_curve": {"lengths": grid, "documents": len({c.sample for c in cells}), "pass_tokens": longest,
-                                       "methods": METHODS, "labels": LABELS, **{m: keyed(curves[m], context.variants) for m in METHODS}}}
+        judgement = judge(table.get(judged, {}), table.get(against, {}), context.original_context, context.options.ppl_margin, broken[judged])
+        report = {
+            "perplexity": keyed(table, context.variants),
+            "perplexity_curve": {
+                "lengths": grid,
+                "documents": len({c.sample for c in cells}),
+                "pass_tokens": longest,
+                "methods": METHODS,
+                "labels": LABELS,
+                **{m: keyed(curves[m], context.variants) for m in METHODS},
+            },
+        }
         return TaskResult(report, [column], judgement, notes)
 
 
@@ -97,7 +111,7 @@ def curve(cells: list[Cell], grid: list[int], method: str) -> dict[int, float]:
     result = {}
     for n in grid:
         first = n - 1 - verify_plan.PPL_STRIDE if method == "last_tokens" else 0
-        chosen = [x for c in cells for x in c.detail["losses"][first:n - 1]]
+        chosen = [x for c in cells for x in c.detail["losses"][first : n - 1]]
         if chosen:
             result[n] = math.exp(sum(chosen) / len(chosen))
     return result
@@ -106,9 +120,12 @@ def curve(cells: list[Cell], grid: list[int], method: str) -> dict[int, float]:
 def judge(ours: dict[int, float], base: dict[int, float], original: int, margin: float, nonfinite: list[int]) -> Judgement | None:
     """Perplexity at the original length (or the longest below it) within ``margin`` (relative) of the baseline's."""
     if nonfinite:
-        return Judgement(False, f"the extended model gives NaN/infinite log-probabilities at {min(nonfinite):,} tokens: its weights "
-                         "hold non-finite values or the engine's dtype overflows; check the checkpoint (inspect the source model too)",
-                         fatal=True)
+        return Judgement(
+            False,
+            f"the extended model gives NaN/infinite log-probabilities at {min(nonfinite):,} tokens: its weights "
+            "hold non-finite values or the engine's dtype overflows; check the checkpoint (inspect the source model too)",
+            fatal=True,
+        )
     at_original = [n for n in ours if n == original] or [n for n in ours if n <= original]
     if not at_original:
         return Judgement(True, "no perplexity at or below the original length to compare", aside=True)

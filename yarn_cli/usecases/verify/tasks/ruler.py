@@ -34,10 +34,9 @@ class RulerSuite:
         jobs, notes = [], []
         for task in self.tasks:
             try:
-                for depth in (options.depths if task.has_depth else [None]):
+                for depth in options.depths if task.has_depth else [None]:
                     made = build.samples(task, encoder.count, length, options.samples, options.seed, lists, essay, depth)
-                    jobs += [Job(self.name, length, encoder.ids(s.text), depth, i, (task.name, s.outputs), task.name)
-                             for i, s in enumerate(made)]
+                    jobs += [Job(self.name, length, encoder.ids(s.text), depth, i, (task.name, s.outputs), task.name) for i, s in enumerate(made)]
             except InputError as exc:
                 notes.append(str(exc))
         return jobs, notes
@@ -48,9 +47,19 @@ class RulerSuite:
         generation = engine.generate(variant, job.ids, task.tokens_to_generate)
         answer = engine.tokenizer.decode(generation.tokens)
         score = ruler.string_match_all(answer, outputs)
-        return Cell(task_name, variant.name, job.length, job.depth, job.sample, score,
-                    {"outputs": outputs, "answer": answer, "tokens": len(job.ids) + task.tokens_to_generate},
-                    generation.prefill_tokens, generation.prefill_seconds, generation.decode_tokens, generation.decode_seconds)
+        return Cell(
+            task_name,
+            variant.name,
+            job.length,
+            job.depth,
+            job.sample,
+            score,
+            {"outputs": outputs, "answer": answer, "tokens": len(job.ids) + task.tokens_to_generate},
+            generation.prefill_tokens,
+            generation.prefill_seconds,
+            generation.decode_tokens,
+            generation.decode_seconds,
+        )
 
     def finish(self, cells: list[Cell], context: Context) -> TaskResult:
         threshold = context.options.threshold
@@ -58,12 +67,21 @@ class RulerSuite:
         by_task = {t: by_variant_and_length([c for c in cells if c.task == t], _mean) for t in names}
         scores = {v: {t: by_task[t].get(v, {}) for t in names} for v in context.variants}
         average = {v: _average(scores[v], names) for v in context.variants}
-        effective = {v: {**{t: ruler.effective_length(scores[v][t], threshold) for t in names},
-                         "average": ruler.effective_length(average[v], threshold)} for v in context.variants}
-        report = {"ruler": {"tasks": names, "threshold": threshold, "samples": context.options.samples,
-                            "metric": "string_match_all (RULER): share of reference strings in the answer, points 0-100",
-                            "scores": {v: keyed(scores[v], names) for v in context.variants},
-                            "average": keyed(average, context.variants), "effective_length": effective}}
+        effective = {
+            v: {**{t: ruler.effective_length(scores[v][t], threshold) for t in names}, "average": ruler.effective_length(average[v], threshold)}
+            for v in context.variants
+        }
+        report = {
+            "ruler": {
+                "tasks": names,
+                "threshold": threshold,
+                "samples": context.options.samples,
+                "metric": "string_match_all (RULER): share of reference strings in the answer, points 0-100",
+                "scores": {v: keyed(scores[v], names) for v in context.variants},
+                "average": keyed(average, context.variants),
+                "effective_length": effective,
+            }
+        }
         return TaskResult(report, _columns(names, scores, average, threshold), _judge(effective, context, threshold))
 
 
