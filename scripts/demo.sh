@@ -8,8 +8,8 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet torch==2.13.0
 # transformers (with accelerate, which it needs to read a GGUF) is the independent reference the parity check
-# holds the native engine to
-python -m pip install --quiet -e '.[transformers]'
+# holds the native engine to; matplotlib draws verify --report's pictures and the --plot options
+python -m pip install --quiet -e '.[transformers,plot]'
 mkdir -p demo-out
 set -x
 yarn-cli inspect --scale 2

@@ -70,4 +70,4 @@ def test_the_demo_installs_what_its_parity_check_needs():
     pyproject = (ROOT / "pyproject.toml").read_text()
     extra = re.search(r"^transformers = \[(.*)\]$", pyproject, re.M).group(1)
     assert "accelerate" in extra
-    assert "'.[transformers]'" in (ROOT / "scripts" / "demo.sh").read_text()
+    assert "'.[transformers,plot]'" in (ROOT / "scripts" / "demo.sh").read_text()  # plot: verify --report after the demo

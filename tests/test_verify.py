@@ -225,7 +225,9 @@ def test_a_verify_whose_lengths_beyond_L_are_all_skipped_fails(tiny_x4, capsys, 
     code, out, _ = run([*args, "--lengths", f"{largest},{largest + 256}"], capsys)
     report = json.loads(out)
     assert report["lengths"] == [largest] and [s["length"] for s in report["skipped"]] == [largest + 256]
-    assert code == 0, report["verdict"]  # a length beyond L ran (no perplexity at or below L to hold it to)
+    # a length beyond L ran, so the run is judged on it; this random tiny model's baseline does as well there, which
+    # shows nothing about the extension: not a pass
+    assert code == 1 and report["verdict"]["status"] == "not shown" and report["verdict"]["separating_lengths"] == [], report["verdict"]
     assert report["tasks"] == ["perplexity"] and "passkey" not in report
 
 
@@ -302,6 +304,34 @@ def test_the_verdict_rules():
     estimate = lambda n: verify_plan.MemoryEstimate(n * 10, 0, 0)  # noqa: E731
     assert verify_plan.largest_fitting(estimate, 10_000 * 10, 16384) == 8960  # 0.9 x 10,000 tokens, to a multiple of 256
     assert verify_plan.largest_fitting(estimate, 100, 16384) is None
+
+
+def test_a_pass_needs_a_length_that_tells_extended_from_baseline():
+    """Issue: SmolLM2 x2 at 9k finds the key extended and unextended alike; that run showed nothing about YaRN and
+    must not say PASS. A length separates the two when a task passes for the extended model and not for its baseline
+    (or the baseline's perplexity is beyond the margin)."""
+    from yarn_cli.usecases.verify.tasks import passkey
+
+    ok = [passkey.judge({9216: 1.0}, 0.8)]
+    both_pass = verify_plan.separation({9216: 1.0}, {9216: 1.0}, 8192, lambda ours, base: ours >= 0.8 > base)
+    assert both_pass == {9216: False}
+    shown = verify_plan.verdict([9216], [], 8192, 16384, ok, both_pass)
+    assert not shown.ok and shown.label == "not shown" and shown.separating == ()
+    assert shown.reason == "not shown: the unextended model also passes at 9,216; test longer lengths, e.g. --lengths 12k"
+    assert shown.to_json()["separating_lengths"] == [] and shown.to_json()["status"] == "not shown"
+    assert verify_plan.verdict_word(shown.to_json()) == "NOT SHOWN"
+    # one task separating at one length is enough; lengths within L never count
+    told = verify_plan.merged_separation([{9216: False, 12288: False}, {12288: True}])
+    passed = verify_plan.verdict([4096, 9216, 12288], [], 8192, 16384, ok, told)
+    assert passed.ok and passed.label == "pass" and passed.to_json()["separating_lengths"] == [12288]
+    assert verify_plan.separation({4096: 1.0, 9216: 1.0}, {4096: 0.0, 9216: 0.0}, 8192, lambda a, b: a > b) == {9216: True}
+    # no baseline beyond L: nothing to compare, so no pass either; at the declared length, no longer length to suggest
+    assert "keep the baseline in --variants" in verify_plan.verdict([9216], [], 8192, 16384, ok, {}).reason
+    at_end = verify_plan.verdict([16384], [], 8192, 16384, ok, {16384: False})
+    assert at_end.label == "not shown" and "up to the declared length" in at_end.reason
+    # an unextended checkpoint, and reports written before separation existed, keep their verdict
+    assert verify_plan.verdict([9216], [], 8192, 8192, ok, {}).ok
+    assert verify_plan.verdict_word({"ok": True, "reason": "x"}) == "PASS"
 
 
 def _digit_prompts(count: int) -> list[str]:
@@ -392,6 +422,7 @@ def test_smollm2_extended_beats_its_baseline_beyond_L(smollm2_x2, engine, length
         assert niah["extended"]["niah_single_1"][n] > niah["baseline"]["niah_single_1"][n], niah
     assert perplexity["extended"][n] < perplexity["baseline"][n], perplexity
     assert code == 0 and report["verdict"]["ok"], report["verdict"]
+    assert report["verdict"]["status"] == "pass" and report["verdict"]["separating_lengths"] == [length]
     speed = report["speed"]["extended"][n]
     assert speed["prefill_tokens_per_second"] > 0 and speed["decode_tokens_per_second"] > 0
 

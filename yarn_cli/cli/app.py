@@ -25,7 +25,7 @@ from yarn_cli.io import interrupts
 
 app = typer.Typer(
     name="yarn",
-    help="YaRN context extension for RoPE language models: inspect, extend, tune, verify, finetune.",
+    help="YaRN context extension for RoPE language models: inspect, extend, verify, tune, finetune, report.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -105,7 +105,7 @@ def extend(
     model: str | None = typer.Argument(None, help=MODEL_HELP, show_default=False),
     scale: float | None = typer.Option(None, "--scale", "-s", help="Extension factor s: the new length is s x L."),
     to: str | None = typer.Option(None, "--to", help="Target length instead of --scale, e.g. 32768 or 128k."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output path (default: a sibling named after the model and scale)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output path (default: a sibling named after the model and scale; the current folder for the built-in model)."),
     original_context: int | None = typer.Option(None, "--original-context", help="Override the trained length L."),
     beta_fast: float = typer.Option(EXTEND.beta_fast, "--beta-fast", help="YaRN beta_fast (HF configs only; llama.cpp uses 32)."),
     beta_slow: float = typer.Option(EXTEND.beta_slow, "--beta-slow", help="YaRN beta_slow (HF configs only; llama.cpp uses 1)."),
@@ -319,6 +319,12 @@ def _interrupted(signum: int) -> None:
     sys.exit(128 + signum)
 
 
+def _program_name() -> str:
+    """The name the user typed (yarn or yarn-cli), for usage lines; yarn under ``python -m yarn_cli``."""
+    typed = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return typed if typed in ("yarn", "yarn-cli") else "yarn"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the Typer app and turns every failure into one line and an exit code.
 
@@ -331,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     if in_main_thread:
         install_signal_handlers()
     try:
-        result = app(args=argv, prog_name="yarn", standalone_mode=False)
+        result = app(args=argv, prog_name=_program_name(), standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Interrupted as exc:

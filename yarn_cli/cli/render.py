@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from yarn_cli.core.checkpoint import architectures
-from yarn_cli.core.rope.spec import ModelSummary, RopeSpec, Scaling
+from yarn_cli.core.rope.spec import LOCAL_ROPE_NAME, ModelSummary, RopeSpec, Scaling
 from yarn_cli.core.units import human_bytes  # noqa: F401  (used here and by the command modules)
 
 
@@ -75,7 +75,8 @@ def summary(console: Console, model: ModelSummary, kv_cache: dict[str, Any] | No
     elif model.extra.get("weights"):
         grid.add_row("Parameters", "[dim]pickled weights only (not read): " + esc(", ".join(model.extra["weights"])) + "[/]")
     for spec in model.ropes:
-        label = "RoPE" if len(model.ropes) == 1 else f"RoPE [{esc(spec.name)}]"
+        # parentheses, not brackets: rich would take "[global]" for a style tag and print nothing
+        label = "RoPE" if len(model.ropes) == 1 else f"RoPE ({'sliding' if spec.name == LOCAL_ROPE_NAME else esc(spec.name)})"
         grid.add_row(label, describe_rope(spec))
         grid.add_row(
             "  trained length",
@@ -180,6 +181,11 @@ def inspect_report(console: Console, model: ModelSummary, report: dict[str, Any]
     if "methods" in report:
         per_method = {name: [{"scaled_wavelength": w} for w in data["scaled_wavelength"]] for name, data in report["methods"].items()}
         console.print(comparison_table(report["dimensions"], per_method, scale))
+        methods = report["methods"]
+        if "yarn" in methods and "by-parts" in methods and methods["yarn"]["scaled_wavelength"] == methods["by-parts"]["scaled_wavelength"]:
+            console.print(
+                "yarn and by-parts share every wavelength: YaRN is NTK-by-parts plus the attention factor m, which scales logits, not frequencies."
+            )
     else:
         shown = scale if scale is not None else report["existing_factor"]
         console.print(dimension_table(report["dimensions"], report["method"], shown))

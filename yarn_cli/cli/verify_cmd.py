@@ -15,6 +15,7 @@ from rich.table import Table
 
 from yarn_cli.cli.output import print_json
 from yarn_cli.cli.render import esc, human_bytes
+from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.core.verify.options import VerifyRequest
 
 
@@ -131,7 +132,8 @@ def _render_footer(console: Console, report: dict[str, Any]) -> None:
             f"[yellow]skipped[/] {item['length']:,}: needs ~{human_bytes(item['needs_bytes'])}, {human_bytes(item['available_bytes'])} available"
         )
     verdict = report["verdict"]
-    colour = "green" if verdict["ok"] else "red"
-    console.print(f"[bold {colour}]{'PASS' if verdict['ok'] else 'FAIL'}[/]")
+    word = verify_plan.verdict_word(verdict)
+    colour = {"PASS": "green", "FAIL": "red"}.get(word, "yellow")
+    console.print(f"[bold {colour}]{word}[/]")
     for reason in verdict.get("reasons") or [verdict["reason"]]:  # reports written before the list had one sentence
         console.print(Padding(esc(reason), (0, 0, 0, 2), expand=False))

@@ -8,11 +8,13 @@ import html
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.core.verify.plan import verdict_word
+
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222;background:#fff}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.4em}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right;font-variant-numeric:tabular-nums}
-th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#0a7f55;font-weight:bold}.fail{color:#c8102e;font-weight:bold}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#0a7f55;font-weight:bold}.fail{color:#c8102e;font-weight:bold}.not-shown{color:#9a6700;font-weight:bold}
 .runs{display:flex;gap:2em;align-items:flex-start}.run{flex:1;min-width:0}img{max-width:100%;height:auto}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:.5em}figure{margin:.5em 0}
 figcaption{font-size:.9em;color:#555}.note{color:#8a6d00}
@@ -78,11 +80,12 @@ def _figure(path: Path, title: str) -> str:
 def run_section(report: dict[str, Any], name: str, folder: Path, pictures: list[dict[str, str]]) -> str:
     """One verify run: verdict, parity line, configuration, tables, pictures, notes."""
     verdict = report["verdict"]
+    word = verdict_word(verdict)
     parts = [
         f"<h1>{esc(name)}</h1>",
         f"<p>{esc(report['scaling'])}, trained {report['original_context']:,} &rarr; {report['target_context']:,}; "
         f"{esc(report['engine'])} engine on {esc(report['device'])}</p>",
-        f"<p class={'pass' if verdict['ok'] else 'fail'}>{'PASS' if verdict['ok'] else 'FAIL'}: {esc(verdict['reason'])}</p>",
+        f"<p class={word.lower().replace(' ', '-')}>{word}: {esc(verdict['reason'])}</p>",
     ]
     if report.get("parity"):
         parts.append(f"<p>{esc(report['parity']['line'])}</p>")

@@ -113,5 +113,7 @@ def pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise InputError("--plot needs matplotlib: pip install 'yarn-cli[plot]' (or pip install matplotlib)") from exc
+        from yarn_cli.io.packages import FEATURES
+
+        raise InputError(f"drawing needs matplotlib, which is not installed: {FEATURES['plot'].install}") from exc
     return plt

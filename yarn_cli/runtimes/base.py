@@ -24,6 +24,8 @@ ENGINES = {
     "llama.cpp": ("yarn_cli.runtimes.llamacpp", "LlamaCppEngine"),
     "vllm": ("yarn_cli.runtimes.vllm", "VllmEngine"),
 }
+# --engine name -> the optional packages it runs on (yarn_cli.io.packages.FEATURES)
+ENGINE_FEATURES = {"native": "torch", "transformers": "transformers", "llama.cpp": "llama.cpp", "vllm": "vllm"}
 # The vLLM-only options and their defaults (a value other than these, given to another engine, is refused).
 ENGINE_OPTION_DEFAULTS = ENGINE.to_dict()
 

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.errors import FormatError
 
 START, END = "<!-- yarn_cli verify: start -->", "<!-- yarn_cli verify: end -->"
@@ -79,7 +80,7 @@ def section(report: dict[str, Any], image: str | None, base_model: str | None) -
         "",
         _table(report),
         "",
-        f"Verdict: **{'PASS' if report['verdict']['ok'] else 'FAIL'}**: {report['verdict']['reason']}",
+        f"Verdict: **{verify_plan.verdict_word(report['verdict'])}**: {report['verdict']['reason']}",
     ]
     if effective:
         lines += [

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarn_cli.core.extend.naming import extended_name, modelfile_path
 from yarn_cli.core.extend.options import EXTEND, ExtendRequest
@@ -15,6 +15,13 @@ from yarn_cli.core.rope.lengths import check_original_context
 from yarn_cli.errors import AlreadyScaledError, InputError, about
 from yarn_cli.io.atomic import WrittenFile
 from yarn_cli.usecases.models import Notify, is_gguf, resolve_hf_folder, resolve_model
+
+if TYPE_CHECKING:
+    from yarn_cli.core.extend.bake_plan import BakeOp
+    from yarn_cli.core.extend.gguf_plan import GGUFPlan
+    from yarn_cli.core.extend.hf_plan import Change, ConfigPlan
+    from yarn_cli.io.gguf_reader import GGUFFile
+    from yarn_cli.io.safetensors_header import SafetensorsHeader
 
 Progress = Callable[[int], None]  # called with the bytes just written
 
@@ -28,14 +35,14 @@ class ExtendPlan:
     input_path: Path  # the .gguf (first shard) or the HF folder
     output: Path  # the path a loader opens (a GGUF's first shard, or the folder)
     outputs: tuple[Path, ...]
-    rope: Any  # core.gguf_plan.GGUFPlan or core.hf_plan.ConfigPlan
+    rope: GGUFPlan | ConfigPlan
     notes: tuple[str, ...]
     total_bytes: int
     force: bool = False
-    bake_ops: tuple[Any, ...] = ()  # core.bake_plan.BakeOp, HF only
-    length_caps: tuple[Any, ...] = ()  # core.hf_plan.Change in tokenizer/generation configs, HF only
+    bake_ops: tuple[BakeOp, ...] = ()  # HF only
+    length_caps: tuple[Change, ...] = ()  # in tokenizer/generation configs, HF only
     cap_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # their new content
-    parsed: Any = None  # what the writer reuses: the first GGUF shard, or the safetensors headers
+    parsed: GGUFFile | list[SafetensorsHeader] | None = None  # what the writer reuses: the first GGUF shard, or the safetensors headers
     modelfile: Path | None = None  # an Ollama Modelfile to write beside a GGUF (--modelfile)
 
     @property
@@ -93,7 +100,7 @@ def plan_extend(
     **options: Any,
 ) -> ExtendPlan:
     """Plan YaRN x``scale`` (or to ``to`` tokens) for MODEL into OUT (default: a sibling named after the
-    scale). Reads headers and small files only; refuses what would be wrong before anything is written.
+    scale; for the built-in model, the current folder). Reads headers and small files only; refuses what would be wrong before anything is written.
     ``request`` holds every choice (``yarn_cli.core.extend.options.ExtendRequest``); keyword arguments change single
     ones. ``attention_factor``: the m to apply instead of the paper's 0.1·ln s + 1 (what `yarn tune` chose), written
     in the form each runtime reads (or baked into q/k with ``bake_temperature``). ``stack``: GGUF only, keep the
@@ -105,6 +112,8 @@ def plan_extend(
     check_attention_factor(r.attention_factor)
     source = resolve_model(model, notify)
     out_path = Path(out).expanduser() if out is not None else None
+    if out_path is None and not model:
+        out_path = Path.cwd()  # the built-in model lives in a cache: its extension goes where the user is
     if is_gguf(source):
         if r.bake_temperature:
             raise InputError(

@@ -123,8 +123,12 @@ def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest |
     lengths.check_original_context(r.original_context)
     if recipe.steps < 1 or recipe.lr <= 0 or recipe.warmup < 0 or recipe.lora_rank < 0:
         raise InputError("--steps must be >= 1, --lr > 0, --warmup >= 0 and --lora-rank >= 0")
+    from yarn_cli.io import packages
     from yarn_cli.io.corpus import check_sources
 
+    packages.require("finetune", "finetune")
+    if recipe.lora_rank:
+        packages.require("--lora-rank", "lora")
     check_sources(r.data)
     folder, _ = resolve_hf_folder(str(model), r.revision)
     config = read_json(folder / "config.json")
@@ -163,12 +167,9 @@ def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest |
 
 
 def _check_loadable(folder: Path, config: dict[str, Any]) -> None:
-    """transformers (with accelerate) is installed and has a causal LM for this model type."""
-    try:
-        import accelerate  # noqa: F401
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    except ImportError as exc:
-        raise InputError("finetune needs transformers and accelerate: pip install 'yarn-cli[finetune]'") from exc
+    """transformers has a causal LM for this model type."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     model_type = str(config.get("model_type") or "")
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         from yarn_cli.errors import UnsupportedError

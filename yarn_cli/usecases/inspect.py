@@ -34,6 +34,10 @@ def inspect(model: str | Path | None = None, request: InspectRequest | None = No
         raise InputError(f"--method {r.method!r} is not one of {', '.join(METHODS)}, all")
     if r.plot is not None and r.scale is None:
         raise InputError("--plot needs --scale: the plot compares methods at that scale")
+    if r.plot is not None:
+        from yarn_cli.io import packages
+
+        packages.require("--plot", "plot")
     summary = summarize(resolve_model(model, notify), r.revision, check_original_context(r.original_context))
     yarn = YarnOptions(r.beta_fast, r.beta_slow)
     data = inspect_report(summary, r.scale, r.method, yarn)

@@ -71,4 +71,7 @@ def compare(paths: list[Path], folder: Path) -> ReportResult:
     """`yarn report A.json B.json -o DIR`: the runs side by side, each as its own report shows it."""
     if not paths:
         raise InputError("yarn report: give one or more verify --json files (or --report folders)")
+    from yarn_cli.io import packages
+
+    packages.require("yarn report", "plot")
     return write([load(p) for p in paths], Path(folder).expanduser())

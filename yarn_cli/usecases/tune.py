@@ -117,6 +117,7 @@ def tune(
     started = time.perf_counter()
     r = TuneRequest.build(request, **options)
     goal = _check_request(r, out)
+    _check_packages(r)
     path = resolve_local_model(model, "tune", notify)
     write = None if out is None else _writer(path, out, r)
     if r.plot is not None:
@@ -177,14 +178,24 @@ def _check_counts(docs: int, passkeys: int, refinements: int, budget: float | No
         raise InputError("--budget is minutes, a number above 0")
 
 
+def _check_packages(r: TuneRequest) -> None:
+    """What the engine and --plot need, before the model is resolved (a missing package fails now, not after the measuring)."""
+    from yarn_cli.io import packages
+    from yarn_cli.runtimes.base import ENGINE_FEATURES
+
+    packages.require("tune", "torch")
+    if r.engine in ENGINE_FEATURES:
+        packages.require(f"--engine {r.engine}", ENGINE_FEATURES[r.engine])
+    if r.plot is not None:
+        packages.require("--plot", "plot")
+
+
 def _check_plot(path: Path, force: bool, model: Path) -> None:
     from yarn_cli.io import atomic
-    from yarn_cli.report.plots import pyplot
 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise InputError(f"--plot {path}: name a .png, .svg or .pdf file")
     atomic.check_output(path, model, force)
-    pyplot()  # a missing matplotlib fails now, not after the measuring
 
 
 def _options(original: int, r: TuneRequest, goal: Objective) -> TuneOptions:

@@ -10,15 +10,16 @@ from yarn_cli.errors import InputError
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
 
-def parse_length(text: str) -> int:
-    """ "32768" -> 32768, "128k" -> 131072, "1m" -> 1048576 (k = 1024 tokens, as model cards use)."""
+def parse_length(text: str, option: str = "--to") -> int:
+    """ "32768" -> 32768, "128k" -> 131072, "1m" -> 1048576 (k = 1024 tokens, as model cards use); ``option``
+    names the flag in the error."""
     match = _LENGTH.match(str(text))
     if not match:
-        raise InputError(f"--to {text!r} is not a length: use a token count such as 32768, 128k or 1m")
+        raise InputError(f"{option} {text!r} is not a length: use a token count such as 32768, 128k or 1m")
     number, unit = float(match[1]), match[2].lower()
     value = number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit]
     if value != int(value) or value <= 0:
-        raise InputError(f"--to {text!r} must be a whole, positive number of tokens")
+        raise InputError(f"{option} {text!r} must be a whole, positive number of tokens")
     return int(value)
 
 

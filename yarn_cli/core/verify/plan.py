@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from yarn_cli.core.checkpoint.kv_cache import AttentionLayout, kv_cache_bytes
@@ -41,7 +41,7 @@ def length_ladder(original: int, target: int, max_length: int | None = None) -> 
 def parse_lengths(text: str) -> list[int]:
     from yarn_cli.core.rope.lengths import parse_length
 
-    values = sorted({parse_length(part) for part in text.split(",") if part.strip()})
+    values = sorted({parse_length(part, "--lengths") for part in text.split(",") if part.strip()})
     if not values:
         raise InputError("--lengths needs at least one length, e.g. 4k,8k,16k")
     return values
@@ -172,19 +172,65 @@ class Judgement:
     aside: bool = False  # a pass that only says what could not be compared: shown in brackets after the others
 
 
+NOT_SHOWN = "not shown"
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
     reason: str  # one sentence, as --json has always carried it
     reasons: tuple[str, ...] = ()  # the same, one item per judgement, for a verdict shown as a list
+    status: str = ""  # "pass", "fail" or NOT_SHOWN (every task passed, yet nothing told extended from baseline); "" follows ok
+    separating: tuple[int, ...] | None = None  # the lengths beyond L where a task told them apart; None: not judged so
+
+    @property
+    def label(self) -> str:
+        return self.status or ("pass" if self.ok else "fail")
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "reason": self.reason, "reasons": list(self.reasons or (self.reason,))}
+        return {
+            "ok": self.ok,
+            "status": self.label,
+            "reason": self.reason,
+            "reasons": list(self.reasons or (self.reason,)),
+            "separating_lengths": None if self.separating is None else list(self.separating),
+        }
 
 
-def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: int, judgements: Sequence[Judgement]) -> Verdict:
+def verdict_word(verdict: Mapping[str, Any]) -> str:
+    """PASS, FAIL or NOT SHOWN, from a report's verdict (reports written before "status" have only "ok")."""
+    return str(verdict.get("status") or ("pass" if verdict["ok"] else "fail")).upper()
+
+
+def separation(judged: Mapping[int, float], baseline: Mapping[int, float], original: int, better: Callable[[float, float], bool]) -> dict[int, bool]:
+    """At each length beyond the trained ``original`` that both variants ran: whether the judged variant's number
+    is ``better`` than the baseline's there, by the task's own bar (what makes that length evidence)."""
+    return {n: better(judged[n], baseline[n]) for n in judged if n > original and n in baseline}
+
+
+def merged_separation(parts: Sequence[Mapping[int, bool]]) -> dict[int, bool]:
+    """A length separates the variants when any task tells them apart there."""
+    merged: dict[int, bool] = {}
+    for part in parts:
+        for n, told in part.items():
+            merged[n] = merged.get(n, False) or told
+    return merged
+
+
+def verdict(
+    ran: Sequence[int],
+    skipped: Sequence[int],
+    original: int,
+    target: int,
+    judgements: Sequence[Judgement],
+    separated: Mapping[int, bool] | None = None,
+) -> Verdict:
     """Fail on a fatal judgement, on nothing run, on an extended checkpoint of which no length beyond the
-    trained one ran, then on the first failing task; pass with every task's reason (``judgements`` in task order)."""
+    trained one ran, then on the first failing task; pass with every task's reason (``judgements`` in task order).
+
+    ``separated`` (length beyond L -> whether some task told the extended model from its baseline there): an
+    extension passes only where one length did; otherwise every task may pass and the verdict is NOT_SHOWN, since
+    a length at which the unextended model also passes says nothing about the extension."""
     fatal = [j.reason for j in judgements if not j.ok and j.fatal]
     if fatal:
         return Verdict(False, fatal[0])
@@ -196,7 +242,34 @@ def verdict(ran: Sequence[int], skipped: Sequence[int], original: int, target: i
             f"no length beyond the trained length {original:,} ran, so the extension was not tested"
             + (f" (skipped for memory: {', '.join(f'{n:,}' for n in skipped)})" if skipped else "; ask for one with --lengths"),
         )
-    return judged(judgements, "every length ran")
+    result = judged(judgements, "every length ran")
+    if not result.ok or target <= original or separated is None:
+        return result
+    shown = tuple(n for n in sorted(separated) if separated[n])
+    if shown:
+        return replace(result, separating=shown)
+    reason = _not_shown(sorted(separated), max(ran), original, target)
+    return Verdict(False, reason, (reason, *result.reasons), NOT_SHOWN, ())
+
+
+def _not_shown(compared: list[int], longest: int, original: int, target: int) -> str:
+    if not compared:
+        return (
+            f"not shown: no baseline ran beyond the trained length {original:,}, so nothing tells what the extension "
+            "changes; keep the baseline in --variants"
+        )
+    where = ", ".join(f"{n:,}" for n in compared)
+    if longest >= target:
+        return (
+            f"not shown: the unextended model also passes at {where}, up to the declared length: this model and text do not need the extension there"
+        )
+    step = 1024 if target - longest >= 2048 else 256
+    suggest = max((longest + target) // 2 // step * step, longest + step)
+    return f"not shown: the unextended model also passes at {where}; test longer lengths, e.g. --lengths {_short(suggest)}"
+
+
+def _short(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
 
 
 def judged(judgements: Sequence[Judgement], nothing_said: str) -> Verdict:

@@ -7,14 +7,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarn_cli.core.rope.lengths import check_original_context
 from yarn_cli.core.verify.options import VerifyRequest
 from yarn_cli.core.verify.ruler import THRESHOLD
 from yarn_cli.errors import InputError
+from yarn_cli.io import packages
 from yarn_cli.usecases.models import Notify, resolve_local_model
 from yarn_cli.usecases.verify import protocol
+
+if TYPE_CHECKING:
+    from yarn_cli.runtimes.base import Engine
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class VerifyReport:
 class VerifyRun:
     """A loaded engine and a planned protocol; ``total_steps`` sizes a progress bar before ``run``."""
 
-    engine: Any  # runtimes.base.Engine
+    engine: Engine
     options: protocol.VerifyOptions
     prepared: protocol.Prepared
     path: Path
@@ -68,17 +72,28 @@ class VerifyRun:
         return VerifyReport(report, columns)
 
 
-def _model_path(model: str | Path | None, engine: str, notify: Notify | None) -> Path:
-    """torch, the engine's name and the model's path, checked (the default model fetched) before anything loads."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise InputError("verify needs torch: pip install torch") from exc
-    from yarn_cli.runtimes.base import ENGINES
+def _model_path(model: str | Path | None, request: VerifyRequest, notify: Notify | None) -> Path:
+    """The engine's name, every package the request needs and the model's path, checked (the default model
+    fetched) before anything loads."""
+    from yarn_cli.runtimes.base import ENGINE_FEATURES, ENGINES
 
+    engine = request.engine
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    return resolve_local_model(model, "verify", notify)
+    packages.require("verify", "torch")
+    packages.require(f"--engine {engine}", ENGINE_FEATURES[engine])
+    if request.report is not None:
+        packages.require("--report", "plot")
+    if request.card:
+        packages.require("--card", "plot")
+    if request.lm_eval:
+        packages.require("--lm-eval", "lm-eval")
+    path = resolve_local_model(model, "verify", notify)
+    if engine == "native" and (request.parity or request.parity_only):
+        # the native engine is held to transformers' forward pass
+        feature = "transformers-gguf" if path.suffix.lower() == ".gguf" else "transformers"
+        packages.require("the parity check", feature, "or pass --no-parity to skip it")
+    return path
 
 
 def _lengths(value: str | Sequence[int] | None) -> list[int] | None:
@@ -97,7 +112,7 @@ def _parity_length(value: str | int | None) -> int | None:
 
     if value is None:
         return None
-    length = parse_length(str(value))
+    length = parse_length(str(value), "--parity-length")
     if length < 2:
         raise InputError(f"--parity-length {value}: the parity sequence needs at least 2 tokens")
     return length
@@ -113,7 +128,7 @@ def prepare_verify(
     from yarn_cli.runtimes.base import load_engine, pick_device
 
     request = VerifyRequest.build(request, **options)
-    path = _model_path(model, request.engine, notify)
+    path = _model_path(model, request, notify)
     checked = _options(request)
     check_original_context(request.original_context)
     report_folder = _report_folder(request.report, path, request.card, request.base_model)
@@ -149,7 +164,7 @@ def _options(request: VerifyRequest) -> protocol.VerifyOptions:
         raise InputError("--tasks none leaves nothing to run: add --lm-eval TASKS, or use --parity-only")
     return protocol.VerifyOptions(
         lengths=_lengths(r.lengths),
-        max_length=parse_length(str(r.max_length)) if r.max_length else None,
+        max_length=parse_length(str(r.max_length), "--max-length") if r.max_length else None,
         depths=verify_plan.parse_depths(r.depths if isinstance(r.depths, str) else ",".join(map(str, r.depths))),
         samples=r.samples,
         seed=r.seed,

@@ -273,8 +273,14 @@ def _report(
     judgements = [r.judgement for r in results if r.judgement]
     facts = engine.facts
     if prepared.tasks:
+        separated = [r.separated for r in results if r.separated is not None]
         result = verify_plan.verdict(
-            prepared.lengths, [s["length"] for s in prepared.skipped], facts.original_context, facts.target_context, judgements
+            prepared.lengths,
+            [s["length"] for s in prepared.skipped],
+            facts.original_context,
+            facts.target_context,
+            judgements,
+            verify_plan.merged_separation(separated) if separated else None,
         )
     else:
         result = verify_plan.judged(judgements, "lm-eval ran")

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.core.verify.plan import Judgement
+
+if TYPE_CHECKING:
+    from yarn_cli.usecases.verify.protocol import VerifyOptions
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Context:
     bos: list[int]
     text_ids: list[int]
     original_context: int
-    options: Any  # protocol.VerifyOptions
+    options: VerifyOptions
     variants: list[str]  # names, in run order; the first is judged, against the second
     text: str = ""  # the text (--text) ``text_ids`` tokenize: essay haystacks are cut from its words
     lengths: list[int] = field(default_factory=list)  # every length the run plans (a task may run once, at the longest)
@@ -95,6 +98,7 @@ class TaskResult:
     columns: list[Column]
     judgement: Judgement | None
     notes: list[str] = field(default_factory=list)
+    separated: dict[int, bool] | None = None  # core.verify.plan.separation: where this task told the variants apart
 
 
 def by_variant_and_length(cells: list[Cell], reduce: Callable[[list[Cell]], float | None]) -> dict[str, dict[int, float]]:

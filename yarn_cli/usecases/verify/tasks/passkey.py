@@ -60,9 +60,9 @@ class PasskeyTask:
         ]
         minimum = context.options.min_accuracy
         column = Column("passkey", lambda v, n: accuracy.get(v, {}).get(n), lambda x: f"{x:.0%}", lambda x: x >= minimum)
-        return TaskResult(
-            {"passkey": entries, "accuracy": keyed(accuracy, context.variants)}, [column], judge(accuracy.get(context.variants[0], {}), minimum)
-        )
+        judged, baseline = (accuracy.get(v, {}) for v in (context.variants + [""])[:2])
+        told = verify_plan.separation(judged, baseline, context.original_context, lambda ours, base: ours >= minimum > base)
+        return TaskResult({"passkey": entries, "accuracy": keyed(accuracy, context.variants)}, [column], judge(judged, minimum), separated=told)
 
 
 def judge(accuracy: dict[int, float], minimum: float) -> Judgement | None:

@@ -79,7 +79,11 @@ class PerplexityTask:
                 **{m: keyed(curves[m], context.variants) for m in METHODS},
             },
         }
-        return TaskResult(report, [column], judgement, notes)
+        margin = context.options.ppl_margin
+        told = verify_plan.separation(
+            table.get(judged, {}), table.get(against or "", {}), context.original_context, lambda ours, base: base > ours * (1 + margin)
+        )
+        return TaskResult(report, [column], judgement, notes, told)
 
 
 def first_nonfinite(cells: list[Cell]) -> list[int]:

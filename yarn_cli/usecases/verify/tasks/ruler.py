@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.core.verify import ruler
 from yarn_cli.core.verify.plan import Judgement
 from yarn_cli.core.verify.ruler import build, niah
@@ -82,7 +83,9 @@ class RulerSuite:
                 "effective_length": effective,
             }
         }
-        return TaskResult(report, _columns(names, scores, average, threshold), _judge(effective, context, threshold))
+        judged, baseline = (average.get(v, {}) for v in (context.variants + [""])[:2])
+        told = verify_plan.separation(judged, baseline, context.original_context, lambda ours, base: ours >= threshold > base)
+        return TaskResult(report, _columns(names, scores, average, threshold), _judge(effective, context, threshold), separated=told)
 
 
 class _Encoder:
