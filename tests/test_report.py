@@ -4,6 +4,7 @@ and the one-pass perplexity curve."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -160,6 +161,42 @@ def test_the_report_renders_in_chromium_without_a_network_request(reported, tmp_
     assert requests == {"https://fonts.example.invalid/a.css", "http://example.invalid/x.png"}
 
 
+def test_the_report_opens_with_its_provenance(reported, tiny_x4, tmp_path):
+    """Version, date, command, the checkpoint's hash, engine and device, seed and samples: at the top of the page and
+    in the JSON. The hash follows the weights' bytes and ignores the card verify writes beside them."""
+    import shutil as files
+
+    from yarn_cli import __version__
+    from yarn_cli.io.digest import checkpoint_digest
+
+    folder, report, _ = reported
+    given = report["provenance"]
+    assert given["yarn_cli"] == __version__ and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", given["date"])
+    assert given["command"] is None and given["seed"] == 0 and given["samples_per_cell"] == 2
+    assert (given["engine"], given["device"]) == ("native", "cpu") and given["checkpoint"]["covers"] == "every byte"
+    assert given["checkpoint"]["sha256"] == checkpoint_digest(tiny_x4)["sha256"]
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert page.index("sha256") < page.index("RoPE configuration") and given["checkpoint"]["sha256"] in page
+    assert "(Python API)" in page and "seed, samples per cell" in page
+    copy = tmp_path / "copy"
+    files.copytree(tiny_x4, copy)
+    (copy / "README.md").write_text("a card")
+    assert checkpoint_digest(copy)["sha256"] == given["checkpoint"]["sha256"]
+    weights = next(copy.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert checkpoint_digest(copy)["sha256"] != given["checkpoint"]["sha256"]
+
+
+def test_the_command_line_keeps_no_credential():
+    from yarn_cli.cli.output import command_line
+
+    line = command_line(["/usr/bin/yarn-cli", "verify", "m.gguf", "--lm-eval-args", "api_key=sk-1,base_url=http://h", "--hf-token", "hf_x"])
+    assert "sk-1" not in line and "hf_x" not in line and "api_key=***" in line and "base_url=http://h" in line
+    assert line.startswith("yarn-cli verify m.gguf") and command_line(["yarn", "tune", "--passkeys", "4"]).endswith("--passkeys 4")
+
+
 def test_yarn_report_puts_runs_side_by_side(reported, tmp_path, capsys):
     folder, report, _ = reported
     other = dict(report, verdict={"ok": True, "reason": "a second run"})
@@ -169,9 +206,62 @@ def test_yarn_report_puts_runs_side_by_side(reported, tmp_path, capsys):
     assert code == 0, err
     written = json.loads(out)
     page = (tmp_path / "both" / "report.html").read_text(encoding="utf-8")
-    assert page.count('<div class="run">') == 2 and "a second run" in page and "report vs second" in page
+    assert page.count('<div class="run">') == 2 and "a second run" in page
+    # runs are titled by the checkpoint and the judged variant, not by the folder or file they were read from
+    label = report["variants"][0]["label"]
+    assert f"<title>x4: {label} vs x4: {label}</title>" in page.replace("&#x27;", "'")
     assert (tmp_path / "both" / "run1" / "report.json").exists() and (tmp_path / "both" / "run2" / "heatmap-passkey-extended.png").exists()
     assert len(written["pictures"]) == 16
+
+
+# Measures the laid-out page: each run's box, and whether anything inside a run shows beyond it (a descendant
+# wider than its run, in a run that does not clip). The answer goes into the DOM, which --dump-dom prints.
+_LAYOUT_PROBE = """<script>
+addEventListener("load", () => {
+  const runs = [...document.querySelectorAll(".run")].map(run => {
+    const box = run.getBoundingClientRect();
+    const clips = getComputedStyle(run).overflowX !== "visible";
+    const spill = Math.max(0, ...[...run.querySelectorAll("*")].map(e => e.getBoundingClientRect().right - box.right));
+    return {left: box.left, right: box.right, clips: clips, spill: spill};
+  });
+  const out = document.createElement("pre"); out.id = "layout"; out.textContent = JSON.stringify(runs);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _layout(browser: str, page: Path, work: Path, width: int) -> list[dict]:
+    probe = work / f"probe-{width}.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={work / 'profile'}",
+         f"--window-size={width},1000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    found = re.search(r'<pre id="layout">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_runs_side_by_side_do_not_overlap(reported, tmp_path, capsys, width):
+    """Two runs in `yarn report`, at a laptop's and a desktop's width: the columns do not intersect, and nothing in
+    one shows over the other (a wide table scrolls inside its own column). The probe can fail: with clipping
+    switched off, the runs' tables spill."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    folder, _, _ = reported
+    both = tmp_path / "both"
+    assert run(["report", str(folder), str(folder), "-o", str(both)], capsys)[0] == 0
+    (tmp_path / "work").mkdir()
+    first, second = _layout(browser, both / "report.html", tmp_path / "work", width)
+    assert first["right"] <= second["left"] and second["right"] <= width
+    assert all(r["clips"] or r["spill"] <= 0.5 for r in (first, second)), (first, second)
+    unclipped = both / "unclipped.html"
+    unclipped.write_text((both / "report.html").read_text(encoding="utf-8").replace("overflow-x:auto", "overflow-x:visible"))
+    narrow = _layout(browser, unclipped, tmp_path / "work", 900)
+    assert any(not r["clips"] and r["spill"] > 0.5 for r in narrow), narrow
 
 
 def test_report_refuses_bad_input_in_one_line_and_writes_nothing(tiny_x4, tmp_path, capsys):

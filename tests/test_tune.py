@@ -14,6 +14,7 @@ import pytest
 
 from yarn_cli.cli.app import main
 from yarn_cli.core.rope.scalars import get_mscale
+from yarn_cli.core.tune import fit as tune_fit
 from yarn_cli.core.tune import plan as tune_plan
 from yarn_cli.errors import InputError
 
@@ -55,7 +56,7 @@ def test_search_finds_the_minimum_of_a_smooth_function_and_widens_the_grid():
 def test_fit_equals_numpy_least_squares_with_its_standard_errors():
     np = pytest.importorskip("numpy")
     points = [(2.0, 1.05), (4.0, 1.16), (8.0, 1.19), (16.0, 1.30)]
-    fit = tune_plan.fit_log(points)
+    fit = tune_fit.fit_log(points)
     x = np.log([s for s, _ in points])
     y = np.array([m for _, m in points])
     (a, b), cov = np.polyfit(x, y, 1, cov="unscaled")
@@ -63,7 +64,7 @@ def test_fit_equals_numpy_least_squares_with_its_standard_errors():
     assert fit.a == pytest.approx(a, rel=1e-12) and fit.b == pytest.approx(b, rel=1e-12)
     assert fit.a_stderr == pytest.approx(math.sqrt(cov[0, 0] * residual), rel=1e-9)
     assert fit.b_stderr == pytest.approx(math.sqrt(cov[1, 1] * residual), rel=1e-9)
-    assert tune_plan.fit_log(points[:2]).a_stderr is None  # two points: a line, no uncertainty
+    assert tune_fit.fit_log(points[:2]).a_stderr is None  # two points: a line, no uncertainty
 
 
 def test_the_beta_search_moves_beta_fast_then_beta_slow_and_keeps_slow_below_fast():
@@ -83,7 +84,7 @@ def test_the_beta_search_moves_beta_fast_then_beta_slow_and_keeps_slow_below_fas
 @pytest.mark.parametrize("bad", ["1.2", "2", "a,b", "0.5,2", "2,inf"])
 def test_fit_scales_are_checked(bad):
     with pytest.raises(InputError):
-        tune_plan.parse_scales(bad)
+        tune_fit.parse_scales(bad)
 
 
 def test_one_pass_gives_every_length_as_separate_passes_do(trained_tiny):
@@ -252,10 +253,38 @@ def test_to_searches_the_factor_too_and_the_budget_stops_early(trained_tiny):
     result = tune(
         trained_tiny["model"], to="768", text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256, device="cpu", refinements=0, budget=1e-6
     )
-    assert result.stopped_early and len(result.candidates) == 1 and result.decision.chosen is not None
-    assert "--budget reached after 1 candidate(s)" in " ".join(result.notes)
+    # a budget too small for anything still measures the paper's m at s = N/L (what extend writes) and m = 1.0,
+    # announced before the search, and chooses among them: never worse than the paper's default
+    assert result.stopped_early and result.decision.chosen is not None
+    paper = tune_plan.get_mscale(3.0)
+    assert [(c.scale, c.m) for c in result.candidates] == [(3.0, pytest.approx(paper, abs=1e-6)), (3.0, 1.0)]
+    notes = " ".join(result.notes)
+    assert "--budget reached after 2 candidate(s)" in notes and "the paper's m and m = 1.0 are measured whatever the budget" in notes
+    assert result.decision.chosen.long_ppl <= result.candidates[0].long_ppl
     full = tune(trained_tiny["model"], to="768", text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256, device="cpu", refinements=0)
     assert sorted({c.scale for c in full.candidates}) == [3.0, 4.5, 6.0]  # N/L (Qwen's advice), and larger
+
+
+def test_the_budget_stops_before_a_candidate_that_would_overrun_it(trained_tiny, monkeypatch):
+    """On a clock where every pass costs 10 s, a 45 s budget holds the reference and three candidates (the next one
+    would end at 50 s): the search stops within the budget, not one candidate past it."""
+    from yarn_cli.native.engine import NativeEngine
+    from yarn_cli.usecases import tune as tune_usecase
+
+    clock = [0.0]
+    score = NativeEngine.score
+
+    def timed_score(self, *args, **kwargs):
+        clock[0] += 10.0
+        return score(self, *args, **kwargs)
+
+    monkeypatch.setattr(NativeEngine, "score", timed_score)
+    monkeypatch.setattr(tune_usecase.time, "perf_counter", lambda: clock[0])
+    result = tune_usecase.tune(
+        trained_tiny["model"], scale=3, text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256, device="cpu", budget=0.75
+    )
+    assert result.stopped_early and len(result.candidates) == 3 and clock[0] == 40.0
+    assert result.candidates[0].m == pytest.approx(tune_plan.get_mscale(3.0), abs=1e-6) and result.candidates[1].m == 1.0
 
 
 def test_fit_and_plot(trained_tiny, tmp_path, capsys):

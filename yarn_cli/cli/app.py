@@ -154,7 +154,7 @@ def verify(
     ppl_margin: float = typer.Option(VERIFY.ppl_margin, "--ppl-margin", help="Allowed relative perplexity rise over the baseline at the original length."),
     original_context: int | None = typer.Option(None, "--original-context", help="Override the trained length L."),
     parity: bool = typer.Option(VERIFY.parity, "--parity/--no-parity", help="First check that the engine computes the declared RoPE exactly, and name the fault if not."),
-    parity_only: bool = typer.Option(VERIFY.parity_only, "--parity-only", help="Run only the parity check (seconds on small models)."),
+    parity_only: bool = typer.Option(VERIFY.parity_only, "--parity-only", help="Run only the parity check: one forward pass per fault hypothesis (about a minute for a 135M model on a CPU)."),
     parity_length: str | None = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
     tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks: passkey, perplexity, RULER's niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, fwe, ruler (all of them), or none (default: passkey,perplexity,niah_single_1)."),
     variants: str | None = typer.Option(None, "--variants", help="RoPE variants to compare, the first judged against the second: extended, baseline, paper (m = 0.1 ln s + 1), m=X (default: extended,baseline)."),

@@ -10,13 +10,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.padding import Padding
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from yarn_cli.cli.output import print_json
+from yarn_cli.cli.output import command_line, print_json
 from yarn_cli.cli.render import esc, human_bytes
 from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.core.verify.options import VerifyRequest
+from yarn_cli.errors import EngineCrashed
 
 
 def run(console: Console, err_console: Console, as_json: bool, model: str | None, request: VerifyRequest, notify: Callable[[str], None]) -> int:
@@ -26,11 +27,14 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
     what = f"{esc(Path(str(model)).name) if model else 'the built-in default model'} ({esc(request.engine)} engine)"
     with err_console.status(f"loading {what}", spinner="dots") if not as_json else contextlib.nullcontext():
         prepared = prepare_verify(model, request, notify=notify)
+    prepared.command = command_line()
     progress = Progress(
         TextColumn("verifying"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         TextColumn("{task.description}"),
         console=err_console,
         transient=True,
@@ -44,7 +48,9 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
         print_json(report.to_json())
     else:
         render(console, report.to_json(), report.columns, prepared.path)
-    return 0 if report.ok else 1
+    if report.ok:
+        return 0
+    return EngineCrashed.exit_code if report.to_json().get("engine_crash") else 1
 
 
 SHORT = {"extended": "ext", "baseline": "base"}

@@ -15,9 +15,9 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;colo
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.4em}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#0a7f55;font-weight:bold}.fail{color:#c8102e;font-weight:bold}.not-shown{color:#9a6700;font-weight:bold}
-.runs{display:flex;gap:2em;align-items:flex-start}.run{flex:1;min-width:0}img{max-width:100%;height:auto}
+.runs{display:flex;gap:2em;align-items:flex-start}.run{flex:1;min-width:0;overflow-x:auto}img{max-width:100%;height:auto}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:.5em}figure{margin:.5em 0}
-figcaption{font-size:.9em;color:#555}.note{color:#8a6d00}
+figcaption{font-size:.9em;color:#555}.note{color:#8a6d00}.prov td{word-break:break-all;font-size:.9em}
 """
 
 
@@ -66,9 +66,38 @@ def _effective(report: dict[str, Any]) -> str:
     )
 
 
+# How the variants table shows each number: rounded for reading (the JSON beside the page keeps every digit).
+_VARIANT_FORMATS = {"theta": ",.6g", "factor": "g", "original_context": ",", "attention_factor": ".4f", "effective_m": ".4f"}
+
+
+def _shown(key: str, value: Any) -> Any:
+    form = _VARIANT_FORMATS.get(key, "g")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, form)
+    return "-" if value is None else value
+
+
+def _provenance(report: dict[str, Any]) -> str:
+    """Who ran what, on which bytes: at the top, so a reader can trust or repeat the run."""
+    given = report.get("provenance")
+    if not given:
+        return "<p class=note>No provenance: this report was written before verify recorded one.</p>"
+    checkpoint = given.get("checkpoint") or {}
+    rows = [
+        ["yarn_cli", given.get("yarn_cli")],
+        ["date (UTC)", given.get("date")],
+        ["command", given.get("command") or "(Python API)"],
+        ["checkpoint", f"{checkpoint.get('name')}, {checkpoint.get('bytes', 0):,} bytes in {checkpoint.get('files')} file(s)"],
+        ["sha256", f"{checkpoint.get('sha256')} ({checkpoint.get('covers')})"],
+        ["engine, device", f"{given.get('engine')} on {given.get('device')}"],
+        ["seed, samples per cell", f"{given.get('seed')}, {given.get('samples_per_cell')}"],
+    ]
+    return "<table class=prov>" + "".join(f"<tr><th class=l>{esc(k)}</th><td class=l>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
 def _variants(report: dict[str, Any]) -> str:
     keys = ["kind", "label", "theta", "factor", "original_context", "attention_factor", "effective_m", "beta_fast", "beta_slow"]
-    rows = [[v["name"]] + [v.get(k, "-") for k in keys] for v in report["variants"]]
+    rows = [[v["name"]] + [_shown(k, v.get(k)) for k in keys] for v in report["variants"]]
     return "<h2>RoPE configuration: what differs between the variants</h2>" + _table(["variant"] + keys, rows, left=3)
 
 
@@ -86,6 +115,7 @@ def run_section(report: dict[str, Any], name: str, folder: Path, pictures: list[
         f"<p>{esc(report['scaling'])}, trained {report['original_context']:,} &rarr; {report['target_context']:,}; "
         f"{esc(report['engine'])} engine on {esc(report['device'])}</p>",
         f"<p class={word.lower().replace(' ', '-')}>{word}: {esc(verdict['reason'])}</p>",
+        _provenance(report),
     ]
     if report.get("parity"):
         parts.append(f"<p>{esc(report['parity']['line'])}</p>")

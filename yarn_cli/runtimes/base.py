@@ -151,7 +151,8 @@ def pick_device(requested: str) -> str:
 def load_engine(name: str, path, device: str, original_context: int | None, max_length: int, options: dict | None = None) -> Engine:
     """Import and build the engine ``name`` (engines are imported only when asked for: each pulls its runtime).
 
-    ``options`` go to engines that take them (vllm); the others refuse any set away from its default."""
+    ``options`` go to engines that take them (vllm); the others refuse any set away from its default. An engine
+    class marked ``isolated`` (llama.cpp) runs in a child process, so its native crash is reported in words."""
     import importlib
 
     from yarn_cli.errors import InputError
@@ -161,6 +162,10 @@ def load_engine(name: str, path, device: str, original_context: int | None, max_
     module, cls = ENGINES[name]
     engine_class = getattr(importlib.import_module(module), cls)
     given = {k: v for k, v in (options or {}).items() if v != ENGINE_OPTION_DEFAULTS.get(k)}
+    if getattr(engine_class, "isolated", False) and not given:
+        from yarn_cli.runtimes.isolated import IsolatedEngine
+
+        return IsolatedEngine(name, module, cls, path, device, original_context, max_length)
     if getattr(engine_class, "takes_options", False):
         return engine_class(path, device, original_context, max_length=max_length, options=EngineOptions.of(given))
     if given:

@@ -25,6 +25,7 @@ N_BATCH = 512
 
 class LlamaCppEngine:
     name = implementation = "llama.cpp"
+    isolated = True  # load_engine runs it in a child process (runtimes/isolated.py): a native crash is reported, not fatal
 
     def __init__(self, model: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None):
         try:

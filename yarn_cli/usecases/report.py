@@ -51,6 +51,14 @@ def write(reports: list[tuple[str, dict[str, Any]]], folder: Path) -> ReportResu
     return ReportResult(folder, folder / "report.html", written)
 
 
+def run_title(report: dict[str, Any], fallback: str) -> str:
+    """A run's title: the checkpoint tested and the variant judged (``fallback``: reports without provenance)."""
+    checkpoint = (report.get("provenance") or {}).get("checkpoint") or {}
+    variants = report.get("variants") or [{}]
+    judged = variants[0].get("label") or variants[0].get("name") or ""
+    return f"{checkpoint.get('name') or fallback}: {judged}" if judged else str(checkpoint.get("name") or fallback)
+
+
 def load(path: Path) -> tuple[str, dict[str, Any]]:
     """A verify --json file (or a report folder's report.json), checked to be one."""
     path = Path(path).expanduser()
@@ -64,7 +72,7 @@ def load(path: Path) -> tuple[str, dict[str, Any]]:
         raise FormatError(f"{path}: not JSON ({exc}); give the output of yarn verify --json") from exc
     if not isinstance(data, dict) or not {"variants", "verdict", "scaling"} <= set(data) or "lengths" not in data:
         raise FormatError(f"{path}: not a verify report (no variants, verdict or lengths); give the output of yarn verify --json")
-    return path.parent.name if path.name == "report.json" else path.stem, data
+    return run_title(data, path.parent.name if path.name == "report.json" else path.stem), data
 
 
 def compare(paths: list[Path], folder: Path) -> ReportResult:

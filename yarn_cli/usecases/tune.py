@@ -22,8 +22,10 @@ from yarn_cli.core.rope import variants
 from yarn_cli.core.rope.scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT, get_mscale
 from yarn_cli.core.tune import plan as tune_plan
 from yarn_cli.core.tune import probe as tune_probe
+from yarn_cli.core.tune.budget import Budget
+from yarn_cli.core.tune.fit import LogFit, fit_log, parse_scales
 from yarn_cli.core.tune.options import TuneRequest
-from yarn_cli.core.tune.plan import Decision, Lengths, LogFit, Measure, Objective
+from yarn_cli.core.tune.plan import Decision, Lengths, Measure, Objective
 from yarn_cli.errors import InputError
 from yarn_cli.usecases.models import Notify, resolve_local_model
 
@@ -131,7 +133,7 @@ def tune(
     checked = _options(trained, r, goal)
     loaded = load_engine(r.engine, path, pick_device(r.device), r.original_context, checked.lengths.long + 8)
     try:
-        result = Session(loaded, checked, source_text, progress).run(str(path), r.engine)
+        result = Session(loaded, checked, source_text, progress, notify).run(str(path), r.engine)
     finally:
         loaded.close()
     _finish(result, write, r.plot, r.force)
@@ -200,7 +202,7 @@ def _check_plot(path: Path, force: bool, model: Path) -> None:
 
 def _options(original: int, r: TuneRequest, goal: Objective) -> TuneOptions:
     if r.fit:
-        scales = tune_plan.parse_scales(r.fit_scales)
+        scales = parse_scales(r.fit_scales)
         target = length_math.target_length(original, max(scales))
     else:
         # the one scale rule every verb applies (checks, --to parsing), then tune's own candidates for --to
@@ -249,12 +251,11 @@ def _writer(path: Path, out: str | Path, r: TuneRequest):
 class Session:
     """One tune: the documents and their probes built once, the reference measured once, then the search."""
 
-    def __init__(self, engine: Any, options: TuneOptions, text: str, progress: Progress | None) -> None:
-        self.engine, self.options, self.progress = engine, options, progress
+    def __init__(self, engine: Any, options: TuneOptions, text: str, progress: Progress | None, notify: Notify | None = None) -> None:
+        self.engine, self.options, self.progress, self.notify = engine, options, progress, notify
         self.spec = engine.facts.rope
         self.baked = engine.facts.baked_attention_factor
-        self.started = time.perf_counter()
-        self.stopped = False
+        self.budget = Budget(options.budget_seconds, time.perf_counter())
         self.done = 0
         betas = len(tune_plan.BETA_FAST_STEPS) + len(tune_plan.BETA_SLOW_STEPS) if options.search_betas else 0
         self.expected = 1 + len(options.scales) * (tune_plan.GRID_POINTS + options.refinements + betas)
@@ -291,11 +292,14 @@ class Session:
         return docs
 
     def _over_budget(self) -> bool:
-        budget = self.options.budget_seconds
-        # the reference and at least one candidate always run, so there is something to decide on
-        if budget is not None and self.done > 1 and time.perf_counter() - self.started > budget:
-            self.stopped = True
-        return self.stopped
+        return self.budget.over(time.perf_counter())
+
+    def _announce_budget(self, reference: Measure) -> None:
+        line = self.budget.plan(reference.seconds, self.reach(None), self.reach(self.options.scales[0]), time.perf_counter(), self.expected - 1)
+        if line:
+            self.notes.append(line)
+            if self.notify:
+                self.notify(line)
 
     def measure(self, variant: variants.RopeVariant, scale: float | None, m: float | None, betas: tuple[float, float] | None = None) -> Measure:
         """One pass per document, up to ``reach(scale)``."""
@@ -352,6 +356,7 @@ class Session:
     ) -> float:
         betas_used = betas or (self.options.beta_fast, self.options.beta_slow)
         here.append(self.measure(self.candidate(scale, m, betas), scale, m, betas_used))
+        self.budget.timed.append(here[-1].seconds)
         return goal.value(here[-1], reference)
 
     def run(self, model: str, engine_name: str) -> TuneResult:
@@ -360,15 +365,18 @@ class Session:
         if refusal:
             raise InputError(f"--engine {engine_name} cannot run the YaRN candidates: {refusal}")
         reference = self.measure(variants.baseline(self.spec, self.baked), None, None)
+        self._announce_budget(reference)
         goal = Objective("long") if options.fit else options.objective
         measured: list[Measure] = []
         best_by_scale: dict[float, Measure] = {}
-        for scale in options.scales:
-            if self.stopped:
+        for index, scale in enumerate(options.scales):
+            if self.budget.stopped:
                 break
             here: list[Measure] = []
-            tune_plan.search_m(partial(self.evaluate, goal, reference, here, scale), scale, options.refinements, self._over_budget)
-            if options.search_betas and here and not self.stopped:
+            # the first s (what `extend` would write: --scale, or N/L) always gets the paper's m and 1.0
+            required = 2 if index == 0 else 0
+            tune_plan.search_m(partial(self.evaluate, goal, reference, here, scale), scale, options.refinements, self._over_budget, required)
+            if options.search_betas and here and not self.budget.stopped:
                 best = min(here, key=lambda c: goal.value(c, reference))
                 tune_plan.search_betas(
                     partial(self.evaluate, goal, reference, here, scale, best.m), best.betas, goal.value(best, reference), self._over_budget
@@ -377,13 +385,13 @@ class Session:
             if here:
                 best_by_scale[scale] = min(here, key=lambda c: goal.value(c, reference))
         result = TuneResult(
-            model, engine_name, options, reference, measured, None, best_by_scale=best_by_scale, stopped_early=self.stopped, notes=self.notes
+            model, engine_name, options, reference, measured, None, best_by_scale=best_by_scale, stopped_early=self.budget.stopped, notes=self.notes
         )
-        if self.stopped:
+        if self.budget.stopped:
             self.notes.append(f"--budget reached after {len(measured)} candidate(s): the best so far is reported")
         if options.fit:
             points = [(s, m.m) for s, m in best_by_scale.items()]
-            result.fit = tune_plan.fit_log(points) if len(points) >= 2 else None
+            result.fit = fit_log(points) if len(points) >= 2 else None
         else:
             result.decision = tune_plan.choose(measured, reference, options.objective)
         return result

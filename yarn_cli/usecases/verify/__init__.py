@@ -45,12 +45,32 @@ class VerifyRun:
     report_folder: Path | None = None  # --report DIR: written after the run
     card: bool = False  # --card: the model card next to the checkpoint, after the run
     base_model: str | None = None  # --base-model: the card's base_model
+    load_seconds: float = 0.0
+    command: str | None = None  # the command line that asked for the run (the CLI sets it), for the provenance
+
+    def _provenance(self, report: dict[str, Any]) -> dict[str, Any]:
+        """What a reader of the report needs to trust or repeat it."""
+        import datetime
+        import platform
+
+        from yarn_cli import __version__
+        from yarn_cli.io.digest import checkpoint_digest
+
+        return {
+            "yarn_cli": __version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": self.command,
+            "checkpoint": checkpoint_digest(self.path),
+            "engine": report.get("engine"),
+            "device": report.get("device"),
+            "seed": self.options.seed,
+            "samples_per_cell": self.options.samples,
+            "python": platform.python_version(),
+        }
 
     @property
     def total_steps(self) -> int:
         return self.prepared.total_steps(self.options)
-
-    load_seconds: float = 0.0
 
     def run(self, progress: Callable[[int], None] | None = None, describe: Callable[[str], None] | None = None) -> VerifyReport:
         """Run the protocol; ``progress`` hears each finished step, ``describe`` which cell runs next."""
@@ -59,11 +79,12 @@ class VerifyRun:
         finally:
             self.engine.close()  # engines with worker processes (vLLM) stop them now, not in interpreter teardown
         report["timings"] = {"load_seconds": self.load_seconds, **report["timings"]}
+        report["provenance"] = self._provenance(report)
         written = {}
         if self.report_folder is not None:
             from yarn_cli.usecases import report as reports
 
-            written["report"] = str(reports.write([(self.path.name, report)], self.report_folder).html)
+            written["report"] = str(reports.write([(reports.run_title(report, self.path.name), report)], self.report_folder).html)
         if self.card:
             from yarn_cli.usecases import card
 

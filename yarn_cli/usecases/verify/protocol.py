@@ -15,7 +15,7 @@ from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.core.verify import heatmap
 from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.core.verify.options import VERIFY
-from yarn_cli.errors import InputError, UnsupportedError
+from yarn_cli.errors import EngineCrashed, InputError, UnsupportedError
 from yarn_cli.usecases.verify import parity_check, tasks
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult
 
@@ -178,8 +178,14 @@ def run(
     prepared = prepared or prepare(engine, options)
     notes = list(prepared.notes)
     started = time.perf_counter()
-    checked = parity_check.run(engine, prepared.parity, options, notes, advance) if prepared.parity else None
+    crash: EngineCrashed | None = None
+    try:
+        checked = parity_check.run(engine, prepared.parity, options, notes, advance) if prepared.parity else None
+    except EngineCrashed as exc:
+        checked, crash = None, exc
     timings = {"parity_seconds": time.perf_counter() - started}
+    if crash is not None:
+        return _crashed(engine, prepared, {task.name: [] for task in prepared.tasks}, notes, crash, timings)
     if options.parity_only:
         return {
             **_header(engine, prepared),
@@ -189,8 +195,10 @@ def run(
             "timings": _timings(engine, timings),
         }, []
     started = time.perf_counter()
-    cells = _cells(engine, prepared, advance, describe)
+    cells, crash = _cells(engine, prepared, advance, describe)
     timings["protocol_seconds"] = time.perf_counter() - started
+    if crash is not None:
+        return _crashed(engine, prepared, cells, notes, crash, timings, checked)
     extra = []
     if options.lm_eval is not None:
         from yarn_cli.usecases.verify import lm_eval_suite
@@ -206,19 +214,35 @@ def run(
     return report, columns
 
 
-def _cells(engine: Any, prepared: Prepared, advance, describe) -> dict[str, list[Cell]]:
+def _crashed(
+    engine: Any, prepared: Prepared, cells: dict[str, list[Cell]], notes: list[str], crash: EngineCrashed, timings: dict, checked: Any = None
+) -> tuple[dict[str, Any], list[Column]]:
+    """The report of a run whose engine died: every cell measured before, and a FAIL that says what happened."""
+    report, columns = _report(engine, prepared, cells, notes, [])
+    report["parity"] = checked.to_json() if checked else None
+    report["timings"] = _timings(engine, timings)
+    report["engine_crash"] = str(crash)
+    report["verdict"] = verify_plan.Verdict(False, str(crash)).to_json()
+    return report, columns
+
+
+def _cells(engine: Any, prepared: Prepared, advance, describe) -> tuple[dict[str, list[Cell]], EngineCrashed | None]:
     """Each task's cells (a cell names the task it scores: RULER's suite names its own tasks), variant by
-    variant (an engine that holds one model at a time switches once), then task by task."""
+    variant (an engine that holds one model at a time switches once), then task by task. An engine that crashes
+    ends the loop; the cells measured before are kept, with the crash."""
     cells: dict[str, list[Cell]] = {task.name: [] for task in prepared.tasks}
     for variant in prepared.variants:
         for task in prepared.tasks:
             for job in prepared.jobs[task.name]:
                 if describe:
                     describe(job.describe(variant.name))
-                cells[task.name].append(task.run(engine, variant, job))
+                try:
+                    cells[task.name].append(task.run(engine, variant, job))
+                except EngineCrashed as exc:
+                    return cells, exc
                 if advance:
                     advance(1)
-    return cells
+    return cells, None
 
 
 def _header(engine: Any, prepared: Prepared) -> dict[str, Any]:
