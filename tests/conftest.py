@@ -25,6 +25,8 @@ ALLOWED_SKIPS = {
 INTEGRATION_MODULES = {
     "test_vllm",
     "test_converted_families",
+    "test_gemma3_native",
+    "test_engine_crash",
     "test_freq_factors",
     "test_lm_eval",
     "test_report",

@@ -23,8 +23,8 @@ def test_registry_loads_and_every_model_type_has_a_tiny_model():
         if arch.tensors:
             for model_type in arch.model_types:
                 assert model_type in TINY or model_type in MULTIMODAL | NO_TRANSFORMERS_CLASS, f"no tiny test model for {model_type}"
-    assert architectures.native_model_types() == ["llama", "mistral", "qwen2", "qwen3"]
-    assert architectures.native_gguf_architectures() == ["llama", "qwen2", "qwen3"]
+    assert architectures.native_model_types() == ["gemma3", "gemma3_text", "llama", "mistral", "qwen2", "qwen3"]
+    assert architectures.native_gguf_architectures() == ["gemma3", "llama", "qwen2", "qwen3"]
 
 
 GOOD = {

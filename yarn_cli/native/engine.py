@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from yarn_cli.core.extend import hf_plan
+from yarn_cli.core.rope import variants
 from yarn_cli.core.rope.spec import scaling_label
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.native import weights
@@ -52,13 +53,17 @@ class NativeEngine:
             baked_attention_factor=baked,
         )
         self._models: dict[tuple, NativeModel] = {}
+        self._local = None
+        if self.spec.local_rope is not None:  # sliding layers: their own base, unscaled, the same under every variant
+            local = variants.declared(self.spec.local_rope)
+            self._local = Rope(torch.tensor(local.inv_freq, dtype=torch.float32), local.attention_factor)
 
     def model(self, variant: RopeVariant) -> NativeModel:
         """The forward pass under ``variant``: shares the weights with every other variant."""
         key = (variant.inv_freq, variant.attention_factor)
         if key not in self._models:
             rope = Rope(torch.tensor(variant.inv_freq, dtype=torch.float32), variant.attention_factor)
-            self._models[key] = NativeModel(self.spec, self.weights, rope, self.device, self.dtype)
+            self._models[key] = NativeModel(self.spec, self.weights, rope, self.device, self.dtype, self._local)
         return self._models[key]
 
     def unsupported(self, variant: RopeVariant) -> str | None:

@@ -1,4 +1,6 @@
-"""The native forward pass: a compact llama-family model (llama, mistral, qwen2 biases, qwen3 qk-norm; GQA) for verify.
+"""The native forward pass: a compact llama-family model (llama, mistral, qwen2 biases, qwen3 qk-norm; GQA) for verify,
+and Gemma 3 (sandwich norms that multiply by 1 + w, GeGLU, scaled embeddings, its own q·k scale, and sliding-window
+layers with their own unscaled RoPE).
 
 RoPE frequencies and the attention factor come from our math core, so the model runs exactly the
 scaling the checkpoint declares (or none, for the baseline). Attention goes through
@@ -26,23 +28,36 @@ class Rope:
 
 
 class NativeModel:
-    def __init__(self, spec: NativeSpec, weights: dict[str, torch.Tensor], rope: Rope, device: str, dtype: torch.dtype):
-        self.spec, self.w, self.rope, self.device, self.dtype = spec, weights, rope, device, dtype
-        self._cos = self._sin = None
+    def __init__(self, spec: NativeSpec, weights: dict[str, torch.Tensor], rope: Rope, device: str, dtype: torch.dtype, local: Rope | None = None):
+        self.spec, self.w, self.device, self.dtype = spec, weights, device, dtype
+        self.ropes = {"global": rope, "local": local or rope}  # sliding layers keep their own RoPE, whatever the variant
+        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.sliding = frozenset(spec.attention.sliding_layers) if spec.attention else frozenset()
         self.last_prefill_seconds = self.last_decode_seconds = 0.0
         self.last_decode_steps = 0
         self.last_greedy: list[bool] = []
 
+    @property
+    def rope(self) -> Rope:
+        return self.ropes["global"]
+
+    @rope.setter
+    def rope(self, rope: Rope) -> None:
+        """Another global RoPE (the parity tests inject faults so); its cos/sin table is rebuilt on the next pass."""
+        self.ropes["global"] = rope
+        self._tables.pop("global", None)
+
     # RoPE, computed as transformers does: float32 positions x float32 inv_freq, cos/sin x m
-    def _cos_sin(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._cos is None or self._cos.shape[0] < length:
-            size = max(length, 2 * (0 if self._cos is None else self._cos.shape[0]))
+    def _cos_sin(self, length: int, which: str = "global") -> tuple[torch.Tensor, torch.Tensor]:
+        cached = self._tables.get(which)
+        if cached is None or cached[0].shape[0] < length:
+            size = max(length, 2 * (0 if cached is None else cached[0].shape[0]))
+            rope = self.ropes[which]
             positions = torch.arange(size, device=self.device, dtype=torch.float32)
-            freqs = torch.outer(positions, self.rope.inv_freq.to(self.device))
+            freqs = torch.outer(positions, rope.inv_freq.to(self.device))
             emb = torch.cat((freqs, freqs), dim=-1)
-            self._cos = (emb.cos() * self.rope.attention_factor).to(self.dtype)
-            self._sin = (emb.sin() * self.rope.attention_factor).to(self.dtype)
-        return self._cos, self._sin
+            self._tables[which] = ((emb.cos() * rope.attention_factor).to(self.dtype), (emb.sin() * rope.attention_factor).to(self.dtype))
+        return self._tables[which]
 
     @staticmethod
     def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -60,14 +75,17 @@ class NativeModel:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.spec.rms_eps)
+        if self.spec.norm_offset:  # Gemma: (x * (1 + w)) in float32, then the dtype (llama casts before multiplying)
+            return (x * (self.spec.norm_offset + weight.float())).to(dtype)
         return weight * x.to(dtype)
 
     def new_cache(self, length: int) -> torch.Tensor:
         s = self.spec
         return torch.empty((s.layers, 2, 1, s.kv_heads, length, s.head_dim), device=self.device, dtype=self.dtype)
 
-    def _layer(self, i: int, x: torch.Tensor, start: int, cache: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _layer(self, i: int, x: torch.Tensor, start: int, cache: torch.Tensor, tables: dict) -> torch.Tensor:
         s, w, p = self.spec, self.w, f"layers.{i}."
+        cos, sin = tables["local" if i in self.sliding else "global"]
         batch, steps, _ = x.shape
         h = self._rms(x, w[p + "attn_norm"])
         q = F.linear(h, w[p + "q"], w.get(p + "q_bias")).view(batch, steps, s.heads, s.head_dim)
@@ -81,31 +99,64 @@ class NativeModel:
         cache[i, 0, :, :, start : start + steps] = k
         cache[i, 1, :, :, start : start + steps] = v
         keys, values = cache[i, 0, :, :, : start + steps], cache[i, 1, :, :, : start + steps]
-        if start == 0:
-            attn = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
+        if i in self.sliding:
+            attn = self._windowed(q, keys, values, start)
+        elif start == 0:
+            attn = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True, scale=s.query_scale)
         else:
             mask = torch.arange(start + steps, device=x.device)[None, :] <= (start + torch.arange(steps, device=x.device))[:, None]
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-        x = x + F.linear(attn.transpose(1, 2).reshape(batch, steps, s.heads * s.head_dim), w[p + "o"])
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True, scale=s.query_scale)
+        out = F.linear(attn.transpose(1, 2).reshape(batch, steps, s.heads * s.head_dim), w[p + "o"])
+        if p + "post_attn_norm" in w:  # Gemma's sandwich: the attention's output is normed before the residual
+            out = self._rms(out, w[p + "post_attn_norm"])
+        x = x + out
         h = self._rms(x, w[p + "ffn_norm"])
-        return x + F.linear(F.silu(F.linear(h, w[p + "gate"])) * F.linear(h, w[p + "up"]), w[p + "down"])
+        gate = F.linear(h, w[p + "gate"])
+        gate = F.gelu(gate, approximate="tanh") if s.mlp_activation == "gelu_tanh" else F.silu(gate)
+        out = F.linear(gate * F.linear(h, w[p + "up"]), w[p + "down"])
+        if p + "post_ffn_norm" in w:
+            out = self._rms(out, w[p + "post_ffn_norm"])
+        return x + out
+
+    def _windowed(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int) -> torch.Tensor:
+        """A sliding layer: each query at position t sees keys t-window+1..t (transformers' and llama.cpp's rule).
+        Queries go a window at a time against only the keys their window reaches, so the scores stay
+        heads x window x 2·window whatever the length."""
+        window, steps = self.spec.attention.sliding_window, q.shape[2]
+        outputs = []
+        for first in range(0, steps, window):
+            last = min(steps, first + window)
+            positions = start + torch.arange(first, last, device=q.device)
+            low = max(0, start + first - window + 1)
+            seen = torch.arange(low, start + last, device=q.device)
+            mask = (seen[None, :] <= positions[:, None]) & (seen[None, :] > positions[:, None] - window)
+            seen_keys, seen_values = keys[:, :, low : start + last], values[:, :, low : start + last]
+            attended = F.scaled_dot_product_attention(
+                q[:, :, first:last], seen_keys, seen_values, attn_mask=mask, enable_gqa=True, scale=self.spec.query_scale
+            )
+            outputs.append(attended)
+        return torch.cat(outputs, dim=2)
 
     @torch.inference_mode()
     def forward(self, ids: list[int], cache: torch.Tensor, start: int, logits_from: int | None = None, head: bool = True) -> torch.Tensor | None:
         """Run ``ids`` at positions start.. into ``cache``; return float32 logits for positions >= logits_from
         (relative to ``ids``), or None when ``logits_from`` is None. ``head=False``: the final hidden states
         instead, for the caller to take the logits a slice at a time."""
-        cos, sin = self._cos_sin(start + len(ids))
+        tables = {which: self._cos_sin(start + len(ids), which) for which in (("global", "local") if self.sliding else ("global",))}
         x = self.w["embed"][torch.tensor(ids, device=self.device)][None]
+        if self.spec.embed_scale != 1.0:
+            x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)  # as transformers: the scale in the weights' dtype
         for i in range(self.spec.layers):
-            x = self._layer(i, x, start, cache, cos, sin)
+            x = self._layer(i, x, start, cache, tables)
         if logits_from is None or logits_from >= len(ids):
             return None
         x = self._rms(x[:, logits_from:], self.w["norm"])
         return self.logits(x[0]) if head else x[0]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.w["lm_head"]).float()
+        logits = F.linear(hidden, self.w["lm_head"]).float()
+        cap = self.spec.final_softcap
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _chunks(self, total: int, first_chunk: int, score_budget: int) -> list[tuple[int, int]]:
         """The first chunk runs causal SDPA (fused kernels, no score matrix); later chunks need a mask,

@@ -19,10 +19,20 @@ from yarn_cli.core.rope.spec import RopeSpec
 from yarn_cli.errors import UnsupportedError, about
 
 
-def _hf_names(arch: architectures.Architecture) -> tuple[dict[str, str], dict[str, str], str]:
-    """(model-wide name -> role, per-layer suffix -> role, layer marker) from the family's entry."""
-    marker = arch.layer_prefixes[0].split("{layer}")[0]
-    return {n: r for r, n in arch.top_tensors.items()}, {n: r for r, n in arch.tensors.items()}, marker
+def _hf_names(arch: architectures.Architecture) -> list[tuple[dict[str, str], dict[str, str], str]]:
+    """(model-wide name -> role, per-layer suffix -> role, layer marker) for each of the family's layer prefixes.
+
+    The entry names the model-wide tensors under its first prefix's head ("model."); under another prefix (a
+    multimodal checkpoint's "model.language_model.") they sit under that head instead."""
+    per_layer = {n: r for r, n in arch.tensors.items()}
+    first_head = arch.layer_prefixes[0].split("layers.{layer}")[0]
+    names = []
+    for prefix in arch.layer_prefixes:
+        marker = prefix.split("{layer}")[0]
+        head = prefix.split("layers.{layer}")[0]
+        top = {(head + n[len(first_head) :] if n.startswith(first_head) else n): r for r, n in arch.top_tensors.items()}
+        names.append((top, per_layer, marker))
+    return names
 
 
 def _gguf_names() -> tuple[dict[str, str], dict[str, str], str]:
@@ -42,8 +52,14 @@ class NativeSpec:
     vocab: int
     rms_eps: float
     rope: RopeSpec
-    attention: AttentionLayout  # what its KV cache holds (never windowed: such models are refused)
+    attention: AttentionLayout  # what its KV cache holds; sliding layers attend within ``attention.sliding_window``
     source_format: str  # "hf" or "gguf"
+    local_rope: RopeSpec | None = None  # the sliding layers' own RoPE (Gemma 3), which no variant changes
+    norm_offset: float = 0.0  # RMSNorm multiplies by (offset + w): Gemma's 1 (llama.cpp's converter folds it into the GGUF)
+    embed_scale: float = 1.0  # Gemma: sqrt(hidden)
+    query_scale: float | None = None  # q·k scale in place of head_dim^-0.5
+    mlp_activation: str = "silu"
+    final_softcap: float | None = None  # logits = cap·tanh(logits / cap)
 
     def weight_bytes(self, value_bytes: int) -> int:
         attention = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
@@ -60,9 +76,10 @@ def _canonical(name: str, top: dict[str, str], per_layer: dict[str, str], layer_
     return None
 
 
-def _refuse_windows(where: Path, layout) -> None:
-    """The native forward pass attends over every token: a sliding-window model would be another model."""
-    if layout is not None and layout.sliding_layers:
+def _refuse_windows(where: Path, layout, local_rope: RopeSpec | None = None, arch: architectures.Architecture | None = None) -> None:
+    """Sliding windows run only for a family whose every sliding rule the native pass has (Gemma 3: a window per
+    sliding layer, with its own RoPE); elsewhere a windowed model would be another model."""
+    if layout is not None and layout.sliding_layers and not (arch is not None and arch.sliding_window_pattern and local_rope is not None):
         raise UnsupportedError(
             f"{where}: {len(layout.sliding_layers)} layers attend through a {layout.sliding_window}-token sliding window, "
             "which the native engine does not implement: use --engine transformers (or llama.cpp for a GGUF)"
@@ -80,7 +97,11 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
     with about(folder / "config.json"):
         specs, _ = hf_config.read_rope_specs(config, original_context)
         dims = hf_layout.model_dims(config)
-    _refuse_windows(folder, dims["attention"])
+    local = specs[1] if len(specs) > 1 else None
+    _refuse_windows(folder, dims["attention"], local, arch)
+    if cfg.get("attn_logit_softcapping"):
+        raise UnsupportedError(f"{folder}: attention logit soft-capping (Gemma 2) is not in the native engine: use --engine transformers")
+    scalar = cfg.get(arch.query_scale_key) if arch.query_scale_key else None  # Gemma's query_pre_attn_scalar
     return NativeSpec(
         family=arch.family,
         layers=dims["layers"],
@@ -93,6 +114,12 @@ def hf_spec(folder: Path, config: dict[str, Any], original_context: int | None =
         rope=specs[0],
         attention=dims["attention"],
         source_format="hf",
+        local_rope=local,
+        norm_offset=arch.norm_offset,
+        embed_scale=dims["hidden_size"] ** 0.5 if arch.embed_scale == "sqrt_hidden" else 1.0,
+        query_scale=_inverse_sqrt(scalar),
+        mlp_activation=arch.mlp_activation,
+        final_softcap=cfg.get("final_logit_softcapping") or None,
     )
 
 
@@ -111,7 +138,9 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
         factors = gguf_factor_values([gguf] + [read_gguf(p) for p in split_shards(gguf.path)[1:]])
         specs, _ = gguf_meta.read_rope_specs(meta, original_context, factors)
         dims = gguf_meta.model_dims(meta)
-    _refuse_windows(gguf.path, dims["attention"])
+    family = architectures.for_gguf(arch)
+    local = specs[1] if len(specs) > 1 else None
+    _refuse_windows(gguf.path, dims["attention"], local, family)
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = int(meta.get(f"{arch}.vocab_size") or getattr(tokens, "count", 0) or len(tokens or []))
     return NativeSpec(
@@ -126,7 +155,17 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
         rope=specs[0],
         attention=dims["attention"],
         source_format="gguf",
+        local_rope=local,
+        # llama.cpp's converter writes Gemma's norms with the 1 added, so the GGUF's norms multiply by w alone
+        embed_scale=dims["hidden_size"] ** 0.5 if family is not None and family.embed_scale == "sqrt_hidden" else 1.0,
+        query_scale=_inverse_sqrt(gguf_meta.query_pre_attn_scalar(meta)),
+        mlp_activation=family.mlp_activation if family is not None else "silu",
+        final_softcap=meta.get(f"{arch}.final_logit_softcapping") or None,
     )
+
+
+def _inverse_sqrt(value: float | None) -> float | None:
+    return float(value) ** -0.5 if value else None
 
 
 def spec_of(path: Path, original_context: int | None = None) -> NativeSpec:
@@ -146,19 +185,31 @@ def load_hf_weights(folder: Path, spec: NativeSpec, device: str, dtype, progress
 
     from yarn_cli.io.checkpoint import safetensors_files
 
-    top, per_layer, marker = _hf_names(architectures.registry()[spec.family])
+    layouts = _hf_names(architectures.registry()[spec.family])
     weights = {}
     for shard in safetensors_files(folder):
         with safe_open(str(shard), framework="pt", device=str(device)) as handle:
             for name in handle.keys():
-                canonical = _canonical(name, top, per_layer, marker)
+                canonical = next((c for c in (_canonical(name, *layout) for layout in layouts) if c is not None), None)
                 if canonical is not None:
                     tensor = handle.get_tensor(name)
                     weights[canonical] = tensor.to(dtype)
                     if progress:
                         progress(tensor.numel() * tensor.element_size())
     weights.setdefault("lm_head", weights.get("embed"))
+    _check_complete(weights, spec, folder)
     return weights
+
+
+def _check_complete(weights: dict[str, Any], spec: NativeSpec, where: Path) -> None:
+    """Every tensor the forward pass reads is there: a layout the entry does not know is refused in words."""
+    needed = ["embed", "norm", "lm_head"] + [f"layers.{i}.{role}" for i in range(spec.layers) for role in architectures.NATIVE_ROLES]
+    missing = [name for name in needed if weights.get(name) is None]
+    if missing:
+        raise UnsupportedError(
+            f"{where}: the native engine found no tensor for {missing[0]} ({len(missing)} missing) under the names its "
+            f"{spec.family} entry knows: use --engine transformers"
+        )
 
 
 def _unpermute(weight, n_heads: int):
@@ -198,4 +249,5 @@ def load_gguf_weights(path: Path, spec: NativeSpec, device: str, dtype, progress
             if progress:
                 progress(array.nbytes)
     weights.setdefault("lm_head", weights.get("embed"))
+    _check_complete(weights, spec, path)
     return weights

@@ -40,7 +40,9 @@ class TransformersEngine:
         dtype = compute_dtype(device)
         where = dict(pretrained_model_name_or_path=path.parent, gguf_file=path.name) if is_gguf else dict(pretrained_model_name_or_path=path)
         with _quiet_gguf_loading(is_gguf):
-            self.model = AutoModelForCausalLM.from_pretrained(**where, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+            config = _gguf_config(path, where) if is_gguf else None
+            extra = {"config": config} if config is not None else {}
+            self.model = AutoModelForCausalLM.from_pretrained(**where, **extra, dtype=dtype, attn_implementation="sdpa").to(device).eval()
         self.decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         self._slots = rotary_slots(self.decoder)
         if not self._slots:
@@ -282,3 +284,20 @@ class _Wrapped:
 
     def decode(self, ids: list[int]) -> str:
         return self.inner.decode(ids, skip_special_tokens=True)
+
+
+def _gguf_config(path: Path, where: dict[str, Any]) -> Any:
+    """transformers' config for a GGUF, with what its GGUF reader leaves at a default that llama.cpp does not use:
+    Gemma 3's query_pre_attn_scalar (the GGUF stores none; transformers takes 256, llama.cpp head_dim or 168)."""
+    from transformers import AutoConfig
+
+    from yarn_cli.core.checkpoint import gguf_meta
+    from yarn_cli.io.checkpoint import gguf_metadata
+    from yarn_cli.io.gguf_reader import read_gguf
+
+    config = AutoConfig.from_pretrained(**where)
+    scalar = gguf_meta.query_pre_attn_scalar(gguf_metadata(read_gguf(path)))
+    text = getattr(config, "text_config", None) or config
+    if scalar is not None and hasattr(text, "query_pre_attn_scalar"):
+        text.query_pre_attn_scalar = int(scalar) if float(scalar).is_integer() else scalar  # the config field is typed int
+    return config

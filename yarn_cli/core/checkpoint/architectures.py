@@ -37,6 +37,8 @@ LAYER_ROLES = (
     "gate",
     "up",
     "down",
+    "post_attn_norm",  # Gemma's sandwich norms: on the attention's output, and on the MLP's
+    "post_ffn_norm",
 )
 TOP_ROLES = ("embed", "norm", "lm_head")
 # What the native engine's forward pass reads (biases and qk-norms when an entry has them).
@@ -44,6 +46,7 @@ NATIVE_ROLES = ("attn_norm", "q", "k", "v", "o", "ffn_norm", "gate", "up", "down
 LAYOUTS = ("rotate_half", "interleaved")
 QKV_LAYOUTS = ("q_k_v", "per_head_interleaved", "grouped")
 NORM_SCOPES = ("head", "all_heads")
+MLP_ACTIVATIONS = ("silu", "gelu_tanh")
 YARN_LAYERS = ("all", "full_attention", "sliding_attention")
 
 
@@ -88,6 +91,12 @@ class Architecture:
     sliding_window_pattern: int = 0  # every N-th layer is full attention when the config does not say (0: none)
     gguf_local_rope_base: float = 0.0  # llama.cpp's base for sliding layers when the GGUF does not say
     native_engine: bool = False  # the native verify engine runs this family
+    mlp_activation: str = "silu"  # the gated MLP's activation: "silu" (SwiGLU) or "gelu_tanh" (Gemma's GeGLU)
+    embed_scale: str = ""  # "sqrt_hidden": embeddings are multiplied by sqrt(hidden_size) (Gemma)
+    query_scale_key: str = ""  # config key whose value^-0.5 scales q·k in place of head_dim^-0.5 (Gemma's query_pre_attn_scalar)
+    # llama.cpp's value for that key, which a GGUF does not store: block_count (as text, or "*") -> "head_dim" or
+    # "hidden_per_head" (Gemma 3: 1/sqrt(hidden/heads) for the 62-layer 27B, 1/sqrt(head_dim) for the others)
+    gguf_query_scalar: Mapping[str, str] = field(default_factory=dict)
     rotary_dim_key: str = ""  # config key giving the rotary dims directly (GPT-J's rotary_dim)
     rope_layers_key: str = ""  # config key with one flag per layer, 1 where it rotates (SmolLM3's no_rope_layers)
     rope_layer_types: tuple[str, ...] = ()  # when rope_layers_key lists layer types: those that rotate (Qwen3-Next)
@@ -169,6 +178,10 @@ _TYPES: dict[str, Any] = {
     "sliding_window_pattern": int,
     "gguf_local_rope_base": (int, float),
     "native_engine": bool,
+    "mlp_activation": str,
+    "embed_scale": str,
+    "query_scale_key": str,
+    "gguf_query_scalar": dict,
     "rotary_dim_key": str,
     "rope_layers_key": str,
     "hf_yarn_unsupported": str,
@@ -251,6 +264,10 @@ def _check_tensors(data: dict[str, Any], name: str) -> None:
         missing = set(NATIVE_ROLES) - set(tensors) | {"embed", "norm"} - set(top)
         _check(not missing, name, f"native_engine needs roles {sorted(missing)}")
     _check(not data.get("norm_after_rope") or "q_norm" in tensors, name, "norm_after_rope needs q_norm and k_norm")
+    _check(data.get("mlp_activation", "silu") in MLP_ACTIVATIONS, name, f"mlp_activation must be one of {MLP_ACTIVATIONS}")
+    _check(data.get("embed_scale", "") in ("", "sqrt_hidden"), name, "embed_scale must be sqrt_hidden when set")
+    rules = set(data.get("gguf_query_scalar", {}).values())
+    _check(rules <= {"head_dim", "hidden_per_head"}, name, "gguf_query_scalar values must be head_dim or hidden_per_head")
     alternatives = data.get("tensor_alternatives", {})
     _check(
         set(alternatives) <= set(tensors) and all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in alternatives.values()),

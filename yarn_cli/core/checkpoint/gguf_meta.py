@@ -248,3 +248,18 @@ def model_dims(meta: Mapping[str, Any]) -> dict[str, Any]:
         window = _int(meta, p + "attention.sliding_window") or 0
         layout = kv_cache.AttentionLayout(layers, kv_dims, window, _sliding_layers(meta, arch, layers) if window else ())
     return {"layers": layers, "heads": heads, "kv_heads": kv_heads, "hidden_size": hidden, "attention": layout}
+
+
+def query_pre_attn_scalar(meta: Mapping[str, Any]) -> float | None:
+    """The q·k scalar llama.cpp uses where the family's entry says its GGUF does not store one (Gemma 3's
+    query_pre_attn_scalar); None where q·k is scaled by 1/sqrt(head_dim) as usual."""
+    arch = str(meta.get("general.architecture", ""))
+    family = architectures.for_gguf(arch)
+    rules = family.gguf_query_scalar if family else {}
+    p = f"{arch}."
+    rule = rules.get(str(_int(meta, p + "block_count")), rules.get("*"))
+    hidden, heads = _int(meta, p + "embedding_length"), _int(meta, p + "attention.head_count")
+    if rule == "hidden_per_head" and hidden and heads:
+        return hidden / heads
+    key_length = _int(meta, p + "attention.key_length")
+    return float(key_length) if rule == "head_dim" and key_length else None
