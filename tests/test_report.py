@@ -86,6 +86,33 @@ def test_heatmaps_are_the_cells_means_and_the_pictures_draw_them(reported):
         assert difference.tolist() == [[ours[n][d] - theirs[n][d] for n in ("512", "1024")] for d in ("0.2", "0.8")]
 
 
+def test_a_zero_difference_is_neutral_and_cell_values_are_legible(tmp_path):
+    """The difference map's middle (no change) is grey, not the amber that means 'half' on a score map; a one-cell
+    map prints its value large, a crowded one no smaller than 7 points; a difference of 0 prints as 0, not +0."""
+    import matplotlib.text
+
+    from yarn_cli.report import images
+
+    middle = images._colour_map(True)(0.5)[:3]
+    assert max(middle) - min(middle) < 0.02 and min(middle) > 0.8
+    shown = []
+    patch = pytest.MonkeyPatch()
+    original = matplotlib.text.Text.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        shown.append((self.get_text(), self.get_fontsize()))
+
+    patch.setattr(matplotlib.text.Text, "__init__", recording)
+    try:
+        images.draw_heatmap({"512": {"0.5": 0.0}}, "one cell", tmp_path / "one.png", diverging=True)
+    finally:
+        patch.undo()
+    values = [(text, size) for text, size in shown if text in ("0", "+0", "-0")]
+    assert values == [("0", 22.0)]
+    assert images.cell_font_size(40, 10) == 7.0
+
+
 def test_pngs_open_with_pillow_at_their_size_and_the_page_is_self_contained(reported):
     from PIL import Image
 

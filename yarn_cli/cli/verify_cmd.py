@@ -66,7 +66,9 @@ def _format(column: Any, variant: str, length: int) -> str:
 
 def _speed(report: dict[str, Any], kind: str, variant: str, length: int) -> str:
     value = report["speed"].get(variant, {}).get(str(length), {}).get(f"{kind}_tokens_per_second")
-    return "-" if value is None else f"{value:,.0f}"
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"  # a slow decode reads 1.4, not a rounded 1
 
 
 def render(console: Console, report: dict[str, Any], columns: list, path: Path) -> None:

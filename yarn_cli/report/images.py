@@ -11,6 +11,8 @@ from yarn_cli.core.verify import heatmap
 from yarn_cli.report.plots import pyplot
 
 COLOURS = ("#F0496E", "#EBB839", "#0CD79F")  # gkamradt/LLMTest_NeedleInAHaystack's scale: 0 red, 50 amber, 100 green
+# A difference has a sign, not a grade: no change is a neutral grey, worse red, better green (amber would say "half")
+DIFFERENCE_COLOURS = ("#F0496E", "#E6E6E6", "#0CD79F")
 SIZE = (7.2, 4.0)  # inches at DPI: every PNG is 720 x 400 pixels
 DPI = 100
 
@@ -18,7 +20,12 @@ DPI = 100
 def _colour_map(diverging: bool):
     from matplotlib.colors import LinearSegmentedColormap
 
-    return LinearSegmentedColormap.from_list("yarn_diff" if diverging else "yarn_niah", COLOURS)
+    return LinearSegmentedColormap.from_list("yarn_diff" if diverging else "yarn_niah", DIFFERENCE_COLOURS if diverging else COLOURS)
+
+
+def cell_font_size(columns: int, rows: int) -> float:
+    """Cell values big enough to read in a PNG of fixed size: large in a one-cell map, never below 7 points."""
+    return max(7.0, min(22.0, 60.0 / max(columns, rows, 1) ** 0.8))
 
 
 def draw_heatmap(values: dict[str, dict[str, float]], title: str, path: Path, diverging: bool = False) -> list[list[float | None]]:
@@ -32,10 +39,12 @@ def draw_heatmap(values: dict[str, dict[str, float]], title: str, path: Path, di
     try:
         limit = (-100, 100) if diverging else (0, 100)
         image = ax.imshow(data, cmap=_colour_map(diverging), vmin=limit[0], vmax=limit[1], aspect="auto")
+        size = cell_font_size(len(lengths), len(depths))
         for i, row in enumerate(rows):
             for j, value in enumerate(row):
                 if value is not None:
-                    ax.text(j, i, f"{value:+.0f}" if diverging else f"{value:.0f}", ha="center", va="center", fontsize=8)
+                    shown = (f"{value:+.0f}" if round(value) else "0") if diverging else f"{value:.0f}"
+                    ax.text(j, i, shown, ha="center", va="center", fontsize=size)
         ax.set_xticks(range(len(lengths)), [f"{n:,}" for n in lengths], rotation=30, fontsize=8)
         ax.set_yticks(range(len(depths)), [d if d == heatmap.NO_DEPTH else f"{float(d):.0%}" for d in depths], fontsize=8)
         ax.set_xlabel("context length (tokens)")
