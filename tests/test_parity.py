@@ -193,10 +193,12 @@ def test_baked_checkpoint_in_an_engine_that_adds_m_again(tiny, words):
     assert parity["diagnosis"] == "attention-factor-twice", parity["line"]
 
 
-def test_llama_cpp_with_scaling_forced_off_is_named(smollm2_gguf, tmp_path, capsys):
+def test_llama_cpp_with_scaling_forced_off_is_named(smollm2_gguf, tmp_path, capsys, monkeypatch):
     pytest.importorskip("llama_cpp")
     from yarn_cli.api import prepare_verify
+    from yarn_cli.runtimes.llamacpp import LlamaCppEngine
 
+    monkeypatch.setattr(LlamaCppEngine, "isolated", False)  # in this process, where the fault can be injected
     out = tmp_path / "smol-x2.gguf"
     assert run(["extend", str(smollm2_gguf), "-s", "2", "-o", str(out)], capsys)[0] == 0
     prepared = prepare_verify(out, engine="llama.cpp", device="cpu", parity_only=True)

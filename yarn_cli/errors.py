@@ -65,39 +65,6 @@ class EngineCrashed(YarnError):
 
     exit_code = 8
 
-    # signal -> (likely cause, fix) for llama.cpp, whose crashes are build problems more often than model problems
-    LLAMA_CPP_HINTS = {
-        "SIGSEGV": (
-            "llama-cpp-python built with -march=native crashes on quantized weights on AMX-capable Xeons (its AMX path)",
-            'reinstall it portable: ./scripts/install_llama_cpp.sh from a yarn_cli clone, or CMAKE_ARGS="-DGGML_NATIVE=OFF '
-            '-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" pip install --force-reinstall --no-cache-dir '
-            "llama-cpp-python==0.3.36",
-        ),
-        "SIGILL": (
-            "llama-cpp-python was built for another CPU (an instruction set this one lacks)",
-            "rebuild it on this machine: ./scripts/install_llama_cpp.sh from a yarn_cli clone",
-        ),
-    }
-
-    @classmethod
-    def of(cls, engine: str, exitcode: int | None, doing: str) -> EngineCrashed:
-        import signal
-
-        if exitcode is not None and exitcode < 0:
-            try:
-                how = signal.Signals(-exitcode).name
-            except ValueError:
-                how = f"signal {-exitcode}"
-        else:
-            how = f"exit code {exitcode}" if exitcode is not None else "no exit code"
-        message = f"the {engine} engine crashed ({how}) while {doing}"
-        hint = cls.LLAMA_CPP_HINTS.get(how) if engine == "llama.cpp" else None
-        if hint:
-            message += f": likely {hint[0]}; {hint[1]}"
-        else:
-            message += "; the results so far are kept; run with --engine native to compare, or report it with --debug"
-        return cls(message)
-
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """A third-party exception quoted inside one of our one-line messages: its first line, or its type's name."""

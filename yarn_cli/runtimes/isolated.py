@@ -21,6 +21,47 @@ from typing import Any
 from yarn_cli.errors import EngineCrashed, YarnError
 
 JOIN_SECONDS = 10.0
+PORTABLE_BUILD = (
+    'reinstall it portable: ./scripts/install_llama_cpp.sh from a yarn_cli clone, or CMAKE_ARGS="-DGGML_NATIVE=OFF '
+    '-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" pip install --force-reinstall --no-cache-dir llama-cpp-python==0.3.36'
+)
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            return any(line.startswith("flags") and " amx_tile" in line for line in handle)
+    except OSError:
+        return False
+
+
+def _hint(engine: str, how: str) -> str:
+    """The likely cause and the fix of a crash, where the engine and the signal say something (llama.cpp's crashes
+    are build problems more often than model problems)."""
+    if engine == "llama.cpp" and how == "SIGSEGV":
+        if _cpu_has_amx():
+            cause = "llama-cpp-python built with -march=native crashes on quantized weights on this AMX-capable CPU (its AMX path)"
+        else:
+            cause = "a llama-cpp-python build that does not fit this machine, or a file llama.cpp misreads"
+        return f": likely {cause}; {PORTABLE_BUILD}"
+    if engine == "llama.cpp" and how == "SIGILL":
+        return (
+            ": likely llama-cpp-python was built for another CPU (an instruction set this one lacks); rebuild it on this "
+            "machine: ./scripts/install_llama_cpp.sh"
+        )
+    return "; run with --debug, or try another --engine on the same checkpoint"
+
+
+def crashed(engine: str, exitcode: int | None, doing: str) -> EngineCrashed:
+    """The one line for a child engine that died: the engine, the signal (or exit code), what it was doing, and why."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = signal.Signals(-exitcode).name
+        except ValueError:
+            how = f"signal {-exitcode}"
+    else:
+        how = f"exit code {exitcode}" if exitcode is not None else "no exit code"
+    return EngineCrashed(f"the {engine} engine crashed ({how}) while {doing}{_hint(engine, how)}")
 
 
 @dataclass(frozen=True)
@@ -124,21 +165,21 @@ class IsolatedEngine:
             status, payload = self._conn.recv()
         except (EOFError, ConnectionError, OSError):
             self._process.join(JOIN_SECONDS)
-            raise EngineCrashed.of(self.name, self._process.exitcode, self._doing) from None
+            raise crashed(self.name, self._process.exitcode, self._doing) from None
         if status == "error":
             _raise(payload, self.name)
         return payload
 
     def _call(self, name: str, *args: Any, doing: str = "") -> Any:
         if not self._process.is_alive() and self._process.exitcode is not None:
-            raise EngineCrashed.of(self.name, self._process.exitcode, "an earlier call")
+            raise crashed(self.name, self._process.exitcode, "an earlier call")
         self._doing = doing or name
         self._busy = True
         try:
             self._conn.send((name, args))
         except (BrokenPipeError, ConnectionError, OSError):
             self._process.join(JOIN_SECONDS)
-            raise EngineCrashed.of(self.name, self._process.exitcode, self._doing) from None
+            raise crashed(self.name, self._process.exitcode, self._doing) from None
         value, notes = self._receive()
         self._busy = False
         self.notes[:] = notes
