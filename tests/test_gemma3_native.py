@@ -81,3 +81,55 @@ def test_verify_runs_the_gemma3_gguf_past_its_trained_length_with_parity_exact(g
     assert parity is not None and parity["diagnosis"] == "exact", (parity, report["notes"])
     assert parity["reference"] == ("transformers" if engine == "native" else "native")
     assert "engine_crash" not in report and code in (0, 1)  # a random tiny model's verdict may not pass; the run completes
+
+
+@pytest.fixture(scope="module")
+def gemma3_sentencepiece(tmp_path_factory):
+    """A tiny Gemma 3 whose GGUF carries a SentencePiece vocabulary ('llama'), as Google's Gemma GGUFs do: a 500-piece
+    BPE model with byte fallback, trained here by sentencepiece on Python's own documentation, then converted."""
+    spm = pytest.importorskip("sentencepiece")
+    from pydoc_data.topics import topics
+
+    from llama_cpp_converter import convert
+    from tiny_models import TINY
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("gemma3-spm")
+    (root / "train.txt").write_text("\n".join(list(topics.values())[:40]), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(root / "train.txt"), model_prefix=str(root / "sp"), vocab_size=500, model_type="bpe", byte_fallback=True,
+        bos_id=2, eos_id=1, pad_id=0, unk_id=3, character_coverage=1.0, minloglevel=2,
+    )  # fmt: skip
+    folder = root / "gemma3"
+    settings = {**TINY["gemma3_text"], **GEMMA3, "vocab_size": 500, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(CONFIG_MAPPING["gemma3_text"](**{**settings, "max_position_embeddings": 128})).save_pretrained(folder)
+    (folder / "tokenizer.model").write_bytes((root / "sp.model").read_bytes())
+    gguf = convert(folder, root / "g.gguf")
+    out = root / "g-x4.gguf"
+    assert run_quiet(["extend", str(gguf), "-s", "4", "-o", str(out)]) == 0
+    return out
+
+
+def test_a_sentencepiece_gemma3_gguf_tokenizes_as_llama_cpp_and_verifies_natively(gemma3_sentencepiece, capsys):
+    """The native engine rebuilds a SentencePiece GGUF vocabulary through transformers' converter: the same ids as
+    llama.cpp's own tokenizer, a lossless round trip, and a parity check held to transformers that comes out exact."""
+    import llama_cpp
+
+    from yarn_cli.native.engine import NativeEngine
+
+    text = "The pass key is 12345. Remember it: 12345 is the pass key.\nclass Foo(object):  pass  # émoji ☃"
+    engine = NativeEngine(gemma3_sentencepiece, "cpu")
+    try:
+        ours = engine.tokenizer.encode(text)
+        assert engine.tokenizer.decode(ours) == text
+    finally:
+        engine.close()
+    vocab = llama_cpp.Llama(str(gemma3_sentencepiece), vocab_only=True, verbose=False)
+    try:
+        assert ours == vocab.tokenize(text.encode(), add_bos=False, special=True)
+    finally:
+        vocab.close()
+    code, out, err = run(["verify", str(gemma3_sentencepiece), "--parity-only", "--json"], capsys)
+    parity = json.loads(out)["parity"]
+    assert code == 0 and parity["diagnosis"] == "exact" and parity["reference"] == "transformers", (err, parity)

@@ -77,9 +77,7 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
 
     kind = gguf.get("tokenizer.ggml.model")
     if kind != BYTE_LEVEL_BPE:
-        raise UnsupportedError(
-            f"{gguf.path}: the native engine rebuilds byte-level BPE ('gpt2') GGUF vocabularies only, this one is {kind!r}; use --engine llama.cpp"
-        )
+        return _through_transformers(gguf, kind)
     tokens = read_array(gguf, "tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in read_array(gguf, "tokenizer.ggml.merges")]
     vocab = {token: index for index, token in enumerate(tokens)}
@@ -98,6 +96,31 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
     bos_id, eos_id = (int(x) if x is not None else None for x in (bos_id, eos_id))
     bos = [bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []
     return TextTokenizer(backend, bos, bos_id, eos_id)
+
+
+def _through_transformers(gguf: GGUFFile, kind: object) -> TextTokenizer:
+    """A vocabulary other than byte-level BPE (SentencePiece's 'llama', as Gemma's GGUFs carry), rebuilt by
+    transformers' own GGUF tokenizer converter, where transformers is installed."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise UnsupportedError(
+            f"{gguf.path}: the native engine rebuilds a {kind!r} GGUF vocabulary through transformers, which is not "
+            "installed: pip install 'yarn-cli[transformers]', or use --engine llama.cpp"
+        ) from None
+    path = Path(gguf.path)
+    try:
+        fast = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # noqa: BLE001 - a vocabulary transformers cannot convert is a reason, in words
+        from yarn_cli.errors import first_line
+
+        raise UnsupportedError(
+            f"{gguf.path}: transformers cannot rebuild this {kind!r} vocabulary ({first_line(exc)}); use --engine llama.cpp"
+        ) from exc
+    bos_id, eos_id = gguf.get("tokenizer.ggml.bos_token_id"), gguf.get("tokenizer.ggml.eos_token_id")
+    bos_id, eos_id = (int(x) if x is not None else None for x in (bos_id, eos_id))
+    bos = [bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []
+    return TextTokenizer(fast.backend_tokenizer, bos, bos_id, eos_id)
 
 
 def chat_template(path: Path) -> str | None:

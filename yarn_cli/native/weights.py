@@ -131,7 +131,7 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
             f"this is {arch!r}: use --engine llama.cpp"
         )
     from yarn_cli.io.checkpoint import gguf_factor_values, gguf_metadata
-    from yarn_cli.io.gguf_reader import read_gguf, split_shards
+    from yarn_cli.io.gguf_reader import ArrayInfo, read_gguf, split_shards
 
     meta = gguf_metadata(gguf)
     with about(gguf.path):
@@ -142,7 +142,8 @@ def gguf_spec(gguf, original_context: int | None = None) -> NativeSpec:
     local = specs[1] if len(specs) > 1 else None
     _refuse_windows(gguf.path, dims["attention"], local, family)
     tokens = meta.get("tokenizer.ggml.tokens")
-    vocab = int(meta.get(f"{arch}.vocab_size") or getattr(tokens, "count", 0) or len(tokens or []))
+    # a long vocabulary is only measured (an ArrayInfo with its count); a short one (under 1,024) is a list
+    vocab = int(meta.get(f"{arch}.vocab_size") or (tokens.count if isinstance(tokens, ArrayInfo) else len(tokens or [])))
     return NativeSpec(
         family=arch,
         layers=dims["layers"],
