@@ -92,10 +92,14 @@ def from_gguf(gguf: GGUFFile) -> TextTokenizer:
         from tokenizers import AddedToken
 
         backend.add_special_tokens([AddedToken(t, special=True) for t in specials])
+    return TextTokenizer(backend, *_gguf_specials(gguf))
+
+
+def _gguf_specials(gguf: GGUFFile) -> tuple[list[int], int | None, int | None]:
+    """(what a prompt starts with, the BOS id, the EOS id) as the GGUF's tokenizer keys say."""
     bos_id, eos_id = gguf.get("tokenizer.ggml.bos_token_id"), gguf.get("tokenizer.ggml.eos_token_id")
     bos_id, eos_id = (int(x) if x is not None else None for x in (bos_id, eos_id))
-    bos = [bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []
-    return TextTokenizer(backend, bos, bos_id, eos_id)
+    return ([bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []), bos_id, eos_id
 
 
 def _through_transformers(gguf: GGUFFile, kind: object) -> TextTokenizer:
@@ -117,10 +121,7 @@ def _through_transformers(gguf: GGUFFile, kind: object) -> TextTokenizer:
         raise UnsupportedError(
             f"{gguf.path}: transformers cannot rebuild this {kind!r} vocabulary ({first_line(exc)}); use --engine llama.cpp"
         ) from exc
-    bos_id, eos_id = gguf.get("tokenizer.ggml.bos_token_id"), gguf.get("tokenizer.ggml.eos_token_id")
-    bos_id, eos_id = (int(x) if x is not None else None for x in (bos_id, eos_id))
-    bos = [bos_id] if gguf.get("tokenizer.ggml.add_bos_token") and bos_id is not None else []
-    return TextTokenizer(fast.backend_tokenizer, bos, bos_id, eos_id)
+    return TextTokenizer(fast.backend_tokenizer, *_gguf_specials(gguf))
 
 
 def chat_template(path: Path) -> str | None:
