@@ -66,7 +66,8 @@ def __getattr__(name: str):
             from yarn_cli.usecases.lm_eval_model import YarnLM
         except ImportError as exc:
             from yarn_cli.errors import InputError
+            from yarn_cli.io.packages import needs
 
-            raise InputError("api.YarnLM needs lm-evaluation-harness: pip install 'yarn-cli[eval]'") from exc
+            raise InputError(needs("api.YarnLM", "lm-eval")) from exc
         return YarnLM
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import sys
 
-MISSING = "the lm-eval bridge needs lm-evaluation-harness: pip install 'yarn-cli[eval]'"
-
 
 def register() -> None:
     """Make ``--model yarn`` known to lm-eval (lazily: the engines load only when a run asks for one)."""
@@ -28,7 +26,9 @@ def main() -> None:
     try:
         from lm_eval.__main__ import cli_evaluate
     except ImportError:
-        print(MISSING, file=sys.stderr)
+        from yarn_cli.io.packages import needs
+
+        print(needs("the lm-eval bridge", "lm-eval"), file=sys.stderr)
         raise SystemExit(2) from None
     from yarn_cli.errors import YarnError
 

@@ -28,7 +28,9 @@ def _structured(path: Path, kind: str) -> Iterator[str]:
     try:
         import datasets
     except ImportError as exc:
-        raise InputError(f"{path}: reading {path.suffix} needs datasets: pip install 'yarn-cli[finetune]'") from exc
+        from yarn_cli.io.packages import needs
+
+        raise InputError(needs(f"{path}: reading {path.suffix}", "datasets")) from exc
     try:
         table = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many types for a malformed file
@@ -47,7 +49,9 @@ def _hub(name: str) -> Iterator[str]:
 
         table = datasets.load_dataset(name, split="train")
     except ImportError as exc:
-        raise InputError(f"--data {name}: a hub dataset needs datasets: pip install 'yarn-cli[finetune]'") from exc
+        from yarn_cli.io.packages import needs
+
+        raise InputError(needs(f"--data {name}: a hub dataset", "datasets")) from exc
     except Exception as exc:
         raise FetchError(f"--data {name}: not a local file, and the hub dataset could not be loaded ({type(exc).__name__})") from exc
     if "text" not in table.column_names:

@@ -34,6 +34,9 @@ FEATURES = {
     "lm-eval": Feature(("lm_eval",), "pip install 'yarn-cli[eval]'"),
     "finetune": Feature(("transformers", "accelerate", "datasets"), "pip install 'yarn-cli[finetune]'"),
     "lora": Feature(("peft",), "pip install 'yarn-cli[finetune]'"),
+    "datasets": Feature(("datasets",), "pip install 'yarn-cli[finetune]'"),
+    # a dependency of yarn-cli itself: missing only from a broken install
+    "wonderwords": Feature(("wonderwords",), "pip install wonderwords (a yarn-cli dependency: reinstall yarn-cli)"),
 }
 
 
@@ -48,13 +51,19 @@ def missing(feature: str) -> list[str]:
     return [module for module in FEATURES[feature].modules if not installed(module)]
 
 
-def require(option: str, feature: str, alternative: str = "") -> None:
-    """One line naming the option, the missing packages and the install command, when any is missing.
+def needs(option: str, feature: str, alternative: str = "") -> str:
+    """The one line for ``option`` without ``feature``: the packages missing (all of the feature's, where an import
+    failed although each is found: a broken install), and the command that installs them.
 
     ``alternative``: how to run without the feature (e.g. ``or pass --no-parity``)."""
-    absent = missing(feature)
-    if absent:
-        names = " and ".join(name.replace("_", "-") if name != "llama_cpp" else "llama-cpp-python" for name in absent)
-        verb = "is" if len(absent) == 1 else "are"
-        tail = f"; {alternative}" if alternative else ""
-        raise InputError(f"{option} needs {names}, which {verb} not installed: {FEATURES[feature].install}{tail}")
+    absent = missing(feature) or list(FEATURES[feature].modules)
+    names = " and ".join(name.replace("_", "-") if name != "llama_cpp" else "llama-cpp-python" for name in absent)
+    verb = "is" if len(absent) == 1 else "are"
+    tail = f"; {alternative}" if alternative else ""
+    return f"{option} needs {names}, which {verb} not installed: {FEATURES[feature].install}{tail}"
+
+
+def require(option: str, feature: str, alternative: str = "") -> None:
+    """Raise :func:`needs`'s line when any of the feature's packages is missing."""
+    if missing(feature):
+        raise InputError(needs(option, feature, alternative))

@@ -14,7 +14,9 @@ def load() -> WordLists:
     try:
         from wonderwords import random_word
     except ImportError as exc:
-        raise InputError("RULER's tasks draw words from wonderwords: pip install 'yarn-cli[ruler]'") from exc
+        from yarn_cli.io.packages import needs
+
+        raise InputError(needs("RULER's tasks", "wonderwords")) from exc
     read = random_word._get_words_from_text_file  # what RULER's generators call
     nouns, adjectives, verbs = read("nounlist.txt"), read("adjectivelist.txt"), read("verblist.txt")
     return WordLists(WordPairs(adjectives, nouns), list(nouns) + list(adjectives) + list(verbs))

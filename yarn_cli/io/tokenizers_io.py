@@ -108,10 +108,10 @@ def _through_transformers(gguf: GGUFFile, kind: object) -> TextTokenizer:
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise UnsupportedError(
-            f"{gguf.path}: the native engine rebuilds a {kind!r} GGUF vocabulary through transformers, which is not "
-            "installed: pip install 'yarn-cli[transformers]', or use --engine llama.cpp"
-        ) from None
+        from yarn_cli.io.packages import needs
+
+        option = f"{gguf.path}: the native engine, to rebuild a {kind!r} GGUF vocabulary,"
+        raise UnsupportedError(needs(option, "transformers", "or use --engine llama.cpp")) from None
     path = Path(gguf.path)
     try:
         fast = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -148,6 +148,18 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def check_engine(name: str, verb: str) -> None:
+    """The engine's name, and the packages it runs on (torch for every verb that loads weights), checked before any
+    work: one line for an unknown name or a missing package."""
+    from yarn_cli.errors import InputError
+    from yarn_cli.io import packages
+
+    if name not in ENGINES:
+        raise InputError(f"--engine {name!r} is not one of {', '.join(ENGINES)}")
+    packages.require(verb, "torch")
+    packages.require(f"--engine {name}", ENGINE_FEATURES[name])
+
+
 def load_engine(name: str, path, device: str, original_context: int | None, max_length: int, options: dict | None = None) -> Engine:
     """Import and build the engine ``name`` (engines are imported only when asked for: each pulls its runtime).
 
@@ -157,8 +169,7 @@ def load_engine(name: str, path, device: str, original_context: int | None, max_
 
     from yarn_cli.errors import InputError
 
-    if name not in ENGINES:
-        raise InputError(f"--engine {name!r} is not one of {', '.join(ENGINES)}")
+    check_engine(name, "the engine")
     module, cls = ENGINES[name]
     engine_class = getattr(importlib.import_module(module), cls)
     given = {k: v for k, v in (options or {}).items() if v != ENGINE_OPTION_DEFAULTS.get(k)}

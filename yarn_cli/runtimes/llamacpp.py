@@ -31,7 +31,9 @@ class LlamaCppEngine:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise InputError("--engine llama.cpp needs llama-cpp-python: pip install 'yarn-cli[llama-cpp]'") from exc
+            from yarn_cli.io.packages import needs
+
+            raise InputError(needs("--engine llama.cpp", "llama.cpp")) from exc
         if model.suffix.lower() != ".gguf":
             raise InputError("--engine llama.cpp runs .gguf files; for a Hugging Face folder use --engine native or transformers")
         from yarn_cli.core.checkpoint.kv_cache import AttentionLayout

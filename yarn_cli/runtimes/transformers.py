@@ -29,7 +29,9 @@ class TransformersEngine:
             import torch
             from transformers import AutoModelForCausalLM
         except ImportError as exc:
-            raise InputError("--engine transformers needs transformers: pip install 'yarn-cli[transformers]'") from exc
+            from yarn_cli.io.packages import needs
+
+            raise InputError(needs("--engine transformers", "transformers")) from exc
         is_gguf = path.suffix.lower() == ".gguf"
         if is_gguf and not allow_gguf:
             raise InputError("--engine transformers runs Hugging Face folders; for a GGUF use --engine native or llama.cpp")

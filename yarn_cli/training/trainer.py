@@ -189,8 +189,9 @@ def add_lora(lm: Any, rank: int, alpha: int) -> Any:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
         from yarn_cli.errors import InputError
+        from yarn_cli.io.packages import needs
 
-        raise InputError("--lora-rank needs peft: pip install 'yarn-cli[finetune]'") from exc
+        raise InputError(needs("--lora-rank", "lora")) from exc
     targets = sorted(
         {
             name.rsplit(".", 1)[-1]

@@ -144,7 +144,9 @@ class YarnLM(TemplateLM):
             from jinja2.exceptions import TemplateError
             from transformers.utils.chat_template_utils import render_jinja_template
         except ImportError as exc:
-            raise InputError("--apply_chat_template renders with transformers: pip install 'yarn-cli[transformers]'") from exc
+            from yarn_cli.io.packages import needs
+
+            raise InputError(needs("--apply_chat_template", "transformers")) from exc
         template = self.chat_template(True)
         names = {"bos_token": self._token_text(self.tokenizer.bos_id), "eos_token": self._token_text(self.tokenizer.eos_id)}
 

@@ -183,11 +183,9 @@ def _check_counts(docs: int, passkeys: int, refinements: int, budget: float | No
 def _check_packages(r: TuneRequest) -> None:
     """What the engine and --plot need, before the model is resolved (a missing package fails now, not after the measuring)."""
     from yarn_cli.io import packages
-    from yarn_cli.runtimes.base import ENGINE_FEATURES
+    from yarn_cli.runtimes.base import check_engine
 
-    packages.require("tune", "torch")
-    if r.engine in ENGINE_FEATURES:
-        packages.require(f"--engine {r.engine}", ENGINE_FEATURES[r.engine])
+    check_engine(r.engine, "tune")
     if r.plot is not None:
         packages.require("--plot", "plot")
 

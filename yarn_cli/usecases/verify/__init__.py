@@ -96,13 +96,10 @@ class VerifyRun:
 def _model_path(model: str | Path | None, request: VerifyRequest, notify: Notify | None) -> Path:
     """The engine's name, every package the request needs and the model's path, checked (the default model
     fetched) before anything loads."""
-    from yarn_cli.runtimes.base import ENGINE_FEATURES, ENGINES
+    from yarn_cli.runtimes.base import check_engine
 
     engine = request.engine
-    if engine not in ENGINES:
-        raise InputError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    packages.require("verify", "torch")
-    packages.require(f"--engine {engine}", ENGINE_FEATURES[engine])
+    check_engine(engine, "verify")
     if request.report is not None:
         packages.require("--report", "plot")
     if request.card:

@@ -21,7 +21,6 @@ from yarn_cli.core.verify.plan import Judgement
 from yarn_cli.errors import InputError, first_line
 from yarn_cli.usecases.verify.tasks.base import TaskResult
 
-MISSING = "--lm-eval needs lm-evaluation-harness: pip install 'yarn-cli[eval]'"
 # simple_evaluate's own parameters that verify sets itself (the model, the tasks) or that belong to the engine.
 RESERVED = {"model", "model_args", "tasks", "task_manager", "device", "verbosity", "evaluation_tracker"}
 OFFLINE_HELP = (
@@ -46,7 +45,9 @@ def parse_args(text: str | dict[str, Any] | None) -> tuple[dict[str, Any], str |
         from lm_eval import evaluator
         from lm_eval.utils import handle_arg_string
     except ImportError as exc:
-        raise InputError(MISSING) from exc
+        from yarn_cli.io.packages import needs
+
+        raise InputError(needs("--lm-eval", "lm-eval")) from exc
     if isinstance(text, dict):
         pairs = dict(text)
     else:

@@ -130,10 +130,10 @@ def _cannot_load(name: str, path: Path, original_context: int) -> str | None:
         except UnsupportedError:
             return "our forward pass does not run this family"
     else:
-        import importlib.util
+        from yarn_cli.io import packages
 
-        if importlib.util.find_spec("transformers") is None:
-            return "transformers is not installed (pip install 'yarn-cli[transformers]')"
+        if packages.missing("transformers"):
+            return packages.needs("the reference", "transformers")
         needed = 4 * _parameters(path)
     available = available_host_memory()
     if needed > 0.8 * available:
