@@ -83,7 +83,7 @@ def test_verify_report(tiny_llama, tmp_path):
     api.apply_extend(plan)
     report = api.verify(plan.output, lengths=[256, 512], depths=[0.5], ppl_windows=0)
     data = report.to_json()
-    assert not report.ok and data["scaling"] == "yarn x2" and data["lengths"] == [256, 512] and data["schema"] == 3
+    assert not report.ok and data["scaling"] == "yarn x2" and data["lengths"] == [256, 512] and data["schema"] == 4
     assert "passkey accuracy 0%" in data["verdict"]["reason"]
     assert set(data["accuracy"]["extended"]) == {"256", "512"} and [v["name"] for v in data["variants"]] == ["extended", "baseline"]
     assert {(c["task"], c["variant"], c["length"]) for c in data["cells"]} == {

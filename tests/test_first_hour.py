@@ -77,3 +77,41 @@ def test_extend_of_the_built_in_model_writes_where_the_user_is(smollm2_gguf, tmp
     assert code == 0, err
     assert Path(json.loads(out)["output"]) == tmp_path / "SmolLM2-135M-Instruct.Q4_1-yarn2x.gguf"
     assert not list(tmp_path.iterdir())
+
+
+def test_verify_says_how_long_its_tasks_will_take_before_they_start(tmp_path, capsys):
+    """A short generation is timed after loading and every planned task call priced from it: the line comes before
+    the run (stderr), and --json keeps the estimate beside what the run then took."""
+    from test_verify import word_tokenizer
+    from tiny_models import build_model
+
+    folder = tmp_path / "llama"
+    build_model("llama", seed=4).save_pretrained(folder)
+    word_tokenizer(folder)
+    args = ["verify", str(folder), "--lengths", "300", "--depths", "0.5", "--ppl-windows", "1", "--no-parity"]
+    code, out, err = run(args, capsys)
+    assert code in (0, 1) and "estimated time for the tasks: about " in err and " tokens)" in err, err
+    assert "estimated" not in out  # the table and verdict stay on stdout alone
+    code, out, err = run([*args, "--json"], capsys)
+    report = json.loads(out)
+    estimate = report["estimate"]
+    shortest = min(c["length"] for c in report["cells"])
+    assert estimate["seconds"] > 0 and 200 < estimate["measured_tokens"] <= shortest and estimate["prefill_tokens_per_second"] > 0
+    assert "estimated" not in err
+    code, out, _ = run(["verify", str(folder), "--parity-only", "--json"], capsys)
+    assert json.loads(out)["estimate"] is None  # no task runs: nothing to estimate
+
+
+def test_the_estimate_prices_prefill_and_decoding_by_length():
+    from yarn_cli.core.verify import timing
+
+    measured = timing.Measured(tokens=1024, prefill_seconds=2.0, decode_tokens=8, decode_seconds=0.4, hidden=512)
+    assert measured.prefill(1024) == pytest.approx(2.0) and measured.decode(1024, 8) == pytest.approx(0.4)
+    # attention makes a longer prefill cost more than its share of tokens: 1 + n/(12h) per token
+    assert measured.prefill(8192) == pytest.approx(2.0 * 8 * (1 + 8192 / 6144) / (1 + 1024 / 6144))
+    assert measured.decode(8192, 8) == pytest.approx(0.4 * (1 + 8192 / 3072) / (1 + 1024 / 3072)) and measured.decode(8192, 0) == 0
+    assert timing.Measured(1024, 2.0, 0, 0.0, 512).decode(8192, 8) == 0  # no decoding step timed: none priced
+    total = timing.estimate(measured, [(1024, 8), (8192, 0)])
+    assert total.seconds == pytest.approx(2.4 + measured.prefill(8192))
+    assert total.to_json()["prefill_tokens_per_second"] == pytest.approx(512) and total.to_json()["decode_tokens_per_second"] == pytest.approx(20)
+    assert [timing.spoken(s) for s in (0.2, 45, 360, 5100)] == ["1 s", "45 s", "6 min", "1 h 25 min"]

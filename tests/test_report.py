@@ -44,15 +44,20 @@ def reported(tiny_x4, tmp_path_factory):
     import matplotlib.axes
 
     drawn = []
-    original = matplotlib.axes.Axes.imshow
+    original, fill = matplotlib.axes.Axes.imshow, matplotlib.axes.Axes.fill_between
 
     def recording(self, data, *args, **kwargs):
         drawn.append((self, data.copy()))  # titled after imshow: read when the test looks
         return original(self, data, *args, **kwargs)
 
+    def banding(self, x, low, high, *args, **kwargs):
+        drawn.append((self, (list(x), list(low), list(high))))
+        return fill(self, x, low, high, *args, **kwargs)
+
     folder = tmp_path_factory.mktemp("out") / "report"
     patch = pytest.MonkeyPatch()
     patch.setattr(matplotlib.axes.Axes, "imshow", recording)
+    patch.setattr(matplotlib.axes.Axes, "fill_between", banding)
     try:
         from yarn_cli.api import verify
 
@@ -79,9 +84,9 @@ def test_heatmaps_are_the_cells_means_and_the_pictures_draw_them(reported):
                         if c["task"] == task and c["variant"] == variant and str(c["length"]) == length and c["depth"] == float(depth)
                     ]
                     assert len(cells) == 2 and values[length][depth] == pytest.approx(sum(cells) / 2)
-            data = dict(drawn)[f"{task}: {variant}"]
+            data = dict((t, d) for t, d in drawn if not isinstance(d, tuple))[f"{task}: {variant}"]
             assert data.tolist() == [[values[n][d] for n in ("512", "1024")] for d in ("0.2", "0.8")]
-        difference = dict(drawn)[f"{task}: extended - baseline"]
+        difference = dict((t, d) for t, d in drawn if not isinstance(d, tuple))[f"{task}: extended - baseline"]
         ours, theirs = report["heatmaps"][task]["extended"], report["heatmaps"][task]["baseline"]
         assert difference.tolist() == [[ours[n][d] - theirs[n][d] for n in ("512", "1024")] for d in ("0.2", "0.8")]
 
@@ -366,3 +371,55 @@ def test_one_pass_curve_equals_separate_passes(tiny_x4):
             assert curve["all_tokens"]["extended"][str(n)] == pytest.approx(math.exp(sum(whole) / len(whole)), rel=1e-5)
     finally:
         engine.close()
+
+
+def test_the_curves_average_several_windows_and_show_their_spread(reported, tiny_x4):
+    """By default perplexity pools three windows of the text; each length's band runs from the lowest to the highest
+    single window, and each window's figure equals that window scored on its own by a fresh engine."""
+    from yarn_cli.core.verify import plan as verify_plan
+    from yarn_cli.runtimes.base import load_engine
+    from yarn_cli.usecases.verify.protocol import default_variants, load_text
+
+    folder, report, drawn = reported
+    curve = report["perplexity_curve"]
+    assert curve["documents"] == 3 and curve["overlapping"] is False
+    engine = load_engine("native", tiny_x4, "cpu", None, 1100)
+    try:
+        text = engine.tokenizer.encode(load_text(None))
+        taken = 1024 - len(engine.tokenizer.bos)
+        starts = verify_plan.ppl_windows(len(text), taken, 3)
+        extended = default_variants(engine)[0]
+        for n in (curve["lengths"][0], 1024):
+            each = []
+            for start in starts:
+                ids = engine.tokenizer.bos + text[start : start + taken]
+                losses = engine.score(extended, ids[:n], n - 1 - verify_plan.PPL_STRIDE).losses
+                each.append(math.exp(sum(losses) / len(losses)))
+            low, high = curve["spread"]["last_tokens"]["extended"][str(n)]
+            assert (low, high) == (pytest.approx(min(each), rel=1e-5), pytest.approx(max(each), rel=1e-5))
+            assert low <= curve["last_tokens"]["extended"][str(n)] <= high and low < high
+    finally:
+        engine.close()
+    bands = [d for t, d in drawn if isinstance(d, tuple)]
+    assert len(bands) == 4  # both variants on both readings
+    assert any(x[-1] == 1024 and high[-1] == curve["spread"]["last_tokens"]["extended"]["1024"][1] for x, _, high in bands)
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert all(html.escape(line, quote=True) in page for line in curve["readings"])
+
+
+def test_a_single_window_says_it_has_no_spread_and_readings_that_disagree_are_explained():
+    from yarn_cli.report.images import curve_caption
+    from yarn_cli.usecases.verify.tasks.perplexity import readings_differ
+
+    assert "no spread" in curve_caption(1, False) and "--ppl-windows 3" in curve_caption(1, False)
+    assert "understates" in curve_caption(3, True) and "lowest to the highest" in curve_caption(3, False)
+    # the demo's case: past L the last-256 reading favours the extension, the all-tokens reading the baseline
+    curves = {
+        "last_tokens": {"extended": {8192: 8.0, 10240: 7.98}, "baseline": {8192: 7.9, 10240: 8.69}},
+        "all_tokens": {"extended": {8192: 7.5, 10240: 7.4}, "baseline": {8192: 7.3, 10240: 7.35}},
+    }
+    (line,) = readings_differ(curves, 8192, "extended", "baseline")
+    assert line.startswith("at 10,240 tokens the all-tokens reading puts the baseline model ahead (7.40 vs 7.35)")
+    assert "last-256-tokens reading puts the extended model ahead (7.98 vs 8.69)" in line and "80% of each 10,240-token window" in line
+    curves["all_tokens"]["baseline"][10240] = 7.6  # both readings agree: nothing to explain
+    assert readings_differ(curves, 8192, "extended", "baseline") == [] and readings_differ(curves, 8192, "extended", None) == []

@@ -149,7 +149,7 @@ def verify(
     seed: int = typer.Option(VERIFY.seed, "--seed", help="Seed of every generated prompt (passkeys, RULER's draws)."),
     threshold: float = typer.Option(VERIFY.threshold, "--threshold", help="RULER score (points) a length must reach to count toward the effective length."),
     text: Path | None = typer.Option(None, "--text", help="Text for perplexity and RULER's essay haystacks (default: Python's pydoc_data.topics)."),
-    ppl_windows: int = typer.Option(VERIFY.ppl_windows, "--ppl-windows", min=0, help="Perplexity windows per length (each scores its last 256 tokens)."),
+    ppl_windows: int = typer.Option(VERIFY.ppl_windows, "--ppl-windows", min=0, help="Windows of the text perplexity pools, evenly spaced; 2 or more also give the curves a spread."),
     min_accuracy: float = typer.Option(VERIFY.min_accuracy, "--min-accuracy", help="Passkey accuracy the extended model must reach at every length."),
     ppl_margin: float = typer.Option(VERIFY.ppl_margin, "--ppl-margin", help="Allowed relative perplexity rise over the baseline at the original length."),
     original_context: int | None = typer.Option(None, "--original-context", help="Override the trained length L."),

@@ -43,7 +43,11 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
     # lm-eval prints some of its progress to stdout, where --json output goes alone
     with progress, contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         task = progress.add_task("", total=prepared.total_steps)
-        report = prepared.run(lambda n: progress.advance(task, n), lambda text: progress.update(task, description=esc(text)))
+        report = prepared.run(
+            lambda n: progress.advance(task, n),
+            lambda text: progress.update(task, description=esc(text)),
+            None if as_json else lambda estimate: progress.console.print(_estimate_line(estimate, bool(request.lm_eval))),
+        )
     if as_json:
         print_json(report.to_json())
     else:
@@ -54,6 +58,17 @@ def run(console: Console, err_console: Console, as_json: bool, model: str | None
 
 
 SHORT = {"extended": "ext", "baseline": "base"}
+
+
+def _estimate_line(estimate: dict[str, Any], lm_eval: bool) -> str:
+    """The tasks' expected time before they start, and what it was priced from."""
+    from yarn_cli.core.verify.timing import spoken
+
+    prefill, decode = estimate["prefill_tokens_per_second"], estimate["decode_tokens_per_second"]
+    measured = f"prefill {prefill:,.0f} tok/s" if prefill else "prefill not timed"
+    measured += f", decode {_rate(decode)} tok/s" if decode else ""
+    extra = "; lm-eval comes after, not included" if lm_eval else ""
+    return f"estimated time for the tasks: about {spoken(estimate['seconds'])} ({measured} at {estimate['measured_tokens']:,} tokens{extra})"
 
 
 def _format(column: Any, variant: str, length: int) -> str:
@@ -68,6 +83,10 @@ def _speed(report: dict[str, Any], kind: str, variant: str, length: int) -> str:
     value = report["speed"].get(variant, {}).get(str(length), {}).get(f"{kind}_tokens_per_second")
     if value is None:
         return "-"
+    return _rate(value)
+
+
+def _rate(value: float) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:,.0f}"  # a slow decode reads 1.4, not a rounded 1
 
 

@@ -123,6 +123,7 @@ def run_section(report: dict[str, Any], name: str, folder: Path, pictures: list[
     if report.get("perplexity_curve"):
         methods = report["perplexity_curve"]["methods"]
         parts.append("<p>Perplexity: " + "; ".join(f"{esc(k.replace('_', ' '))}: {esc(v)}" for k, v in methods.items()) + "</p>")
+        parts += [f"<p class=reading>{esc(line)}</p>" for line in report["perplexity_curve"].get("readings", [])]
     parts.append("<div class=figs>" + "".join(_figure(folder / p["file"], p["title"]) for p in pictures) + "</div>")
     parts += [f"<p class=note>note: {esc(note)}</p>" for note in report.get("notes", [])]
     return "".join(parts)

@@ -58,19 +58,40 @@ def draw_heatmap(values: dict[str, dict[str, float]], title: str, path: Path, di
     return rows
 
 
+def curve_caption(documents: int, overlapping: bool) -> str:
+    """What a perplexity curve averages, and what its band is (or why it has none)."""
+    if documents <= 1:
+        return "one window of the text: no spread (--ppl-windows 3 or more for an average and its spread)"
+    shared = "; the windows overlap, so the band understates the spread between documents" if overlapping else ""
+    return f"pooled over {documents} windows of the text; band: the lowest to the highest window{shared}"
+
+
 def draw_curves(
-    curves: dict[str, dict[str, float]], labels: dict[str, str], original: int, method: str, title: str, path: Path
+    curves: dict[str, dict[str, float]],
+    labels: dict[str, str],
+    original: int,
+    method: str,
+    title: str,
+    path: Path,
+    spread: dict[str, dict[str, list[float]]] | None = None,
+    caption: str = "",
 ) -> dict[str, dict[str, float]]:
-    """Perplexity against length, one line per variant, the trained length marked; returns what it drew."""
+    """Perplexity against length, one line per variant with its spread as a band, the trained length marked;
+    returns what it drew."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
     try:
         for variant, values in curves.items():
             if values:
                 lengths = sorted(int(n) for n in values)
-                ax.plot(lengths, [values[str(n)] for n in lengths], marker="o", markersize=3, label=labels.get(variant, variant))
+                (line,) = ax.plot(lengths, [values[str(n)] for n in lengths], marker="o", markersize=3, label=labels.get(variant, variant))
+                band = (spread or {}).get(variant) or {}
+                banded = [n for n in lengths if str(n) in band]
+                if banded:
+                    low, high = [band[str(n)][0] for n in banded], [band[str(n)][1] for n in banded]
+                    ax.fill_between(banded, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
         ax.axvline(original, color="grey", linestyle="--", linewidth=1, label=f"trained length {original:,}")
-        ax.set_xlabel("context length (tokens)")
+        ax.set_xlabel("context length (tokens)" + (f"\n{caption}" if caption else ""), fontsize=9)
         ax.set_ylabel("perplexity")
         ax.set_title(f"{title}: {method}", fontsize=10)
         ax.legend(fontsize=8)
@@ -101,6 +122,8 @@ def pictures(report: dict[str, Any], folder: Path) -> list[dict[str, str]]:
         labels = {v["name"]: f"{v['name']} ({v['label']})" for v in report["variants"]}
         for method in ("last_tokens", "all_tokens"):
             file = f"perplexity-{method.replace('_', '-')}.png"
-            draw_curves(curve[method], labels, report["original_context"], curve["labels"][method], "perplexity", folder / file)
+            caption = curve_caption(curve.get("documents", 1), curve.get("overlapping", False))
+            spread = curve.get("spread", {}).get(method)  # reports before schema 4 have none
+            draw_curves(curve[method], labels, report["original_context"], curve["labels"][method], "perplexity", folder / file, spread, caption)
             written.append({"file": file, "title": f"perplexity: {curve['labels'][method]}", "kind": "curve"})
     return written

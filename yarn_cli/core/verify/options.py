@@ -50,7 +50,7 @@ class VerifyRequest:
     seed: int = 0
     threshold: float = THRESHOLD  # RULER's bar for the effective length (points)
     text: str | Path | None = None  # None: Python's own pydoc_data.topics
-    ppl_windows: int = 2
+    ppl_windows: int = 3  # windows of the text per perplexity pass: enough for an average and its spread
     min_accuracy: float = 0.8
     ppl_margin: float = DEFAULT_PPL_MARGIN
     original_context: int | None = None

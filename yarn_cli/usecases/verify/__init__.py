@@ -72,10 +72,16 @@ class VerifyRun:
     def total_steps(self) -> int:
         return self.prepared.total_steps(self.options)
 
-    def run(self, progress: Callable[[int], None] | None = None, describe: Callable[[str], None] | None = None) -> VerifyReport:
-        """Run the protocol; ``progress`` hears each finished step, ``describe`` which cell runs next."""
+    def run(
+        self,
+        progress: Callable[[int], None] | None = None,
+        describe: Callable[[str], None] | None = None,
+        estimated: Callable[[dict[str, Any]], None] | None = None,
+    ) -> VerifyReport:
+        """Run the protocol; ``progress`` hears each finished step, ``describe`` which cell runs next, ``estimated``
+        the tasks' expected time (the report's ``estimate``) before the first of them starts."""
         try:
-            report, columns = protocol.run(self.engine, self.options, progress, self.prepared, describe)
+            report, columns = protocol.run(self.engine, self.options, progress, self.prepared, describe, estimated)
         finally:
             self.engine.close()  # engines with worker processes (vLLM) stop them now, not in interpreter teardown
         report["timings"] = {"load_seconds": self.load_seconds, **report["timings"]}

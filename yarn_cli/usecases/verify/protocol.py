@@ -12,7 +12,7 @@ from typing import Any
 
 from yarn_cli.core.rope import variants
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify import heatmap
+from yarn_cli.core.verify import heatmap, timing
 from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.core.verify.options import VERIFY
 from yarn_cli.errors import EngineCrashed, InputError, UnsupportedError
@@ -20,8 +20,9 @@ from yarn_cli.usecases.verify import parity_check, tasks
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult
 
 # --json: 2 replaced tokens_per_second by speed (prefill and decode apart) and added variants, tasks, cells; 3 added
-# ruler, heatmaps and perplexity_curve (perplexity now read from one pass per document, windows from its start)
-SCHEMA = 3
+# ruler, heatmaps and perplexity_curve (perplexity now read from one pass per document, windows from its start); 4 added
+# the curve's spread, overlapping and readings, and estimate (the time the run was expected to take, and from what)
+SCHEMA = 4
 
 
 @dataclass
@@ -167,14 +168,30 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
     return Prepared(chosen, lengths, skipped, largest, context, task_list, jobs, notes, parity)
 
 
+def estimate_time(engine: Any, prepared: Prepared, options: VerifyOptions) -> timing.Estimate | None:
+    """Time one short generation on the engine and price every task call from it (None where no task runs).
+    The prompt is filler alone, which no task prompt starts with, so no engine's prefix cache carries it over."""
+    calls = [(len(job.ids), task.answer_tokens) for task in prepared.tasks for job in prepared.jobs[task.name] for _ in prepared.variants]
+    if options.parity_only or not calls:
+        return None
+    tokens = min(timing.MEASURE_TOKENS, min(n for n, _ in calls))
+    filler = prepared.context.encode(" ".join([verify_plan.FILLER] * (tokens // 8 + 1)))
+    ids = (engine.tokenizer.bos + filler)[:tokens]
+    done = engine.generate(prepared.variants[0], ids, timing.MEASURE_ANSWER)
+    measured = timing.Measured(len(ids), done.prefill_seconds, done.decode_tokens, done.decode_seconds, engine.facts.hidden)
+    return timing.estimate(measured, calls)
+
+
 def run(
     engine: Any,
     options: VerifyOptions,
     advance: Callable[[int], None] | None = None,
     prepared: Prepared | None = None,
     describe: Callable[[str], None] | None = None,
+    estimated: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], list[Column]]:
-    """The report (the --json object) and the tasks' table columns. ``describe`` hears which cell runs next."""
+    """The report (the --json object) and the tasks' table columns. ``describe`` hears which cell runs next,
+    ``estimated`` the tasks' expected time once it is measured (after parity, before the first task)."""
     prepared = prepared or prepare(engine, options)
     notes = list(prepared.notes)
     started = time.perf_counter()
@@ -193,12 +210,20 @@ def run(
             "notes": notes,
             "verdict": verify_plan.Verdict(checked.ok, checked.line).to_json(),
             "timings": _timings(engine, timings),
+            "estimate": None,
         }, []
     started = time.perf_counter()
+    try:
+        estimate = estimate_time(engine, prepared, options)
+    except EngineCrashed as exc:
+        return _crashed(engine, prepared, {task.name: [] for task in prepared.tasks}, notes, exc, timings, checked)
+    if estimate and estimated:
+        estimated(estimate.to_json())
     cells, crash = _cells(engine, prepared, advance, describe)
     timings["protocol_seconds"] = time.perf_counter() - started
     if crash is not None:
-        return _crashed(engine, prepared, cells, notes, crash, timings, checked)
+        report, columns = _crashed(engine, prepared, cells, notes, crash, timings, checked)
+        return {**report, "estimate": estimate.to_json() if estimate else None}, columns
     extra = []
     if options.lm_eval is not None:
         from yarn_cli.usecases.verify import lm_eval_suite
@@ -209,6 +234,7 @@ def run(
     report, columns = _report(engine, prepared, cells, notes, extra)
     report["parity"] = checked.to_json() if checked else None
     report["timings"] = _timings(engine, timings)
+    report["estimate"] = estimate.to_json() if estimate else None
     if checked and not checked.ok:
         report["verdict"] = verify_plan.Verdict(False, checked.line).to_json()
     return report, columns
@@ -222,6 +248,7 @@ def _crashed(
     report["parity"] = checked.to_json() if checked else None
     report["timings"] = _timings(engine, timings)
     report["engine_crash"] = str(crash)
+    report["estimate"] = None
     report["verdict"] = verify_plan.Verdict(False, str(crash)).to_json()
     return report, columns
 

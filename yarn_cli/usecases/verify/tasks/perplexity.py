@@ -4,7 +4,11 @@ losses of the window made of its first n tokens.
 
 Two readings of those losses, both reported: the YaRN paper's (and Hugging Face's) sliding-window figure,
 where a window scores only its last PPL_STRIDE tokens, the ones with the most context; and LongLoRA's, the
-mean over all of a window's tokens. The table and the verdict use the first; the numbers differ."""
+mean over all of a window's tokens. The table and the verdict use the first; the numbers differ.
+
+The curves pool the windows (``--ppl-windows``, evenly spaced through the text) token by token, and carry their
+spread: the lowest and the highest window's perplexity at each length. A window's last 256 tokens are one stretch
+of text, so one window alone zig-zags with what that stretch says (code or prose); the spread shows how far."""
 
 from __future__ import annotations
 
@@ -62,21 +66,27 @@ class PerplexityTask:
         longest = pass_length(context)
         grid = curve_lengths(context.original_context, longest, context.lengths)
         curves = {method: {v: curve([c for c in cells if c.variant == v], grid, method) for v in context.variants} for method in METHODS}
+        spreads = {method: {v: spread([c for c in cells if c.variant == v], grid, method) for v in context.variants} for method in METHODS}
         table = {v: {n: x for n, x in curves["last_tokens"][v].items() if n in context.lengths} for v in context.variants}
         broken = {v: first_nonfinite([c for c in cells if c.variant == v]) for v in context.variants}
         notes = [f"{v} model: NaN/infinite log-probabilities from {bad[0]:,} tokens on; no perplexity" for v, bad in broken.items() if bad]
         judged, against = context.variants[0], context.variants[1] if len(context.variants) > 1 else None
         column = Column("ppl", lambda v, n: table.get(v, {}).get(n), lambda x: f"{x:.2f}")
         judgement = judge(table.get(judged, {}), table.get(against, {}), context.original_context, context.options.ppl_margin, broken[judged])
+        documents = len({c.sample for c in cells})
         report = {
             "perplexity": keyed(table, context.variants),
             "perplexity_curve": {
                 "lengths": grid,
-                "documents": len({c.sample for c in cells}),
+                "documents": documents,
+                "overlapping": bool(longest) and windows_overlap(context, longest),
                 "pass_tokens": longest,
                 "methods": METHODS,
                 "labels": LABELS,
                 **{m: keyed(curves[m], context.variants) for m in METHODS},
+                # [lowest, highest] window at each length, where more than one window ran
+                "spread": {m: {v: {str(n): list(pair) for n, pair in spreads[m][v].items()} for v in context.variants} for m in METHODS},
+                "readings": readings_differ(curves, context.original_context, judged, against),
             },
         }
         margin = context.options.ppl_margin
@@ -119,6 +129,53 @@ def curve(cells: list[Cell], grid: list[int], method: str) -> dict[int, float]:
         if chosen:
             result[n] = math.exp(sum(chosen) / len(chosen))
     return result
+
+
+def spread(cells: list[Cell], grid: list[int], method: str) -> dict[int, tuple[float, float]]:
+    """The lowest and the highest single window's perplexity at each length of ``grid`` (two windows or more)."""
+    if len(cells) < 2:
+        return {}
+    each = [curve([c], grid, method) for c in cells]
+    if any(not one for one in each):
+        return {}
+    return {n: (min(one[n] for one in each), max(one[n] for one in each)) for n in grid if all(n in one for one in each)}
+
+
+def windows_overlap(context: Context, longest: int) -> bool:
+    """Whether the windows share tokens (the text is shorter than their total): then their spread understates how
+    much separate documents would differ."""
+    taken = longest - len(context.bos)
+    starts = verify_plan.ppl_windows(len(context.text_ids), taken, context.options.ppl_windows)
+    return any(b - a < taken for a, b in zip(starts, starts[1:]))
+
+
+def readings_differ(curves: dict[str, dict[str, dict[int, float]]], original: int, judged: str, against: str | None) -> list[str]:
+    """Why the all-tokens curve can rank the variants the other way beyond the trained length: one sentence for the
+    longest length where the two readings disagree, or none."""
+    if against is None:
+        return []
+    last, every = curves["last_tokens"], curves["all_tokens"]
+    disagree = [
+        n
+        for n in every[judged]
+        if n > original
+        and n in every[against]
+        and n in last[judged]
+        and n in last[against]
+        and (last[judged][n] < last[against][n]) != (every[judged][n] < every[against][n])
+    ]
+    if not disagree:
+        return []
+    n = max(disagree)
+    ahead = lambda values: judged if values[judged][n] < values[against][n] else against  # noqa: E731
+    within = min(original, n) / n
+    return [
+        f"at {n:,} tokens the all-tokens reading puts the {ahead(every)} model ahead ({every[judged][n]:.2f} vs "
+        f"{every[against][n]:.2f}) while the last-{verify_plan.PPL_STRIDE}-tokens reading puts the {ahead(last)} model ahead "
+        f"({last[judged][n]:.2f} vs {last[against][n]:.2f}): {within:.0%} of each {n:,}-token window lies within the trained "
+        f"{original:,} tokens, where the two differ only by what each changes at short range, so the all-tokens figure "
+        f"mostly measures short contexts; the last-tokens figure scores only positions near {n:,}, the ones the extension is for"
+    ]
 
 
 def judge(ours: dict[int, float], base: dict[int, float], original: int, margin: float, nonfinite: list[int]) -> Judgement | None:
