@@ -156,7 +156,7 @@ def verify(
     parity: bool = typer.Option(VERIFY.parity, "--parity/--no-parity", help="First check that the engine computes the declared RoPE exactly, and name the fault if not."),
     parity_only: bool = typer.Option(VERIFY.parity_only, "--parity-only", help="Run only the parity check: one forward pass per fault hypothesis (about a minute for a 135M model on a CPU)."),
     parity_length: str | None = typer.Option(None, "--parity-length", help="Tokens in the parity sequence (default: 1.5 x L, at most s·L; at most 1k on a CPU)."),
-    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks: passkey, perplexity, RULER's niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, fwe, ruler (all of them), or none (default: passkey,perplexity,niah_single_1)."),
+    tasks: str | None = typer.Option(None, "--tasks", help="Comma-separated tasks: passkey, perplexity, kld (KL divergence from the unextended model, lengths up to L; native engine), RULER's niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, fwe, ruler (all of them), or none (default: passkey,perplexity,niah_single_1)."),
     variants: str | None = typer.Option(None, "--variants", help="RoPE variants to compare, the first judged against the second: extended, baseline, paper (m = 0.1 ln s + 1), m=X (default: extended,baseline)."),
     compare: str | None = typer.Option(None, "--compare", help="Add the paper's alternatives at the checkpoint's factor on the same weights: linear (Position Interpolation), ntk (NTK-aware), none."),
     lm_eval: str | None = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks or groups to run on every variant, e.g. arc_easy,hellaswag (needs yarn-cli[eval])."),

@@ -13,7 +13,9 @@ from yarn_cli.core.rope.spec import scaling_label
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.native import weights
 from yarn_cli.native.model import NativeModel, Rope
-from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype, stop_ids
+from yarn_cli.runtimes.base import Divergence, Generation, ModelFacts, Scored, available_host_memory, compute_dtype, stop_ids
+
+DIVERGENCE_ROWS = 256  # positions whose two distributions are compared at once: 256 x vocabulary float64s, twice
 
 
 class NativeEngine:
@@ -83,6 +85,27 @@ class NativeEngine:
         model = self.model(variant)
         _, nll = model.prefill(ids, model.new_cache(len(ids)), self.chunk, score_from)
         return Scored([] if nll is None else nll.double().cpu().tolist(), len(ids), model.last_prefill_seconds, model.last_greedy)
+
+    def divergence(self, reference: RopeVariant, variant: RopeVariant, ids: list[int], score_from: int) -> Divergence:
+        """KL(P_reference ‖ P_variant) at each position of ids[score_from:-1]: both passes keep only their final hidden
+        states, and the logits are taken DIVERGENCE_ROWS positions at a time, so no positions x vocabulary tensor is
+        ever held whole."""
+        import torch.nn.functional as F
+
+        first, second = self.model(reference), self.model(variant)
+        theirs = first.hidden_states(ids, self.chunk, score_from)
+        seconds = first.last_prefill_seconds
+        ours = second.hidden_states(ids, self.chunk, score_from)
+        seconds += second.last_prefill_seconds
+        divergences, agree = [], []
+        for row in range(0, theirs.shape[0], DIVERGENCE_ROWS):
+            p = F.log_softmax(first.logits(theirs[row : row + DIVERGENCE_ROWS]).double(), dim=-1)
+            q = F.log_softmax(second.logits(ours[row : row + DIVERGENCE_ROWS]).double(), dim=-1)
+            divergences.append((p.exp() * (p - q)).sum(-1))
+            agree.append(p.argmax(-1) == q.argmax(-1))
+        if not divergences:
+            return Divergence([], [], 0, 0.0)
+        return Divergence(torch.cat(divergences).cpu().tolist(), torch.cat(agree).cpu().tolist(), 2 * len(ids), seconds)
 
     def available_memory(self) -> int:
         if self.device.startswith("cuda"):

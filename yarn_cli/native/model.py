@@ -199,6 +199,21 @@ class NativeModel:
         self.last_greedy = torch.cat(hits).tolist() if hits else []
         return last, (torch.cat(nll) if nll else None)
 
+    def hidden_states(self, ids: list[int], chunk: int, score_from: int, score_budget: int = 512 << 20) -> torch.Tensor:
+        """The final hidden states of positions score_from .. len(ids) - 2 (each predicts the next id), for a caller
+        that takes their logits a slice at a time; times the pass into ``last_prefill_seconds``."""
+        cache = self.new_cache(len(ids))
+        parts = []
+        started = time.perf_counter()
+        for start, end in self._chunks(len(ids), chunk, score_budget):
+            want = max(score_from - start, 0) if end > score_from else None
+            hidden = self.forward(ids[start:end], cache, start, want, head=False)
+            if hidden is not None:
+                parts.append(hidden)
+        self._sync()
+        self.last_prefill_seconds = time.perf_counter() - started
+        return torch.cat(parts)[: len(ids) - 1 - score_from]
+
     def _sync(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -55,6 +55,21 @@ def _by_length(report: dict[str, Any]) -> str:
     return _table(["length"] + [title for title, _ in columns], rows) + "<p>* beyond the trained length</p>" if columns else ""
 
 
+def _kld(report: dict[str, Any]) -> str:
+    """The kld task's statistics per variant and length, as llama-perplexity --kl-divergence lists them."""
+    rows = [
+        [name, f"{int(length):,}"]
+        + [_number(stats[k], ".4f") for k in ("mean", "median", "p99", "p99_9", "max")]
+        + [_number(stats["top1_agreement"] / 100, ".1%")]
+        for name, by_length in (report.get("kld") or {}).items()
+        for length, stats in by_length.items()
+    ]
+    if not rows:
+        return ""
+    titles = ["variant", "length", "mean", "median", "99%", "99.9%", "max", "same top token"]
+    return "<h2>KL divergence from the unextended model (nats per token)</h2>" + _table(titles, rows, left=1)
+
+
 def _effective(report: dict[str, Any]) -> str:
     section = report.get("ruler")
     if not section:
@@ -119,7 +134,7 @@ def run_section(report: dict[str, Any], name: str, folder: Path, pictures: list[
     ]
     if report.get("parity"):
         parts.append(f"<p>{esc(report['parity']['line'])}</p>")
-    parts += [_variants(report), "<h2>By length</h2>", _by_length(report), _effective(report)]
+    parts += [_variants(report), "<h2>By length</h2>", _by_length(report), _kld(report), _effective(report)]
     if report.get("perplexity_curve"):
         methods = report["perplexity_curve"]["methods"]
         parts.append("<p>Perplexity: " + "; ".join(f"{esc(k.replace('_', ' '))}: {esc(v)}" for k, v in methods.items()) + "</p>")

@@ -94,6 +94,17 @@ class Scored:
     greedy: list[bool] | None = None
 
 
+@dataclass(frozen=True)
+class Divergence:
+    """Per position of ids[score_from:-1]: KL(P_reference ‖ P_variant) of the next-token distributions over the whole
+    vocabulary (nats), and whether both put the same token first; the two prefills timed together."""
+
+    divergences: list[float]
+    agree: list[bool]
+    prefill_tokens: int
+    prefill_seconds: float
+
+
 class Engine(Protocol):
     name: str  # the --engine name
     implementation: str  # whose forward pass computes: parity never holds an engine against its own

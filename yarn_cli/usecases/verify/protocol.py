@@ -141,6 +141,10 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
         if reason:
             raise UnsupportedError(f"the {engine.name} engine cannot run variant {variant.name!r} ({variant.label}): {reason}")
     task_list = tasks.build(options.tasks)
+    for task in task_list:
+        needed = getattr(task, "requires", None)
+        if needed and not callable(getattr(engine, needed, None)):
+            raise UnsupportedError(f"--tasks {task.name}: the {engine.name} engine cannot run it yet; use --engine native")
     answer = max((task.answer_tokens for task in task_list), default=0)
     # --tasks none (lm-eval only): no length to plan, so none is reported as run
     lengths, skipped, largest = plan_lengths(engine, options, answer) if task_list else ([], [], None)

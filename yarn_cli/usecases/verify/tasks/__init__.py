@@ -6,11 +6,12 @@ from __future__ import annotations
 from yarn_cli.core.units import split_names
 from yarn_cli.core.verify.ruler import TASKS as RULER_TASKS  # not `ruler`: the submodule tasks.ruler would shadow it
 from yarn_cli.errors import InputError
+from yarn_cli.usecases.verify.tasks.kld import KldTask
 from yarn_cli.usecases.verify.tasks.passkey import PasskeyTask
 from yarn_cli.usecases.verify.tasks.perplexity import PerplexityTask
 from yarn_cli.usecases.verify.tasks.ruler import RulerSuite
 
-TASKS = {"passkey": PasskeyTask, "perplexity": PerplexityTask}
+TASKS = {"passkey": PasskeyTask, "perplexity": PerplexityTask, "kld": KldTask}
 DEFAULT_TASKS = ("passkey", "perplexity", "niah_single_1")
 GROUPS = {"ruler": tuple(RULER_TASKS)}
 
