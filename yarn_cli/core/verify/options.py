@@ -64,6 +64,10 @@ class VerifyRequest:
     lm_eval_args: str | dict[str, Any] | None = None
     max_task_drop: float | None = None
     engine_options: EngineOptions = field(default_factory=EngineOptions)
+    endpoint: str | None = None  # an OpenAI-compatible server's /v1 base URL: the declared variant runs there
+    served_model: str | None = None  # which of the server's models, where it serves several
+    api_key_env: str | None = None  # the environment variable holding the server's key (the key itself is never taken)
+    concurrency: int = 8  # requests in flight to the server
     report: str | Path | None = None  # a folder for report.html, written after the run
     card: bool = False  # write (or update) the checkpoint's model card
     base_model: str | None = None  # the card's base_model (a hub id)

@@ -157,14 +157,35 @@ def prepare_verify(
     check_original_context(request.original_context)
     report_folder = _report_folder(request.report, path, request.card, request.base_model)
     longest = max(checked.lengths or [0]) + 16
+    server = _server(request)  # reachable and serving one model, before anything loads
     started = time.perf_counter()
     loaded = load_engine(request.engine, path, pick_device(request.device), request.original_context, longest, request.engine_options.to_dict())
     try:
+        if server is not None:
+            from yarn_cli.runtimes.endpoint import EndpointEngine
+
+            loaded = EndpointEngine(server, loaded, request.concurrency)
         prepared = protocol.prepare(loaded, checked)
     except BaseException:
         loaded.close()
         raise
     return VerifyRun(loaded, checked, prepared, path, report_folder, request.card, request.base_model, time.perf_counter() - started)
+
+
+def _server(request: VerifyRequest):
+    """--endpoint's server, connected and checked (runtimes.endpoint.connect), or None; its flags alone are refused."""
+    if request.endpoint is None:
+        alone = [flag for flag, value in (("--served-model", request.served_model), ("--api-key-env", request.api_key_env)) if value]
+        if alone:
+            raise InputError(f"{', '.join(alone)} go with --endpoint URL")
+        return None
+    if request.concurrency < 1:
+        raise InputError(f"--concurrency {request.concurrency}: at least one request in flight")
+    if request.lm_eval:
+        raise InputError("--lm-eval runs in-process: drop --endpoint to run it")
+    from yarn_cli.runtimes.endpoint import connect
+
+    return connect(request.endpoint, request.served_model, request.api_key_env)
 
 
 def _options(request: VerifyRequest) -> protocol.VerifyOptions:

@@ -43,6 +43,8 @@ def plan(engine: Any, options: Any, text_ids: list[int], notes: list[str]) -> Pa
     reason = None
     if facts.rope is None:
         reason = f"the {engine.name} engine does not report its RoPE, so there is nothing to hold it to"
+    elif "score" in getattr(engine, "cannot", {}):
+        reason = engine.cannot["score"]
     elif facts.rope.scaling is not None and facts.rope.scaling.type == "dynamic":
         reason = "dynamic scaling changes with every length, so no one reference fits it"
     if reason is None:
@@ -96,7 +98,8 @@ def run(engine: Any, planned: ParityPlan, options: Any, notes: list[str], advanc
     finally:
         if reference is not engine:
             reference.close()
-    return diagnosis.parity(engine.name, label, engine.facts.scaling, measured, references)
+    # a server is named by its URL (and version), an in-process engine by its name
+    return diagnosis.parity(getattr(engine, "label", engine.name), label, engine.facts.scaling, measured, references)
 
 
 def reference_for(engine: Any) -> tuple[Any, str]:

@@ -119,6 +119,12 @@ def plan_lengths(engine: Any, options: VerifyOptions, answer_tokens: int) -> tup
             facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length + answer_tokens, min(length, 2048), facts.value_bytes
         )
 
+    served = getattr(getattr(engine, "server", None), "max_length", None)
+    if served:  # a server's own limit: lengths past it are left out, with its number
+        beyond = [n for n in lengths if n + answer_tokens > served]
+        if beyond and not options.parity_only:
+            engine.notes.append(f"{', '.join(f'{n:,}' for n in beyond)} not run: the server serves at most {served:,} tokens")
+            lengths = [n for n in lengths if n not in beyond]
     runnable = [n for n in lengths if verify_plan.fits(estimate(n), available)]
     skipped = [{"length": n, "needs_bytes": estimate(n).total, "available_bytes": available} for n in lengths if n not in runnable]
     largest = verify_plan.largest_fitting(estimate, available, max(lengths)) if skipped else None
@@ -140,11 +146,16 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
         reason = engine.unsupported(variant)
         if reason:
             raise UnsupportedError(f"the {engine.name} engine cannot run variant {variant.name!r} ({variant.label}): {reason}")
-    task_list = tasks.build(options.tasks)
-    for task in task_list:
+    task_list, left_out = [], []
+    for task in tasks.build(options.tasks):
         needed = getattr(task, "requires", None)
         if needed and not callable(getattr(engine, needed, None)):
             raise UnsupportedError(f"--tasks {task.name}: the {engine.name} engine cannot run it yet; use --engine native")
+        why = getattr(engine, "cannot", {}).get(needed)
+        if why:  # a server's limit, found when connecting: the task is left out, with the reason
+            left_out.append(f"{task.name} not run: {why}")
+        else:
+            task_list.append(task)
     answer = max((task.answer_tokens for task in task_list), default=0)
     # --tasks none (lm-eval only): no length to plan, so none is reported as run
     lengths, skipped, largest = plan_lengths(engine, options, answer) if task_list else ([], [], None)
@@ -160,7 +171,7 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
         text,
         [] if options.parity_only else list(lengths),
     )
-    notes = list(engine.notes) + compare_notes
+    notes = list(engine.notes) + compare_notes + left_out
     jobs: dict[str, list[Job]] = {task.name: [] for task in task_list}
     for length in lengths if not options.parity_only else []:
         for task in task_list:
@@ -264,6 +275,10 @@ def _cells(engine: Any, prepared: Prepared, advance, describe) -> tuple[dict[str
     cells: dict[str, list[Cell]] = {task.name: [] for task in prepared.tasks}
     for variant in prepared.variants:
         for task in prepared.tasks:
+            in_flight = getattr(engine, "concurrency", 1) if getattr(engine, "remote", lambda v: False)(variant) else 1
+            if in_flight > 1:  # a server batches what it is sent at once: its jobs go out together, kept in order
+                cells[task.name] += _concurrently(engine, task, variant, prepared.jobs[task.name], in_flight, advance, describe)
+                continue
             for job in prepared.jobs[task.name]:
                 if describe:
                     describe(job.describe(variant.name))
@@ -274,6 +289,45 @@ def _cells(engine: Any, prepared: Prepared, advance, describe) -> tuple[dict[str
                 if advance:
                     advance(1)
     return cells, None
+
+
+def _concurrently(engine: Any, task: Any, variant: RopeVariant, jobs: list[Job], width: int, advance, describe) -> list[Cell]:
+    """``task.run`` of every job with up to ``width`` in flight; the cells in job order whatever order they finish in.
+    The workers are daemon threads: a Ctrl-C or a failed request ends the run at once, not when the last request
+    in flight returns."""
+    import queue
+    import threading
+
+    if describe and jobs:
+        describe(f"{variant.name}: {task.name}, {len(jobs)} requests, up to {width} at once")
+    pending, lock, stop = iter(enumerate(jobs)), threading.Lock(), threading.Event()
+    finished: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            try:
+                finished.put((item[0], task.run(engine, variant, item[1]), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
+                finished.put((item[0], None, exc))
+
+    for _ in range(min(width, len(jobs))):
+        threading.Thread(target=work, daemon=True).start()
+    results: dict[int, Cell] = {}
+    try:
+        while len(results) < len(jobs):
+            index, cell, error = finished.get()
+            if error is not None:
+                raise error
+            results[index] = cell
+            if advance:
+                advance(1)
+    finally:
+        stop.set()
+    return [results[i] for i in range(len(jobs))]
 
 
 def _header(engine: Any, prepared: Prepared) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class PerplexityTask:
     name = "perplexity"
     answer_tokens = 0
     pictured = ()
+    requires = "score"  # prompt log-probabilities: a server that returns none leaves the task out
 
     def plan(self, context: Context, length: int) -> tuple[list[Job], list[str]]:
         """Documents only at the pass length (the longest length the text holds); other lengths read them."""
