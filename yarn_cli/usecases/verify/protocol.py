@@ -237,8 +237,7 @@ def run(
     cells, crash = _cells(engine, prepared, advance, describe)
     timings["protocol_seconds"] = time.perf_counter() - started
     if crash is not None:
-        report, columns = _crashed(engine, prepared, cells, notes, crash, timings, checked)
-        return {**report, "estimate": estimate.to_json() if estimate else None}, columns
+        return _crashed(engine, prepared, cells, notes, crash, timings, checked, estimate)
     extra = []
     if options.lm_eval is not None:
         from yarn_cli.usecases.verify import lm_eval_suite
@@ -256,14 +255,21 @@ def run(
 
 
 def _crashed(
-    engine: Any, prepared: Prepared, cells: dict[str, list[Cell]], notes: list[str], crash: EngineCrashed, timings: dict, checked: Any = None
+    engine: Any,
+    prepared: Prepared,
+    cells: dict[str, list[Cell]],
+    notes: list[str],
+    crash: EngineCrashed,
+    timings: dict,
+    checked: Any = None,
+    estimate: timing.Estimate | None = None,
 ) -> tuple[dict[str, Any], list[Column]]:
     """The report of a run whose engine died: every cell measured before, and a FAIL that says what happened."""
     report, columns = _report(engine, prepared, cells, notes, [])
     report["parity"] = checked.to_json() if checked else None
     report["timings"] = _timings(engine, timings)
     report["engine_crash"] = str(crash)
-    report["estimate"] = None
+    report["estimate"] = estimate.to_json() if estimate else None
     report["verdict"] = verify_plan.Verdict(False, str(crash)).to_json()
     return report, columns
 
