@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from yarn_cli.usecases.verify.protocol import _concurrently
+from yarn_cli.usecases.verify.concurrent import concurrently
 from yarn_cli.usecases.verify.tasks.base import Cell, Job
 
 
@@ -39,7 +39,7 @@ class Variant:
 def test_cells_keep_job_order_and_at_most_n_run_at_once():
     jobs = [Job("slow", 100, [1], None, i) for i in range(10)]
     task, advanced = SlowTask(), []
-    cells = _concurrently(None, task, Variant(), jobs, 4, advanced.append, None)
+    cells = concurrently(None, task, Variant(), jobs, 4, advanced.append, None)
     assert [c.sample for c in cells] == list(range(10)) and sum(advanced) == 10
     assert 1 < task.most <= 4
 
@@ -47,4 +47,4 @@ def test_cells_keep_job_order_and_at_most_n_run_at_once():
 def test_the_first_failure_ends_the_run():
     jobs = [Job("slow", 100, [1], None, i) for i in range(10)]
     with pytest.raises(ValueError, match="request 9 failed"):
-        _concurrently(None, SlowTask(fail_at=9), Variant(), jobs, 4, None, None)
+        concurrently(None, SlowTask(fail_at=9), Variant(), jobs, 4, None, None)

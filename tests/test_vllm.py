@@ -351,7 +351,11 @@ def vllm_serve(models, tmp_path_factory):
             # 1,024 tokens for both folders: the plain one as a server is run that raises the length without YaRN
             environment = {**os.environ, "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}
             process = subprocess.Popen(
-                [*command, *FAST, "--max-model-len", "1024", "--gpu-memory-utilization", "0.2"], stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=environment
+                [*command, *FAST, "--max-model-len", "1024", "--gpu-memory-utilization", "0.2"],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=environment,
             )
         started.append(process)
         url = f"http://127.0.0.1:{port}/v1"

@@ -17,6 +17,7 @@ from yarn_cli.core.verify import plan as verify_plan
 from yarn_cli.core.verify.options import VERIFY
 from yarn_cli.errors import EngineCrashed, InputError, UnsupportedError
 from yarn_cli.usecases.verify import parity_check, tasks
+from yarn_cli.usecases.verify.concurrent import concurrently
 from yarn_cli.usecases.verify.tasks.base import Cell, Column, Context, Job, TaskResult
 
 # --json: 2 replaced tokens_per_second by speed (prefill and decode apart) and added variants, tasks, cells; 3 added
@@ -283,7 +284,7 @@ def _cells(engine: Any, prepared: Prepared, advance, describe) -> tuple[dict[str
         for task in prepared.tasks:
             in_flight = getattr(engine, "concurrency", 1) if getattr(engine, "remote", lambda v: False)(variant) else 1
             if in_flight > 1:  # a server batches what it is sent at once: its jobs go out together, kept in order
-                cells[task.name] += _concurrently(engine, task, variant, prepared.jobs[task.name], in_flight, advance, describe)
+                cells[task.name] += concurrently(engine, task, variant, prepared.jobs[task.name], in_flight, advance, describe)
                 continue
             for job in prepared.jobs[task.name]:
                 if describe:
@@ -295,45 +296,6 @@ def _cells(engine: Any, prepared: Prepared, advance, describe) -> tuple[dict[str
                 if advance:
                     advance(1)
     return cells, None
-
-
-def _concurrently(engine: Any, task: Any, variant: RopeVariant, jobs: list[Job], width: int, advance, describe) -> list[Cell]:
-    """``task.run`` of every job with up to ``width`` in flight; the cells in job order whatever order they finish in.
-    The workers are daemon threads: a Ctrl-C or a failed request ends the run at once, not when the last request
-    in flight returns."""
-    import queue
-    import threading
-
-    if describe and jobs:
-        describe(f"{variant.name}: {task.name}, {len(jobs)} requests, up to {width} at once")
-    pending, lock, stop = iter(enumerate(jobs)), threading.Lock(), threading.Event()
-    finished: queue.Queue = queue.Queue()
-
-    def work() -> None:
-        while not stop.is_set():
-            with lock:
-                item = next(pending, None)
-            if item is None:
-                return
-            try:
-                finished.put((item[0], task.run(engine, variant, item[1]), None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
-                finished.put((item[0], None, exc))
-
-    for _ in range(min(width, len(jobs))):
-        threading.Thread(target=work, daemon=True).start()
-    results: dict[int, Cell] = {}
-    try:
-        while len(results) < len(jobs):
-            index, cell, error = finished.get()
-            if error is not None:
-                raise error
-            results[index] = cell
-            if advance:
-                advance(1)
-    finally:
-        stop.set()
-    return [results[i] for i in range(len(jobs))]
 
 
 def _header(engine: Any, prepared: Prepared) -> dict[str, Any]:
