@@ -236,7 +236,8 @@ class EndpointEngine:
         if not self.remote(variant):
             return self.local.generate(variant, ids, max_new_tokens)
         started = time.perf_counter()
-        answer = self._complete(ids if self.ids else self._text(ids), max_new_tokens, expected=self._count(ids))
+        prompt, count = self._prompt(ids)
+        answer = self._complete(prompt, max_new_tokens, expected=count)
         seconds = time.perf_counter() - started
         text = answer["choices"][0].get("text") or ""
         # the server times nothing apart: the whole request counts as the prefill, and no decoding speed is claimed
@@ -266,9 +267,13 @@ class EndpointEngine:
         bos = self.tokenizer.bos
         return self.tokenizer.decode(ids[len(bos) :] if bos and ids[: len(bos)] == bos else ids)
 
-    def _count(self, ids: list[int]) -> int:
-        """The prompt tokens the server must count: the ids, or what this checkpoint's tokenizer makes of their text."""
-        return len(ids) if self.ids else len(self.tokenizer.bos) + len(self.tokenizer.encode(self._text(ids)))
+    def _prompt(self, ids: list[int]) -> tuple[list[int] | str, int]:
+        """What to send for ``ids`` (the ids, or their text), and the prompt tokens the server must count for it: the
+        ids, or what this checkpoint's tokenizer makes of that text (decoded and encoded once per request)."""
+        if self.ids:
+            return ids, len(ids)
+        text = self._text(ids)
+        return text, len(self.tokenizer.bos) + len(self.tokenizer.encode(text))
 
     def _complete(self, prompt: list[int] | str, max_tokens: int, expected: int | None = None, **extra: Any) -> dict[str, Any]:
         body = {"model": self.server.model, "prompt": prompt, "max_tokens": max(max_tokens, 1), "temperature": 0.0, **extra}
@@ -298,10 +303,9 @@ class EndpointEngine:
 
     def _prompt_logprobs(self, ids: list[int]) -> list[float] | None:
         """log p(ids[i+1] | ids[:i+1]) for every i, from the server's echo; None where it returns none."""
-        prompt = ids if self.ids else self._text(ids)
-        answer = self._complete(prompt, 1, expected=self._count(ids), echo=True, logprobs=1)
+        prompt, count = self._prompt(ids)
+        answer = self._complete(prompt, 1, expected=count, echo=True, logprobs=1)
         found = (answer["choices"][0].get("logprobs") or {}).get("token_logprobs")
-        count = self._count(ids)
         if not isinstance(found, list) or len(found) < count or any(x is None for x in found[1:count]):
             return None
         if count != len(ids):
