@@ -26,6 +26,8 @@ FAMILIES = {
     "glm4_moe": ({}, ["--no-mtp"]),
     "qwen3_next": ({}, ["--no-mtp"]),
     "falcon": ({"bias": False, "max_position_embeddings": 2048}, []),
+    "lfm2": ({}, []),
+    "falcon_h1": ({}, []),
 }
 IDS = [1] + [(7 * i + 3) % 4000 + 20 for i in range(400)]
 
@@ -181,3 +183,99 @@ def test_qwen2_5_vl_gguf_keeps_its_sections_and_runs_as_transformers(tokenizer, 
     ours, theirs = llama_cpp_logprobs(tmp_path / "x4.gguf", IDS), transformers_scores(tmp_path / "x4")
     assert float((ours - theirs).abs().max()) < 2e-3
     assert float((ours - transformers_scores(folder)).abs().max()) > 2e-2
+
+
+def _phi3_longrope_gguf(tokenizer, root: Path, short: list[float]) -> tuple[Path, Path]:
+    """A tiny Phi-3 with longrope (trained 128, 512 positions) through llama.cpp's converter, which writes the factors
+    as rope_factors_long/short tensors and rope.scaling.attn_factor, with no rope.scaling.type."""
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    folder = root / "phi3"
+    tokenizer.save_pretrained(folder)
+    settings = {
+        **TINY["phi3"],
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "max_position_embeddings": 512,
+        "original_max_position_embeddings": 128,
+        "rope_scaling": {"type": "longrope", "long_factor": [1.0 + 0.5 * i for i in range(8)], "short_factor": short},
+    }
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(CONFIG_MAPPING["phi3"](**settings), dtype=torch.float32).save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "GPT2Tokenizer"}))  # the converter's BPE path
+    return folder, convert(folder, root / "phi3.gguf")
+
+
+def _inv_freq(kind: str, folder: Path, seq_len: int, **rope) -> tuple[torch.Tensor, float]:
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = AutoConfig.from_pretrained(folder)
+    config.rope_parameters = {**config.rope_parameters, **rope}
+    inv_freq, factor = ROPE_INIT_FUNCTIONS[kind](config, "cpu", seq_len=seq_len)
+    return inv_freq.double(), float(factor)
+
+
+def test_phi3_longrope_gguf_is_read_as_longrope_and_never_stacked(tokenizer, tmp_path, capsys):
+    """inspect reads the converter's tensors as the longrope transformers computes from the config (long factors past
+    128, with its attention factor); extend refuses to stack YaRN on them, and --replace refuses short factors that are
+    part of the model within 128."""
+    short = [1.0 + 0.05 * i for i in range(8)]
+    folder, gguf = _phi3_longrope_gguf(tokenizer, tmp_path, short)
+    code, out, err = run(["inspect", str(gguf), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    scaling = report["rope"]["scaling"]
+    assert (scaling["type"], scaling["factor"], scaling["original_context"]) == ("longrope", 4.0, 128)
+    assert scaling["params"]["short_factor"] == pytest.approx(short) and len(scaling["params"]["long_factor"]) == 8
+    inv_freq, factor = _inv_freq("longrope", folder, 512)
+    ours = torch.tensor([row["scaled_inv_freq"] for row in report["dimensions"]], dtype=torch.float64)
+    assert torch.allclose(ours, inv_freq, rtol=1e-6, atol=0)
+    assert report["attention_factor"] == pytest.approx(factor, rel=1e-6)
+    for extra, code_wanted, words in (([], 5, "--replace"), (["--replace"], 4, "rope_factors_short is not all 1")):
+        code, _, err = run(["extend", str(gguf), "-s", "4", "-o", str(tmp_path / "x.gguf"), *extra], capsys)
+        assert code == code_wanted and words in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x.gguf").exists()
+
+
+def test_phi3_longrope_gguf_with_plain_short_factors_is_replaced_by_yarn(tokenizer, tmp_path, capsys):
+    """Short factors of 1 leave the model within 128 plain RoPE, so --replace is exact: both tensors become ones, the
+    attention factor key goes, and the file declares YaRN x4 from 128, whose frequencies and m are transformers'."""
+    from gguf import GGUFReader
+
+    folder, gguf = _phi3_longrope_gguf(tokenizer, tmp_path, [1.0] * 8)
+    out = tmp_path / "x.gguf"
+    code, _, err = run(["extend", str(gguf), "-s", "4", "--replace", "-o", str(out)], capsys)
+    assert code == 0, err
+    reader = GGUFReader(str(out))
+    assert all((t.data == 1.0).all() for t in reader.tensors if t.name.startswith("rope_factors_"))
+    assert "phi3.rope.scaling.attn_factor" not in reader.fields
+    report = json.loads(run(["inspect", str(out), "--json"], capsys)[1])
+    assert report["rope"]["scaling"]["type"] == "yarn" and not report["warnings"]
+    inv_freq, factor = _inv_freq("yarn", folder, 512, rope_type="yarn", factor=4.0, original_max_position_embeddings=128)
+    ours = torch.tensor([row["scaled_inv_freq"] for row in report["dimensions"]], dtype=torch.float64)
+    assert torch.allclose(ours, inv_freq, rtol=1e-6, atol=0)
+    assert report["attention_factor"] == pytest.approx(factor, rel=1e-6)
+
+
+def test_llama_cpp_gives_olmo3_yarn_on_its_full_attention_layers_only(tokenizer, tmp_path, capsys):
+    """OLMo 3 converts to llama.cpp's olmo2 architecture. The extended GGUF runs as transformers runs the extended
+    folder, whose YaRN is on the full-attention layers only, and far from YaRN on every layer. (llama.cpp 0.3.36 runs
+    the sliding layers at the global base, so the tiny model gives both layer types one base.)"""
+    same_base = {"rope_type": "default", "rope_theta": 10000.0}
+    folder, gguf = converted("olmo3", tokenizer, tmp_path, {"rope_parameters": {"full_attention": same_base, "sliding_attention": same_base}}, [])
+    hf_out, gguf_out, every_layer = tmp_path / "x4", tmp_path / "x4.gguf", tmp_path / "x4-all"
+    for source, out in ((folder, hf_out), (gguf, gguf_out)):
+        code, _, err = run(["extend", str(source), "-s", "4", "-o", str(out)], capsys)
+        assert code == 0, err
+    every_layer.mkdir()
+    for item in hf_out.iterdir():
+        (every_layer / item.name).write_bytes(item.read_bytes())
+    config = json.loads((hf_out / "config.json").read_text())
+    config["rope_parameters"]["sliding_attention"] = dict(config["rope_parameters"]["full_attention"])
+    (every_layer / "config.json").write_text(json.dumps(config))
+    ours = llama_cpp_logprobs(gguf_out, IDS)
+    assert float((ours - transformers_logprobs(hf_out)).abs().max()) < 1e-3
+    assert float((ours - transformers_logprobs(every_layer)).abs().max()) > 1e-1

@@ -285,3 +285,42 @@ def test_verify_variants_on_transformers_apply_the_softmax_factor(sources, tmp_p
     parity = json.loads(out)["parity"]
     assert code == 0 and parity["diagnosis"] == "exact", (parity["hypotheses"], parity["line"])
     assert min(v for k, v in parity["hypotheses"].items() if k != "exact") > 1e-3
+
+
+def test_baked_baseline_is_the_unextended_model_when_the_pair_has_a_ratio(sources, tmp_path, capsys):
+    """With mscale != mscale_all_dim the bake puts M² on every q row and r² on the rotary key: the baseline must take
+    M out of the softmax and r out of cos/sin, so the baked checkpoint's baseline scores as the model without YaRN
+    (transformers' plain RoPE on the original weights). Taking the whole m out of the softmax, as for a pair without
+    a ratio, leaves (M/m)² on the no-RoPE dims and shows here."""
+    from dataclasses import replace
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from yarn_cli.core.rope import variants
+    from yarn_cli.runtimes.transformers import TransformersEngine
+
+    source = tmp_path / "scaled"
+    build_model("deepseek_v3", seed=2, qk_scale=6.0, rope_parameters=yarn(factor=2.0, mscale=1.0, mscale_all_dim=0.5)).save_pretrained(source)
+    word_tokenizer(source)
+    config = json.loads((source / "config.json").read_text())
+    config["max_position_embeddings"] = 2 * ORIGINAL
+    (source / "config.json").write_text(json.dumps(config))
+    extend(source, tmp_path / "baked", capsys, "--replace", "--bake-temperature")
+    plain_rope = {"rope_type": "default", "rope_theta": 10000.0}
+    ids = torch.randint(3, 128, (1, 500), generator=torch.Generator().manual_seed(1))
+    reference_config = AutoConfig.from_pretrained(source)
+    reference_config.rope_parameters = plain_rope
+    reference = AutoModelForCausalLM.from_pretrained(source, config=reference_config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        scores = torch.log_softmax(reference(ids).logits[0].double(), -1)
+    expected = [-float(s) for s in scores[:-1][torch.arange(499), ids[0, 1:]]]
+    engine = TransformersEngine(tmp_path / "baked", "cpu")
+    try:
+        spec, baked = engine.facts.rope, engine.facts.baked_attention_factor
+        assert spec.baked_softmax_mscale is not None and abs(spec.baked_softmax_mscale - baked) > 0.01
+        ours = engine.score(variants.baseline(spec, baked), ids[0].tolist(), 0).losses
+        whole_m = engine.score(variants.baseline(replace(spec, baked_softmax_mscale=None), baked), ids[0].tolist(), 0).losses
+    finally:
+        engine.close()
+    exact, wrong = (max(abs(a - b) for a, b in zip(losses, expected)) for losses in (ours, whole_m))
+    assert exact < 1e-5 and wrong > 50 * exact, (exact, wrong)

@@ -141,6 +141,76 @@ TINY = {
         rope_theta=10000.0,
         **IDS,
     ),
+    # Qwen3.5: Qwen3-Next's layout (gated q_proj, (1 + w) norms) in a dense and an MoE model, partial rotary 0.25
+    "qwen3_5_text": dict(
+        COMMON,
+        head_dim=16,
+        partial_rotary_factor=0.25,
+        layer_types=["linear_attention", "full_attention"],
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        rope_theta=10000.0,
+        **IDS,
+    ),
+    "qwen3_5_moe_text": dict(
+        COMMON,
+        head_dim=16,
+        partial_rotary_factor=0.25,
+        layer_types=["linear_attention", "full_attention"],
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        rope_theta=10000.0,
+        **IDS,
+    ),
+    # sliding layers at their own base between full-attention ones; YaRN goes on the full ones only
+    "olmo3": dict(COMMON, rope_theta=10000.0, sliding_window=64, layer_types=["sliding_attention", "full_attention"], **IDS),
+    # EXAONE MoE rotates only its sliding layers, as EXAONE 4 does
+    "exaone_moe": dict(
+        COMMON,
+        rope_theta=10000.0,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"],
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        **IDS,
+    ),
+    # hybrids: a layer holding a fixed state (convolution, lightning attention, Mamba-2), then an attention layer
+    "lfm2": dict(COMMON, rope_theta=10000.0, layer_types=["conv", "full_attention"], **IDS),
+    "lfm2_moe": dict(
+        COMMON,
+        rope_theta=10000.0,
+        layer_types=["conv", "full_attention"],
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        num_dense_layers=1,
+        **IDS,
+    ),
+    "minimax": dict(
+        COMMON, head_dim=16, rope_theta=10000.0, layer_types=["linear_attention", "full_attention"], num_local_experts=2, num_experts_per_tok=1, **IDS
+    ),
+    "granitemoehybrid": dict(
+        COMMON,
+        rope_theta=10000.0,
+        layer_types=["mamba", "attention"],
+        position_embedding_type="rope",
+        num_local_experts=2,
+        num_experts_per_tok=1,
+        mamba_n_heads=8,
+        mamba_d_head=16,
+        **IDS,
+    ),
+    # every layer runs attention beside a Mamba-2 mixer; key_multiplier scales k before RoPE
+    "falcon_h1": dict(COMMON, head_dim=16, rope_theta=10000.0, key_multiplier=0.5, **IDS),
     # Falcon-40B's grouped qkv; the other two layouts are tested on overrides of this one
     "falcon": dict(
         vocab_size=128,
@@ -173,6 +243,9 @@ TINY = {
     "deepseek_v3": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, **MLA),
     "deepseek_v2": dict(COMMON, num_key_value_heads=4, q_lora_rank=None, **MLA),
     "glm4_moe_lite": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, **MLA),
+    # MLA plus a sparse-attention indexer that keeps 64 of the keys: beyond 64 tokens its choice shapes the logits
+    "deepseek_v32": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, index_n_heads=2, index_head_dim=16, index_topk=64, **MLA),
+    "glm_moe_dsa": dict(COMMON, num_key_value_heads=4, q_lora_rank=32, index_n_heads=2, index_head_dim=16, index_topk=64, **MLA),
     # gpt-oss ships YaRN already (its config default); the tiny one starts unscaled so extend has work to do
     "gpt_oss": dict(
         COMMON,
@@ -187,7 +260,7 @@ TINY = {
 # Model types of registry entries that are not causal-LM text models on their own.
 # Model types that name a family's config but have no transformers class of their own (Kimi-K2 runs as DeepSeek-V3).
 NO_TRANSFORMERS_CLASS = {"kimi_k2"}
-MULTIMODAL = {"gemma3", "llama4", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
+MULTIMODAL = {"gemma3", "llama4", "qwen3_5", "qwen3_5_moe", "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text", "qwen3_vl", "qwen3_vl_text"}
 
 
 def build_model(model_type: str, seed: int = 0, qk_scale: float = 1.0, **overrides):

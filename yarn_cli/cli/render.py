@@ -100,7 +100,10 @@ def describe_kv_cache(kv: dict[str, Any], original: int, target: int | None) -> 
             f"hold {kv['sliding_window']:,} tokens at most"
         )
     if kv.get("linear_attention_layers"):
-        line += f" on {kv['full_attention_layers']} attention layers; {kv['linear_attention_layers']} linear-attention layers cache no tokens"
+        line += (
+            f" on {kv['full_attention_layers']} attention layers; {kv['linear_attention_layers']} layers hold a fixed state "
+            "(linear attention, Mamba or convolution) and cache no tokens"
+        )
     line += f"; at {original:,}: {human_bytes(kv['bytes_at_original_16bit'])}"
     if target and kv.get("bytes_at_target_16bit") is not None:
         line += f"; at {target:,}: {human_bytes(kv['bytes_at_target_16bit'])}"

@@ -165,6 +165,21 @@ def gguf_factor_values(shards: list) -> tuple[float, ...] | None:
     return None
 
 
+def gguf_longrope_values(shards: list) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """A Phi-3-style file's (long, short) ``rope_factors_*`` tensors, from whichever shard holds them."""
+    from yarn_cli.core.checkpoint.gguf_meta import LONGROPE_TENSORS
+    from yarn_cli.io.gguf_reader import read_small_tensor
+
+    found = [next((v for shard in shards if (v := read_small_tensor(shard, name)) is not None), None) for name in LONGROPE_TENSORS]
+    long, short = found
+    if long is None and short is None:
+        return None
+    if long is None or short is None:
+        have, lack = (LONGROPE_TENSORS[1], LONGROPE_TENSORS[0]) if long is None else LONGROPE_TENSORS
+        raise FormatError(f"GGUF has {have} but not {lack}; llama.cpp needs both for longrope")
+    return long, short
+
+
 def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSummary:
     from yarn_cli.core.checkpoint import gguf_meta
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
@@ -172,7 +187,7 @@ def summarize_gguf(path: Path, original_context: int | None = None) -> ModelSumm
     shards = [read_gguf(p) for p in split_shards(path)]
     meta = gguf_metadata(shards[0])
     with about(path):
-        ropes, warnings = gguf_meta.read_rope_specs(meta, original_context, gguf_factor_values(shards))
+        ropes, warnings = gguf_meta.read_rope_specs(meta, original_context, gguf_factor_values(shards), gguf_longrope_values(shards))
         dims = gguf_meta.model_dims(meta)
     dtypes: Counter[str] = Counter(t.type_name for shard in shards for t in shard.tensors)
     stats = TensorStats(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ def plan_extend(
 
 
 def _plan_gguf(path: Path, out: Path | None, r: ExtendRequest) -> ExtendPlan:
-    from yarn_cli.core.extend.gguf_plan import plan_extension
+    from yarn_cli.core.extend.gguf_plan import longrope_route, plan_extension
     from yarn_cli.io import atomic, gguf_writer
     from yarn_cli.io.gguf_reader import read_gguf, split_shards
     from yarn_cli.io.gguf_writer import metadata_with_types
@@ -143,7 +144,11 @@ def _plan_gguf(path: Path, out: Path | None, r: ExtendRequest) -> ExtendPlan:
     first = parsed[0]
     with about(path):
         factors = _freq_factors(parsed)
-        rope = plan_extension(metadata_with_types(first), r.scale, r.to, r.original_context, r.replace, r.attention_factor, factors, r.stack)
+        meta = metadata_with_types(first)
+        longrope = _longrope(parsed)
+        original, rewrites = longrope_route(longrope, meta, r.replace, r.original_context) if longrope else (r.original_context, ())
+        rope = plan_extension(meta, r.scale, r.to, original, r.replace, r.attention_factor, factors, r.stack)
+        rope = dataclasses.replace(rope, tensor_changes=rope.tensor_changes + rewrites)
     notes = list(rope.notes)
     if r.betas != EXTEND.betas:
         notes.append("--beta-fast/--beta-slow are not written to GGUF: llama.cpp uses 32 and 1 for most architectures")
@@ -166,6 +171,19 @@ def _plan_gguf(path: Path, out: Path | None, r: ExtendRequest) -> ExtendPlan:
         force=r.force,
         parsed=first,
     )
+
+
+def _longrope(shards: list) -> Any:
+    """A Phi-3-style file's longrope factor tensors, in the first shard (the writer rewrites only its tensors)."""
+    from yarn_cli.core.checkpoint.gguf_meta import LONGROPE_TENSORS
+    from yarn_cli.errors import UnsupportedError
+    from yarn_cli.io.checkpoint import gguf_longrope_values
+    from yarn_cli.io.gguf_reader import find_tensor
+
+    values = gguf_longrope_values(shards)
+    if values is not None and any(find_tensor(shards[0], name) is None for name in LONGROPE_TENSORS):
+        raise UnsupportedError("the longrope factors are in a later shard of this split GGUF; merge it (llama-gguf-split --merge) first")
+    return values
 
 
 def _freq_factors(shards: list) -> Any:

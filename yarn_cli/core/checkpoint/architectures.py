@@ -15,6 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from yarn_cli.core.checkpoint import layer_types
 from yarn_cli.errors import FormatError, UnsupportedError
 
 _PACKAGE = "yarn_cli.architectures"
@@ -100,6 +101,8 @@ class Architecture:
     rotary_dim_key: str = ""  # config key giving the rotary dims directly (GPT-J's rotary_dim)
     rope_layers_key: str = ""  # config key with one flag per layer, 1 where it rotates (SmolLM3's no_rope_layers)
     rope_layer_types: tuple[str, ...] = ()  # when rope_layers_key lists layer types: those that rotate (Qwen3-Next)
+    # config key -> the value with which the model rotates at all; any other value (or none) means no RoPE (Granite 4)
+    rope_switch: Mapping[str, str] = field(default_factory=dict)
     no_rope_interval: int = 0  # an empty or missing rope_layers_key list: every N-th layer has no RoPE (Llama 4: 4)
     no_rope_interval_key: str = ""  # the config key that overrides no_rope_interval
     chunked_attention_key: str = ""  # config key: the chunk the rotating layers attend within (Llama 4), bounding their KV
@@ -139,6 +142,8 @@ class Architecture:
         """The layers that apply RoPE: all, or those the per-layer flag (or layer type) list marks; an empty or missing
         list means every ``no_rope_interval``-th layer has none, as transformers builds Llama 4's config."""
         flags = cfg.get(self.rope_layers_key) if self.rope_layers_key else None
+        if self.rope_layers_key == "layer_types":
+            flags = layer_types.read(cfg)
         if not flags and self.no_rope_interval:
             interval = cfg.get(self.no_rope_interval_key)
             interval = self.no_rope_interval if interval is None else interval
@@ -199,6 +204,7 @@ _TYPES: dict[str, Any] = {
     "yarn_block_keys": dict,
     "qkv_layout_flags": dict,
     "rope_layer_types": list,
+    "rope_switch": dict,
     "chunked_attention_key": str,
     "no_rope_interval": int,
     "no_rope_interval_key": str,
@@ -274,6 +280,7 @@ def _check_tensors(data: dict[str, Any], name: str) -> None:
         name,
         "tensor_alternatives must map roles of tensors to lists of names",
     )
+    _check(all(isinstance(v, str) for v in data.get("rope_switch", {}).values()), name, "rope_switch values must be strings")
     mla = [data.get(k) for k in ("shared_rotary_key_offset_key", "softmax_mscale_key")]
     _check(all(mla) or not any(mla), name, "MLA needs shared_rotary_key_offset_key and softmax_mscale_key together")
     _check(

@@ -113,6 +113,20 @@ def _mla_params(factor: float, params: Mapping[str, Any], softmax_key: str) -> d
     return {"attention_factor": rope, "mscale": x, softmax_key: x}
 
 
+EXT_FACTOR_KEY = "rope.scaling.yarn_ext_factor"
+
+
+def _warn_ext_factor(meta: Mapping[str, Any], p: str, warnings: list[str]) -> None:
+    """YaRN's extrapolation mix is 1 (the ramp decides each pair). llama.cpp ignores this key, while forks that read
+    it (ik_llama.cpp) blend every pair by its value: a converter that wrote the scale factor here is a known fault."""
+    value = meta.get(p + EXT_FACTOR_KEY)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 1.0:
+        warnings.append(
+            f"{p}{EXT_FACTOR_KEY} = {value:g}, where YaRN's extrapolation mix is 1: llama.cpp ignores this key, but runtimes "
+            "that read it (ik_llama.cpp) mix every pair by it and run another model; extend writes 1"
+        )
+
+
 def _warn_betas(params: Mapping[str, Any], p: str, warnings: list[str]) -> None:
     """llama.cpp's loader reads no β key: it runs β_fast 32 and β_slow 1 whatever the file says (Kimi-K2 ships 1 and 1)."""
     for name, default in (("yarn_beta_fast", BETA_FAST_DEFAULT), ("yarn_beta_slow", BETA_SLOW_DEFAULT)):
@@ -125,11 +139,15 @@ def _warn_betas(params: Mapping[str, Any], p: str, warnings: list[str]) -> None:
 
 
 def read_rope_specs(
-    meta: Mapping[str, Any], original_context_override: int | None = None, factor_values: Sequence[float] | None = None
+    meta: Mapping[str, Any],
+    original_context_override: int | None = None,
+    factor_values: Sequence[float] | None = None,
+    longrope_values: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[tuple[RopeSpec, ...], list[str]]:
     """The RoPE families llama.cpp runs (global, and the sliding layers' own base where it has one).
 
-    ``factor_values``: the ``rope_freqs`` tensor's values where the file has one (llama.cpp divides θ by them)."""
+    ``factor_values``: the ``rope_freqs`` tensor's values where the file has one (llama.cpp divides θ by them).
+    ``longrope_values``: the (long, short) ``rope_factors_*`` tensors of a Phi-3-style file."""
     arch = str(meta.get("general.architecture", ""))
     if not arch:
         raise FormatError("GGUF metadata has no general.architecture")
@@ -146,21 +164,14 @@ def read_rope_specs(
     if context == 0:
         raise FormatError(f"GGUF metadata {p}context_length is 0; it must be the trained length")
     family = architectures.for_gguf(arch)
+    _warn_ext_factor(meta, p, warnings)
     scaling = _declared_scaling(meta, p, context, warnings, family)
+    if longrope_values is not None:
+        scaling = _longrope(meta, p, context, longrope_values, scaling, warnings)
     factors = freq_factors.read(factor_values, float(theta), rotary_dim) if factor_values is not None else None
     if factors is not None:
         scaling = _with_factors(scaling, factors, warnings)
-    if original_context_override is not None:
-        original, source = original_context_override, "--original-context"
-    elif scaling is not None and scaling.original_context:
-        original = scaling.original_context
-        source = (
-            f"{freq_factors.TENSOR} (the llama3 scaling it encodes)"
-            if scaling.source == freq_factors.SOURCE
-            else f"{p}rope.scaling.original_context_length"
-        )
-    else:
-        original, source = context, f"{p}context_length"
+    original, source = _original_length(scaling, original_context_override, context, p)
     spec = RopeSpec(
         base=float(theta),
         head_dim=head_dim,
@@ -177,6 +188,48 @@ def read_rope_specs(
     if local_base is None:
         return (spec,), warnings
     return (spec, replace(spec, base=local_base, scaling=None, name=LOCAL_ROPE_NAME)), warnings
+
+
+def _original_length(scaling: Scaling | None, override: int | None, context: int, p: str) -> tuple[int, str]:
+    """The trained length L llama.cpp's scaling starts from, and where it was read."""
+    if override is not None:
+        return override, "--original-context"
+    if scaling is not None and scaling.original_context:
+        if scaling.source == freq_factors.SOURCE:
+            return scaling.original_context, f"{freq_factors.TENSOR} (the llama3 scaling it encodes)"
+        return scaling.original_context, f"{p}rope.scaling.original_context_length"
+    if scaling is not None and scaling.type == "longrope":
+        return context, f"{p}context_length (no rope.scaling.original_context_length beside the longrope factors)"
+    return context, f"{p}context_length"
+
+
+LONGROPE_TENSORS = ("rope_factors_long.weight", "rope_factors_short.weight")
+LONGROPE_SOURCE = "gguf rope_factors_long/short"
+
+
+def _longrope(
+    meta: Mapping[str, Any], p: str, context: int, values: tuple[Sequence[float], Sequence[float]], declared: Scaling | None, warnings: list[str]
+) -> Scaling | None:
+    """Phi-3's longrope as llama.cpp's converter writes it: two factor tensors, ``rope.scaling.attn_factor`` and the
+    trained length, with no ``rope.scaling.type``. llama.cpp divides θ by the long factors when the context window
+    exceeds that length and by the short ones otherwise, and multiplies cos/sin by the attention factor."""
+    if declared is not None and declared.type != "longrope":
+        if all(v == 1.0 for part in values for v in part):  # what extend --replace leaves: factors that change nothing
+            return declared
+        warnings.append(f"{' and '.join(LONGROPE_TENSORS)} sit under the declared {declared.label}: llama.cpp divides θ by them first")
+        return declared
+    long, short = values
+    original = _int(meta, p + "rope.scaling.original_context_length") or None
+    multiplier = meta.get(p + "rope.scaling.attn_factor")
+    attention = float(multiplier) if isinstance(multiplier, (int, float)) and not isinstance(multiplier, bool) else 1.0
+    if original:
+        warnings.append(
+            f"longrope (Phi-3 style) from {original}: llama.cpp uses rope_factors_long for every token once the context "
+            f"window (n_ctx) exceeds {original}, and rope_factors_short otherwise; transformers picks by each sequence's length"
+        )
+    params = {"long_factor": list(long), "short_factor": list(short), "attention_factor": attention, "tensors": list(LONGROPE_TENSORS)}
+    factor = context / original if original else None
+    return Scaling(type="longrope", factor=factor, original_context=original, params=params, source=LONGROPE_SOURCE)
 
 
 def _with_factors(scaling: Scaling | None, factors: FreqFactors, warnings: list[str]) -> Scaling:

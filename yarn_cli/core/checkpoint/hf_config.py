@@ -10,7 +10,7 @@ import math
 from dataclasses import replace
 from typing import Any, TypeGuard
 
-from yarn_cli.core.checkpoint import architectures
+from yarn_cli.core.checkpoint import architectures, proportional
 from yarn_cli.core.rope.spec import KNOWN_SCALING_TYPES, LOCAL_ROPE_NAME, SCALING_ALIASES, RopeSpec, Scaling
 from yarn_cli.errors import FormatError, UnsupportedError
 
@@ -219,6 +219,12 @@ def _refuse_non_rope(cfg: dict[str, Any], kind: str) -> None:
         reason = "ALiBi attention biases"
     if reason is None and cfg.get("position_embedding_type") == "absolute":
         reason = "learned absolute position embeddings"
+    if reason is None and cfg.get("position_embedding_type") == "nope":
+        reason = "no position encoding (position_embedding_type 'nope')"
+    arch = architectures.for_model_type(kind) if kind else None
+    for key, value in (arch.rope_switch if arch and reason is None else {}).items():
+        if cfg.get(key) != value:  # transformers builds no rotary module then
+            reason = f"no position encoding: {key} is {cfg.get(key)!r}, and the model rotates only with {value!r}"
     if reason:
         raise UnsupportedError(f"config.json: model type {kind!r} does not use RoPE ({reason}); YaRN applies only to RoPE models")
 
@@ -244,12 +250,40 @@ def _declared_scaling(cfg: dict[str, Any], warnings: list[str]) -> tuple[Scaling
     return from_scaling or from_parameters, rope_parameters, False
 
 
+BAKE_RECORD_KEY = "yarn_cli"  # top-level config key: transformers and vLLM keep unknown keys as attributes
+
+
+def _baked_softmax_mscale(config: dict[str, Any]) -> float | None:
+    """MLA: the part M of a baked m that went into every q row (the record's ``softmax_mscale``); None unbaked."""
+    record = config.get(BAKE_RECORD_KEY)
+    value = record.get("softmax_mscale") if isinstance(record, dict) and "baked_attention_factor" in record else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise FormatError(f"config.json: {BAKE_RECORD_KEY}.softmax_mscale must be a positive number, got {value!r}")
+    return float(value)
+
+
+DCA_KEY = "dual_chunk_attention_config"
+
+
+def dual_chunk_attention(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """Qwen2.5-1M's dual chunk attention block, which reaches max_position_embeddings from a shorter trained length."""
+    block = cfg.get(DCA_KEY)
+    if block is not None and not isinstance(block, dict):
+        raise FormatError(f"config.json: {DCA_KEY} must be an object, got {type(block).__name__}")
+    return block or None
+
+
 def _trained_length(cfg: dict[str, Any], scaling: Scaling | None, max_context: int | None, override: int | None) -> tuple[int, str]:
     """The original (trained) length L and the key it came from."""
     if override is not None:
         return override, "--original-context"
     if scaling is not None and scaling.original_context:
         return scaling.original_context, f"{scaling.source}.original_max_position_embeddings"
+    dca = dual_chunk_attention(cfg)
+    if dca is not None and dca.get("original_max_position_embeddings") is not None:
+        return required_int(dca, "original_max_position_embeddings"), f"{DCA_KEY}.original_max_position_embeddings"
     if cfg.get("original_max_position_embeddings"):
         return required_int(cfg, "original_max_position_embeddings"), "original_max_position_embeddings"
     if max_context:
@@ -267,6 +301,8 @@ def read_rope_specs(config: dict[str, Any], original_context_override: int | Non
     scaling, parameters, nested = _declared_scaling(cfg, warnings)
     theta = _theta(cfg, parameters)
     head_dim, rotary_dim = head_dims(cfg, parameters)
+    if scaling is not None and scaling.type == "proportional" and parameters is not None:
+        theta, head_dim, rotary_dim, scaling = proportional.read(cfg, parameters, theta, warnings)
     alpha = ntk_alpha(cfg)
     if alpha is not None:
         theta = theta * alpha ** (head_dim / (head_dim - 2))
@@ -282,6 +318,13 @@ def read_rope_specs(config: dict[str, Any], original_context_override: int | Non
     max_context = max_context or original
     if scaling is not None:
         warnings.extend(_scaling_warnings(scaling, max_context))
+    dca = dual_chunk_attention(cfg)
+    if dca is not None:
+        settings = ", ".join(f"{key} {value:,}" if isinstance(value, int) else f"{key} {value!r}" for key, value in dca.items())
+        warnings.append(
+            f"dual chunk attention ({DCA_KEY}: {settings}) reaches {max_context:,} positions from the trained {original:,}: "
+            "vLLM runs it with its dual-chunk attention backend; transformers has none and runs plain RoPE"
+        )
     hint = arch.context_warning if arch else None
     if hint and max_context == hint.max_position_embeddings and scaling is None and original_context_override is None:
         warnings.append(hint.message)
@@ -300,6 +343,7 @@ def read_rope_specs(config: dict[str, Any], original_context_override: int | Non
         layout="interleaved" if interleaved else "rotate_half",
         name="global",
         softmax_mscale_key=arch.softmax_mscale_key if arch else "",
+        baked_softmax_mscale=_baked_softmax_mscale(config) if arch and arch.softmax_mscale_key else None,
     )
     local = _local_rope(cfg, cfg.get("rope_parameters") if nested else None, spec)
     return ((spec, local) if local is not None else (spec,)), warnings
@@ -314,7 +358,11 @@ def _local_rope(cfg: dict[str, Any], nested_parameters: dict[str, Any] | None, g
     if not _is_number(theta) or theta <= 1:
         raise FormatError(f"config.json: the sliding-window RoPE base must be a number > 1, got {theta!r}")
     local_scaling = _scaling_from_block(block, "rope_parameters.sliding_attention", cfg) if block else None
-    return replace(global_spec, base=float(theta), scaling=local_scaling, name=LOCAL_ROPE_NAME)
+    local = replace(global_spec, base=float(theta), scaling=local_scaling, name=LOCAL_ROPE_NAME)
+    if global_spec.head_dim != head_dims(cfg)[0] and block is not None:  # Gemma 4: the global layers' head is wider
+        head_dim, rotary_dim = head_dims(cfg, block)
+        local = replace(local, head_dim=head_dim, rotary_dim=rotary_dim)
+    return local
 
 
 def _scaling_warnings(scaling: Scaling, max_context: int) -> list[str]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from yarn_cli.core.checkpoint import kv_cache
+from yarn_cli.core.checkpoint import kv_cache, layer_types, proportional
 from yarn_cli.core.checkpoint.hf_config import family, head_dims, is_nested_rope_parameters, positive_int, text_config
 
 
 def sliding_layers(cfg: dict[str, Any], n_layers: int) -> tuple[int, ...]:
     """The sliding-window layers, as transformers builds its config: ``layer_types`` when listed, else a
     pattern (the config's, or the family's default), else Qwen-style ``max_window_layers``, else every layer."""
-    types = cfg.get("layer_types")
-    if isinstance(types, list) and len(types) == n_layers:
+    types = layer_types.read(cfg)
+    if types is not None and len(types) == n_layers:
         return tuple(i for i, kind in enumerate(types) if kind == "sliding_attention")
     if not cfg.get("sliding_window") or cfg.get("use_sliding_window") is False:
         return ()
@@ -28,8 +28,10 @@ def sliding_layers(cfg: dict[str, Any], n_layers: int) -> tuple[int, ...]:
 def _kv_dims(cfg: dict[str, Any], kv_heads: int | None) -> int | None:
     latent = positive_int(cfg, "kv_lora_rank") if cfg.get("kv_lora_rank") else None  # 0 or null: not MLA
     if latent:
-        # MLA caches the compressed latent plus the shared rotary key, as vLLM and SGLang store it.
-        return latent + (positive_int(cfg, "qk_rope_head_dim") or 0)
+        # MLA caches the compressed latent plus the shared rotary key, as vLLM and SGLang store it; a sparse-attention
+        # indexer (DeepSeek-V3.2, GLM-5) caches one key of index_head_dim per token beside it, as transformers does
+        indexer = positive_int(cfg, "index_head_dim") if cfg.get("index_topk") else None
+        return latent + (positive_int(cfg, "qk_rope_head_dim") or 0) + (indexer or 0)
     if kv_heads is None:
         return None
     head_dim, _ = head_dims(cfg, None if is_nested_rope_parameters(cfg.get("rope_parameters")) else cfg.get("rope_parameters"))
@@ -43,14 +45,31 @@ def _chunked_layers(cfg: dict[str, Any], n_layers: int) -> tuple[tuple[int, ...]
     size = positive_int(cfg, arch.chunked_attention_key) if arch and arch.chunked_attention_key else None
     if arch is None or not size:
         return (), 0
-    types = cfg.get("layer_types")
-    if isinstance(types, list) and len(types) == n_layers:
+    types = layer_types.read(cfg)
+    if types is not None and len(types) == n_layers:
         return tuple(i for i, kind in enumerate(types) if kind == "chunked_attention"), size
     return tuple(arch.rope_layers(cfg, n_layers)), size
 
 
-# layer_types values of layers that keep a fixed-size recurrent state instead of a KV cache
-_STATE_LAYER_TYPES = ("linear_attention",)
+def _full_layer_kv_dims(cfg: dict[str, Any], kv_heads: int) -> int:
+    """Gemma 4: the full-attention layers' numbers per token, with their own head width and KV heads, as transformers
+    builds ``per_layer_config`` (the saved form) from ``global_head_dim`` and ``num_global_key_value_heads`` (the hub's
+    form); 0 for models whose layers share one head shape."""
+    if not (cfg.get("per_layer_config") or cfg.get("global_head_dim")):
+        return 0
+    overrides = cfg.get("per_layer_config")
+    heads = {v.get("num_key_value_heads") for v in overrides.values() if isinstance(v, dict)} if isinstance(overrides, dict) else set()
+    heads.discard(None)
+    if len(heads) == 1:
+        kv_heads = next(iter(heads))
+    elif not overrides and cfg.get("attention_k_eq_v") and cfg.get("num_global_key_value_heads"):  # the config class default: False
+        kv_heads = positive_int(cfg, "num_global_key_value_heads") or kv_heads
+    return 2 * kv_heads * proportional.global_head_dim(cfg)
+
+
+# layer_types values of layers that keep a fixed-size state instead of a KV cache: linear attention and Mamba (which
+# transformers files under linear_attention), LFM2's short convolutions
+_STATE_LAYER_TYPES = ("linear_attention", "conv")
 
 
 def model_dims(config: dict[str, Any]) -> dict[str, Any]:
@@ -65,15 +84,15 @@ def model_dims(config: dict[str, Any]) -> dict[str, Any]:
         kv_heads = heads
     kv_dims = _kv_dims(cfg, kv_heads)
     layout = None
-    if layers and kv_dims:
+    shared = cfg.get("num_kv_shared_layers")
+    if layers and kv_dims and not shared:  # layers that reuse another layer's cache (Gemma 3n/4 edge models): not counted
         sliding = sliding_layers(cfg, layers)
         window = positive_int(cfg, "sliding_window") if sliding else 0
         if not window:  # chunked attention bounds a layer's cache as a window does
             sliding, window = _chunked_layers(cfg, layers)
-        listed = cfg.get("layer_types")
-        types = listed if isinstance(listed, list) else []
+        types = layer_types.read(cfg) or []
         linear = tuple(i for i, kind in enumerate(types) if kind in _STATE_LAYER_TYPES)
-        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else (), linear)
+        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else (), linear, _full_layer_kv_dims(cfg, kv_heads))
     return {
         "layers": layers,
         "heads": heads,

@@ -22,6 +22,7 @@ class AttentionLayout:
     sliding_window: int = 0
     sliding_layers: tuple[int, ...] = ()  # indices of the sliding-window layers
     linear_layers: tuple[int, ...] = ()  # indices of the layers without attention (a recurrent state instead)
+    full_kv_dims: int = 0  # the full-attention layers' own numbers per token where their heads differ (Gemma 4)
 
     @property
     def full_layers(self) -> int:
@@ -31,7 +32,7 @@ class AttentionLayout:
 def kv_cache_bytes(layout: AttentionLayout, tokens: int, bytes_per_value: float = BYTES_16BIT) -> int:
     """Bytes of K and V (or latents) for one sequence of ``tokens`` tokens."""
     windowed = min(tokens, layout.sliding_window) if layout.sliding_layers else 0
-    values = layout.kv_dims * (layout.full_layers * tokens + len(layout.sliding_layers) * windowed)
+    values = (layout.full_kv_dims or layout.kv_dims) * layout.full_layers * tokens + layout.kv_dims * len(layout.sliding_layers) * windowed
     return int(values * bytes_per_value)
 
 
@@ -40,7 +41,7 @@ def kv_cache_report(layout: AttentionLayout | None, original: int, target: int |
     sliding window adds (full-attention layers only); the totals count the windows exactly."""
     if layout is None:
         return None
-    per_token = layout.kv_dims * layout.full_layers * BYTES_16BIT
+    per_token = (layout.full_kv_dims or layout.kv_dims) * layout.full_layers * BYTES_16BIT
     report: dict[str, Any] = {
         "bytes_per_token_16bit": per_token,
         "bytes_per_token_8bit": per_token // 2,

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yarn_cli.core.checkpoint import architectures
+from yarn_cli.core.checkpoint.gguf_meta import EXT_FACTOR_KEY, LONGROPE_TENSORS
 from yarn_cli.core.rope import freq_factors, lengths
 from yarn_cli.core.rope import scalars as rope_scalars
 from yarn_cli.core.rope.freq_factors import FreqFactors
-from yarn_cli.errors import AlreadyScaledError, FormatError, InputError
+from yarn_cli.errors import AlreadyScaledError, FormatError, InputError, UnsupportedError
 
 STRING, UINT32, FLOAT32 = "STRING", "UINT32", "FLOAT32"
 
@@ -125,6 +126,10 @@ def _wanted(
                 f"--attention-factor cannot be written for {arch}: llama.cpp computes that architecture's attention factor "
                 "from rope.scaling.yarn_log_multiplier, not from rope.scaling.attn_factor"
             )
+    ext_factor = existing.get(p + EXT_FACTOR_KEY)
+    if ext_factor is not None and ext_factor != 1.0:
+        wanted.append((p + EXT_FACTOR_KEY, FLOAT32, 1.0))
+        notes.append(f"{p}{EXT_FACTOR_KEY} was {ext_factor:g}; written as 1, YaRN's extrapolation mix")
     if attention_factor is not None:
         multiplier = float(attention_factor) / rope_scalars.get_mscale(s)
         wanted.append((p + "rope.scaling.attn_factor", FLOAT32, multiplier))
@@ -189,6 +194,35 @@ def _factors_route(
     ones = tuple(1.0 for _ in factors.values)
     why = f"{factors.label}{trained} removed: llama.cpp divides θ by these factors under any scaling"
     return original_context or factors.original_context, [TensorChange(freq_factors.TENSOR, ones, why)]
+
+
+def longrope_route(
+    values: tuple[tuple[float, ...], tuple[float, ...]], meta: Mapping[str, tuple[str, Any]], replace: bool, original_context: int | None
+) -> tuple[int, tuple[TensorChange, ...]]:
+    """A Phi-3-style longrope file: refused unless ``replace``, which rewrites both factor tensors to ones and starts
+    YaRN from the trained length. That is exact only where the short factors are all 1 (the model within L is then
+    plain RoPE); other short factors are part of the model at short lengths, and no runtime runs YaRN over them."""
+    arch = meta.get("general.architecture", (None, ""))[1]
+    trained = meta.get(f"{arch}.rope.scaling.original_context_length", (None, None))[1]
+    base = original_context or trained
+    origin = f" from {base}" if base else ""
+    long, short = values
+    if not replace:
+        raise AlreadyScaledError(
+            f"GGUF carries a longrope scaling{origin} in its rope_factors_long/short tensors (Phi-3 style), which llama.cpp "
+            f"applies under any scaling; pass --replace to re-extend{origin} with YaRN alone (both tensors are rewritten to ones), "
+            "or start from the unextended model"
+        )
+    if any(abs(v - 1.0) > 1e-6 for v in short):
+        raise UnsupportedError(
+            f"rope_factors_short is not all 1 ({min(short):g} to {max(short):g}): those factors are part of the model within its "
+            f"trained length, so replacing them with YaRN would change short inputs too, and no runtime applies YaRN over them; "
+            "keep the file's longrope"
+        )
+    if not base:
+        raise InputError("the longrope factors name no trained length (rope.scaling.original_context_length): pass --original-context")
+    why = f"longrope{origin} removed: llama.cpp divides θ by these factors under any scaling"
+    return int(base), tuple(TensorChange(name, tuple(1.0 for _ in v), why) for name, v in zip(LONGROPE_TENSORS, (long, short)))
 
 
 def plan_extension(

@@ -22,7 +22,7 @@ from yarn_cli.core.rope import scalars as rope_scalars
 from yarn_cli.core.rope.spec import Scaling
 from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError
 
-BAKE_RECORD_KEY = "yarn_cli"  # top-level config key: transformers and vLLM keep unknown keys as attributes
+BAKE_RECORD_KEY = hf_config.BAKE_RECORD_KEY
 # Keys of an existing yarn block that describe the model, not the extension: kept on --replace.
 _MODEL_YARN_KEYS = ("beta_fast", "beta_slow", "truncate", "mscale", "mscale_all_dim")
 # tokenizer_config.json uses this sentinel for "no limit".
@@ -139,6 +139,20 @@ def _replaced(existing: Scaling | None, replace: bool, original_context: int | N
     return existing.description
 
 
+def _replaced_dca(config: dict[str, Any], trained: int, reach: int, replace: bool) -> str | None:
+    """Dual chunk attention is an extension of its own: refused unless ``replace``, which drops the block."""
+    dca = hf_config.dual_chunk_attention(hf_config.text_config(config))
+    if dca is None:
+        return None
+    if not replace:
+        raise AlreadyScaledError(
+            f"config.json declares dual chunk attention ({hf_config.DCA_KEY}), which reaches {reach:,} from the trained "
+            f"{trained:,}; YaRN on top would stack two extensions: serve it as it is (vLLM's dual-chunk attention), or pass "
+            f"--replace to drop the block and extend from {trained:,} with YaRN alone"
+        )
+    return f"dual chunk attention (chunk_size {dca.get('chunk_size')!r}, local_size {dca.get('local_size')!r})"
+
+
 def _yarn_block(
     s: float, base_length: int, existing: Scaling | None, beta_fast: float, beta_slow: float, bake: bool, attention_factor: float | None = None
 ) -> dict[str, Any]:
@@ -209,7 +223,7 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
     check_attention_factor(r.attention_factor)
     specs, _ = hf_config.read_rope_specs(config, r.original_context)
     spec = specs[0]
-    replaced = _replaced(spec.scaling, r.replace, r.original_context)
+    replaced = _replaced_dca(config, spec.original_context, spec.max_context, r.replace) or _replaced(spec.scaling, r.replace, r.original_context)
     base_length = spec.original_context
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(r.scale, r.to, base_length))
     family = _family(config)
@@ -222,6 +236,8 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
     block.update(_carried_keys(cfg))
     changes: list[Change] = []
     notes = _family_notes(config)
+    if hf_config.DCA_KEY in cfg:  # --replace: YaRN takes over the whole extension
+        changes.append(Change(prefix + hf_config.DCA_KEY, cfg.pop(hf_config.DCA_KEY), None))
     original_parameters = copy.deepcopy(cfg.get("rope_parameters"))
     _set_rope_parameters(cfg, block, spec.base, prefix, changes)
     _set(cfg, "rope_scaling", block, prefix, changes)

@@ -74,6 +74,8 @@ class RopeSpec:
     name: str = "global"
     freq_factors: FreqFactors | None = None  # per-pair divisors of θ the runtime applies first (GGUF rope_freqs)
     softmax_mscale_key: str = ""  # MLA: the yarn key whose get_mscale(s, value)² multiplies the softmax scale
+    # MLA with m baked in: the part M of it every q row carries (the rotary key carries the rest, (m/M)²)
+    baked_softmax_mscale: float | None = None
 
     def softmax_mscale(self, scale: float | None = None) -> float | None:
         """MLA only: M, whose square the softmax scale carries on every dim, for the declared scaling or a fresh one

@@ -117,11 +117,21 @@ def baseline(spec: RopeSpec, baked: float | None = None, name: str = "baseline")
     """The model every result is compared with: the same weights under plain RoPE at the checkpoint's base.
     cos/sin carry 1, or 1/m where q/k have m baked in, so the baseline equals the unextended model either way (MLA:
     the softmax factor undoes the m its bake put into every q row)."""
-    factor = 1.0 / float(baked) if baked else 1.0
     kept = f"no scaling beyond rope_freqs' {spec.freq_factors.label}" if spec.freq_factors is not None else None
+    cos_sin, softmax = on_baked(spec, baked, 1.0, 1.0)
+    return RopeVariant(name, "none", _plain(spec), cos_sin, spec.base, baked=baked, described=kept, softmax_mscale=softmax)
+
+
+def on_baked(spec: RopeSpec, baked: float | None, cos_sin: float, softmax: float) -> tuple[float, float]:
+    """(cos/sin factor, softmax factor M) that give weights carrying a baked m the factors ``cos_sin`` and ``softmax``
+    wanted on unbaked ones. q and k each carry m, so cos/sin divide it out; MLA's bake put M² into every q row and
+    (m/M)² into the shared rotary key, so the softmax divides M out and cos/sin the ratio m/M."""
+    if not baked:
+        return cos_sin, softmax
     if spec.softmax_mscale_key:
-        return RopeVariant(name, "none", _plain(spec), 1.0, spec.base, baked=baked, described=kept, softmax_mscale=factor)
-    return RopeVariant(name, "none", _plain(spec), factor, spec.base, baked=baked, described=kept)
+        part = spec.baked_softmax_mscale or float(baked)
+        return cos_sin * part / float(baked), softmax / part
+    return cos_sin / float(baked), softmax
 
 
 def _plain(spec: RopeSpec, base: float | None = None) -> tuple[float, ...]:
@@ -153,13 +163,13 @@ def yarn(
         spec.base, spec.rotary_dim, original, scale, beta_fast, beta_slow, truncate, divisors=freq_factors.divisors(spec.freq_factors)
     )
     effective = get_mscale(scale) if m is None else float(m)
-    carried = effective / (baked or 1.0)
-    mla = bool(spec.softmax_mscale_key)
+    wanted = (1.0, effective) if spec.softmax_mscale_key else (effective, 1.0)
+    cos_sin, softmax = on_baked(spec, baked, *wanted)
     return RopeVariant(
         name or f"yarn-x{scale:g}-m{effective:.4f}",
         "yarn",
         tuple(computed.inv_freq_values),
-        1.0 if mla else carried,
+        cos_sin,
         spec.base,
         float(scale),
         original,
@@ -167,7 +177,7 @@ def yarn(
         beta_slow,
         truncate,
         baked,
-        softmax_mscale=carried if mla else 1.0,
+        softmax_mscale=softmax,
     )
 
 
@@ -263,13 +273,15 @@ def comparison(name: str, spec: RopeSpec, baked: float | None = None) -> RopeVar
     if name == "linear":
         return linear(spec, factor, baked, name="linear")
     base = rope.ntk_aware_base(spec.base, spec.rotary_dim, factor)
+    cos_sin, softmax = on_baked(spec, baked, 1.0, 1.0)
     return RopeVariant(
         "ntk",
         "none",
         _plain(spec, base),
-        1.0 / float(baked) if baked else 1.0,
+        cos_sin,
         base,
         float(factor),
         baked=baked,
         described=f"NTK-aware x{factor:g} (base {base:,.0f})",
+        softmax_mscale=softmax,
     )
