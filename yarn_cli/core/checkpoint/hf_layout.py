@@ -61,7 +61,7 @@ def _full_layer_kv_dims(cfg: dict[str, Any], kv_heads: int) -> int:
     heads = {v.get("num_key_value_heads") for v in overrides.values() if isinstance(v, dict)} if isinstance(overrides, dict) else set()
     heads.discard(None)
     if len(heads) == 1:
-        kv_heads = next(iter(heads))
+        kv_heads = positive_int({"num_key_value_heads": next(iter(heads))}, "num_key_value_heads") or kv_heads
     elif not overrides and cfg.get("attention_k_eq_v") and cfg.get("num_global_key_value_heads"):  # the config class default: False
         kv_heads = positive_int(cfg, "num_global_key_value_heads") or kv_heads
     return 2 * kv_heads * proportional.global_head_dim(cfg)
@@ -92,7 +92,8 @@ def model_dims(config: dict[str, Any]) -> dict[str, Any]:
             sliding, window = _chunked_layers(cfg, layers)
         types = layer_types.read(cfg) or []
         linear = tuple(i for i, kind in enumerate(types) if kind in _STATE_LAYER_TYPES)
-        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else (), linear, _full_layer_kv_dims(cfg, kv_heads))
+        full_dims = _full_layer_kv_dims(cfg, kv_heads or 1)
+        layout = kv_cache.AttentionLayout(layers, kv_dims, window or 0, sliding if window else (), linear, full_dims)
     return {
         "layers": layers,
         "heads": heads,
