@@ -77,3 +77,15 @@ def test_an_error_in_the_child_engine_stays_one_line(tiny_x2, monkeypatch, capsy
     code, report, err = verify(tmp_path / "empty", "native", capsys)
     assert code in (2, 3, 4) and report is None and err.count("\n") == 1 and "Traceback" not in err, err
     assert not multiprocessing.active_children()
+
+
+def test_cuda_on_a_llama_cpp_build_without_gpu_offload_is_one_line(smollm2_gguf, monkeypatch, capsys, tmp_path):
+    """pip's default llama-cpp-python has no GPU backend: asked for cuda, it would run on the CPU under a cuda label.
+    This machine's build is such a build; with torch told a GPU is there, verify refuses in one line and writes nothing."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    assert not llama_cpp.llama_supports_gpu_offload()
+    monkeypatch.setattr(base, "pick_device", lambda requested: "cuda")
+    report = tmp_path / "report.html"
+    code, _, err = run(["verify", str(smollm2_gguf), "--engine", "llama.cpp", "--device", "cuda", "--report", str(report)], capsys)
+    assert code == 2 and "built without GPU offload" in err and len(err.strip().splitlines()) == 1, err
+    assert not report.exists()

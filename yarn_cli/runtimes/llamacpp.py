@@ -23,6 +23,19 @@ SCALING_TYPES = {"none": 0, "linear": 1, "yarn": 2}
 N_BATCH = 512
 
 
+def _check_offload(device: str) -> None:
+    """pip's default llama-cpp-python wheel has no GPU backend: n_gpu_layers would be ignored and the run labelled cuda
+    would happen on the CPU, so --device cuda is refused on such a build."""
+    import llama_cpp
+
+    if device.startswith("cuda") and not llama_cpp.llama_supports_gpu_offload():
+        raise InputError(
+            "--device cuda: this llama-cpp-python was built without GPU offload, so llama.cpp would run on the CPU; "
+            "rebuild it with CUDA (CMAKE_ARGS=-DGGML_CUDA=on ./scripts/install_llama_cpp.sh, which keeps the build portable) "
+            "or pass --device cpu"
+        )
+
+
 class LlamaCppEngine:
     name = implementation = "llama.cpp"
     isolated = True  # load_engine runs it in a child process (runtimes/isolated.py): a native crash is reported, not fatal
@@ -36,6 +49,7 @@ class LlamaCppEngine:
             raise InputError(needs("--engine llama.cpp", "llama.cpp")) from exc
         if model.suffix.lower() != ".gguf":
             raise InputError("--engine llama.cpp runs .gguf files; for a Hugging Face folder use --engine native or transformers")
+        _check_offload(device)
         from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
         from yarn_cli.core.rope.spec import scaling_label
         from yarn_cli.io.checkpoint import gguf_metadata, summarize_gguf
