@@ -31,6 +31,18 @@ MLA = dict(
     rope_theta=10000.0,
     **IDS,
 )
+# Qwen3-Next and Qwen3.5: a linear-attention layer, then a full-attention one; and their experts
+GATED_DELTANET = dict(
+    head_dim=16,
+    layer_types=["linear_attention", "full_attention"],
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    linear_key_head_dim=16,
+    linear_value_head_dim=16,
+    rope_theta=10000.0,
+    **IDS,
+)
+QWEN_MOE = dict(num_experts=2, num_experts_per_tok=1, moe_intermediate_size=32, shared_expert_intermediate_size=32)
 TINY = {
     "llama": dict(COMMON, rope_theta=10000.0),
     "mistral": dict(COMMON, rope_theta=10000.0, sliding_window=None),
@@ -125,51 +137,10 @@ TINY = {
     "glm4": dict(COMMON, head_dim=16, partial_rotary_factor=0.5, attention_bias=True, rope_theta=10000.0, **IDS),
     "minimax_m2": dict(COMMON, head_dim=16, rotary_dim=8, num_local_experts=2, num_experts_per_tok=1, rope_theta=10000.0, **IDS),
     # hybrid: a linear-attention (Gated DeltaNet) layer without RoPE, then a full-attention one with it
-    "qwen3_next": dict(
-        COMMON,
-        head_dim=16,
-        partial_rotary_factor=0.5,
-        layer_types=["linear_attention", "full_attention"],
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        num_experts=2,
-        num_experts_per_tok=1,
-        moe_intermediate_size=32,
-        shared_expert_intermediate_size=32,
-        rope_theta=10000.0,
-        **IDS,
-    ),
+    "qwen3_next": dict(COMMON, **GATED_DELTANET, **QWEN_MOE, partial_rotary_factor=0.5),
     # Qwen3.5: Qwen3-Next's layout (gated q_proj, (1 + w) norms) in a dense and an MoE model, partial rotary 0.25
-    "qwen3_5_text": dict(
-        COMMON,
-        head_dim=16,
-        partial_rotary_factor=0.25,
-        layer_types=["linear_attention", "full_attention"],
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        rope_theta=10000.0,
-        **IDS,
-    ),
-    "qwen3_5_moe_text": dict(
-        COMMON,
-        head_dim=16,
-        partial_rotary_factor=0.25,
-        layer_types=["linear_attention", "full_attention"],
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=16,
-        linear_value_head_dim=16,
-        num_experts=2,
-        num_experts_per_tok=1,
-        moe_intermediate_size=32,
-        shared_expert_intermediate_size=32,
-        rope_theta=10000.0,
-        **IDS,
-    ),
+    "qwen3_5_text": dict(COMMON, **GATED_DELTANET, partial_rotary_factor=0.25),
+    "qwen3_5_moe_text": dict(COMMON, **GATED_DELTANET, **QWEN_MOE, partial_rotary_factor=0.25),
     # sliding layers at their own base between full-attention ones; YaRN goes on the full ones only
     "olmo3": dict(COMMON, rope_theta=10000.0, sliding_window=64, layer_types=["sliding_attention", "full_attention"], **IDS),
     # EXAONE MoE rotates only its sliding layers, as EXAONE 4 does
