@@ -89,6 +89,27 @@ def test_olmo3_gets_yarn_on_its_full_attention_layers_only(saved_models, tmp_pat
     config.rope_parameters = both
     on_all_layers = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=torch.float32).eval()
     assert (logits(load(out)) - logits(on_all_layers)).abs().max().item() > 1e-2
+    # --yarn-layers all: what the user chose instead, config-only and baked, as transformers runs it
+    for name, extra in (("all", []), ("all-baked", ["--bake-temperature"])):
+        code, _, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(tmp_path / name), "--yarn-layers", "all", *extra], capsys)
+        assert code == 0, err
+        assert (logits(load(tmp_path / name)) - logits(on_all_layers)).abs().max().item() <= 1e-4, name
+
+
+def test_yarn_layers_is_refused_where_there_is_no_choice(saved_models, smollm2_gguf, tmp_path, capsys):
+    """A model without sliding layers (Llama), one whose sliding layers are its only rotating ones (Cohere2), a value
+    that is neither full nor all, and `all` on a GGUF (llama.cpp scales the full-attention layers only): one line each."""
+    cases = [
+        (saved_models["llama"], "all", 4, "no such choice"),
+        (saved_models["cohere2"], "all", 4, "no such choice"),
+        (saved_models["olmo3"], "some", 2, "choose full or all"),
+        (smollm2_gguf, "all", 2, "llama.cpp applies YaRN"),
+    ]
+    for source, choice, wanted, words in cases:
+        out = tmp_path / "x"
+        code, _, err = run(["extend", str(source), "-s", "2", "-o", str(out), "--yarn-layers", choice], capsys)
+        assert code == wanted and words in err and len(err.strip().splitlines()) == 1, (source.name, err)
+        assert not out.exists()
 
 
 def test_deepseek_v32_indexer_choice_shapes_the_logits_and_the_bake_leaves_it_alone(saved_models, tmp_path, capsys):

@@ -121,6 +121,8 @@ def plan_extend(
                 "--bake-temperature is for Hugging Face checkpoints: llama.cpp applies the YaRN attention factor itself "
                 "for GGUF, so baking it in would apply it twice"
             )
+        if r.yarn_layers == "all":
+            raise InputError("--yarn-layers all is for Hugging Face folders: llama.cpp applies YaRN to a GGUF's full-attention layers only")
         plan = _plan_gguf(Path(source), out_path, r)
         return _with_modelfile(plan) if r.modelfile else plan
     if r.stack:
@@ -222,7 +224,8 @@ def _plan_hf(source: str, out: Path | None, r: ExtendRequest) -> ExtendPlan:
     with about(folder / "config.json"):
         rope = plan_config(config, r)
     headers = hf_writer.read_shards(folder)
-    ops = _bake_ops(folder, config, headers, rope.bake_factor, rope.softmax_mscale) if r.bake_temperature else []
+    # the planned config: it says which layers' RoPE carries the scaling (--yarn-layers all: the sliding ones too)
+    ops = _bake_ops(folder, rope.config, headers, rope.bake_factor, rope.softmax_mscale) if r.bake_temperature else []
     out = out or _default_hf_output(source, folder, name, rope.scale)
     atomic.check_output(out, folder, r.force)
     caps, cap_files = plan_cap_files(hf_writer.read_cap_files(folder), rope.target_context)

@@ -49,12 +49,19 @@ def _merge(rows: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in merged)
 
 
+def _sliding_block_scaled(cfg: dict[str, Any]) -> bool:
+    """The planned config scales the sliding layers' own RoPE block too (extend --yarn-layers all)."""
+    parameters = cfg.get("rope_parameters")
+    sliding = parameters.get("sliding_attention") if hf_config.is_nested_rope_parameters(parameters) else None
+    return isinstance(sliding, dict) and sliding.get("rope_type") == "yarn"
+
+
 def yarn_layers(cfg: dict[str, Any], n_layers: int, arch: architectures.Architecture) -> list[int]:
     """The layers whose RoPE carries the YaRN scaling (Gemma 3: the full-attention layers only; Cohere2: the sliding ones,
     its only rotating layers; SmolLM3: the layers that rotate at all, since m baked into a layer without RoPE would
     change it and nothing else would)."""
     rotating = arch.rope_layers(cfg, n_layers)
-    if arch.yarn_layers == "all":
+    if arch.yarn_layers == "all" or _sliding_block_scaled(cfg):
         return rotating
     sliding = set(hf_layout.sliding_layers({**cfg, "sliding_window": cfg.get("sliding_window") or 1}, n_layers))
     if arch.yarn_layers == "sliding_attention":  # without a window every layer rotates (Exaone 4 1.2B)

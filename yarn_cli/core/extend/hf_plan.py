@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yarn_cli.core.checkpoint import architectures, hf_config
+from yarn_cli.core.extend import existing
+from yarn_cli.core.extend.existing import baked_factor as baked_factor  # the engines read a bake record here
 from yarn_cli.core.extend.options import ExtendRequest
 from yarn_cli.core.rope import lengths
 from yarn_cli.core.rope import scalars as rope_scalars
 from yarn_cli.core.rope.spec import Scaling
-from yarn_cli.errors import AlreadyScaledError, InputError, UnsupportedError
+from yarn_cli.errors import InputError, UnsupportedError
 
-BAKE_RECORD_KEY = hf_config.BAKE_RECORD_KEY
 # Keys of an existing yarn block that describe the model, not the extension: kept on --replace.
 _MODEL_YARN_KEYS = ("beta_fast", "beta_slow", "truncate", "mscale", "mscale_all_dim")
 # tokenizer_config.json uses this sentinel for "no limit".
@@ -66,17 +67,6 @@ class ConfigPlan:
         }
 
 
-def baked_record(config: dict[str, Any]) -> dict[str, Any] | None:
-    record = config.get(BAKE_RECORD_KEY)
-    return record if isinstance(record, dict) and "baked_attention_factor" in record else None
-
-
-def baked_factor(config: dict[str, Any]) -> float | None:
-    """The m a bake multiplied into q/k, or None for a checkpoint without one."""
-    record = baked_record(config)
-    return float(record["baked_attention_factor"]) if record else None
-
-
 def _set(target: dict[str, Any], key: str, value: Any, prefix: str, changes: list[Change]) -> None:
     old = target.get(key)
     if key in target and old == value and type(old) is type(value):
@@ -107,50 +97,31 @@ def _family_notes(config: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _refuse(config: dict[str, Any]) -> None:
-    """Configs that must not be extended: a family whose runtimes ignore YaRN, or q/k already baked."""
+YARN_LAYER_CHOICES = ("full", "all")
+
+
+def _all_layers(config: dict[str, Any], choice: str | None, notes: list[str]) -> bool:
+    """--yarn-layers: where a config names a sliding and a full-attention RoPE block and the family's design scales the
+    full-attention layers only, ``all`` puts YaRN on the sliding layers too; anything else is refused in one line."""
+    if choice is None:
+        return False
+    if choice not in YARN_LAYER_CHOICES:
+        raise InputError(f"--yarn-layers {choice!r}: choose full or all")
     family = _family(config)
-    if family is not None and family.hf_yarn_unsupported:
-        raise UnsupportedError(f"{family.family}: {family.hf_yarn_unsupported}")
-    record = baked_record(config)
-    if record is not None:
-        raise AlreadyScaledError(
-            f"config.json records a baked attention factor ({record['baked_attention_factor']}): its q/k weights already "
-            "carry YaRN's temperature; extend the original checkpoint instead"
+    parameters = hf_config.text_config(config).get("rope_parameters")
+    both = hf_config.is_nested_rope_parameters(parameters) and {"full_attention", "sliding_attention"} <= set(parameters)
+    if family is None or family.yarn_layers != "full_attention" or not both:
+        raise UnsupportedError(
+            "--yarn-layers chooses between sliding-window and full-attention layers, for models whose config gives each its "
+            "own RoPE block and whose design scales the full-attention ones (Gemma 3, OLMo 3); this config has no such choice"
         )
-
-
-def _replaced(existing: Scaling | None, replace: bool, original_context: int | None) -> str | None:
-    """What --replace drops (its description), after refusing to stack a scaling on an existing one."""
-    if existing is None:
-        return None
-    if not replace:
-        hint = (
-            f"--replace re-extends from its original length {existing.original_context}"
-            if existing.original_context
-            else "--replace with --original-context L re-extends from the trained length L"
+    if choice == "all":
+        notes.append(
+            "YaRN on the sliding-window layers too (--yarn-layers all): transformers 5.x and vLLM read the config so; llama.cpp "
+            "applies YaRN to the full-attention layers only (measured on OLMo 3), so a GGUF converted from this folder runs the "
+            "model's own design"
         )
-        raise AlreadyScaledError(
-            f"config.json already declares a {existing.description} RoPE scaling ({existing.source}); stacking a second one "
-            f"would be wrong: {hint}, or start from the unextended checkpoint"
-        )
-    if not existing.original_context and original_context is None:
-        raise InputError(f"the existing {existing.type} scaling names no original length: pass --original-context with the trained length")
-    return existing.description
-
-
-def _replaced_dca(config: dict[str, Any], trained: int, reach: int, replace: bool) -> str | None:
-    """Dual chunk attention is an extension of its own: refused unless ``replace``, which drops the block."""
-    dca = hf_config.dual_chunk_attention(hf_config.text_config(config))
-    if dca is None:
-        return None
-    if not replace:
-        raise AlreadyScaledError(
-            f"config.json declares dual chunk attention ({hf_config.DCA_KEY}), which reaches {reach:,} from the trained "
-            f"{trained:,}; YaRN on top would stack two extensions: serve it as it is (vLLM's dual-chunk attention), or pass "
-            f"--replace to drop the block and extend from {trained:,} with YaRN alone"
-        )
-    return f"dual chunk attention (chunk_size {dca.get('chunk_size')!r}, local_size {dca.get('local_size')!r})"
+    return choice == "all"
 
 
 def _yarn_block(
@@ -196,17 +167,20 @@ def _mla_factors(
     return ratio * softmax, softmax
 
 
-def _set_rope_parameters(cfg: dict[str, Any], block: dict[str, Any], theta: float, prefix: str, changes: list[Change]) -> None:
-    """Keep a 5.x rope_parameters block consistent with rope_scaling (its global block, when nested by layer type)."""
+def _set_rope_parameters(
+    cfg: dict[str, Any], block: dict[str, Any], theta: float, prefix: str, changes: list[Change], all_layers: bool = False
+) -> None:
+    """Keep a 5.x rope_parameters block consistent with rope_scaling (its global block, when nested by layer type;
+    the sliding layers' block too with ``all_layers``, each keeping its own base)."""
     rope_parameters = cfg.get("rope_parameters")
     yarn_keys = {k: v for k, v in block.items() if k != "type"}
     if hf_config.is_nested_rope_parameters(rope_parameters):
-        full = rope_parameters.get("full_attention")
-        if isinstance(full, dict):
-            # transformers 5.x reads the global layers' block here; sliding layers keep theirs
-            new_full = {"rope_theta": full.get("rope_theta", theta), **yarn_keys}
-            new_full.update({k: v for k, v in full.items() if k == "partial_rotary_factor"})
-            _set(rope_parameters, "full_attention", new_full, prefix + "rope_parameters.", changes)
+        for layer_type in ("full_attention", "sliding_attention") if all_layers else ("full_attention",):
+            old = rope_parameters.get(layer_type)
+            if isinstance(old, dict):  # transformers 5.x reads each layer type's block here
+                new = {"rope_theta": old.get("rope_theta", theta), **yarn_keys}
+                new.update({k: v for k, v in old.items() if k == "partial_rotary_factor"})
+                _set(rope_parameters, layer_type, new, prefix + "rope_parameters.", changes)
     elif isinstance(rope_parameters, dict):
         new_parameters = {k: v for k, v in rope_parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
         new_parameters.setdefault("rope_theta", theta)
@@ -219,11 +193,13 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
     and a family whose runtimes would not honour a YaRN config. ``attention_factor``: the m to apply instead of
     the paper's (written verbatim, or baked into q/k with ``bake_temperature``)."""
     r = request
-    _refuse(config)
+    existing.refuse(config)
     check_attention_factor(r.attention_factor)
     specs, _ = hf_config.read_rope_specs(config, r.original_context)
     spec = specs[0]
-    replaced = _replaced_dca(config, spec.original_context, spec.max_context, r.replace) or _replaced(spec.scaling, r.replace, r.original_context)
+    replaced = existing.replaced_dca(config, spec.original_context, spec.max_context, r.replace) or existing.replaced(
+        spec.scaling, r.replace, r.original_context
+    )
     base_length = spec.original_context
     target, s = lengths.consistent_scale(base_length, lengths.resolve_scale(r.scale, r.to, base_length))
     family = _family(config)
@@ -239,7 +215,7 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
     if hf_config.DCA_KEY in cfg:  # --replace: YaRN takes over the whole extension
         changes.append(Change(prefix + hf_config.DCA_KEY, cfg.pop(hf_config.DCA_KEY), None))
     original_parameters = copy.deepcopy(cfg.get("rope_parameters"))
-    _set_rope_parameters(cfg, block, spec.base, prefix, changes)
+    _set_rope_parameters(cfg, block, spec.base, prefix, changes, _all_layers(config, r.yarn_layers, notes))
     _set(cfg, "rope_scaling", block, prefix, changes)
     if hf_config.ntk_alpha(hf_config.text_config(config)) is not None:
         _fold_ntk_alpha(cfg, spec.base, prefix, changes, notes)
@@ -259,7 +235,7 @@ def plan_config(config: dict[str, Any], request: ExtendRequest) -> ConfigPlan:
         record = {"baked_attention_factor": m, "scale": s, "original_context": base_length}
         if softmax is not None:
             record["softmax_mscale"] = softmax
-        _set(new_config, BAKE_RECORD_KEY, record, "", changes)
+        _set(new_config, hf_config.BAKE_RECORD_KEY, record, "", changes)
     return ConfigPlan(
         config=new_config,
         changes=tuple(changes),

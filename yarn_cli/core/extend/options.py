@@ -24,6 +24,7 @@ class ExtendRequest:
     modelfile: bool = False
     attention_factor: float | None = None  # None: the paper's 0.1·ln s + 1
     stack: bool = False  # GGUF: keep rope_freqs and add YaRN on top
+    yarn_layers: str | None = None  # sliding + full models: "full" or "all" layers get YaRN; None: the model's design
 
     @property
     def betas(self) -> tuple[float, float]:
