@@ -94,6 +94,11 @@ def test_olmo3_gets_yarn_on_its_full_attention_layers_only(saved_models, tmp_pat
         code, _, err = run(["extend", str(source), "-s", str(SCALE), "-o", str(tmp_path / name), "--yarn-layers", "all", *extra], capsys)
         assert code == 0, err
         assert (logits(load(tmp_path / name)) - logits(on_all_layers)).abs().max().item() <= 1e-4, name
+    # --replace from an `all` extension, without the option: the sliding block goes back to plain RoPE, no stale YaRN
+    assert run(["extend", str(tmp_path / "all"), "-s", "8", "--replace", "-o", str(tmp_path / "again")], capsys)[0] == 0
+    assert run(["extend", str(source), "-s", "8", "-o", str(tmp_path / "direct")], capsys)[0] == 0
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["rope_parameters"]["sliding_attention"]["rope_type"] == "default"
+    assert (logits(load(tmp_path / "again")) - logits(load(tmp_path / "direct"))).abs().max().item() <= 1e-5
 
 
 def test_yarn_layers_is_refused_where_there_is_no_choice(saved_models, smollm2_gguf, tmp_path, capsys):

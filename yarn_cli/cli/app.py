@@ -113,7 +113,7 @@ def extend(
     attention_factor: float | None = typer.Option(None, "--attention-factor", help="The m to apply instead of the paper's 0.1 ln s + 1 (what `yarn tune` finds); written in each format's own form."),
     replace: bool = typer.Option(EXTEND.replace, "--replace", help="Re-extend a checkpoint that already carries a scaling, from its original length."),
     stack: bool = typer.Option(EXTEND.stack, "--stack", help="GGUF with frequency factors (Llama 3.x's rope_freqs): keep them and add YaRN on top from the file's context, as llama.cpp computes the two."),
-    yarn_layers: str | None = typer.Option(EXTEND.yarn_layers, "--yarn-layers", help="Models with sliding-window and full-attention layers (Gemma 3, OLMo 3): full (their design, the default) or all, YaRN on the sliding layers too (transformers 5.x only)."),
+    yarn_layers: str | None = typer.Option(EXTEND.yarn_layers, "--yarn-layers", help="Models with sliding-window and full-attention layers (Gemma 3, OLMo 3): full (their design, the default) or all, YaRN on the sliding layers too (transformers 5.x and vLLM read it; llama.cpp does not)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the planned changes; write nothing."),
     force: bool = typer.Option(EXTEND.force, "--force", help="Replace an existing OUT (never the input)."),
     copy: bool = typer.Option(

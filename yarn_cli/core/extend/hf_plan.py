@@ -175,12 +175,16 @@ def _set_rope_parameters(
     rope_parameters = cfg.get("rope_parameters")
     yarn_keys = {k: v for k, v in block.items() if k != "type"}
     if hf_config.is_nested_rope_parameters(rope_parameters):
-        for layer_type in ("full_attention", "sliding_attention") if all_layers else ("full_attention",):
+        for layer_type in ("full_attention", "sliding_attention"):
             old = rope_parameters.get(layer_type)
-            if isinstance(old, dict):  # transformers 5.x reads each layer type's block here
-                new = {"rope_theta": old.get("rope_theta", theta), **yarn_keys}
-                new.update({k: v for k, v in old.items() if k == "partial_rotary_factor"})
-                _set(rope_parameters, layer_type, new, prefix + "rope_parameters.", changes)
+            if not isinstance(old, dict) or (layer_type == "sliding_attention" and not all_layers and old.get("rope_type") != "yarn"):
+                continue
+            # transformers 5.x reads each layer type's block here; a sliding block an earlier --yarn-layers all scaled
+            # goes back to plain RoPE unless this extension scales it again (the refusal to stack came first)
+            scaled = all_layers or layer_type == "full_attention"
+            new = {"rope_theta": old.get("rope_theta", theta), **(yarn_keys if scaled else {"rope_type": "default"})}
+            new.update({k: v for k, v in old.items() if k == "partial_rotary_factor"})
+            _set(rope_parameters, layer_type, new, prefix + "rope_parameters.", changes)
     elif isinstance(rope_parameters, dict):
         new_parameters = {k: v for k, v in rope_parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
         new_parameters.setdefault("rope_theta", theta)
