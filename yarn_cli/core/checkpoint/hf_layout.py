@@ -57,12 +57,10 @@ def _full_layer_kv_dims(cfg: dict[str, Any], kv_heads: int) -> int:
     form); 0 for models whose layers share one head shape."""
     if not (cfg.get("per_layer_config") or cfg.get("global_head_dim")):
         return 0
-    overrides = cfg.get("per_layer_config")
-    heads = {v.get("num_key_value_heads") for v in overrides.values() if isinstance(v, dict)} if isinstance(overrides, dict) else set()
-    heads.discard(None)
-    if len(heads) == 1:
-        kv_heads = positive_int({"num_key_value_heads": next(iter(heads))}, "num_key_value_heads") or kv_heads
-    elif not overrides and cfg.get("attention_k_eq_v") and cfg.get("num_global_key_value_heads"):  # the config class default: False
+    overridden = layer_types.override(cfg, "num_key_value_heads")
+    if overridden is not None:
+        kv_heads = positive_int({"num_key_value_heads": overridden}, "num_key_value_heads") or kv_heads
+    elif not cfg.get("per_layer_config") and cfg.get("attention_k_eq_v"):  # the config class default: False
         kv_heads = positive_int(cfg, "num_global_key_value_heads") or kv_heads
     return 2 * kv_heads * proportional.global_head_dim(cfg)
 

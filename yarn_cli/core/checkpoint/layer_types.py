@@ -1,4 +1,5 @@
-"""A config's per-layer types under the names transformers gives them when it loads the config."""
+"""A config's per-layer types under the names transformers gives them when it loads the config, and the per-layer
+overrides transformers saves (``per_layer_config``, Gemma 4's full-attention layers)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,12 @@ def read(cfg: Mapping[str, Any]) -> list[Any] | None:
     if not isinstance(listed, list):
         return None
     return [_LEGACY_LAYER_TYPES.get(kind, kind) if isinstance(kind, str) else kind for kind in listed]
+
+
+def override(cfg: Mapping[str, Any], key: str) -> Any:
+    """The one value ``per_layer_config`` gives ``key`` across the layers it overrides; None where it gives none, or
+    several (then no single value describes those layers)."""
+    overrides = cfg.get("per_layer_config")
+    values = {v.get(key) for v in overrides.values() if isinstance(v, dict)} if isinstance(overrides, dict) else set()
+    values.discard(None)
+    return next(iter(values)) if len(values) == 1 else None

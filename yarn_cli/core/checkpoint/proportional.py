@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from yarn_cli.core.checkpoint import layer_types
 from yarn_cli.core.rope.spec import Scaling
 from yarn_cli.errors import FormatError
 
@@ -21,10 +22,9 @@ DEFAULT_GLOBAL_HEAD_DIM = 512
 def global_head_dim(cfg: dict[str, Any]) -> int:
     """H of the full-attention layers: ``per_layer_config``'s head_dim (as transformers saves it), else
     ``global_head_dim`` (as the hub's configs say), else transformers' default."""
-    overrides = cfg.get("per_layer_config")
-    widths = {v.get("head_dim") for v in overrides.values() if isinstance(v, dict)} if isinstance(overrides, dict) else set()
-    widths.discard(None)
-    value = next(iter(widths)) if len(widths) == 1 else cfg.get("global_head_dim", DEFAULT_GLOBAL_HEAD_DIM)
+    value = layer_types.override(cfg, "head_dim")
+    if value is None:
+        value = cfg.get("global_head_dim", DEFAULT_GLOBAL_HEAD_DIM)
     if isinstance(value, bool) or not isinstance(value, int) or value < 2 or value % 2:
         raise FormatError(f"config.json: the full-attention head width must be an even whole number, got {value!r}")
     return value
