@@ -298,7 +298,7 @@ def test_the_memory_check_counts_fsdp_and_zero3_sharding(tiny, tmp_path, monkeyp
 
     estimates = []
     real = finetune.finetune_plan.training_memory
-    monkeypatch.setattr(finetune.finetune_plan, "training_memory", lambda *a, **k: estimates.append(real(*a, **k)) or estimates[-1])
+    monkeypatch.setattr(finetune.finetune_plan, "training_memory", lambda *a, **k: estimates.append(real(*a, **k).total) or real(*a, **k))
     recipe = Recipe(steps=4, seq_len=256, lora_rank=0)
     environments = {
         "single": {},

@@ -85,7 +85,7 @@ def test_every_flag_default_is_its_options_objects():
         "inspect": [INSPECT],
         "extend": [EXTEND],
         "verify": [VERIFY, VERIFY.engine_options],
-        "tune": [TUNE],
+        "tune": [TUNE, TUNE.engine_options],
         "finetune": [FINETUNE, FINETUNE.recipe],
     }
     command = typer.main.get_command(app)

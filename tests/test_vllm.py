@@ -88,7 +88,7 @@ if __name__ == "__main__":
     from yarn_cli.runtimes.vllm import VllmEngine
 
     ids = list(range(1, 128)) * 7
-    from yarn_cli.core.verify.options import EngineOptions
+    from yarn_cli.core.options import EngineOptions
 
     options = EngineOptions(dtype="float32", enforce_eager=True)
     baked = VllmEngine(Path(sys.argv[1]), "cpu", max_length=900, options=options)
@@ -97,6 +97,8 @@ if __name__ == "__main__":
     chosen = [declared, variants.baseline(facts.rope, facts.baked_attention_factor),
               variants.yarn(facts.rope, declared.factor, 1.0, baked=facts.baked_attention_factor, name="yarn-m1")]
     engine = {v.name: baked.score(v, ids, 0).losses for v in chosen}
+    # vLLM's own record of the length it reserved for: the run's 900, not the declared 4 x 256 = 1,024
+    sized = baked._llm.llm_engine.model_config.max_model_len
     refused = baked.unsupported(variants.renamed(declared, "table", kind="custom"))
     baked.close()
     native = NativeEngine(Path(sys.argv[1]), "cpu")
@@ -105,14 +107,15 @@ if __name__ == "__main__":
     # (vLLM sizes a plain model's cos/sin table to its 256-position config, shorter than these ids)
     unextended = NativeEngine(Path(sys.argv[2]), "cpu")
     plain = unextended.score(variants.declared(unextended.facts.rope), ids, 0).losses
-    json.dump({"engine": engine, "reference": reference, "original": plain, "refused": refused}, open(sys.argv[3], "w"))
+    json.dump({"engine": engine, "reference": reference, "original": plain, "refused": refused, "max_model_len": sized}, open(sys.argv[3], "w"))
 """
 
 
 def test_three_variants_and_the_baseline_of_a_baked_checkpoint(models, tmp_path):
-    """vLLM under the declared scaling, the baseline and a YaRN with m = 1 (hf_overrides each) equals our float32
-    forward pass under the same variant, and not under the others; the baseline of a baked checkpoint (the
-    baked m divided back out) is the original model, number for number."""
+    """vLLM, sized to the run (900 tokens) rather than to the declared 1,024, under the declared scaling, the
+    baseline and a YaRN with m = 1 (hf_overrides each) equals our float32 forward pass under the same variant,
+    and not under the others; the baseline of a baked checkpoint (the baked m divided back out) is the original
+    model, number for number."""
     out = tmp_path / "losses.json"
     result = subprocess.run(
         [sys.executable, "-c", VARIANTS, str(models["llama-baked"]), str(models["llama"]), str(out)], capture_output=True, text=True, timeout=480
@@ -127,6 +130,7 @@ def test_three_variants_and_the_baseline_of_a_baked_checkpoint(models, tmp_path)
         assert min(others) > 1e-2, (name, others)
     assert max(abs(a - b) for a, b in zip(engine["baseline"], data["original"])) < 1e-3
     assert "frequency table" in data["refused"]
+    assert data["max_model_len"] == 900
 
 
 @pytest.mark.parametrize("name", ["llama-m", "llama-m-baked"])
@@ -404,3 +408,30 @@ def test_parity_through_vllm_serve(models, words, vllm_serve):
     assert result.stdout.strip(), result.stderr
     parity = json.loads(result.stdout)["parity"]
     assert result.returncode == 1 and parity["closest"] == "no-scaling", parity["line"]
+
+
+def test_tune_on_vllm_measures_what_the_native_engine_measures(trained_tiny, tmp_path):
+    """`tune --engine vllm`, refused before whatever the model (its engine was sized past every candidate's YaRN
+    table): the reference and the two candidates every budget measures (the paper's m and m = 1) give the native
+    engine's perplexities, and the chosen extension is written."""
+    from yarn_cli.usecases.tune import tune
+
+    common = ["--scale", "4", "--text", str(trained_tiny["tune_text"]), "--docs", "1", "--passkeys", "0", "--short", "256"]
+    common += ["--refinements", "0", "--budget", "0.000001", "--device", "cpu"]
+    native = tune(
+        trained_tiny["model"], scale=4, text=trained_tiny["tune_text"], docs=1, passkeys=0, short=256, refinements=0, budget=1e-6, device="cpu"
+    )
+    out = tmp_path / "tuned"
+    result = yarn("tune", str(trained_tiny["model"]), *common, "--engine", "vllm", *FAST, "--json", "-o", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = json.loads(result.stdout)
+    assert ours["engine"] == "vllm" and (out / "config.json").exists()
+    theirs = native.to_json()
+    pairs = [(ours["reference"], theirs["reference"])] + list(zip(ours["candidates"], theirs["candidates"], strict=True))
+    assert len(pairs) == 3
+    for a, b in pairs:
+        assert a["m"] == b["m"]
+        for key in ("short_ppl", "long_ppl"):
+            if b.get(key) is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-3), (a["m"], key)
+    assert ours["candidates"][0]["long_ppl"] != ours["candidates"][1]["long_ppl"]  # m was applied, not ignored

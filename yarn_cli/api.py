@@ -22,8 +22,9 @@ from yarn_cli.core.extend.options import ExtendRequest
 from yarn_cli.core.finetune.options import FinetuneRequest
 from yarn_cli.core.finetune.plan import Recipe
 from yarn_cli.core.inspect.options import InspectRequest
+from yarn_cli.core.options import EngineOptions
 from yarn_cli.core.tune.options import TuneRequest
-from yarn_cli.core.verify.options import EngineOptions, VerifyRequest
+from yarn_cli.core.verify.options import VerifyRequest
 from yarn_cli.usecases.extend import ExtendPlan, ExtendResult, apply_extend, plan_extend
 from yarn_cli.usecases.finetune import FinetunePlan, FinetuneResult, finetune, plan_finetune, run_finetune
 from yarn_cli.usecases.inspect import InspectReport, inspect

@@ -18,8 +18,9 @@ from yarn_cli import __version__
 from yarn_cli.core.extend.options import EXTEND, ExtendRequest
 from yarn_cli.core.finetune.options import FINETUNE, FinetuneRequest
 from yarn_cli.core.inspect.options import INSPECT, InspectRequest
+from yarn_cli.core.options import ENGINE, EngineOptions
 from yarn_cli.core.tune.options import TUNE, TuneRequest
-from yarn_cli.core.verify.options import ENGINE, VERIFY, EngineOptions, VerifyRequest
+from yarn_cli.core.verify.options import VERIFY, VerifyRequest
 from yarn_cli.errors import Interrupted, YarnError
 from yarn_cli.io import interrupts
 
@@ -138,6 +139,14 @@ def extend(
     extend_cmd.run(plan, consoles.out, consoles.err, dry_run=dry_run, copy=copy, workers=workers, as_json=as_json)
 
 
+# vLLM's settings, the same flags on verify and tune
+_TENSOR_PARALLEL = typer.Option(ENGINE.tensor_parallel_size, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across.")
+_PIPELINE_PARALLEL = typer.Option(ENGINE.pipeline_parallel_size, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray).")
+_DTYPE = typer.Option(ENGINE.dtype, "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU.")
+_GPU_MEMORY = typer.Option(ENGINE.gpu_memory_utilization, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take.")
+_EAGER = typer.Option(ENGINE.enforce_eager, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding).")
+
+
 @app.command()
 def verify(
     model: str | None = typer.Argument(None, help="Extended checkpoint: HF folder or .gguf (default: the built-in SmolLM2 GGUF).", show_default=False),
@@ -163,11 +172,11 @@ def verify(
     lm_eval: str | None = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks or groups to run on every variant, e.g. arc_easy,hellaswag (needs yarn-cli[eval])."),
     lm_eval_args: str | None = typer.Option(None, "--lm-eval-args", help="lm-eval settings as key=value,..., e.g. num_fewshot=5,limit=100,include_path=DIR."),
     max_task_drop: float | None = typer.Option(None, "--max-task-drop", help="Fail when an lm-eval task's score is more than this many points below the second variant's."),
-    tensor_parallel_size: int = typer.Option(ENGINE.tensor_parallel_size, "--tensor-parallel-size", "-tp", min=1, help="vllm: GPUs each layer is split across."),
-    pipeline_parallel_size: int = typer.Option(ENGINE.pipeline_parallel_size, "--pipeline-parallel-size", "-pp", min=1, help="vllm: stages the layers are split into (across nodes with Ray)."),
-    dtype: str = typer.Option(ENGINE.dtype, "--dtype", help="vllm: weight and activation dtype (auto, bfloat16, float16, float32); auto is float32 on a CPU."),
-    gpu_memory_utilization: float = typer.Option(ENGINE.gpu_memory_utilization, "--gpu-memory-utilization", help="vllm: fraction of each GPU's memory it may take."),
-    enforce_eager: bool = typer.Option(ENGINE.enforce_eager, "--enforce-eager", help="vllm: no CUDA graphs (faster start-up, slower decoding)."),
+    tensor_parallel_size: int = _TENSOR_PARALLEL,
+    pipeline_parallel_size: int = _PIPELINE_PARALLEL,
+    dtype: str = _DTYPE,
+    gpu_memory_utilization: float = _GPU_MEMORY,
+    enforce_eager: bool = _EAGER,
     endpoint: str | None = typer.Option(None, "--endpoint", help="Run the extended model through this OpenAI-compatible server (its /v1 base URL, e.g. http://127.0.0.1:8000/v1); the baseline runs in-process on --engine."),
     served_model: str | None = typer.Option(None, "--served-model", help="With --endpoint: the model name, where the server serves several."),
     api_key_env: str | None = typer.Option(None, "--api-key-env", help="With --endpoint: the environment variable that holds the server's API key (never printed or stored)."),
@@ -221,6 +230,11 @@ def tune(
     beta_slow: float = typer.Option(TUNE.beta_slow, "--beta-slow", help="YaRN beta_slow of the candidates (where --search-betas starts)."),
     bake_temperature: bool = typer.Option(TUNE.bake_temperature, "--bake-temperature", help="HF only: bake the chosen m into q/k (as extend does)."),
     original_context: int | None = typer.Option(None, "--original-context", help="Override the trained length L."),
+    tensor_parallel_size: int = _TENSOR_PARALLEL,
+    pipeline_parallel_size: int = _PIPELINE_PARALLEL,
+    dtype: str = _DTYPE,
+    gpu_memory_utilization: float = _GPU_MEMORY,
+    enforce_eager: bool = _EAGER,
     force: bool = typer.Option(TUNE.force, "--force", help="Replace an existing OUT or plot."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
@@ -232,6 +246,8 @@ def tune(
         short=short, docs=docs, passkeys=passkeys, refinements=refinements, fit=fit, fit_scales=fit_scales,
         search_betas=search_betas, plot=plot, budget=budget, beta_fast=beta_fast, beta_slow=beta_slow,
         bake_temperature=bake_temperature, original_context=original_context, force=force,
+        engine_options=EngineOptions(tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+                                     dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager),
     )
     code = tune_cmd.run(consoles.out, consoles.err, as_json, model, out, request, _note)
     if code:
@@ -254,6 +270,7 @@ def finetune(
     grad_accum: int | None = typer.Option(None, "--grad-accum", min=1, help="Micro-steps per optimizer step (default: to reach the global batch)."),
     lora_rank: int = typer.Option(RECIPE.lora_rank, "--lora-rank", min=0, help="Train LoRA adapters of this rank on the attention projections, merged at the end (0: full fine-tune)."),
     gradient_checkpointing: bool = typer.Option(RECIPE.gradient_checkpointing, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass."),
+    pure_bf16: bool = typer.Option(RECIPE.pure_bf16, "--pure-bf16", help="Keep weights, gradients and AdamW state in bf16 (half their memory; updates below a weight's bf16 step are lost). Default: fp32 master weights with bf16 autocast on GPUs that have it, fp16 with loss scaling on older ones, fp32 on a CPU."),
     seed: int = typer.Option(RECIPE.seed, "--seed", help="Seed for weights of new adapters and the data order."),
     save_steps: int = typer.Option(RECIPE.save_steps, "--save-steps", min=1, help="Steps between checkpoints in the work folder (for --resume)."),
     resume: bool = typer.Option(FINETUNE.resume, "--resume", help="Continue an interrupted run from its last checkpoint."),
@@ -267,7 +284,7 @@ def finetune(
     from yarn_cli.usecases.finetune import plan_finetune
 
     recipe = dataclasses.replace(RECIPE, steps=steps, lr=lr, warmup=warmup, seq_len=seq_len or 0, batch_size=batch_size, grad_accum=grad_accum or 0,
-                                 lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, seed=seed,
+                                 lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, pure_bf16=pure_bf16, seed=seed,
                                  save_steps=save_steps)
     request = FinetuneRequest(scale=scale, to=to, data=tuple(data or ()), original_context=original_context, recipe=recipe,
                               batch_tokens=batch_tokens, resume=resume, force=force, revision=revision)

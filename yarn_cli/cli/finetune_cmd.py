@@ -28,7 +28,7 @@ def run(plan: Any, console: Console, err_console: Console, as_json: bool) -> Non
             f"[bold]{esc(plan.source)}[/]: YaRN x{plan.scale:g}, trained length {plan.original_context:,} -> "
             f"[bold]{plan.target_context:,}[/]; {r.steps} steps of {r.seq_len:,}-token windows, lr {r.lr:g} "
             f"(warm-up {r.warmup}), {'LoRA rank ' + str(r.lora_rank) if r.lora_rank else 'full fine-tune'}, "
-            f"about {human_bytes(plan.estimated_bytes)} per device"
+            f"{plan.precision.name}, about {human_bytes(plan.estimated_bytes)} per device"
         )
     progress = Progress(
         TextColumn("training"),

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from yarn_cli.core.verify.plan import HEAD_ROWS
 from yarn_cli.native.weights import NativeSpec
-
-HEAD_ROWS = 2048  # positions whose logits are computed at once when scoring
 
 
 @dataclass

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from yarn_cli.core.checkpoint.kv_cache import AttentionLayout
+from yarn_cli.core.options import ENGINE, EngineOptions
 from yarn_cli.core.rope.spec import RopeSpec
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify.options import ENGINE, EngineOptions
 
 # --engine name -> (module, class); every engine takes (path, device, original_context, max_length=...).
 ENGINES = {

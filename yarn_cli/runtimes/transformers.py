@@ -16,15 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.core.rope.variants import RopeVariant
+from yarn_cli.core.verify.plan import HEAD_ROWS
 from yarn_cli.errors import InputError, UnsupportedError
 from yarn_cli.io.tokenizers_io import prompt_prefix
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, compute_dtype, stop_ids
+
+LOGITS_BYTES = 1 << 30  # scored positions x vocabulary x 4 bytes above which the head runs HEAD_ROWS at a time
+
+
+def _with_hidden(output: Any, hidden: Any) -> Any:
+    """The decoder's output with ``hidden`` as its final hidden states (a slice of rows)."""
+    changed = copy.copy(output)
+    changed.last_hidden_state = hidden
+    return changed
 
 
 class TransformersEngine:
     name = implementation = "transformers"
 
-    def __init__(self, path: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None, allow_gguf: bool = False):
+    def __init__(
+        self, path: Path, device: str, original_context: int | None = None, max_length: int = 0, progress=None, allow_gguf: bool = False, dtype=None
+    ):
         try:
             import torch
             from transformers import AutoModelForCausalLM
@@ -39,12 +51,15 @@ class TransformersEngine:
 
         hf_logging.disable_progress_bar()  # verify shows its own progress; stderr keeps to one line per message
         self.torch, self.device, self.path, self.notes = torch, device, path, []
-        dtype = compute_dtype(device)
+        dtype = dtype or compute_dtype(device)
         where = dict(pretrained_model_name_or_path=path.parent, gguf_file=path.name) if is_gguf else dict(pretrained_model_name_or_path=path)
         with _quiet_gguf_loading(is_gguf):
             config = _gguf_config(path, where) if is_gguf else None
             extra = {"config": config} if config is not None else {}
-            self.model = AutoModelForCausalLM.from_pretrained(**where, **extra, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+            # straight onto the GPU (no whole copy in host RAM first); spread over every GPU where there are several
+            placed = {"device_map": "auto" if torch.cuda.device_count() > 1 else device} if device.startswith("cuda") else {}
+            self.model = AutoModelForCausalLM.from_pretrained(**where, **extra, dtype=dtype, attn_implementation="sdpa", **placed)
+            self.model = (self.model if placed else self.model.to(device)).eval()
         self.decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         self._slots = rotary_slots(self.decoder)
         if not self._slots:
@@ -117,17 +132,49 @@ class TransformersEngine:
         return Generation(out, len(ids), prefill, decode, steps)
 
     def score(self, variant: RopeVariant, ids: list[int], score_from: int) -> Scored:
+        """One forward pass over ``ids``. Where the scored positions' float32 logits would pass LOGITS_BYTES (49k
+        positions of a 152k vocabulary are 30 GB), the decoder runs once and the model's own head (its
+        soft-capping or logit scale included) is applied to its hidden states HEAD_ROWS positions at a time."""
         torch = self.torch
         self._use(variant)
         inputs = torch.tensor([ids], device=self.device)
+        kept = len(ids) - score_from
+        targets = inputs[0, score_from + 1 :]
         with torch.inference_mode():
             started = time.perf_counter()
-            logits = self.model(inputs, logits_to_keep=len(ids) - score_from).logits[0].float()
+            if kept * self.facts.vocab * 4 <= LOGITS_BYTES:
+                logits = self.model(inputs, logits_to_keep=kept).logits[0].float()[: targets.shape[0]]
+                losses, hits = torch.nn.functional.cross_entropy(logits, targets, reduction="none"), logits.argmax(-1) == targets
+            else:
+                losses, hits = self._score_by_rows(inputs, score_from, targets)
             seconds = self._elapsed(started)
-        targets = inputs[0, score_from + 1 :]
-        logits = logits[: targets.shape[0]]
-        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-        return Scored(losses.double().cpu().tolist(), len(ids), seconds, (logits.argmax(-1) == targets).tolist())
+        return Scored(losses.double().cpu().tolist(), len(ids), seconds, hits.tolist())
+
+    def _score_by_rows(self, inputs: Any, score_from: int, targets: Any) -> tuple[Any, Any]:
+        """The decoder's final hidden states from one pass (the model computes one position's logits), then the
+        model's forward again per slice of rows with its decoder answering from those states, so every family's
+        head, whatever it multiplies or caps, is the one that runs."""
+        torch = self.torch
+        captured: list[Any] = []
+        hook = self.decoder.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            self.model(inputs, logits_to_keep=1)
+        finally:
+            hook.remove()
+        output = captured[-1]
+        hidden = output.last_hidden_state
+        losses, hits = [], []
+        try:
+            for row in range(score_from, score_from + targets.shape[0], HEAD_ROWS):
+                end = min(row + HEAD_ROWS, score_from + targets.shape[0])
+                self.decoder.forward = lambda *args, _rows=slice(row, end), **kwargs: _with_hidden(output, hidden[:, _rows])
+                logits = self.model(inputs[:, row:end], logits_to_keep=0).logits[0].float()
+                part = targets[row - score_from : end - score_from]
+                losses.append(torch.nn.functional.cross_entropy(logits, part, reduction="none"))
+                hits.append(logits.argmax(-1) == part)
+        finally:
+            del self.decoder.forward  # the class's own forward again
+        return torch.cat(losses), torch.cat(hits)
 
     def _elapsed(self, started: float) -> float:
         if self.device.startswith("cuda"):

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.core.options import ENGINE, EngineOptions
 from yarn_cli.core.rope.scalars import mscale_for
 from yarn_cli.core.rope.variants import RopeVariant
-from yarn_cli.core.verify.options import ENGINE, EngineOptions
 from yarn_cli.errors import InputError, UnsupportedError, first_line
 from yarn_cli.io.packages import needs
 from yarn_cli.runtimes.base import Generation, ModelFacts, Scored, available_host_memory, stop_ids
@@ -77,14 +77,16 @@ class VllmEngine:
             rope=spec,
             baked_attention_factor=baked,
         )
-        self.max_model_len = max(max_length, spec.max_context)
-        self.common = _llm_arguments(folder, device, dtype, options, dims["attention"], self.max_model_len)
         self.rope = spec
+        self._dtype, self._options, self._attention = dtype, options, dims["attention"]
+        self.max_model_len = self._sized(max_length) if max_length > 0 else self._sized(spec.max_context)
         eos = raw.get("eos_token_id")
         self.stop = sorted(stop_ids(eos))
         self._llm, self._key = None, None
         self.startup_seconds = 0.0
-        self._start(None)  # start now: a model vLLM cannot run is refused before any work
+        # No start yet: every caller reserves the run's length first, and the first variant starts vLLM
+        # (verify's parity check or timing, before any task), so a model vLLM cannot run is still refused
+        # before any work.
 
     def unsupported(self, variant: RopeVariant) -> str | None:
         if variant.kind == "custom":
@@ -107,10 +109,21 @@ class VllmEngine:
         return None
 
     def reserve(self, tokens: int) -> None:
-        """vLLM was started with max_model_len covering every length asked for."""
+        """The run's longest sequence (prompt plus answer) becomes max_model_len: the next start sizes vLLM's KV
+        cache to it. A running model with another length is restarted at its next use."""
+        self.max_model_len = self._sized(tokens)
+
+    def _sized(self, tokens: int) -> int:
+        """max_model_len for a run whose longest sequence is ``tokens``. A declared YaRN table holds s·L positions,
+        and vLLM never runs a sequence's last token, so s·L + 1 is as long as the declared variant can go: a
+        prompt at s·L keeps what room is left for its answer, as vLLM serving the model would."""
+        scaling = self.rope.scaling
+        if scaling is not None and scaling.type == "yarn":
+            return max(min(tokens, self.rope.max_context + 1), 2)
+        return max(tokens, 2)
 
     def _start(self, overrides: dict[str, Any] | None):
-        key = repr(overrides)
+        key = repr((overrides, self.max_model_len))
         if self._llm is not None and self._key == key:
             return self._llm
         self.close()
@@ -119,7 +132,8 @@ class VllmEngine:
         # A length above what vLLM derives from the config (the baseline's, or a capped tokenizer) is allowed on purpose.
         os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
         started = time.perf_counter()
-        kwargs = dict(self.common, **({"hf_overrides": overrides} if overrides else {}))
+        common = _llm_arguments(self.folder, self.device, self._dtype, self._options, self._attention, self.max_model_len)
+        kwargs = dict(common, **({"hf_overrides": overrides} if overrides else {}))
         try:
             self._llm = LLM(**kwargs)
         except Exception as exc:  # vLLM's own reason (an architecture it lacks, memory), as one line
@@ -137,7 +151,7 @@ class VllmEngine:
         if callable(shutdown):
             shutdown()
         self._llm, self._key = None, None
-        gc.collect()
+        _release()
 
     def generate(self, variant: RopeVariant, ids: list[int], max_new_tokens: int) -> Generation:
         from vllm import SamplingParams
@@ -180,6 +194,17 @@ class VllmEngine:
 
     def available_memory(self) -> int:
         return available_host_memory() + self.facts.weight_bytes
+
+
+def _release() -> None:
+    """What a shut-down model leaves behind: the tensor/pipeline-parallel groups (the next start builds its own)
+    and, on a GPU, the cached device memory the next start's KV cache needs."""
+    try:
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+    except ImportError:  # a vLLM without it: the garbage collector is all there is
+        gc.collect()
+        return
+    cleanup_dist_env_and_memory()
 
 
 def _llm_arguments(folder: Path, device: str, dtype: str, options: EngineOptions, attention: Any, max_model_len: int) -> dict[str, Any]:

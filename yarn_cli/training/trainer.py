@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from yarn_cli.core.finetune.plan import window_count
-from yarn_cli.runtimes.base import compute_dtype
+from yarn_cli.core.finetune.plan import Precision, choose_precision, window_count
 
 LOSS_CHUNK = 1024  # positions per logits chunk
 
@@ -97,9 +96,19 @@ class Windows(torch.utils.data.Dataset):
         return {"input_ids": self.windows[index], "labels": self.windows[index]}
 
 
-def training_dtype() -> torch.dtype:
-    """bf16 on GPU, float32 on CPU: what the model is loaded in, and what the memory estimate counts."""
-    return compute_dtype("cuda" if torch.cuda.is_available() else "cpu")
+def device_precision(pure_bf16: bool) -> tuple[Precision, int | None]:
+    """The precision this machine trains in (core.finetune.plan.choose_precision) and the free memory of its GPU
+    (None on a CPU)."""
+    if not torch.cuda.is_available():
+        return choose_precision(False, True, pure_bf16), None
+    name = torch.cuda.get_device_name()
+    return choose_precision(True, torch.cuda.is_bf16_supported(), pure_bf16, name), torch.cuda.mem_get_info()[0]
+
+
+def load_dtype(precision: Precision, lora: bool) -> torch.dtype:
+    """fp32 master weights for what trains in mixed precision; LoRA's frozen base in the compute dtype (its
+    adapters are trainable, and peft keeps them in fp32)."""
+    return getattr(torch, precision.compute_dtype if lora else precision.load_dtype)
 
 
 def pack(tokenizer: Any, documents: Sequence[str] | Any, seq_len: int) -> tuple[torch.Tensor, int]:
@@ -183,8 +192,9 @@ def load_model(folder: Path, config: dict[str, Any], device_dtype: torch.dtype) 
         raise UnsupportedError(f"{folder}: transformers cannot load it as a causal LM ({str(exc).splitlines()[0][:200]})") from exc
 
 
-def add_lora(lm: Any, rank: int, alpha: int) -> Any:
-    """LoRA adapters on the attention projections (peft); merged back into plain weights after training."""
+def add_lora(lm: Any, rank: int, alpha: int, precision: Precision) -> Any:
+    """LoRA adapters on the attention projections (peft); merged back into plain weights after training. peft
+    keeps adapters in fp32 (masters for mixed precision) unless the run is pure bf16."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
@@ -200,14 +210,14 @@ def add_lora(lm: Any, rank: int, alpha: int) -> Any:
         }
     )
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=targets, lora_dropout=0.0, bias="none")
-    return get_peft_model(lm, config)
+    return get_peft_model(lm, config, autocast_adapter_dtype=precision.master_bytes == 4)
 
 
 # Attention projection names across transformers' families (separate and fused).
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "query_key_value", "dense")
 
 
-def training_arguments(recipe: Any, batching: Any, work_dir: Path, on_gpu: bool) -> Any:
+def training_arguments(recipe: Any, batching: Any, work_dir: Path, on_gpu: bool, precision: Precision) -> Any:
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -226,7 +236,9 @@ def training_arguments(recipe: Any, batching: Any, work_dir: Path, on_gpu: bool)
         save_total_limit=2,
         seed=recipe.seed,
         data_seed=recipe.seed,
-        bf16=on_gpu,
+        # autocast over fp32 masters (fp16 adds the GradScaler); pure bf16 needs none, its weights are bf16 already
+        bf16=precision.name == "mixed-bf16",
+        fp16=precision.name == "mixed-fp16",
         report_to=[],
         disable_tqdm=True,
         remove_unused_columns=False,

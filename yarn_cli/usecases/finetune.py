@@ -44,6 +44,8 @@ class FinetunePlan:
     resume: bool = False
     force: bool = False
     estimated_bytes: int = 0
+    precision: finetune_plan.Precision = finetune_plan.PRECISIONS["fp32"]
+    memory: dict[str, int] = field(default_factory=dict)  # the estimate, term by term
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +59,8 @@ class FinetunePlan:
             "recipe": self.recipe.to_json(),
             "data": list(self.data) or [_default_corpus_name()],
             "estimated_peak_bytes": self.estimated_bytes,
+            "precision": self.precision.name,
+            "estimated_memory": self.memory,
             "notes": list(self.notes),
         }
 
@@ -78,6 +82,8 @@ class FinetuneResult:
             "loss": list(self.loss),
             "seconds": round(self.seconds, 3),
             "windows": self.windows,
+            "precision": self.plan.precision.name,
+            "estimated_memory": self.plan.memory,
         }
 
 
@@ -147,7 +153,7 @@ def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest |
     work_dir = output.parent / f".{output.name}.yarn-finetune"
     _check_work_dir(work_dir, r.resume)
     batching = finetune_plan.batching(seq_len, int(os.environ.get("WORLD_SIZE", "1")), recipe.batch_size, recipe.grad_accum, r.batch_tokens)
-    estimate = _check_memory(folder, config, seq_len, recipe)
+    precision, estimate = _check_memory(folder, config, seq_len, recipe)
     return FinetunePlan(
         source=str(model),
         folder=folder,
@@ -162,7 +168,9 @@ def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest |
         batching=batching,
         resume=r.resume,
         force=r.force,
-        estimated_bytes=estimate,
+        estimated_bytes=estimate.total,
+        precision=precision,
+        memory=estimate.to_json(),
     )
 
 
@@ -208,23 +216,21 @@ def _check_work_dir(work_dir: Path, resume: bool) -> None:
         raise InputError(f"--resume: no complete checkpoint in {work_dir} to continue from; run without --resume")
 
 
-def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> int:
-    """Refuse a window that cannot fit before loading anything (one device's estimate, with what FSDP or
-    ZeRO shards across the launched processes taken off)."""
+def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> tuple[finetune_plan.Precision, Any]:
+    """The precision to train in, and the estimate of one device's peak (with what FSDP or ZeRO shards across the
+    launched processes taken off); a window that cannot fit is refused before anything loads."""
     from yarn_cli.core.checkpoint import hf_config, hf_layout
     from yarn_cli.io.checkpoint import summarize_hf_folder
     from yarn_cli.runtimes.base import available_host_memory
+    from yarn_cli.training.trainer import device_precision
 
     summary = summarize_hf_folder(folder)
     dims = hf_layout.model_dims(config)
     cfg = hf_config.text_config(config)
-    parameters = summary.tensors.parameters or 0
-    trainable = parameters // 100 if recipe.lora_rank else parameters
-    import torch
-
-    from yarn_cli.training.trainer import training_dtype
-
-    on_gpu = torch.cuda.is_available()
+    base = summary.tensors.parameters or 0
+    trainable = base // 100 if recipe.lora_rank else base  # LoRA's adapters: about 1% of the weights, on top of them
+    parameters = base + trainable if recipe.lora_rank else base
+    precision, available = device_precision(recipe.pure_bf16)
     needed = finetune_plan.training_memory(
         parameters,
         dims["layers"] or 0,
@@ -234,19 +240,18 @@ def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: fi
         recipe.batch_size,
         trainable,
         recipe.gradient_checkpointing,
-        training_dtype().itemsize,
-        dims["heads"] or 1,
+        precision,
         finetune_plan.sharding(os.environ, int(os.environ.get("WORLD_SIZE", "1"))),
     )
-    available = torch.cuda.mem_get_info()[0] if on_gpu else available_host_memory()
-    if needed > 0.9 * available:
+    available = available if available is not None else available_host_memory()
+    if needed.total > 0.9 * available:
         from yarn_cli.core.units import human_bytes
 
         raise InputError(
-            f"a {seq_len:,}-token window needs about {human_bytes(needed)} to train, and {human_bytes(available)} is free: "
+            f"a {seq_len:,}-token window needs about {human_bytes(needed.total)} to train in {precision.name}, and {human_bytes(available)} is free: "
             "use --lora-rank, a smaller --seq-len or --batch-size, keep gradient checkpointing on, or more devices (FSDP)"
         )
-    return needed
+    return precision, needed
 
 
 Progress = Callable[[int, "float | None", float], None]  # (step, last loss, tokens/s)
@@ -276,20 +281,20 @@ def run_finetune(plan: FinetunePlan, *, progress: Progress | None = None, callba
             f"{windows.shape[0]} window(s) of {seq_len:,} tokens cannot feed {batching.world} process(es) x "
             f"--batch-size {batching.per_device}: give more text or a smaller --seq-len"
         )
-    lm = engine.load_model(plan.folder, plan.config, engine.training_dtype())
+    lm = engine.load_model(plan.folder, plan.config, engine.load_dtype(plan.precision, bool(recipe.lora_rank)))
     if recipe.gradient_checkpointing:
         engine.enable_checkpointing(lm)
     lm.config.use_cache = False
     if recipe.lora_rank:
         if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
             raise InputError("--lora-rank is for one device or DDP; with FSDP or DeepSpeed, run a full fine-tune")
-        lm = engine.add_lora(lm, recipe.lora_rank, recipe.lora_alpha)
+        lm = engine.add_lora(lm, recipe.lora_rank, recipe.lora_alpha, plan.precision)
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     log = engine.TrainingLog()
     dataset = engine.Windows(windows)
     trainer = Trainer(
         model=engine.LossModel(lm),
-        args=engine.training_arguments(recipe, batching, plan.work_dir, on_gpu),
+        args=engine.training_arguments(recipe, batching, plan.work_dir, on_gpu, plan.precision),
         train_dataset=dataset,
         callbacks=[engine.make_callback(log, batching.global_windows * seq_len, progress), *callbacks],
     )

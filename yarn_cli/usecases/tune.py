@@ -131,7 +131,7 @@ def tune(
     source_text = load_text(Path(r.text) if r.text is not None else None)
     trained = summarize(str(path), None, r.original_context).ropes[0].original_context
     checked = _options(trained, r, goal)
-    loaded = load_engine(r.engine, path, pick_device(r.device), r.original_context, checked.lengths.long + 8)
+    loaded = load_engine(r.engine, path, pick_device(r.device), r.original_context, checked.lengths.long, r.engine_options.to_dict())
     try:
         result = Session(loaded, checked, source_text, progress, notify).run(str(path), r.engine)
     finally:
@@ -260,7 +260,7 @@ class Session:
         self.notes: list[str] = []
         lengths = options.lengths
         self.docs = self._documents(engine.tokenizer, text, lengths, options)
-        engine.reserve(lengths.long + 8)
+        engine.reserve(lengths.long)  # documents are scored whole, nothing generated after them
 
     def _documents(self, tokenizer: Any, text: str, lengths: Lengths, options: TuneOptions) -> list[tune_probe.ProbeDocument]:
         """The tuning text cut into documents of the long length, each with its retrieval probes."""

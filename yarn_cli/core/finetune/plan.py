@@ -30,6 +30,7 @@ class Recipe:
     lora_rank: int = 0  # 0: full fine-tune
     lora_alpha: int = 0  # 0: twice the rank
     gradient_checkpointing: bool = True
+    pure_bf16: bool = False  # weights, gradients and AdamW state all in bf16 (default: fp32 masters, mixed precision)
     seed: int = 0
     save_steps: int = 50
     logging_steps: int = 1
@@ -105,6 +106,70 @@ def sharding(env: Mapping[str, str], world: int) -> Sharding:
     return Sharding()
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How the weights are kept and the passes computed. Mixed precision (the default on a GPU) keeps fp32
+    master weights, gradients and AdamW state and computes in bf16 or fp16 under autocast; pure bf16 keeps all
+    of them in bf16, which halves what the trainable parameters cost but rounds away updates below a weight's
+    bf16 step (2^-8 relative: at the paper's lr of 2e-5 most of AdamW's steps)."""
+
+    name: str  # fp32, mixed-bf16, mixed-fp16 or pure-bf16
+    master_bytes: int  # per trainable parameter: the weights the optimizer updates
+    frozen_bytes: int  # per frozen parameter (LoRA's base model): never updated, so kept in the compute dtype
+    state_bytes: int  # per trainable parameter: gradient, exp_avg and exp_avg_sq, each at this size
+    compute_bytes: int  # per activation value
+    loss_scaling: bool = False  # fp16's dynamic loss scale (Trainer's GradScaler)
+
+    @property
+    def load_dtype(self) -> str:
+        """What the model is loaded in; LoRA's frozen base takes the compute dtype instead."""
+        return "bfloat16" if self.master_bytes == 2 else "float32"
+
+    @property
+    def compute_dtype(self) -> str:
+        return {"mixed-fp16": "float16", "fp32": "float32"}.get(self.name, "bfloat16")
+
+
+PRECISIONS = {
+    "fp32": Precision("fp32", 4, 4, 4, 4),
+    "mixed-bf16": Precision("mixed-bf16", 4, 2, 4, 2),
+    "mixed-fp16": Precision("mixed-fp16", 4, 2, 4, 2, loss_scaling=True),
+    "pure-bf16": Precision("pure-bf16", 2, 2, 2, 2),
+}
+
+
+def choose_precision(on_gpu: bool, bf16_supported: bool, pure_bf16: bool, where: str = "this GPU") -> Precision:
+    """fp32 on a CPU; on a GPU mixed precision with fp32 master weights, in bf16 where the GPU has it (Ampere and
+    later) and fp16 with loss scaling before; pure bf16 only when asked for, and only where bf16 runs."""
+    if pure_bf16:
+        if on_gpu and not bf16_supported:
+            raise InputError(
+                f"--pure-bf16: {where} has no bfloat16 (it needs compute capability 8.0, Ampere, or later); drop the flag to train in mixed fp16"
+            )
+        return PRECISIONS["pure-bf16"]
+    if not on_gpu:
+        return PRECISIONS["fp32"]
+    return PRECISIONS["mixed-bf16" if bf16_supported else "mixed-fp16"]
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """One device's peak while training, term by term, in bytes."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits
+
+    def to_json(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
 def training_memory(
     parameters: int,
     layers: int,
@@ -114,19 +179,22 @@ def training_memory(
     batch: int,
     trainable: int,
     checkpointing: bool,
-    value_bytes: int,
-    heads: int,
+    precision: Precision,
     shards: Sharding = Sharding(),
-) -> int:
-    """A lower bound on one device's peak, in bytes: weights, AdamW's fp32 state and gradients for the
-    trainable parameters, activations (one hidden state per layer with gradient checkpointing, about 16 per
-    layer without), and one chunk of logits. Attention uses SDPA: scores are never materialized whole.
-    Sharded weights are gathered one layer at a time, so one whole layer is counted on top of the shard."""
-    weights = parameters * value_bytes / shards.weights
+) -> TrainingMemory:
+    """A lower bound on one device's peak: the weights (trainable ones at the master size, frozen ones at the
+    compute size), the trainable parameters' gradients and AdamW's two moments (torch keeps both at the
+    parameter's dtype), activations (one hidden state per layer with gradient checkpointing, about 16 per
+    layer without), and one chunk of float32 logits and their gradient. Attention uses SDPA: scores are never
+    materialized whole. Sharded weights are gathered one layer at a time, so one whole layer is counted on top
+    of the shard."""
+    frozen = parameters - trainable
+    weights = (trainable * precision.master_bytes + frozen * precision.frozen_bytes) / shards.weights
     if shards.weights > 1:
-        weights += parameters * value_bytes / max(layers, 1)
-    optimizer = trainable * 4 / shards.gradients + trainable * (4 + 4) / shards.optimizer  # fp32 gradient; exp_avg, exp_avg_sq
-    per_layer = batch * seq_len * hidden * value_bytes
+        weights += parameters * precision.compute_bytes / max(layers, 1)
+    gradients = trainable * precision.state_bytes / shards.gradients
+    optimizer = trainable * 2 * precision.state_bytes / shards.optimizer
+    per_layer = batch * seq_len * hidden * precision.compute_bytes
     activations = layers * per_layer * (1 if checkpointing else 16) + 16 * per_layer
     logits = batch * min(seq_len, 4096) * vocab * 4 * 2
-    return int(weights + optimizer + activations + logits)
+    return TrainingMemory(int(weights), int(gradients), int(optimizer), int(activations), int(logits))

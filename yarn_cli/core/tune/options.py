@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.options import DEFAULT_DEVICE, DEFAULT_ENGINE, with_changes
+from yarn_cli.core.options import DEFAULT_DEVICE, DEFAULT_ENGINE, ENGINE, EngineOptions, with_changes
 from yarn_cli.core.rope.scalars import BETA_FAST_DEFAULT, BETA_SLOW_DEFAULT
 from yarn_cli.core.tune.plan import DEFAULT_OBJECTIVE
 
@@ -36,9 +36,12 @@ class TuneRequest:
     bake_temperature: bool = False
     original_context: int | None = None
     force: bool = False
+    engine_options: EngineOptions = ENGINE  # vLLM's settings, as verify takes them
 
     @classmethod
     def build(cls, request: TuneRequest | None = None, **changes: Any) -> TuneRequest:
+        if "engine_options" in changes:
+            changes["engine_options"] = EngineOptions.of(changes["engine_options"])
         return with_changes(cls, request, changes, "tune")
 
 

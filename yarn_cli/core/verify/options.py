@@ -7,34 +7,13 @@ the keyword arguments that build it, and the use case checks it into the protoco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.core.options import DEFAULT_DEVICE, DEFAULT_ENGINE, with_changes
+from yarn_cli.core.options import DEFAULT_DEVICE, DEFAULT_ENGINE, ENGINE, EngineOptions, with_changes
 from yarn_cli.core.verify.plan import DEFAULT_DEPTHS, DEFAULT_PPL_MARGIN
 from yarn_cli.core.verify.ruler import THRESHOLD
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """What only some engines take (vLLM's parallel layout, dtype, memory share and CUDA graphs)."""
-
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    dtype: str = "auto"  # float32 on a CPU
-    gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def of(cls, value: EngineOptions | dict[str, Any] | None) -> EngineOptions:
-        """An EngineOptions from itself, a dict of its fields (the API's older form), or None (the defaults)."""
-        if value is None or isinstance(value, EngineOptions):
-            return value or ENGINE
-        return with_changes(cls, None, value, "engine_options")
 
 
 @dataclass(frozen=True)
@@ -63,7 +42,7 @@ class VerifyRequest:
     lm_eval: str | Sequence[str] | None = None
     lm_eval_args: str | dict[str, Any] | None = None
     max_task_drop: float | None = None
-    engine_options: EngineOptions = field(default_factory=EngineOptions)
+    engine_options: EngineOptions = ENGINE
     endpoint: str | None = None  # an OpenAI-compatible server's /v1 base URL: the declared variant runs there
     served_model: str | None = None  # which of the server's models, where it serves several
     api_key_env: str | None = None  # the environment variable holding the server's key (the key itself is never taken)
@@ -88,4 +67,3 @@ class VerifyRequest:
 
 
 VERIFY = VerifyRequest()  # the defaults, for the CLI's flags and the protocol's checked options
-ENGINE = VERIFY.engine_options  # vLLM's settings' defaults, for its flags, its engine and the check of other engines

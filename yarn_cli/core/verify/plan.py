@@ -120,6 +120,9 @@ class MemoryEstimate:
         return self.weights + self.kv_cache + self.activations
 
 
+HEAD_ROWS = 2048  # positions whose logits an engine computes at once when scoring (native and transformers)
+
+
 def estimate_memory(
     weight_bytes: int,
     attention: AttentionLayout,
@@ -129,16 +132,17 @@ def estimate_memory(
     length: int,
     chunk: int,
     value_bytes: int,
+    logit_rows: int | None = None,
 ) -> MemoryEstimate:
     """Weights + the KV cache at ``length`` + the largest activations of one prefill chunk.
 
-    Activations: attention scores (heads x chunk x length, fp32 when no fused kernel), the MLP and
-    the chunk's logits (fp32). A 25% allowance covers allocator slack.
+    Activations: attention scores (heads x chunk x length, fp32 when no fused kernel), the MLP and the logits
+    (fp32) of ``logit_rows`` positions (default: the chunk's). A 25% allowance covers allocator slack.
     """
     kv = kv_cache_bytes(attention, length, value_bytes)
     scores = heads * chunk * length * 4
     mlp = chunk * hidden * 12 * value_bytes
-    logits = chunk * vocab * 4
+    logits = (chunk if logit_rows is None else logit_rows) * vocab * 4
     return MemoryEstimate(weight_bytes, kv, int(1.25 * (scores + mlp + logits)))
 
 

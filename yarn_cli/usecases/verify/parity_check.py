@@ -2,7 +2,10 @@
 checkpoint as the runtime reads it) and through an independent float32 reference under every hypothesis of
 :mod:`yarn_cli.core.verify.diagnosis`, then the diagnosis.
 
-The reference is another implementation's forward pass on the CPU, never the engine's own: the native
+The reference is another implementation's float32 forward pass, never the engine's own: on a GPU where torch sees
+one with room for it (at about 1.5·L), else on the CPU with the sequence capped at 1,024 tokens, so the check
+stays a small share of a run on any machine. It runs before the engine's own pass and is released after it, so
+an engine that takes most of the GPU at start-up (vLLM) finds it free. the native
 engine is held against transformers (an HF folder, or the GGUF through transformers' ``gguf_file``),
 llama.cpp and vLLM against the native forward pass (transformers' where the native one lacks the family).
 Only the transformers engine on a family the native pass lacks is held against transformers itself, with
@@ -20,6 +23,7 @@ from typing import Any
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.core.verify import diagnosis
 from yarn_cli.core.verify import plan as verify_plan
+from yarn_cli.core.verify.plan import HEAD_ROWS
 from yarn_cli.errors import UnsupportedError, first_line
 from yarn_cli.runtimes.base import available_host_memory
 
@@ -30,6 +34,7 @@ SHARED_FORWARD = "transformers (same forward pass, RoPE from yarn_cli's math)"
 class ParityPlan:
     ids: list[int]
     hypotheses: list[RopeVariant]
+    device: str = "cpu"  # where the float32 reference runs
 
     @property
     def steps(self) -> int:
@@ -48,15 +53,53 @@ def plan(engine: Any, options: Any, text_ids: list[int], notes: list[str]) -> Pa
     elif facts.rope.scaling is not None and facts.rope.scaling.type == "dynamic":
         reason = "dynamic scaling changes with every length, so no one reference fits it"
     if reason is None:
-        length = diagnosis.sequence_length(facts.original_context, facts.target_context, engine.device, options.parity_length)
-        available = engine.available_memory()
-        while length > 256 and not _fits(facts, length, available) and not options.parity_length:
-            length //= 2  # each pass holds every position's logits: halve until it fits
+        device, length = placement(engine, options.parity_length)
+        engine_memory, reference_memory, reference_weights = engine.available_memory(), _reference_memory(device), _float32_bytes(engine.path)
+
+        def both_fit(n: int) -> bool:
+            return _fits(facts, n, engine_memory, facts.value_bytes, facts.weight_bytes) and _fits(facts, n, reference_memory, 4, reference_weights)
+
+        while length > 256 and not options.parity_length and not both_fit(length):
+            length //= 2  # halve until the engine's pass and the reference's both fit
         ids = (engine.tokenizer.bos + text_ids)[:length]
         if len(ids) >= 2:
-            return ParityPlan(ids, diagnosis.hypotheses(facts.rope, facts.baked_attention_factor, len(ids)))
+            return ParityPlan(ids, diagnosis.hypotheses(facts.rope, facts.baked_attention_factor, len(ids)), device)
         reason = "the text is too short for a parity sequence"
     return _skip(reason, options, notes)
+
+
+def placement(engine: Any, requested: int | None) -> tuple[str, int]:
+    """(where the reference runs, the parity sequence's length): the GPU where torch sees one whose free memory
+    holds the float32 reference at the uncapped length, else the CPU at a length capped for the CPU. Keyed on
+    the reference, never on the engine: a GPU engine held against a CPU reference at 1.5·L = 49k tokens would
+    take hours."""
+    facts = engine.facts
+    free = _gpu_free()
+    if free is not None:
+        length = diagnosis.sequence_length(facts.original_context, facts.target_context, "cuda", requested)
+        if _fits(facts, length, free, 4, _float32_bytes(engine.path)):
+            return "cuda", length
+    return "cpu", diagnosis.sequence_length(facts.original_context, facts.target_context, "cpu", requested)
+
+
+def _gpu_free() -> int | None:
+    """Free memory on the GPU torch would use, or None without one (or without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.mem_get_info()[0])
+
+
+def _reference_memory(device: str) -> int:
+    free = _gpu_free() if device == "cuda" else None
+    return free if free is not None else available_host_memory()
+
+
+def _float32_bytes(path: Path) -> int:
+    return 4 * (_parameters(path) or 0)
 
 
 def _skip(reason: str, options: Any, notes: list[str]) -> None:
@@ -66,28 +109,24 @@ def _skip(reason: str, options: Any, notes: list[str]) -> None:
     return None
 
 
-def _fits(facts: Any, length: int, available: int) -> bool:
-    """A parity pass: the model at ``length`` in one chunk, plus the float32 logits of every position."""
+def _fits(facts: Any, length: int, available: int, value_bytes: int, weight_bytes: int) -> bool:
+    """A parity pass: the model at ``length`` in one chunk, the logits a slice of rows at a time (every engine
+    and reference scores so), in ``value_bytes`` per value."""
     estimate = verify_plan.estimate_memory(
-        facts.weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length, length, facts.value_bytes
+        weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length, length, value_bytes, logit_rows=min(length, HEAD_ROWS)
     )
-    return verify_plan.fits(
-        verify_plan.MemoryEstimate(estimate.weights, estimate.kv_cache, estimate.activations + length * facts.vocab * 4), available
-    )
+    return verify_plan.fits(estimate, available)
 
 
 def run(engine: Any, planned: ParityPlan, options: Any, notes: list[str], advance: Callable[[int], None] | None = None):
     """The engine's declared variant against each hypothesis on the reference; None (with a note) where no
     independent reference can run."""
     try:
-        reference, label = reference_for(engine)
+        reference, label = reference_for(engine, planned.device)
     except UnsupportedError as exc:
         _skip(str(exc), options, notes)
         return None
     try:
-        measured = engine.score(replace(planned.hypotheses[0], name="extended"), planned.ids, 0).losses
-        if advance:
-            advance(1)
         references = {}
         for hypothesis in planned.hypotheses:
             # the reference computes each hypothesis from the math core's frequencies, never from its own config reading
@@ -97,22 +136,38 @@ def run(engine: Any, planned: ParityPlan, options: Any, notes: list[str], advanc
                 advance(1)
     finally:
         if reference is not engine:
-            reference.close()
+            _release(reference, planned.device)
+    measured = engine.score(replace(planned.hypotheses[0], name="extended"), planned.ids, 0).losses
+    if advance:
+        advance(1)
     # a server is named by its URL (and version), an in-process engine by its name
     return diagnosis.parity(getattr(engine, "label", engine.name), label, engine.facts.scaling, measured, references)
 
 
-def reference_for(engine: Any) -> tuple[Any, str]:
-    """(a float32 reference engine on the CPU, its label): the first implementation other than the engine's own
-    that can run this checkpoint and fits in memory. Raises UnsupportedError with every reason otherwise."""
+def _release(reference: Any, device: str) -> None:
+    """The reference closed and, on a GPU, its memory handed back before the engine's own pass."""
+    reference.close()
+    if device == "cuda":
+        import gc
+
+        import torch
+
+        del reference
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def reference_for(engine: Any, device: str = "cpu") -> tuple[Any, str]:
+    """(a float32 reference engine on ``device``, its label): the first implementation other than the engine's
+    own that can run this checkpoint and fits in memory. Raises UnsupportedError with every reason otherwise."""
     reasons = []
     for name in ("native", "transformers"):
         if name == engine.implementation:
             continue
-        reason = _cannot_load(name, engine.path, engine.facts.original_context)
+        reason = _cannot_load(name, engine.path, engine.facts.original_context, device)
         if reason is None:
             try:
-                return _load(name, engine.path, engine.facts.original_context), name
+                return _load(name, engine.path, engine.facts.original_context, device), name if device == "cpu" else f"{name} on {device}"
             except Exception as exc:  # noqa: BLE001 - a reference that fails to load is a reason, not a crash
                 reason = f"could not load the checkpoint ({first_line(exc)})"
         reasons.append(f"{name}: {reason}")
@@ -123,7 +178,7 @@ def reference_for(engine: Any) -> tuple[Any, str]:
     )
 
 
-def _cannot_load(name: str, path: Path, original_context: int) -> str | None:
+def _cannot_load(name: str, path: Path, original_context: int, device: str = "cpu") -> str | None:
     """Why ``name``'s forward pass cannot serve as the reference here, or None."""
     if name == "native":
         from yarn_cli.native.weights import spec_of
@@ -138,7 +193,7 @@ def _cannot_load(name: str, path: Path, original_context: int) -> str | None:
         if packages.missing("transformers"):
             return packages.needs("the reference", "transformers")
         needed = 4 * _parameters(path)
-    available = available_host_memory()
+    available = _reference_memory(device)
     if needed > 0.8 * available:
         from yarn_cli.core.units import human_bytes
 
@@ -146,16 +201,16 @@ def _cannot_load(name: str, path: Path, original_context: int) -> str | None:
     return None
 
 
-def _load(name: str, path: Path, original_context: int) -> Any:
+def _load(name: str, path: Path, original_context: int, device: str = "cpu") -> Any:
     import torch
 
     if name == "native":
         from yarn_cli.native.engine import NativeEngine
 
-        return NativeEngine(path, "cpu", original_context, dtype=torch.float32)
+        return NativeEngine(path, device, original_context, dtype=torch.float32)
     from yarn_cli.runtimes.transformers import TransformersEngine
 
-    return TransformersEngine(path, "cpu", original_context, allow_gguf=True)
+    return TransformersEngine(path, device, original_context, allow_gguf=True, dtype=torch.float32)
 
 
 def _parameters(path: Path) -> int:

@@ -143,10 +143,6 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
             f"{chosen[0].name} and {chosen[1].name} run the same RoPE ({chosen[1].label}): nothing tells them "
             "apart; extend the checkpoint first, or name other --variants"
         )
-    for variant in chosen:
-        reason = engine.unsupported(variant)
-        if reason:
-            raise UnsupportedError(f"the {engine.name} engine cannot run variant {variant.name!r} ({variant.label}): {reason}")
     task_list, left_out = [], []
     for task in tasks.build(options.tasks):
         needed = getattr(task, "requires", None)
@@ -181,6 +177,11 @@ def prepare(engine: Any, options: VerifyOptions, chosen: list[RopeVariant] | Non
             notes += task_notes
     parity = parity_check.plan(engine, options, text_ids, notes) if options.parity else None
     engine.reserve(max([n + answer for n in lengths if not options.parity_only] + [len(parity.ids) if parity else 0]))
+    # after reserve: whether a variant can run depends on the run's longest sequence (vLLM's YaRN table)
+    for variant in chosen:
+        reason = engine.unsupported(variant)
+        if reason:
+            raise UnsupportedError(f"the {engine.name} engine cannot run variant {variant.name!r} ({variant.label}): {reason}")
     return Prepared(chosen, lengths, skipped, largest, context, task_list, jobs, notes, parity)
 
 
