@@ -5,7 +5,7 @@ checkpoint as the runtime reads it) and through an independent float32 reference
 The reference is another implementation's float32 forward pass, never the engine's own: on a GPU where torch sees
 one with room for it (at about 1.5·L), else on the CPU with the sequence capped at 1,024 tokens, so the check
 stays a small share of a run on any machine. It runs before the engine's own pass and is released after it, so
-an engine that takes most of the GPU at start-up (vLLM) finds it free. the native
+an engine that takes most of the GPU at start-up (vLLM) finds it free. Which implementation: the native
 engine is held against transformers (an HF folder, or the GGUF through transformers' ``gguf_file``),
 llama.cpp and vLLM against the native forward pass (transformers' where the native one lacks the family).
 Only the transformers engine on a family the native pass lacks is held against transformers itself, with
@@ -110,8 +110,8 @@ def _skip(reason: str, options: Any, notes: list[str]) -> None:
 
 
 def _fits(facts: Any, length: int, available: int, value_bytes: int, weight_bytes: int) -> bool:
-    """A parity pass: the model at ``length`` in one chunk, the logits a slice of rows at a time (every engine
-    and reference scores so), in ``value_bytes`` per value."""
+    """A parity pass: the model at ``length`` in one chunk and the logits a slice of rows at a time (as the native
+    and transformers passes score; llama.cpp and vLLM hold a prefill chunk's at most), ``value_bytes`` per value."""
     estimate = verify_plan.estimate_memory(
         weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length, length, value_bytes, logit_rows=min(length, HEAD_ROWS)
     )
@@ -136,7 +136,9 @@ def run(engine: Any, planned: ParityPlan, options: Any, notes: list[str], advanc
                 advance(1)
     finally:
         if reference is not engine:
-            _release(reference, planned.device)
+            reference.close()
+            reference = None  # the last hold on its weights, dropped before the engine's own pass
+            _free_gpu(planned.device)
     measured = engine.score(replace(planned.hypotheses[0], name="extended"), planned.ids, 0).losses
     if advance:
         advance(1)
@@ -144,15 +146,13 @@ def run(engine: Any, planned: ParityPlan, options: Any, notes: list[str], advanc
     return diagnosis.parity(getattr(engine, "label", engine.name), label, engine.facts.scaling, measured, references)
 
 
-def _release(reference: Any, device: str) -> None:
-    """The reference closed and, on a GPU, its memory handed back before the engine's own pass."""
-    reference.close()
+def _free_gpu(device: str) -> None:
+    """On a GPU, the memory of what was just dropped handed back to the device, for the engine that runs next."""
     if device == "cuda":
         import gc
 
         import torch
 
-        del reference
         gc.collect()
         torch.cuda.empty_cache()
 
