@@ -43,10 +43,13 @@ class FinetunePlan:
     batching: finetune_plan.Batching = finetune_plan.Batching(1, 1, 1)  # for the processes of this launch
     resume: bool = False
     force: bool = False
-    estimated_bytes: int = 0
     precision: finetune_plan.Precision = finetune_plan.PRECISIONS["fp32"]
-    memory: dict[str, int] = field(default_factory=dict)  # the estimate, term by term
+    memory: finetune_plan.TrainingMemory | None = None  # one device's estimated peak, term by term
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def estimated_bytes(self) -> int:
+        return self.memory.total if self.memory is not None else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,7 +63,7 @@ class FinetunePlan:
             "data": list(self.data) or [_default_corpus_name()],
             "estimated_peak_bytes": self.estimated_bytes,
             "precision": self.precision.name,
-            "estimated_memory": self.memory,
+            "estimated_memory": self.memory.to_json() if self.memory is not None else None,
             "notes": list(self.notes),
         }
 
@@ -83,7 +86,7 @@ class FinetuneResult:
             "seconds": round(self.seconds, 3),
             "windows": self.windows,
             "precision": self.plan.precision.name,
-            "estimated_memory": self.plan.memory,
+            "estimated_memory": self.plan.memory.to_json() if self.plan.memory is not None else None,
         }
 
 
@@ -168,9 +171,8 @@ def plan_finetune(model: str | Path, out: str | Path, request: FinetuneRequest |
         batching=batching,
         resume=r.resume,
         force=r.force,
-        estimated_bytes=estimate.total,
         precision=precision,
-        memory=estimate.to_json(),
+        memory=estimate,
     )
 
 
@@ -216,7 +218,9 @@ def _check_work_dir(work_dir: Path, resume: bool) -> None:
         raise InputError(f"--resume: no complete checkpoint in {work_dir} to continue from; run without --resume")
 
 
-def _check_memory(folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe) -> tuple[finetune_plan.Precision, Any]:
+def _check_memory(
+    folder: Path, config: dict[str, Any], seq_len: int, recipe: finetune_plan.Recipe
+) -> tuple[finetune_plan.Precision, finetune_plan.TrainingMemory]:
     """The precision to train in, and the estimate of one device's peak (with what FSDP or ZeRO shards across the
     launched processes taken off); a window that cannot fit is refused before anything loads."""
     from yarn_cli.core.checkpoint import hf_config, hf_layout
