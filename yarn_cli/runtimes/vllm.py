@@ -79,7 +79,7 @@ class VllmEngine:
         )
         self.rope = spec
         self._dtype, self._options, self._attention = dtype, options, dims["attention"]
-        self.max_model_len = self._sized(max_length) if max_length > 0 else self._sized(spec.max_context)
+        self.max_model_len = self._sized(max_length if max_length > 0 else spec.max_context)
         eos = raw.get("eos_token_id")
         self.stop = sorted(stop_ids(eos))
         self._llm, self._key = None, None

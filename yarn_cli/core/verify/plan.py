@@ -132,17 +132,16 @@ def estimate_memory(
     length: int,
     chunk: int,
     value_bytes: int,
-    logit_rows: int | None = None,
 ) -> MemoryEstimate:
     """Weights + the KV cache at ``length`` + the largest activations of one prefill chunk.
 
-    Activations: attention scores (heads x chunk x length, fp32 when no fused kernel), the MLP and the logits
-    (fp32) of ``logit_rows`` positions (default: the chunk's). A 25% allowance covers allocator slack.
+    Activations: attention scores (heads x chunk x length, fp32 when no fused kernel), the MLP and the fp32 logits
+    of at most HEAD_ROWS of the chunk's positions. A 25% allowance covers allocator slack.
     """
     kv = kv_cache_bytes(attention, length, value_bytes)
     scores = heads * chunk * length * 4
     mlp = chunk * hidden * 12 * value_bytes
-    logits = (chunk if logit_rows is None else logit_rows) * vocab * 4
+    logits = min(chunk, HEAD_ROWS) * vocab * 4
     return MemoryEstimate(weight_bytes, kv, int(1.25 * (scores + mlp + logits)))
 
 

@@ -23,7 +23,6 @@ from typing import Any
 from yarn_cli.core.rope.variants import RopeVariant
 from yarn_cli.core.verify import diagnosis
 from yarn_cli.core.verify import plan as verify_plan
-from yarn_cli.core.verify.plan import HEAD_ROWS
 from yarn_cli.errors import UnsupportedError, first_line
 from yarn_cli.runtimes.base import available_host_memory
 
@@ -53,8 +52,9 @@ def plan(engine: Any, options: Any, text_ids: list[int], notes: list[str]) -> Pa
     elif facts.rope.scaling is not None and facts.rope.scaling.type == "dynamic":
         reason = "dynamic scaling changes with every length, so no one reference fits it"
     if reason is None:
-        device, length = placement(engine, options.parity_length)
-        engine_memory, reference_memory, reference_weights = engine.available_memory(), _reference_memory(device), _float32_bytes(engine.path)
+        reference_weights = _float32_bytes(engine.path)
+        device, length = placement(facts, options.parity_length, reference_weights)
+        engine_memory, reference_memory = engine.available_memory(), _reference_memory(device)
 
         def both_fit(n: int) -> bool:
             return _fits(facts, n, engine_memory, facts.value_bytes, facts.weight_bytes) and _fits(facts, n, reference_memory, 4, reference_weights)
@@ -68,16 +68,15 @@ def plan(engine: Any, options: Any, text_ids: list[int], notes: list[str]) -> Pa
     return _skip(reason, options, notes)
 
 
-def placement(engine: Any, requested: int | None) -> tuple[str, int]:
+def placement(facts: Any, requested: int | None, reference_weights: int) -> tuple[str, int]:
     """(where the reference runs, the parity sequence's length): the GPU where torch sees one whose free memory
     holds the float32 reference at the uncapped length, else the CPU at a length capped for the CPU. Keyed on
     the reference, never on the engine: a GPU engine held against a CPU reference at 1.5·L = 49k tokens would
     take hours."""
-    facts = engine.facts
     free = _gpu_free()
     if free is not None:
         length = diagnosis.sequence_length(facts.original_context, facts.target_context, "cuda", requested)
-        if _fits(facts, length, free, 4, _float32_bytes(engine.path)):
+        if _fits(facts, length, free, 4, reference_weights):
             return "cuda", length
     return "cpu", diagnosis.sequence_length(facts.original_context, facts.target_context, "cpu", requested)
 
@@ -112,9 +111,7 @@ def _skip(reason: str, options: Any, notes: list[str]) -> None:
 def _fits(facts: Any, length: int, available: int, value_bytes: int, weight_bytes: int) -> bool:
     """A parity pass: the model at ``length`` in one chunk and the logits a slice of rows at a time (as the native
     and transformers passes score; llama.cpp and vLLM hold a prefill chunk's at most), ``value_bytes`` per value."""
-    estimate = verify_plan.estimate_memory(
-        weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length, length, value_bytes, logit_rows=min(length, HEAD_ROWS)
-    )
+    estimate = verify_plan.estimate_memory(weight_bytes, facts.attention, facts.heads, facts.hidden, facts.vocab, length, length, value_bytes)
     return verify_plan.fits(estimate, available)
 
 
